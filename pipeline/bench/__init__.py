@@ -1,0 +1,21 @@
+"""`pipeline bench ingest | e2e | stage | startup`: measurements against a baseline in the same run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["ingest", "e2e", "stage", "startup", "all"])
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement window per variant")
+    p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients (ingest)")
+    p.add_argument("--alerts-per-request", type=int, default=2)
+    p.add_argument("--messages", type=int, default=50_000, help="records to process (stage)")
+    p.add_argument("--samples", type=int, default=300, help="alerts to time end to end (e2e)")
+    p.add_argument("--json", action="store_true", help="print results as JSON lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.bench.harness import run
+
+    return run(args)

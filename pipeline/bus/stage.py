@@ -1,0 +1,290 @@
+"""The one way to run a stream stage.
+
+A FastStream batch subscriber hands us what one `getmany` returned. For each record we decode the
+event, skip ids already handled, and call the stage's (pure) handler, retrying a bounded number of
+times and dead-lettering the record with its origin when it keeps failing. Then, in this order:
+the outputs are produced and acknowledged, the stage's changelog is produced and acknowledged, the
+stage's in-memory state is committed, and only then the consumer offsets. If producing fails, the
+batch's state changes are rolled back and the partitions are rewound, so nothing is lost (at least
+once; handlers are idempotent and output ids are derived from input ids, so duplicates are harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from faststream import AckPolicy, Context
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from pipeline.bus import kafka
+from pipeline.bus.producer import EventProducer, Output
+from pipeline.config import Settings
+from pipeline.events import Event, InvalidEvent, decode
+from pipeline.observability import (
+    STAGE_CONSUMED,
+    STAGE_DEAD_LETTERED,
+    STAGE_DUPLICATES,
+    STAGE_FAILED,
+    STAGE_HANDLER_SECONDS,
+    STAGE_LAG,
+    STAGE_PRODUCED,
+    get_logger,
+)
+
+SEEN_IDS = 100_000
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Stage(ABC):
+    """A stream stage: what it consumes and how it turns one event into output records.
+
+    Stateful stages keep state per input partition, write it to a co-partitioned changelog topic
+    (`changelog()` returns the pending writes of the current batch), and rebuild it in `restore`.
+    """
+
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+        """Outputs for one input event. Must not publish anything itself."""
+
+    def changelog(self) -> list[Output]:
+        return []
+
+    def commit(self) -> None:
+        """The batch's outputs and changelog are acknowledged: make its state changes permanent."""
+
+    def rollback(self) -> None:
+        """Producing failed: forget the batch's state changes (the batch will be consumed again)."""
+
+    async def restore(self, reader: ChangelogReader, partitions: list[int]) -> None:
+        """Partitions were assigned to us: rebuild their state."""
+
+    def release(self, partitions: list[int]) -> None:
+        """Partitions were taken away: drop their state."""
+
+
+class ChangelogReader:
+    """Reads partitions of a topic from the beginning to the current end, outside any consumer group."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def read(self, topic: str, partitions: Iterable[int]) -> list[tuple[ConsumerRecord, Event | None]]:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        consumer = kafka.consumer(self.settings, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            out: list[tuple[ConsumerRecord, Event | None]] = []
+            pending = {tp for tp in tps if end[tp] > 0}
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.offset < end[tp]:
+                            out.append((record, _decode_or_none(record)))
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+            return out
+        finally:
+            await consumer.stop()
+
+
+def _decode_or_none(record: ConsumerRecord) -> Event | None:
+    if record.value is None:
+        return None
+    try:
+        return decode(record.value, record.headers)
+    except InvalidEvent:
+        return None
+
+
+def faststream_security(settings: Settings) -> BaseSecurity | None:
+    """The same authentication as `kafka.client_args`, in FastStream's terms."""
+    context = kafka.ssl_context(settings)
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return BaseSecurity(ssl_context=context) if context else None
+    kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    return kinds[settings.kafka_sasl_mechanism](  # type: ignore[no-any-return]
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        use_ssl=context is not None,
+    )
+
+
+async def _no_decode(msg: Any) -> None:
+    """We decode records ourselves (headers + payload model); skip FastStream's json.loads of each one."""
+    return None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: StageRuntime) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.runtime.stage.release(sorted({tp.partition for tp in revoked}))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        partitions = sorted({tp.partition for tp in assigned})
+        await self.runtime.stage.restore(self.runtime.reader, partitions)
+        self.runtime.log.info("partitions assigned", partitions=partitions)
+        self.runtime.assigned.set()
+
+
+class StageRuntime:
+    """Runs one Stage: a FastStream batch subscriber in its own consumer group, plus a producer."""
+
+    def __init__(self, settings: Settings, stage: Stage) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.log = get_logger("pipeline.stage", stage=stage.name)
+        self.producer = EventProducer(settings)
+        self.reader = ChangelogReader(settings)
+        self.deadletter_topic = settings.topic("deadletter")
+        self.assigned = asyncio.Event()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"{settings.kafka_client_id}-{stage.name}",
+            security=faststream_security(settings),
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+            logger=None,
+        )
+        subscriber = self.broker.subscriber(
+            *(settings.topic(t) for t in stage.inputs),
+            group_id=f"{settings.topic_prefix}{stage.name}",
+            batch=True,
+            max_records=settings.stage_batch_size,
+            batch_timeout_ms=settings.stage_batch_timeout_ms,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            listener=_Rebalance(self),
+            decoder=_no_decode,
+        )
+        subscriber(self._on_batch)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.broker.start()
+        self.log.info("stage started", inputs=[self.settings.topic(t) for t in self.stage.inputs])
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.producer.stop()
+        self.log.info("stage stopped")
+
+    async def _on_batch(self, body: Any, msg: Any = Context("message")) -> None:
+        records: Sequence[ConsumerRecord] = msg.raw_message
+        consumer: AIOKafkaConsumer = msg.consumer
+        if not records:
+            return
+        started = time.perf_counter()
+        for attempt in range(len(RETRY_BACKOFF_S) + 1):
+            try:
+                await self._process(records, consumer)
+                break
+            except Exception as exc:  # noqa: BLE001 - any broker failure: roll back, rewind, retry
+                self.stage.rollback()
+                self.log.warning("batch failed, will retry", error=repr(exc), attempt=attempt + 1)
+                if attempt == len(RETRY_BACKOFF_S):
+                    self._rewind(records, consumer)
+                    return
+                await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+        STAGE_HANDLER_SECONDS.labels(self.stage.name).observe(time.perf_counter() - started)
+        self._record_lag(records, consumer)
+
+    async def _process(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
+        outputs: list[Output] = []
+        handled: set[str] = set()
+        for record in records:
+            STAGE_CONSUMED.labels(self.stage.name, record.topic).inc()
+            outputs.extend(self._handle(record, handled))
+        await self.producer.publish(outputs)
+        changelog = self.stage.changelog()
+        await self.producer.publish(changelog)
+        self.stage.commit()
+        for event_id in handled:
+            self._remember(event_id)
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        await consumer.commit(offsets)
+        for output in [*outputs, *changelog]:
+            STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
+
+    def _handle(self, record: ConsumerRecord, handled: set[str]) -> list[Output]:
+        try:
+            event = decode(record.value, record.headers)
+        except InvalidEvent as exc:
+            return [self._dead_letter(record, exc, attempts=1)]
+        event_id = event.envelope.id
+        if event_id in self._seen or event_id in handled:
+            STAGE_DUPLICATES.labels(self.stage.name).inc()
+            return []
+        error: BaseException | None = None
+        for attempt in range(1, self.settings.stage_max_attempts + 1):
+            try:
+                outputs = self.stage.handle(event, record)
+            except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the partition
+                STAGE_FAILED.labels(self.stage.name).inc()
+                self.log.warning("handler failed", event_id=event_id, attempt=attempt, error=repr(exc))
+                error = exc
+                continue
+            handled.add(event_id)
+            return outputs
+        assert error is not None
+        return [self._dead_letter(record, error, attempts=self.settings.stage_max_attempts)]
+
+    def _dead_letter(self, record: ConsumerRecord, error: BaseException, attempts: int) -> Output:
+        STAGE_DEAD_LETTERED.labels(self.stage.name).inc()
+        self.log.error(
+            "dead-lettered",
+            origin_topic=record.topic,
+            origin_partition=record.partition,
+            origin_offset=record.offset,
+            error=repr(error),
+            attempts=attempts,
+        )
+        return Output.dead_letter(self.deadletter_topic, record, stage=self.stage.name, error=error, attempts=attempts)
+
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    def _rewind(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
+        """Give up on this batch for now: seek back so the next fetch delivers it again."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for tp, offset in first.items():
+            consumer.seek(tp, offset)
+
+    def _record_lag(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
+        last: dict[TopicPartition, int] = {}
+        for record in records:
+            last[TopicPartition(record.topic, record.partition)] = record.offset
+        for tp, offset in last.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                STAGE_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(max(0, high - offset - 1))

@@ -1,0 +1,165 @@
+"""`pipeline run | stage NAME | gateway | topics | schemas | bench | broker`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from pipeline.config import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = Path(args.data_dir)
+    return load_settings(**overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.runner import Plan, run
+    from pipeline.stages import stage_classes
+
+    settings = _settings(args)
+    plan = Plan(
+        stages=list(stage_classes()),
+        ingest=True,
+        gateway=True,
+        embedded_broker=not settings.kafka_bootstrap_servers,
+        apply_topics=True,
+    )
+    return run(settings, plan)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline.runner import Plan, run
+
+    settings = _settings(args)
+    _require_broker(settings)
+    if args.name == "ingest":
+        return run(settings, Plan(ingest=True))
+    return run(settings, Plan(stages=[args.name]))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from pipeline.runner import Plan, run
+
+    settings = _settings(args)
+    _require_broker(settings)
+    return run(settings, Plan(gateway=True))
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.kafka_bootstrap_servers:
+        sys.exit("KAFKA_BOOTSTRAP_SERVERS is not set (only `pipeline run` starts an embedded broker)")
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline.bus import topics
+
+    settings = _settings(args)
+    _require_broker(settings)
+    if args.action == "apply":
+        reports = asyncio.run(topics.apply(settings))
+        for r in reports:
+            print(f"{r.topic:40} {r.action}" + (f"  ({'; '.join(r.drift)})" if r.drift else ""))
+        return 2 if any(r.action == "drift" for r in reports) else 0
+    for row in asyncio.run(topics.describe(settings)):
+        if row["partitions"] is None:
+            print(f"{row['topic']:40} missing")
+        else:
+            print(f"{row['topic']:40} partitions={row['partitions']} messages={row['messages']} high_water={row['high_water']}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from pipeline import schemas
+
+    settings = load_settings()
+    out = Path(args.out) if args.out else schemas.SCHEMAS_DIR
+    if args.check:
+        stale = schemas.drift(out, settings.topics_dir)
+        for name in stale:
+            print(f"out of date: {out / name}")
+        return 1 if stale else 0
+    for path in schemas.export(out, settings.topics_dir):
+        print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run only the embedded Kafka broker in the foreground (for development and external tooling)."""
+    import signal
+    import threading
+
+    from pipeline.embedded.kafka import LocalKafka, ensure_kafka
+
+    settings = _settings(args)
+    ensure_kafka()
+    broker = LocalKafka(settings.data_dir / "kafka", port=settings.embedded_kafka_port or None)
+    print(json.dumps({"bootstrap": broker.start()}), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    broker.stop()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="everything in one process: embedded broker (if none configured), stages, ingest, gateway")
+    run.add_argument("--port", type=int)
+    run.add_argument("--data-dir")
+    run.set_defaults(func=cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage against an existing broker")
+    stage.add_argument("name", choices=["ingest", "correlate"])
+    stage.add_argument("--port", type=int)
+    stage.set_defaults(func=cmd_stage)
+
+    gateway = sub.add_parser("gateway", help="run the REST gateway against an existing broker")
+    gateway.add_argument("--port", type=int)
+    gateway.set_defaults(func=cmd_gateway)
+
+    topics = sub.add_parser("topics", help="create missing topics and report drift, or list them")
+    topics.add_argument("action", choices=["apply", "list"])
+    topics.set_defaults(func=cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="write JSON Schema and AsyncAPI files for every event type")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("--out")
+    schemas.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
+    schemas.set_defaults(func=cmd_schemas)
+
+    broker = sub.add_parser("broker", help="run only the embedded Kafka broker")
+    broker.add_argument("--data-dir")
+    broker.set_defaults(func=cmd_broker)
+
+    from pipeline.bench import add_arguments
+
+    bench = sub.add_parser("bench", help="measure throughput, latency, memory and start time against baselines")
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The one configuration object. Every process reads it from the environment (and `.env`).
+
+Names follow the Go coordination engine where it had them (`PORT`, `METRICS_PORT`, `ML_SERVICE_URL`, ...).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline import __version__
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its broker data between runs."""
+    return Path.home() / ".local" / "share" / "pipeline"
+
+
+class Settings(BaseSettings):
+    """All settings of every stage, the gateway and the embedded default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Kafka. Empty bootstrap servers means: start the embedded broker (only `pipeline run` does that).
+    kafka_bootstrap_servers: str = ""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_client_id: str = "pipeline"
+    kafka_request_timeout_ms: int = 10_000
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 1_000
+    # Every topic name is prefixed: one cluster can hold several pipelines (and tests their own topics).
+    topic_prefix: str = "pipeline."
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topics_dir: Path = Path(__file__).resolve().parent.parent / "topics"
+
+    # HTTP (gateway and ingest share the API port; metrics also on METRICS_PORT when it differs).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    api_token: SecretStr = SecretStr("")
+
+    # Ingest.
+    ingest_max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    ingest_max_in_flight: int = Field(default=1024, ge=1)
+    ingest_produce_timeout_s: float = Field(default=10.0, gt=0)
+    ingest_dedup_size: int = Field(default=100_000, ge=0)
+    alertmanager_url: str = ""
+
+    # Stages.
+    stage_batch_size: int = Field(default=500, ge=1)
+    stage_batch_timeout_ms: int = Field(default=100, ge=1)
+    stage_max_attempts: int = Field(default=3, ge=1)
+
+    # Gateway.
+    gateway_write_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Embedded default.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    embedded_kafka_port: int = Field(default=19092, ge=0, le=65535)
+
+    # The namespace this deployment runs in (the engine's NAMESPACE), reported by /api/v1/health.
+    namespace: str = ""
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    version: str = __version__
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The full topic name of a logical topic (`signals` -> `pipeline.signals`)."""
+        return f"{self.topic_prefix}{name}"
+
+    @cached_property
+    def bearer_token(self) -> str | None:
+        token = self.api_token.get_secret_value()
+        return token or None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment; keyword overrides win (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

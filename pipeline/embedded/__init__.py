@@ -1,0 +1,1 @@
+"""Embedded real components (a local Kafka broker) for development and tests."""

@@ -1,0 +1,548 @@
+"""A real Apache Kafka broker (KRaft, one combined broker+controller node) on 127.0.0.1.
+
+Nothing on PyPI ships the broker, but Maven Central publishes its jars. ``ensure_kafka`` resolves
+the runtime jar closure once into a cache; ``LocalKafka`` formats a persistent data directory and
+runs ``kafka.Kafka`` from those jars. Recipe and reasoning: shared/infra/KAFKA-FROM-MAVEN.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import psutil
+
+KAFKA_VERSION = "4.1.1"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+LOG4J2_VERSION = "2.24.3"
+HOST = "127.0.0.1"
+NODE_ID = 1
+_STAMP = ".complete"
+_STATE_FILE = "kafka.json"
+_PID_FILE = "kafka.pid"
+
+
+def _log(msg: str) -> None:
+    """Progress goes to stderr so it never mixes with a CLI's stdout (the bootstrap address)."""
+    print(f"[embedded-kafka] {msg}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """Root of everything downloaded or built; overridable so CI can cache one directory."""
+    env = os.environ.get("PIPELINE_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pipeline"
+
+
+def _major(version: str) -> int:
+    """Kafka major version: 4.x logs through log4j2, 3.x through reload4j."""
+    return int(version.split(".", 1)[0])
+
+
+def _tail(path: Path, start: int = 0, max_bytes: int = 6000) -> str:
+    """Last part of a log file (from byte ``start`` on), for error messages."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(start, size - max_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+
+
+# --------------------------------------------------------------------------- jar resolution
+
+
+def _pom(version: str) -> str:
+    """Throwaway POM: the broker plus the logging backend that Kafka's POM leaves out."""
+    deps = [("org.apache.kafka", "kafka_2.13", version)]
+    if _major(version) >= 4:  # log4j2 is compileOnly in core; the SLF4J 1.x binding is release-only
+        deps += [("org.apache.logging.log4j", a, LOG4J2_VERSION)
+                 for a in ("log4j-slf4j-impl", "log4j-core", "log4j-api")]
+    else:  # 3.9 needs log4j 1 API for Log4jController
+        deps += [("org.slf4j", "slf4j-reload4j", "1.7.36"), ("ch.qos.reload4j", "reload4j", "1.2.25")]
+    body = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
+        "</dependency>\n" for g, a, v in deps)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<project xmlns="http://maven.apache.org/POM/4.0.0">\n'
+            "<modelVersion>4.0.0</modelVersion><groupId>pipeline.embedded</groupId>\n"
+            f"<artifactId>kafka-runtime</artifactId><version>{version}</version>"
+            "<packaging>pom</packaging>\n"
+            f"<dependencies>\n{body}</dependencies>\n</project>\n")
+
+
+def _require(tool: str) -> str:
+    """Absolute path of a required executable, or a clear error naming what is missing."""
+    found = shutil.which(tool)
+    if not found:
+        raise RuntimeError(f"'{tool}' not found on PATH; the embedded Kafka broker needs Java 17+ and Maven")
+    return found
+
+
+def _run_maven(kdir: Path, out_dir: Path) -> None:
+    """copy-dependencies into ``out_dir``, reporting progress while Maven downloads (minutes, once)."""
+    log_path = kdir / "mvn.log"
+    cmd = [_require("mvn"), "-B", "-f", str(kdir / "pom.xml"),
+           f"-Dmaven.repo.local={cache_dir() / 'm2'}",
+           f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+           "-DincludeScope=runtime", f"-DoutputDirectory={out_dir}"]
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while True:
+            try:
+                rc = proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                n = _tail(log_path, max_bytes=10**8).count("Downloaded from")
+                _log(f"  ... still resolving ({time.monotonic() - started:.0f}s, {n} artifacts downloaded)")
+    if rc != 0:
+        raise RuntimeError(f"Maven failed to resolve Kafka jars (exit {rc}); log {log_path}:\n"
+                           f"{_tail(log_path, max_bytes=4000)}")
+
+
+def _smoke_test(libs: Path, version: str) -> None:
+    """Prove the classpath is complete before stamping it: ``kafka.Kafka --version`` must work."""
+    res = subprocess.run([_require("java"), "-Xmx64m", "-cp", f"{libs}/*", "kafka.Kafka", "--version"],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    out = (res.stdout + res.stderr).strip()
+    if res.returncode != 0 or version not in out:
+        raise RuntimeError(f"Kafka classpath smoke test failed (exit {res.returncode}):\n{out[-3000:]}")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise concurrent ``ensure_kafka`` calls (CLI + tests) so Maven never runs twice at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_kafka(version: str = KAFKA_VERSION) -> Path:
+    """Return a directory holding the broker's runtime jars, resolving them from Maven Central once.
+
+    A stamp file makes every later call a no-op; the jars are copied into a scratch directory
+    and renamed into place only after the smoke test, so an interrupted run never looks complete.
+    """
+    kdir = cache_dir() / "kafka" / version
+    libs = kdir / "libs"
+    if (libs / _STAMP).is_file():
+        return libs
+    with _file_lock(kdir / ".lock"):
+        if (libs / _STAMP).is_file():
+            return libs
+        _log(f"resolving Apache Kafka {version} jars from Maven Central into {libs} (first time: minutes)")
+        started = time.monotonic()
+        (kdir / "pom.xml").write_text(_pom(version))
+        partial = kdir / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        _run_maven(kdir, partial)
+        _smoke_test(partial, version)
+        (partial / _STAMP).write_text(version + "\n")
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        _log(f"Kafka {version} ready: {sum(1 for _ in libs.glob('*.jar'))} jars "
+             f"in {time.monotonic() - started:.1f}s")
+    return libs
+
+
+# --------------------------------------------------------------------------- broker process
+
+
+def _free_port(avoid: object = None) -> int:
+    """Let the kernel pick an unused loopback port (closed again before Kafka binds it)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port != avoid:
+            return port
+
+
+def _port_free(port: int) -> bool:
+    """True if nothing listens on the port; SO_REUSEADDR like the JVM, so TIME_WAIT does not count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _new_cluster_id() -> str:
+    """Kafka's Uuid text form (22 chars); ids starting with '-' are rejected by its CLI parsing."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _server_properties(log_dirs: Path, port: int, cport: int, version: str) -> str:
+    """Single-node settings: RF 1 internals, fast groups, few threads, small buffers, working compaction."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": str(NODE_ID),
+        "controller.quorum.voters": f"{NODE_ID}@{HOST}:{cport}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(log_dirs),
+        # one node: internal topics must not ask for 3 replicas / min ISR 2
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        # fast consumer groups (clients may ask for session timeouts below the 6 s default minimum)
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        # topics are created explicitly by the pipeline; an auto-created topic is a bug
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        # small and quick on a shared 2-core machine
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "background.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.index.size.max.bytes": "1048576",
+        # compaction: 4 MiB dedupe buffer instead of 128 MiB of heap; check often; segments small enough
+        # (and rolled hourly) that compacted topics actually get non-active segments to clean
+        "log.cleaner.threads": "1",
+        "log.cleaner.dedupe.buffer.size": "4194304",
+        "log.cleaner.backoff.ms": "1000",
+        "log.segment.bytes": str(16 * 1024 * 1024),
+        "log.roll.ms": str(60 * 60 * 1000),
+    }
+    if _major(version) >= 4:
+        props.update({
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+            "group.coordinator.threads": "1",
+            "share.coordinator.threads": "1",
+        })
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _log_config(version: str) -> str:
+    """Quiet logging (WARN) except the two INFO loggers whose lines mark readiness in the log file."""
+    ready = ("kafka.server.BrokerLifecycleManager", "kafka.server.KafkaRaftServer")
+    if _major(version) >= 4:
+        lines = ["status = warn", "name = pipeline-embedded-kafka", "shutdownHook = disable",
+                 "appender.out.type = Console", "appender.out.name = OUT",
+                 "appender.out.layout.type = PatternLayout",
+                 "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                 "rootLogger.level = WARN", "rootLogger.appenderRef.out.ref = OUT"]
+        for i, name in enumerate(ready):
+            lines += [f"logger.r{i}.name = {name}", f"logger.r{i}.level = INFO"]
+    else:
+        lines = ["log4j.rootLogger=WARN, stdout",
+                 "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+                 "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+                 "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n"]
+        lines += [f"log4j.logger.{name}=INFO" for name in ready]
+    return "\n".join(lines) + "\n"
+
+
+def _heap_opts(heap: str) -> list[str]:
+    """-Xmx from ``heap``; a small fixed -Xms keeps idle RSS low, but never above -Xmx (JVM refuses)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    try:
+        size = int(heap[:-1]) * units[heap[-1].lower()] if heap[-1].isalpha() else int(heap)
+    except (KeyError, ValueError, IndexError):
+        size = 0
+    return [f"-Xms{'64m' if size >= 64 << 20 else heap}", f"-Xmx{heap}"]
+
+
+async def _metadata_ok(bootstrap: str) -> bool:
+    """Definitive readiness: a real client gets metadata listing our broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        info = await admin.describe_cluster()
+        return any(b.get("node_id") == NODE_ID for b in info.get("brokers", []))
+    finally:
+        await admin.close()
+
+
+def _check_metadata(bootstrap: str) -> bool:
+    """Run the async check on a private loop/thread so ``start()`` also works inside an event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            return pool.submit(asyncio.run, _metadata_ok(bootstrap)).result(timeout=20)
+        except Exception:  # noqa: BLE001 - any client failure just means "not ready yet"
+            return False
+
+
+class _PortInUse(RuntimeError):
+    """The broker died because a chosen port was taken meanwhile (retryable for fresh ports)."""
+
+
+class LocalKafka:
+    """One KRaft broker+controller on loopback whose data survives ``stop()``/``start()``.
+
+    ``data_dir`` holds the Kafka log dirs, ``kafka.json`` (cluster id and ports, so a restart
+    comes back on the same bootstrap address), the generated configs, the PID file and the log.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, controller_port: int | None = None,
+                 heap: str = "512m", version: str = KAFKA_VERSION) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.version = version
+        self.heap = heap
+        self._want_port = port
+        self._want_cport = controller_port
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: IO[bytes] | None = None
+        self._log_start = 0
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:P`` for clients; known once ``start()`` has chosen the port."""
+        if self._port is None:
+            raise RuntimeError("LocalKafka has not been started; call start() first")
+        return f"{HOST}:{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker JVM started by this object, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_file(self) -> Path:
+        """Broker stdout+stderr (appended across restarts); shown in error messages."""
+        return self.data_dir / "broker.log"
+
+    @property
+    def running(self) -> bool:
+        """True while the JVM this object started is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the broker JVM, for benchmarks and capacity notes."""
+        if not self.running or self.pid is None:
+            raise RuntimeError("LocalKafka is not running")
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Resolve jars, format if new, launch and wait until a client gets metadata; return bootstrap."""
+        if self.running:
+            return self.bootstrap
+        libs = ensure_kafka(self.version)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._kill_leftover()
+        state = self._load_state()
+        fresh_ports = self._choose_ports(state)
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            self._write_configs(state)
+            self._format_if_needed(libs, state["cluster_id"])
+            try:
+                self._launch(libs)
+                self._wait_ready(deadline)
+                return self.bootstrap
+            except _PortInUse:
+                if not fresh_ports or attempt == 2:
+                    raise
+                _log(f"port {state['port']}/{state['controller_port']} was taken; retrying with new ports")
+                state["port"] = _free_port()
+                state["controller_port"] = _free_port(avoid=state["port"])
+        raise AssertionError("unreachable")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM our own JVM (Kafka's shutdown hook flushes and closes logs), SIGKILL only if stuck."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _log(f"broker pid {proc.pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
+                proc.kill()
+                proc.wait(timeout=10)
+        if proc is not None:
+            (self.data_dir / _PID_FILE).unlink(missing_ok=True)
+        self._close_log()
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def _properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def _meta_file(self) -> Path:
+        return self.data_dir / "kraft-logs" / "meta.properties"
+
+    def _load_state(self) -> dict[str, object]:
+        """kafka.json, or a new state; a formatted dir without it keeps its cluster id from meta.properties."""
+        path = self.data_dir / _STATE_FILE
+        state: dict[str, object] = json.loads(path.read_text()) if path.is_file() else {}
+        if "cluster_id" not in state:
+            state["cluster_id"] = self._meta_cluster_id() or _new_cluster_id()
+        if state.get("version") not in (None, self.version):
+            _log(f"warning: {self.data_dir} was last run with Kafka {state['version']}, now {self.version}")
+        state["version"] = self.version
+        return state
+
+    def _meta_cluster_id(self) -> str | None:
+        """Cluster id recorded by a previous format, if any."""
+        if not self._meta_file.is_file():
+            return None
+        for line in self._meta_file.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return None
+
+    def _choose_ports(self, state: dict[str, object]) -> bool:
+        """Explicit ports win, then the stored ones (same address after restart), else free ones.
+
+        Returns True when the ports are freshly picked, i.e. may be re-picked if they get taken.
+        """
+        stored = isinstance(state.get("port"), int) and isinstance(state.get("controller_port"), int)
+        port = self._want_port or (state["port"] if stored else None) or _free_port()
+        cport = self._want_cport or (state["controller_port"] if stored else None) or _free_port(avoid=port)
+        for p in (port, cport):
+            if not _port_free(int(p)):  # type: ignore[arg-type]
+                raise RuntimeError(f"port {p} for the Kafka broker in {self.data_dir} is in use by another "
+                                   "process; stop it, pass port=/controller_port=, or delete kafka.json")
+        state["port"], state["controller_port"] = port, cport
+        return not stored and self._want_port is None and self._want_cport is None
+
+    def _write_configs(self, state: dict[str, object]) -> None:
+        """Regenerate server.properties and the log config each start; persist kafka.json."""
+        self._port = int(state["port"])  # type: ignore[arg-type]
+        self._properties_file.write_text(_server_properties(
+            self.data_dir / "kraft-logs", self._port, int(state["controller_port"]),  # type: ignore[arg-type]
+            self.version))
+        (self.data_dir / self._log_config_name).write_text(_log_config(self.version))
+        (self.data_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    @property
+    def _log_config_name(self) -> str:
+        return "log4j2.properties" if _major(self.version) >= 4 else "log4j.properties"
+
+    def _log_opts(self) -> list[str]:
+        """log4j2 (4.x) or reload4j (3.x) configuration flags."""
+        cfg = self.data_dir / self._log_config_name
+        flag = (f"-Dlog4j2.configurationFile={cfg}" if _major(self.version) >= 4
+                else f"-Dlog4j.configuration=file:{cfg}")
+        return [flag, f"-Dkafka.logs.dir={self.data_dir}"]
+
+    def _java(self, libs: Path, heap_opts: list[str], main: list[str]) -> list[str]:
+        """JVM command line: small serial-GC heap, C1 only, die on OOM rather than wedge."""
+        return [_require("java"), *heap_opts, "-XX:+UseSerialGC", "-XX:MaxMetaspaceSize=192m",
+                "-XX:+ExitOnOutOfMemoryError", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+                "-Djava.awt.headless=true", *self._log_opts(), "-cp", f"{libs}/*", *main]
+
+    def _format_if_needed(self, libs: Path, cluster_id: object) -> None:
+        """Format storage only once: reformatting would refuse (or destroy) existing data."""
+        if self._meta_file.is_file():
+            return
+        cmd = self._java(libs, ["-Xmx128m"], ["kafka.tools.StorageTool", "format", "-t", str(cluster_id),
+                                               "-c", str(self._properties_file)])
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise RuntimeError(f"Kafka storage format failed (exit {res.returncode}):\n"
+                               f"{(res.stdout + res.stderr)[-3000:]}")
+
+    def _launch(self, libs: Path) -> None:
+        """Start the JVM in its own session, output appended to the log file, PID recorded."""
+        self._close_log()
+        fh = self.log_file.open("ab")
+        self._log_start = fh.seek(0, os.SEEK_END)
+        self._log_fh = fh
+        cmd = self._java(libs, _heap_opts(self.heap), ["kafka.Kafka", str(self._properties_file)])
+        self._proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      cwd=self.data_dir, start_new_session=True)
+        (self.data_dir / _PID_FILE).write_text(f"{self._proc.pid}\n")
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Alive, then TCP on the client port (opened only after unfencing), then a metadata call."""
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                self._fail("exited during startup")
+            if self._tcp_open() and _check_metadata(self.bootstrap):
+                return
+            time.sleep(0.2)
+        self._fail("did not become ready in time")
+
+    def _tcp_open(self) -> bool:
+        try:
+            with socket.create_connection((HOST, int(self._port or 0)), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def _fail(self, what: str) -> None:
+        """Stop whatever is left and raise with the log tail, the only useful diagnostic."""
+        rc = self._proc.poll() if self._proc is not None else None
+        self.stop(timeout=10)
+        tail = _tail(self.log_file, self._log_start)
+        msg = f"Kafka broker in {self.data_dir} {what} (exit code {rc}); log {self.log_file}:\n{tail}"
+        if rc is not None and "Address already in use" in tail:
+            raise _PortInUse(msg)
+        raise RuntimeError(msg)
+
+    def _close_log(self) -> None:
+        fh, self._log_fh = self._log_fh, None
+        if fh is not None:
+            fh.close()
+
+    def _kill_leftover(self) -> None:
+        """A crashed run may have left its broker running on our data dir: stop it by its PID only."""
+        pid_file = self.data_dir / _PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+            proc = psutil.Process(pid)
+            ours = "java" in proc.name() and str(self._properties_file) in proc.cmdline()
+        except (OSError, ValueError, psutil.Error):
+            ours = False
+        if ours:
+            _log(f"stopping leftover broker pid {pid} for {self.data_dir}")
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        pid_file.unlink(missing_ok=True)

@@ -1,0 +1,297 @@
+"""The one event envelope and every event payload.
+
+An event on the bus is a Kafka record whose value is the JSON payload and whose headers carry the
+CloudEvents 1.0 attributes in binary mode (`ce_id`, `ce_type`, ...), plus our extensions
+`ce_incidentid`, `ce_workflowid`, `ce_causationid` and `ce_traceparent`.
+Payload models are versioned by their event type name; `pipeline schemas export` turns them into
+JSON Schema and AsyncAPI documents under `schemas/`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+_EXTENSIONS = ("subject", "incidentid", "workflowid", "causationid", "traceparent")
+
+
+class InvalidEvent(ValueError):
+    """A record that is not one of our events: missing CloudEvents headers or a payload that fails validation."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Severity(StrEnum):
+    """Incident and signal severity, the engine's vocabulary."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    @property
+    def priority(self) -> int:
+        """The MCP client reads `priority` as an integer: 1 is the most urgent."""
+        return 5 - self.rank
+
+
+_SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+
+
+class IncidentStatus(StrEnum):
+    """The MCP server's status vocabulary. An incident whose alerts all resolved is `completed`."""
+
+    ACTIVE = "active"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Payload(BaseModel):
+    """Base of every event payload. `event_type` is the CloudEvents `type` of the event carrying it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+    event_type: ClassVar[str]
+    key_field: ClassVar[str]
+
+
+class Resource(BaseModel):
+    """The Kubernetes object a signal or incident is about. Cluster-scoped objects have namespace ''."""
+
+    model_config = ConfigDict(frozen=True)
+    namespace: str = ""
+    kind: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        """Partition key of everything about this resource: `namespace/Kind/name`."""
+        return f"{self.namespace}/{self.kind}/{self.name}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+class Signal(Payload):
+    """One observation about one resource: an alert instance changed state, or a cluster event happened.
+
+    `signal_id` is deterministic for an alert instance and status, so a redelivered webhook yields the same id.
+    """
+
+    event_type: ClassVar[str] = "pipeline.signal.observed.v1"
+    key_field: ClassVar[str] = "resource_key"
+
+    signal_id: str
+    source: Literal["alertmanager", "kubernetes", "manual"]
+    origin: str = Field("", description="Where it came from: Alertmanager externalURL, cluster name, ...")
+    resource: Resource
+    name: str = Field(description="alertname, or the Kubernetes reason (CrashLoopBackOff, ...)")
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    summary: str = ""
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    fingerprint: str = Field(description="Stable identity of the alert (label-set hash) within its source")
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+    observed_at: datetime
+
+    @property
+    def resource_key(self) -> str:
+        return self.resource.key
+
+
+class AttachedSignal(BaseModel):
+    """The latest state of one alert (or event kind) attached to an incident."""
+
+    fingerprint: str
+    name: str
+    source: str
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    starts_at: datetime
+    ends_at: datetime | None = None
+    last_signal_id: str
+    summary: str = ""
+
+
+class Incident(BaseModel):
+    """An incident: everything wrong with one resource from its first firing signal until all resolved."""
+
+    id: str
+    title: str
+    description: str = ""
+    severity: Severity
+    status: IncidentStatus = IncidentStatus.ACTIVE
+    source: str
+    namespace: str = ""
+    resource: str = Field("", description="Kind/name of the affected object")
+    resource_key: str = ""
+    target: str = ""
+    issue_type: str = ""
+    signals: dict[str, AttachedSignal] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    affected_resources: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    confidence: float | None = None
+    correlation_id: str | None = None
+    external_id: str | None = None
+    created_by: str | None = None
+    workflow_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    signal_count: int = 0
+
+
+class IncidentChange(Payload):
+    """An incident changed; the payload carries the whole incident after the change (event-carried state)."""
+
+    key_field: ClassVar[str] = "incident_id"
+    incident: Incident
+    signal_id: str | None = Field(None, description="The signal that caused the change, if any")
+
+    @property
+    def incident_id(self) -> str:
+        return self.incident.id
+
+
+class IncidentOpened(IncidentChange):
+    """A new incident: the first firing signal for a resource, or one created through the API."""
+
+    event_type: ClassVar[str] = "pipeline.incident.opened.v1"
+
+
+class IncidentUpdated(IncidentChange):
+    """A signal was attached to an open incident, or an attached alert changed state."""
+
+    event_type: ClassVar[str] = "pipeline.incident.updated.v1"
+
+
+class IncidentResolved(IncidentChange):
+    """Every alert attached to the incident has resolved."""
+
+    event_type: ClassVar[str] = "pipeline.incident.resolved.v1"
+
+
+class CorrelationState(Payload):
+    """Changelog record of the correlate stage: the open incident of one resource (compacted topic)."""
+
+    event_type: ClassVar[str] = "pipeline.correlation.state.v1"
+    key_field: ClassVar[str] = "resource_key"
+    resource_key: str
+    incident: Incident | None = None
+    recent_signal_ids: list[str] = Field(default_factory=list)
+
+
+EVENT_TYPES: dict[str, type[Payload]] = {
+    model.event_type: model
+    for model in (Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """CloudEvents 1.0 attributes of one event, carried as Kafka headers (binary mode)."""
+
+    type: str
+    source: str
+    id: str = field(default_factory=new_id)
+    time: datetime = field(default_factory=utcnow)
+    subject: str | None = None
+    incidentid: str | None = None
+    workflowid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        out = [
+            ("ce_specversion", SPECVERSION.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+        for name in _EXTENSIONS:
+            value = getattr(self, name)
+            if value:
+                out.append((f"ce_{name}", value.encode()))
+        return out
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> Envelope:
+        found = {k: v.decode() for k, v in headers or () if k.startswith("ce_") and v is not None}
+        missing = [n for n in ("ce_id", "ce_type", "ce_source", "ce_specversion") if n not in found]
+        if missing:
+            raise InvalidEvent(f"missing CloudEvents header(s): {', '.join(missing)}")
+        try:
+            time = datetime.fromisoformat(found["ce_time"]) if "ce_time" in found else utcnow()
+        except ValueError as exc:
+            raise InvalidEvent(f"ce_time is not an RFC 3339 timestamp: {found['ce_time']!r}") from exc
+        return cls(
+            type=found["ce_type"],
+            source=found["ce_source"],
+            id=found["ce_id"],
+            time=time,
+            **{name: found.get(f"ce_{name}") for name in _EXTENSIONS},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An envelope and its payload; `key` is the Kafka record key (the payload's partition key)."""
+
+    envelope: Envelope
+    payload: Payload
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self.payload, self.payload.key_field))
+
+    @classmethod
+    def of(cls, payload: Payload, *, source: str, id: str | None = None, **attrs: Any) -> Event:
+        """Wrap a payload; the type comes from the payload class, the id is new unless given."""
+        env = Envelope(type=payload.event_type, source=source, id=id or new_id(), **attrs)
+        return cls(env, payload)
+
+    def encode(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of the Kafka record."""
+        return self.key.encode(), self.payload.model_dump_json().encode(), self.envelope.headers()
+
+
+def decode(value: bytes | None, headers: Any) -> Event:
+    """Parse a Kafka record into an Event; raises InvalidEvent for anything that is not one of ours."""
+    envelope = Envelope.from_headers(headers)
+    model = EVENT_TYPES.get(envelope.type)
+    if model is None:
+        raise InvalidEvent(f"unknown event type {envelope.type!r}")
+    if value is None:
+        raise InvalidEvent("record has no value")
+    try:
+        payload = model.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{envelope.type} payload invalid: {exc.errors(include_url=False)}") from exc
+    return Event(envelope, payload)

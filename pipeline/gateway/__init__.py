@@ -1,0 +1,1 @@
+"""REST gateway: projects the event log into the coordination engine's API."""

@@ -1,0 +1,141 @@
+"""The read model: incidents rebuilt from the `incidents` topic, kept current by tailing it.
+
+Every gateway replica reads all partitions from the beginning (no consumer group): the read model is a
+pure function of the log. `ready` is set once the backlog present at start has been applied, and
+`wait_for(event_id)` lets a write answer only after its own event is visible (read your writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from pipeline.bus import kafka
+from pipeline.config import Settings
+from pipeline.events import Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
+from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
+
+APPLIED_IDS = 100_000
+log = get_logger("pipeline.gateway.projection")
+
+
+class IncidentProjection:
+    """Incidents by id, applied from IncidentChange events (each carries the whole incident)."""
+
+    def __init__(self) -> None:
+        self.incidents: dict[str, Incident] = {}
+        self._applied: OrderedDict[str, None] = OrderedDict()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+
+    def apply(self, event_id: str, change: IncidentChange) -> bool:
+        """Apply one change; False when the event id was already applied (at-least-once delivery)."""
+        if event_id in self._applied:
+            return False
+        self._applied[event_id] = None
+        if len(self._applied) > APPLIED_IDS:
+            self._applied.popitem(last=False)
+        incident = change.incident
+        current = self.incidents.get(incident.id)
+        if current is None or incident.updated_at >= current.updated_at:
+            self.incidents[incident.id] = incident
+        waiter = self._waiters.pop(event_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    async def wait_for(self, event_id: str, timeout: float) -> bool:
+        """True once the event is applied, False if `timeout` seconds pass first."""
+        if event_id in self._applied:
+            return True
+        waiter = self._waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter.done() or event_id not in self._applied:
+                self._waiters.pop(event_id, None)
+
+    def values(self) -> Iterable[Incident]:
+        return self.incidents.values()
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in IncidentStatus}
+        for incident in self.incidents.values():
+            out[incident.status.value] += 1
+        return out
+
+
+class ProjectionRunner:
+    """Tails the incidents topic into an IncidentProjection."""
+
+    def __init__(self, settings: Settings, projection: IncidentProjection | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topic("incidents")
+        self.projection = projection or IncidentProjection()
+        self.ready = asyncio.Event()
+        self.caught_up_at: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        partitions = (await kafka.partitions(self.settings, self.topic))[self.topic]
+        if not partitions:
+            raise RuntimeError(f"topic {self.topic} does not exist: run `pipeline topics apply`")
+        self._consumer = kafka.consumer(self.settings, group_id=None)
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self.caught_up_at = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._run(), name="incident-projection")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            except KafkaError as exc:
+                log.warning("projection fetch failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.value, record.headers)
+            if not self.ready.is_set() and await self._caught_up(consumer):
+                self.ready.set()
+                log.info("projection ready", incidents=len(self.projection.incidents))
+            if batches:
+                for status, count in self.projection.counts().items():
+                    PROJECTION_INCIDENTS.labels(status).set(count)
+
+    def _apply(self, value: bytes | None, headers: object) -> None:
+        try:
+            event = decode(value, headers)
+        except InvalidEvent as exc:
+            log.warning("skipping record that is not an incident event", error=str(exc))
+            return
+        if isinstance(event.payload, IncidentChange):
+            if self.projection.apply(event.envelope.id, event.payload):
+                PROJECTION_EVENTS.labels(event.envelope.type).inc()
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
+        for tp, end in self.caught_up_at.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True

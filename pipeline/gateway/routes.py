@@ -1,0 +1,129 @@
+"""Incident routes: `GET /api/v1/incidents` (MCP filters and summary) and `POST /api/v1/incidents` (201)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.bus.producer import EventProducer, Output
+from pipeline.config import Settings
+from pipeline.domain.incidents import IncidentQuery, InvalidQuery, new_manual_incident, select, summary, to_api
+from pipeline.events import Event, IncidentOpened, Severity
+from pipeline.gateway.projection import IncidentProjection
+from pipeline.web.errors import ApiError, from_pydantic
+from pipeline.web.requests import read_json, require_token
+
+MAX_WRITE_BODY = 256 * 1024
+
+
+def _bytes_at_most(limit: int) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > limit:
+            raise ValueError(f"must be at most {limit} bytes")
+        return value
+
+    return check
+
+
+def _camel(name: str) -> AliasChoices:
+    head, *rest = name.split("_")
+    return AliasChoices(name, head + "".join(p.title() for p in rest))
+
+
+class CreateIncident(BaseModel):
+    """`POST /api/v1/incidents`: the engine's fields and the MCP server's camelCase ones."""
+
+    model_config = ConfigDict(extra="ignore")
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    severity: Severity
+    target: str | None = None
+    source: str | None = Field(None, max_length=64)
+    labels: dict[str, str] | None = None
+    affected_resources: list[str] | None = Field(None, validation_alias=_camel("affected_resources"))
+    correlation_id: str | None = Field(None, max_length=256, validation_alias=_camel("correlation_id"))
+    external_id: str | None = Field(None, max_length=256, validation_alias=_camel("external_id"))
+    created_by: str | None = Field(None, max_length=256, validation_alias=_camel("created_by"))
+    confidence: float | None = Field(None, ge=0, le=1)
+    parameters: dict[str, Any] | None = None
+
+    _title = field_validator("title")(_bytes_at_most(200))
+    _description = field_validator("description")(_bytes_at_most(2000))
+    _target = field_validator("target")(_bytes_at_most(100))
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def router(
+    settings: Settings, projection: IncidentProjection, producer: EventProducer
+) -> APIRouter:
+    api = APIRouter(tags=["incidents"])
+    topic = settings.topic("incidents")
+
+    @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)")
+    async def list_incidents(request: Request) -> JSONResponse:
+        q = request.query_params
+        try:
+            query = IncidentQuery.parse(
+                q.get("namespace"), q.get("severity"), q.get("status"), q.get("limit"), q.get("offset")
+            )
+        except InvalidQuery as exc:
+            raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
+        matching, page = select(projection.values(), query)
+        return JSONResponse(
+            {
+                "incidents": [to_api(i) for i in page],
+                "total": len(matching),
+                "count": len(page),
+                "limit": query.limit,
+                "offset": query.offset,
+                "summary": summary(matching),
+            }
+        )
+
+    @api.post("/api/v1/incidents", status_code=201, summary="Create an incident")
+    async def create_incident(request: Request) -> JSONResponse:
+        require_token(request, settings.bearer_token)
+        body = await read_json(request, MAX_WRITE_BODY)
+        if not isinstance(body, dict):
+            raise ApiError(400, "VALIDATION_FAILED", "body must be a JSON object", field="body")
+        try:
+            req = CreateIncident.model_validate(body)
+        except ValidationError as exc:
+            raise from_pydantic(exc, status=400) from None
+        incident = new_manual_incident(now=datetime.now(UTC), **req.model_dump())
+        event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
+        try:
+            await producer.publish([Output.event(topic, event)])
+        except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the client
+            raise ApiError(
+                503, "BROKER_UNAVAILABLE", f"incident not stored: {type(exc).__name__}", headers={"Retry-After": "5"}
+            ) from None
+        if not await projection.wait_for(event.envelope.id, settings.gateway_write_timeout_s):
+            raise ApiError(
+                504, "PROJECTION_LAGGING", "incident stored but not yet visible", incident_id=incident.id
+            )
+        view = to_api(projection.incidents[incident.id])
+        return JSONResponse(
+            {
+                "status": view["status"],
+                "incident_id": incident.id,
+                "created_at": view["created_at"],
+                "title": view["title"],
+                "description": view["description"],
+                "severity": view["severity"],
+                "priority": view["priority"],
+                "incident": view,
+                "message": "Incident created successfully",
+            },
+            status_code=201,
+        )
+
+    return api

@@ -1,0 +1,66 @@
+"""`POST /api/v1/alerts` and `POST /api/v1/anomalies`: Alertmanager webhook v4 receivers."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from pipeline.domain.alertmanager import AlertmanagerWebhook
+from pipeline.ingest.alerts import AlertIngest, BrokerUnavailable
+from pipeline.observability import INGEST_REQUESTS, INGEST_SECONDS
+from pipeline.web.errors import ApiError, from_pydantic
+from pipeline.web.requests import read_json, require_token
+
+RETRY_AFTER_S = "5"
+
+
+def router(ingest: AlertIngest) -> APIRouter:
+    api = APIRouter()
+    settings = ingest.settings
+
+    async def receive(request: Request, route: str) -> JSONResponse:
+        started = time.perf_counter()
+        code = 500
+        try:
+            require_token(request, settings.bearer_token)
+            body = await read_json(request, settings.ingest_max_body_bytes)
+            if not isinstance(body, dict):
+                raise ApiError(422, "VALIDATION_FAILED", "body must be a JSON object", field="body")
+            try:
+                webhook = AlertmanagerWebhook.model_validate(body)
+            except ValidationError as exc:
+                raise from_pydantic(exc) from None
+            try:
+                result = await ingest.accept(webhook, traceparent=request.headers.get("traceparent"))
+            except BrokerUnavailable as exc:
+                raise ApiError(
+                    503, "BROKER_UNAVAILABLE", str(exc), headers={"Retry-After": RETRY_AFTER_S}
+                ) from None
+            code = 200
+            return JSONResponse(
+                {
+                    "status": "accepted",
+                    "accepted": result.accepted,
+                    "duplicates": result.duplicates,
+                    "signal_ids": result.signal_ids,
+                }
+            )
+        except ApiError as exc:
+            code = exc.status
+            raise
+        finally:
+            INGEST_REQUESTS.labels(route, str(code)).inc()
+            INGEST_SECONDS.observe(time.perf_counter() - started)
+
+    @api.post("/api/v1/alerts", tags=["ingest"], summary="Alertmanager webhook receiver")
+    async def alerts(request: Request) -> JSONResponse:
+        return await receive(request, "alerts")
+
+    @api.post("/api/v1/anomalies", tags=["ingest"], summary="Alertmanager webhook receiver (Python engine path)")
+    async def anomalies(request: Request) -> JSONResponse:
+        return await receive(request, "anomalies")
+
+    return api

@@ -1,0 +1,182 @@
+"""The one way to start parts of the pipeline in a process: `pipeline run`, `stage NAME` and `gateway`.
+
+Start order: embedded broker (only when no bootstrap servers are configured), topics, producer, stages,
+projection (caught up before serving), HTTP. Stop is the reverse, on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.observability import configure_logging, get_logger
+
+log = get_logger("pipeline.runner")
+
+
+@dataclass
+class Plan:
+    """What one process runs."""
+
+    stages: list[str] = field(default_factory=list)
+    ingest: bool = False
+    gateway: bool = False
+    embedded_broker: bool = False
+    apply_topics: bool = False
+
+
+class Process:
+    """Owns every part started in this process, and stops them in reverse order."""
+
+    def __init__(self, settings: Settings, plan: Plan) -> None:
+        self.settings = settings
+        self.plan = plan
+        self._stops: list[Any] = []
+        self.ready = asyncio.Event()
+        self.url: str | None = None
+        self.broker: Any = None
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        if self.plan.embedded_broker:
+            await self._start_embedded_broker()
+        if self.plan.apply_topics:
+            from pipeline.bus.topics import apply
+
+            for report in await apply(self.settings):
+                if report.action != "ok":
+                    log.info("topic", topic=report.topic, action=report.action, drift=report.drift)
+        await self._start_stages()
+        await self._start_http()
+        self.ready.set()
+        log.info("ready", seconds=round(time.perf_counter() - started, 3), url=self.url, plan=self.plan.__dict__)
+
+    async def _start_embedded_broker(self) -> None:
+        from pipeline.embedded.kafka import LocalKafka, ensure_kafka
+
+        await asyncio.to_thread(ensure_kafka)
+        broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.embedded_kafka_port or None)
+        bootstrap = await asyncio.to_thread(broker.start)
+        self.broker = broker
+        self._stops.append(lambda: asyncio.to_thread(broker.stop))
+        self.settings = self.settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        log.info("embedded kafka started", bootstrap=bootstrap, data_dir=str(self.settings.data_dir / "kafka"))
+
+    async def _start_stages(self) -> None:
+        from pipeline.bus.stage import StageRuntime
+        from pipeline.stages import stage_classes
+
+        classes = stage_classes()
+        for name in self.plan.stages:
+            runtime = StageRuntime(self.settings, classes[name](self.settings))
+            await runtime.start()
+            self._stops.append(runtime.stop)
+
+    async def _start_http(self) -> None:
+        if not (self.plan.ingest or self.plan.gateway):
+            if self.settings.metrics_port:
+                from prometheus_client import start_http_server
+
+                start_http_server(self.settings.metrics_port, addr=self.settings.host)
+            return
+        from pipeline.bus.producer import EventProducer
+        from pipeline.web.app import Parts, build_app, server
+        from pipeline.web.health import KafkaProbe
+
+        probe = KafkaProbe(self.settings)
+        self._stops.append(probe.close)
+        producer = EventProducer(self.settings)
+        await producer.start()
+        self._stops.append(producer.stop)
+        parts = Parts(self.settings, probe, producer)
+        if self.plan.ingest:
+            from pipeline.ingest.alerts import AlertIngest
+
+            parts.ingest = AlertIngest(self.settings, producer)
+        if self.plan.gateway:
+            from pipeline.gateway.projection import ProjectionRunner
+
+            runner = ProjectionRunner(self.settings)
+            await runner.start()
+            self._stops.append(runner.stop)
+            await runner.ready.wait()
+            parts.projection = runner
+        await self._serve(build_app(parts), self.settings.port)
+        if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        if parts.ingest is not None and self.settings.alertmanager_url:
+            from pipeline.ingest.reconcile import reconcile
+
+            await reconcile(parts.ingest, self.settings.alertmanager_url)
+
+    async def _serve(self, app: Any, port: int) -> None:
+        from pipeline.web.app import server
+
+        srv = server(app, self.settings.host, port)
+        task = asyncio.create_task(srv.serve(), name="http")
+        while not srv.started:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"HTTP server on {self.settings.host}:{port} did not start")
+            await asyncio.sleep(0.02)
+        bound = srv.servers[0].sockets[0].getsockname()[1] if srv.servers else port
+        self.url = f"http://{self.settings.host}:{bound}"
+
+        async def stop() -> None:
+            srv.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+
+        self._stops.append(stop)
+
+    async def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                await stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                log.warning("stop failed", error=repr(exc))
+        log.info("stopped")
+
+
+async def serve_until_signal(settings: Settings, plan: Plan) -> int:
+    """Start the plan, run until SIGINT/SIGTERM, stop cleanly. Returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    process = Process(settings, plan)
+    try:
+        starting = asyncio.create_task(process.start())
+        waiting = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()
+            await waiting
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        return 0
+    except Exception as exc:
+        log.error("failed", error=repr(exc))
+        return 1
+    finally:
+        await process.stop()
+
+
+def run(settings: Settings, plan: Plan) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        return uvloop.run(serve_until_signal(settings, plan))
+    except ImportError:
+        return asyncio.run(serve_until_signal(settings, plan))

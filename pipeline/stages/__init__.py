@@ -1,0 +1,11 @@
+"""Stream stages: thin adapters that wire a domain function to topics. `STAGES` names them for the CLI."""
+
+from __future__ import annotations
+
+from pipeline.bus.stage import Stage
+
+
+def stage_classes() -> dict[str, type[Stage]]:
+    from pipeline.stages.correlate import CorrelateStage
+
+    return {CorrelateStage.name: CorrelateStage}

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by ingest and the gateway: errors, auth, body limits, the app factory, the server."""

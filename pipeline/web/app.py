@@ -1,0 +1,100 @@
+"""The FastAPI application: the parts a process runs (ingest, gateway) plus health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.bus.producer import EventProducer
+from pipeline.config import Settings
+from pipeline.gateway.projection import ProjectionRunner
+from pipeline.ingest.alerts import AlertIngest
+from pipeline.web import errors
+from pipeline.web.health import KafkaProbe
+
+
+@dataclass
+class Parts:
+    """What this process serves over HTTP; absent parts' routes are not mounted."""
+
+    settings: Settings
+    probe: KafkaProbe
+    producer: EventProducer | None = None
+    ingest: AlertIngest | None = None
+    projection: ProjectionRunner | None = None
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+
+def build_app(parts: Parts) -> FastAPI:
+    settings = parts.settings
+    app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None)
+    errors.install(app)
+
+    @app.get("/health", tags=["health"], summary="Liveness: no dependency calls")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": settings.version}
+
+    @app.get("/api/v1/health", tags=["health"], summary="Deep health: Kafka and this process's parts")
+    async def deep_health() -> JSONResponse:
+        return await _deep_health(parts)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if parts.ingest is not None:
+        from pipeline.ingest.routes import router as ingest_router
+
+        app.include_router(ingest_router(parts.ingest))
+    if parts.projection is not None and parts.producer is not None:
+        from pipeline.gateway.routes import router as incident_router
+
+        app.include_router(incident_router(settings, parts.projection.projection, parts.producer))
+    return app
+
+
+async def _deep_health(parts: Parts) -> JSONResponse:
+    kafka = await parts.probe.check()
+    components: dict[str, Any] = {}
+    status = "healthy" if kafka.status == "ok" else "unhealthy"
+    if parts.projection is not None:
+        ready = parts.projection.ready.is_set()
+        components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection.incidents)}
+        if not ready and status == "healthy":
+            status = "degraded"
+    if parts.ingest is not None:
+        components["ingest"] = {"in_flight": parts.ingest.in_flight}
+    body = {
+        "status": status,
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "version": parts.settings.version,
+        "uptime_seconds": int(time.monotonic() - parts.started_monotonic),
+        "dependencies": {"kafka": kafka.as_dict()},
+        "components": components,
+        "details": {"namespace": parts.settings.namespace, "topic_prefix": parts.settings.topic_prefix},
+    }
+    return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+
+class Server(uvicorn.Server):
+    """uvicorn inside our own event loop; the process (not uvicorn) owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def server(app: FastAPI, host: str, port: int) -> Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", loop="none"
+    )
+    return Server(config)

@@ -1,0 +1,67 @@
+"""Dependency checks for `/api/v1/health`: each answers ok/degraded/down with a message and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.bus import kafka
+from pipeline.config import Settings
+
+CHECK_TIMEOUT_S = 3.0
+
+
+@dataclass
+class DependencyStatus:
+    name: str
+    status: str  # ok | degraded | down
+    message: str
+    latency_ms: float
+    checked_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "message": self.message,
+            "latency_ms": round(self.latency_ms, 2),
+            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+class KafkaProbe:
+    """Asks the cluster for its brokers, through one long-lived admin client, with a short deadline."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin: AIOKafkaAdminClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> DependencyStatus:
+        started = time.perf_counter()
+        try:
+            async with self._lock:
+                brokers = await asyncio.wait_for(self._describe(), CHECK_TIMEOUT_S)
+            status, message = "ok", f"{brokers} broker(s) reachable"
+        except Exception as exc:  # noqa: BLE001 - any failure means the broker is not usable
+            status, message = "down", f"kafka unreachable: {type(exc).__name__}"
+        latency = (time.perf_counter() - started) * 1000
+        return DependencyStatus("kafka", status, message, latency, datetime.now(UTC))
+
+    async def _describe(self) -> int:
+        if self._admin is None:
+            admin = kafka.admin(self.settings)
+            await admin.start()
+            self._admin = admin
+        cluster = await self._admin.describe_cluster()
+        return len(cluster["brokers"])
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None

@@ -1,0 +1,325 @@
+"""A real Prometheus Alertmanager (Debian ``prometheus-alertmanager`` 0.25) for integration tests.
+
+Install the binaries with ``scripts/install-components.sh``. Tests never skip when they are missing:
+:func:`require_binary` raises :class:`ComponentMissingError` so the test fails with instructions.
+
+Usage::
+
+    with AlertmanagerServer(tmp_path, "http://127.0.0.1:8080/webhook", bearer_token="s3cret") as am:
+        am.fire({"alertname": "PodOOMKilled", "namespace": "shop", "pod": "cart-1"}, {"summary": "..."})
+        ...
+        am.resolve({"alertname": "PodOOMKilled", "namespace": "shop", "pod": "cart-1"})
+
+The API is synchronous (``httpx.Client``); from async tests call it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+__all__ = ["AlertmanagerServer", "ComponentMissingError", "require_binary", "free_port"]
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_INSTALL_SCRIPT = _REPO_ROOT / "scripts" / "install-components.sh"
+
+# Debian installs Alertmanager as `prometheus-alertmanager`; upstream tarballs call it `alertmanager`.
+_BINARY_ALIASES: dict[str, tuple[str, ...]] = {
+    "alertmanager": ("alertmanager", "prometheus-alertmanager"),
+    "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
+}
+
+
+class ComponentMissingError(RuntimeError):
+    """A real component binary is not installed. Run scripts/install-components.sh."""
+
+
+def require_binary(name: str) -> str:
+    """Return the absolute path of ``name`` (or a known alias) or raise ComponentMissingError."""
+    for candidate in _BINARY_ALIASES.get(name, (name,)):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    tried = " or ".join(repr(c) for c in _BINARY_ALIASES.get(name, (name,)))
+    raise ComponentMissingError(
+        f"{tried} not found on PATH. Install the real test components with:\n"
+        f"    bash {_INSTALL_SCRIPT}\n"
+        "(as root, or as a user with sudo; it installs Debian's prometheus and prometheus-alertmanager)."
+    )
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (the usual small race is handled by retrying start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rfc3339(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _label_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset((str(k), str(v)) for k, v in labels.items())
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class AlertmanagerServer:
+    """A real Alertmanager subprocess on 127.0.0.1 whose only receiver is a webhook.
+
+    Route: ``group_by: [alertname, namespace, pod]``, ``group_wait: 1s``, ``group_interval: 2s``,
+    ``repeat_interval: 1h``; receiver ``pipeline`` with one webhook (``send_resolved: true``,
+    ``max_alerts: 0``), authenticated with ``Authorization: Bearer <bearer_token>`` when given.
+    Gossip is disabled (``--cluster.listen-address=``), so only the HTTP port is opened.
+    """
+
+    receiver_name = "pipeline"
+    group_by = ("alertname", "namespace", "pod")
+    group_wait = "1s"
+    group_interval = "2s"
+    repeat_interval = "1h"
+    log_level = "debug"  # notification attempts and failures are logged at debug level
+
+    def __init__(self, workdir: Path, webhook_url: str, *, bearer_token: str | None = None) -> None:
+        self.binary = require_binary("alertmanager")
+        self.amtool_binary = require_binary("amtool")
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="alertmanager-", dir=workdir))
+        self.storage_path = self.dir / "data"
+        self.config_path = self.dir / "alertmanager.yml"
+        self.log_path = self.dir / "alertmanager.log"
+        self.webhook_url = webhook_url
+        self.bearer_token = bearer_token
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # where the current run's output starts in the log file
+        self._finalizer: weakref.finalize | None = None
+        self._client: httpx.Client | None = None
+        # startsAt of alerts fired through this object and not resolved yet, keyed by label set.
+        self._starts_at: dict[frozenset[tuple[str, str]], str] = {}
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        webhook: dict[str, Any] = {"url": self.webhook_url, "send_resolved": True, "max_alerts": 0}
+        if self.bearer_token is not None:
+            webhook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials": self.bearer_token},
+            }
+        return {
+            "route": {
+                "receiver": self.receiver_name,
+                "group_by": list(self.group_by),
+                "group_wait": self.group_wait,
+                "group_interval": self.group_interval,
+                "repeat_interval": self.repeat_interval,
+            },
+            "receivers": [{"name": self.receiver_name, "webhook_configs": [webhook]}],
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.storage_path}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",
+            "--cluster.listen-address=",
+            f"--log.level={self.log_level}",
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 30) -> AlertmanagerServer:
+        """Start the process and wait until ``/-/ready`` answers 200."""
+        if self.running:
+            return self
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            if attempt:
+                self.port = free_port()  # lost the race for the port: try another one
+            self._spawn()
+            try:
+                self._wait_ready(deadline)
+                return self
+            except RuntimeError:
+                died = self._proc is not None and self._proc.poll() is not None
+                self.stop()
+                if died and "address already in use" in self.log_tail().lower() and attempt < 2:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            log.write(f"\n=== starting: {' '.join(self._argv())}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self._argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops us cleanly
+            )
+        # Kill the child even if the test forgets stop() (runs at garbage collection or interpreter exit).
+        self._finalizer = weakref.finalize(self, _terminate, self._proc, 5.0)
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None
+        with httpx.Client(timeout=2.0, trust_env=False) as probe:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(
+                        f"alertmanager exited with code {self._proc.returncode} before becoming ready "
+                        f"(log {self.log_path}):\n{self.log_tail()}"
+                    )
+                try:
+                    if probe.get(f"{self.url}/-/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"alertmanager not ready at {self.url} in time (log {self.log_path}):\n"
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._proc is not None:
+            _terminate(self._proc)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+            self._proc = None
+
+    def __enter__(self) -> AlertmanagerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the current run's log, preceded by all of its error lines."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "<no log>"
+        all_lines = text.splitlines()
+        errors = [ln for ln in all_lines if "level=error" in ln or "level=fatal" in ln]
+        tail = all_lines[-lines:]
+        head = [ln for ln in errors if ln not in tail]
+        return "\n".join([*head, "..."] if head else []) + ("\n" if head else "") + "\n".join(tail)
+
+    # ------------------------------------------------------------------ HTTP API (v2)
+    @property
+    def client(self) -> httpx.Client:
+        if not self.running:
+            raise RuntimeError(f"alertmanager is not running (log {self.log_path}):\n{self.log_tail()}")
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+        return self._client
+
+    def _post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        resp = self.client.post("/api/v2/alerts", json=alerts)
+        if resp.status_code != 200:
+            raise RuntimeError(f"POST /api/v2/alerts -> {resp.status_code}: {resp.text}")
+
+    def fire(self, labels: dict[str, str], annotations: dict[str, str] | None = None) -> None:
+        """Post a firing alert. Re-firing the same label set keeps its startsAt (same alert instance).
+
+        No endsAt is sent, so Alertmanager keeps it firing for ``resolve_timeout`` (5 m) unless re-fired.
+        """
+        key = _label_key(labels)
+        starts_at = self._starts_at.setdefault(key, _rfc3339(datetime.now(timezone.utc)))
+        alert: dict[str, Any] = {"labels": dict(labels), "startsAt": starts_at}
+        if annotations:
+            alert["annotations"] = dict(annotations)
+        self._post_alerts([alert])
+
+    def resolve(self, labels: dict[str, str]) -> None:
+        """Resolve an alert: the same labels and startsAt, with endsAt = now.
+
+        Alerts fired elsewhere (e.g. with amtool) are looked up in ``GET /api/v2/alerts`` for their startsAt.
+        """
+        key = _label_key(labels)
+        starts_at = self._starts_at.get(key)
+        if starts_at is None:
+            for alert in self.active_alerts():
+                if _label_key(alert.get("labels", {})) == key:
+                    starts_at = alert["startsAt"]
+                    break
+            else:
+                raise KeyError(f"no active alert with labels {labels!r} in {self.url}")
+        now = datetime.now(timezone.utc)
+        ends_at = _rfc3339(now)
+        if ends_at < starts_at:  # same-millisecond fire/resolve: endsAt must not precede startsAt
+            ends_at = starts_at
+        self._post_alerts([{"labels": dict(labels), "startsAt": starts_at, "endsAt": ends_at}])
+        self._starts_at.pop(key, None)
+
+    def active_alerts(self, **filters: Any) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (unresolved alerts). Keyword filters are passed as query parameters,
+        e.g. ``active_alerts(filter=['alertname="X"'], silenced=False)``."""
+        resp = self.client.get("/api/v2/alerts", params=filters or None)
+        resp.raise_for_status()
+        return resp.json()
+
+    # ------------------------------------------------------------------ amtool
+    def amtool(self, *args: str, timeout: float = 30) -> str:
+        """Run the real amtool against this server; returns stdout, raises RuntimeError on failure."""
+        argv = [self.amtool_binary, f"--alertmanager.url={self.url}", *args]
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        result = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} exited with {result.returncode}:\n{result.stderr}{result.stdout}"
+            )
+        return result.stdout
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<AlertmanagerServer {self.url} {state} dir={self.dir}>"
