@@ -41,7 +41,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
 
 def get_logger(name: str, **bound: Any) -> Any:
     """A lazy logger: safe to create at import time, before `configure_logging` runs."""
-    return structlog.get_logger(logger=name, **bound)
+    return structlog.get_logger(logger_name=name, **bound)
 
 
 # Stage runtime.

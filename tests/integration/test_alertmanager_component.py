@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,11 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # `tests` is not a package; make `tests.components` importable
-    sys.path.insert(0, str(_ROOT))
-
-from tests.components.alertmanager import AlertmanagerServer  # noqa: E402
+from tests.components.alertmanager import AlertmanagerServer
 
 T = TypeVar("T")
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -1,0 +1,101 @@
+"""Helpers for tests: run the pipeline in-process, read topics, poll with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import TopicPartition
+
+from pipeline.bus import kafka
+from pipeline.config import Settings
+from pipeline.runner import Plan, Process
+from pipeline.stages import stage_classes
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A captured Alertmanager 0.25 webhook payload from shared/samples (checked into tests/data too)."""
+    local = Path(__file__).parent / "data" / name
+    return json.loads(local.read_text())  # type: ignore[no-any-return]
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, every: float = 0.05) -> T:
+    """Poll until `check` returns something truthy; fail with the last value when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+class PipelineUnderTest:
+    """A Process running ingest + correlate + gateway (topics applied), like `pipeline run`."""
+
+    def __init__(self, settings: Settings, plan: Plan | None = None) -> None:
+        self.settings = settings
+        self.plan = plan or Plan(stages=list(stage_classes()), ingest=True, gateway=True, apply_topics=True)
+        self.process: Process | None = None
+
+    async def start(self) -> PipelineUnderTest:
+        self.process = Process(self.settings, self.plan)
+        await self.process.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+            self.process = None
+
+    @property
+    def url(self) -> str:
+        assert self.process is not None and self.process.url is not None
+        return self.process.url
+
+    async def __aenter__(self) -> PipelineUnderTest:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def read_topic(settings: Settings, logical: str, timeout_ms: int = 1000) -> list[Any]:
+    """Every record currently on a topic (all partitions, from the beginning)."""
+    topic = settings.topic(logical)
+    parts = (await kafka.partitions(settings, topic))[topic]
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for batch in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def incidents(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    response = await client.get("/api/v1/incidents", params={"status": "all", "severity": "all", **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
