@@ -70,12 +70,14 @@ async def _read_all(kafka: LocalKafka, topic: str, expected: int, **kw: object) 
 async def _snapshot(kafka: LocalKafka, topic: str) -> list[ConsumerRecord]:
     """Everything currently in partition 0, up to the high watermark (offsets may have gaps)."""
     tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False)
+    # auto_offset_reset="earliest" instead of seek_to_beginning(): right after assign() aiokafka's
+    # default "latest" reset can finish after the seek and silently move the position to the end.
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
         out: list[ConsumerRecord] = []
         while await consumer.position(tp) < end:
             batch = await asyncio.wait_for(consumer.getmany(tp, timeout_ms=1000), WAIT)

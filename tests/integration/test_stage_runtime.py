@@ -1,0 +1,145 @@
+"""The stage runtime on a real broker: dead letters with their origin, bounded retries, state rebuilt."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import httpx
+from aiokafka import ConsumerRecord
+
+from pipeline.bus import kafka
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import Stage, StageRuntime
+from pipeline.bus.topics import apply
+from pipeline.config import Settings
+from pipeline.events import Envelope, Event
+from pipeline.runner import Plan
+from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
+
+FIRING = sample("alertmanager-webhook-firing.json")
+RESOLVED = sample("alertmanager-webhook-resolved-from-prometheus.json")
+
+
+async def _produce_raw(settings: Settings, records: list[tuple[bytes, bytes, list]]) -> None:
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(settings.topic("signals"), value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def test_records_that_are_not_events_are_dead_lettered_with_their_origin_and_the_stage_moves_on(
+    pipeline: PipelineUnderTest, http: httpx.AsyncClient, settings: Settings
+) -> None:
+    bad_payload = Envelope(type="pipeline.signal.observed.v1", source="test").headers()
+    await _produce_raw(
+        settings,
+        [
+            (b"k1", b"this is not json and has no headers", []),
+            (b"k1", b'{"signal_id": 12}', bad_payload),
+        ],
+    )
+    assert (await http.post("/api/v1/alerts", json=FIRING)).status_code == 200
+
+    async def two_dead_letters() -> list | None:
+        records = await read_topic(settings, "deadletter")
+        return records if len(records) == 2 else None
+
+    dead = await eventually(two_dead_letters)
+    by_value = {r.value: dict(r.headers) for r in dead}
+    garbage = by_value[b"this is not json and has no headers"]
+    assert garbage[b"dlq_origin_topic".decode()] == settings.topic("signals").encode()
+    assert garbage["dlq_stage"] == b"correlate" and garbage["dlq_attempts"] == b"1"
+    assert int(garbage["dlq_origin_offset"]) >= 0 and garbage["dlq_origin_partition"].isdigit()
+    assert b"missing CloudEvents header" in garbage["dlq_error"]
+    assert b"payload invalid" in by_value[b'{"signal_id": 12}']["dlq_error"]
+    # The partition moved on: the valid alerts after the bad records became incidents.
+    await eventually(lambda: _total(http, 2))
+
+
+async def _total(client: httpx.AsyncClient, n: int) -> bool:
+    return (await incidents(client))["summary"]["total"] == n
+
+
+class ExplodingStage(Stage):
+    """A stage whose handler always raises: the runtime must retry it a bounded number of times."""
+
+    name: ClassVar[str] = "exploding"
+    inputs: ClassVar[tuple[str, ...]] = ("signals",)
+    calls = 0
+
+    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+        type(self).calls += 1
+        raise RuntimeError(f"cannot handle {event.envelope.id}")
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered(settings: Settings) -> None:
+    await apply(settings)
+    runtime = StageRuntime(settings, ExplodingStage(settings))
+    await runtime.start()
+    try:
+        ingest_only = Plan(ingest=True)
+        async with PipelineUnderTest(settings, ingest_only) as running:
+            async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
+                assert (await client.post("/api/v1/alerts", json=FIRING)).status_code == 200
+
+        async def dead() -> list | None:
+            records = await read_topic(settings, "deadletter")
+            return records if len(records) == 2 else None
+
+        records = await eventually(dead)
+    finally:
+        await runtime.stop()
+    for record in records:
+        headers = dict(record.headers)
+        assert headers["dlq_attempts"] == str(settings.stage_max_attempts).encode()
+        assert headers["dlq_stage"] == b"exploding"
+        assert b"RuntimeError: cannot handle" in headers["dlq_error"]
+        assert headers["ce_type"] == b"pipeline.signal.observed.v1"  # original headers kept
+    assert ExplodingStage.calls == 2 * settings.stage_max_attempts
+
+
+async def test_correlation_state_survives_a_restart(settings: Settings) -> None:
+    """After a restart the stage knows the open incident: resolving it resolves the same incident."""
+    firing = copy.deepcopy(RESOLVED)
+    for alert in firing["alerts"]:
+        alert["status"] = "firing"
+        alert["endsAt"] = "0001-01-01T00:00:00Z"
+    firing["status"] = "firing"
+    async with PipelineUnderTest(settings) as first:
+        async with httpx.AsyncClient(base_url=first.url, trust_env=False) as client:
+            assert (await client.post("/api/v1/alerts", json=firing)).status_code == 200
+            await eventually(lambda: _total(client, len(firing["alerts"])))
+    async with PipelineUnderTest(settings) as second:
+        async with httpx.AsyncClient(base_url=second.url, trust_env=False) as client:
+            assert (await client.post("/api/v1/alerts", json=firing)).status_code == 200  # redelivered
+            assert (await client.post("/api/v1/alerts", json=RESOLVED)).status_code == 200
+
+            async def resolved() -> dict | None:
+                body = await incidents(client)
+                return body if body["summary"]["completed"] == len(firing["alerts"]) else None
+
+            body = await eventually(resolved)
+    assert body["summary"]["total"] == len(firing["alerts"])  # no second incident was opened
+    changes = [dict(r.headers)["ce_type"] for r in await read_topic(settings, "incidents")]
+    assert sorted(changes) == sorted(
+        [b"pipeline.incident.opened.v1"] * len(firing["alerts"])
+        + [b"pipeline.incident.resolved.v1"] * len(firing["alerts"])
+    )
+
+
+async def test_stage_metrics_are_exported(pipeline: PipelineUnderTest, http: httpx.AsyncClient) -> None:
+    assert (await http.post("/api/v1/alerts", json=FIRING)).status_code == 200
+    await eventually(lambda: _total(http, 2))
+    text = (await http.get("/metrics")).text
+    for name in (
+        "pipeline_stage_consumed_total",
+        "pipeline_stage_produced_total",
+        "pipeline_stage_handler_seconds_bucket",
+        "pipeline_stage_lag",
+        "pipeline_stage_dead_lettered_total",
+    ):
+        assert name in text, name
