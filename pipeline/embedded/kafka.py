@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, NoReturn
 
 import psutil
 
@@ -356,7 +356,11 @@ class LocalKafka:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, timeout: float = 120.0) -> str:
-        """Resolve jars, format if new, launch and wait until a client gets metadata; return bootstrap."""
+        """Resolve jars, format if new, launch and wait until a client gets metadata; return bootstrap.
+
+        ``timeout`` bounds launch-to-ready only, not the one-time Maven download in ``ensure_kafka``.
+        Raises RuntimeError with the broker log tail if the JVM dies or is not ready in time.
+        """
         if self.running:
             return self.bootstrap
         libs = ensure_kafka(self.version)
@@ -396,21 +400,25 @@ class LocalKafka:
         self._close_log()
 
     def __enter__(self) -> LocalKafka:
+        """Start (if needed) for ``with LocalKafka(dir) as kafka:``."""
         self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        """Always stop the JVM, also when the body raised."""
         self.stop()
 
     # ----------------------------------------------------------------- helpers
 
     @property
     def _properties_file(self) -> Path:
+        """Generated each start; its path in the JVM's argv also identifies leftover brokers."""
         return self.data_dir / "server.properties"
 
     @property
     def _meta_file(self) -> Path:
+        """Written by the formatter; its presence means "formatted, never format again"."""
         return self.data_dir / "kraft-logs" / "meta.properties"
 
     def _load_state(self) -> dict[str, object]:
@@ -459,6 +467,7 @@ class LocalKafka:
 
     @property
     def _log_config_name(self) -> str:
+        """4.x reads log4j2 config, 3.x reload4j (log4j 1) config."""
         return "log4j2.properties" if _major(self.version) >= 4 else "log4j.properties"
 
     def _log_opts(self) -> list[str]:
@@ -507,13 +516,14 @@ class LocalKafka:
         self._fail("did not become ready in time")
 
     def _tcp_open(self) -> bool:
+        """Cheap pre-check: the client listener only accepts once the broker is unfenced."""
         try:
             with socket.create_connection((HOST, int(self._port or 0)), timeout=1):
                 return True
         except OSError:
             return False
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str) -> NoReturn:
         """Stop whatever is left and raise with the log tail, the only useful diagnostic."""
         rc = self._proc.poll() if self._proc is not None else None
         self.stop(timeout=10)
@@ -524,6 +534,7 @@ class LocalKafka:
         raise RuntimeError(msg)
 
     def _close_log(self) -> None:
+        """Release our handle on the broker log (the JVM keeps its own until it exits)."""
         fh, self._log_fh = self._log_fh, None
         if fh is not None:
             fh.close()

@@ -1,0 +1,70 @@
+"""Incident queries as the MCP server sends them: `all`, aliases, paging, the summary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.domain.incidents import IncidentQuery, InvalidQuery, new_manual_incident, select, summary, to_api
+from pipeline.events import IncidentStatus, Severity
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def make(n: int, severity: Severity, status: IncidentStatus = IncidentStatus.ACTIVE, ns: str = "shop"):
+    incident = new_manual_incident(
+        title=f"i{n}", description="d", severity=severity, now=T0 + timedelta(minutes=n), labels={"namespace": ns}
+    )
+    return incident.model_copy(update={"status": status})
+
+
+INCIDENTS = [
+    make(0, Severity.LOW),
+    make(1, Severity.HIGH, IncidentStatus.COMPLETED),
+    make(2, Severity.CRITICAL, ns="payments"),
+    make(3, Severity.HIGH, IncidentStatus.FAILED),
+]
+
+
+def test_all_and_empty_mean_no_filter() -> None:
+    for value in ("all", "", None, "ALL"):
+        query = IncidentQuery.parse(None, value, value, None, None)
+        matching, page = select(INCIDENTS, query)
+        assert len(matching) == len(page) == 4
+
+
+def test_filters_combine_and_results_are_newest_first() -> None:
+    matching, _ = select(INCIDENTS, IncidentQuery.parse("shop", "high", None, None, None))
+    assert [i.title for i in matching] == ["i3", "i1"]
+    matching, _ = select(INCIDENTS, IncidentQuery.parse(None, None, "resolved", None, None))
+    assert [i.title for i in matching] == ["i1"]
+
+
+def test_page_and_summary_count_all_matches() -> None:
+    matching, page = select(INCIDENTS, IncidentQuery.parse(None, None, None, "2", "1"))
+    assert [i.title for i in page] == ["i2", "i1"]
+    s = summary(matching)
+    assert (s["total"], s["active"], s["completed"], s["failed"]) == (4, 2, 1, 1)
+    assert s["by_severity"] == {"low": 1, "medium": 0, "high": 2, "critical": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [((None, "urgent", None, None, None), "severity"), ((None, None, "asleep", None, None), "status"),
+     ((None, None, None, "0", None), "limit"), ((None, None, None, "1001", None), "limit"),
+     ((None, None, None, None, "-1"), "offset"), ((None, None, None, "ten", None), "limit")],
+)
+def test_invalid_values_name_their_parameter(args: tuple, field: str) -> None:
+    with pytest.raises(InvalidQuery) as error:
+        IncidentQuery.parse(*args)
+    assert error.value.field == field
+
+
+def test_api_shape_has_the_fields_the_mcp_server_decodes() -> None:
+    view = to_api(make(9, Severity.CRITICAL))
+    assert isinstance(view["priority"], int) and view["priority"] == 1
+    for field in ("id", "title", "description", "severity", "status", "target", "action_type", "source",
+                  "confidence", "parameters", "created_at", "started_at", "completed_at", "duration_seconds", "tags"):
+        assert field in view
+    assert view["created_at"].endswith("Z")
