@@ -1,0 +1,136 @@
+"""`pipeline bench ingest`: webhook alerts/s with broker acks vs the raw aiokafka produce ceiling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline.bench.harness import Child, Report, bench_settings, child_env, free_port, latency_figures
+from pipeline.bench.load import closed_loop, webhook
+from pipeline.bus.topics import apply
+from pipeline.config import Settings
+from pipeline.domain.alertmanager import AlertmanagerWebhook, to_signal
+from pipeline.events import Event, utcnow
+
+
+def bench(bootstrap: str, args: argparse.Namespace) -> Report:
+    report = Report("ingest: Alertmanager webhook -> signals acknowledged by the broker")
+    settings = bench_settings(bootstrap)
+    asyncio.run(apply(settings))
+
+    raw_rate = asyncio.run(_raw_ceiling(settings, args.seconds))
+    report.add("raw aiokafka produce (ceiling)", msgs_per_s=raw_rate, acks="all", linger_ms=0)
+    same_rate, same_latencies = asyncio.run(
+        _raw_same_pattern(settings, args.seconds, args.clients, args.alerts_per_request)
+    )
+    report.add(
+        f"raw aiokafka, {args.clients} tasks x {args.alerts_per_request}",
+        msgs_per_s=same_rate,
+        **latency_figures(same_latencies),
+    )
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        child = Child(["stage", "ingest"], child_env(settings, PORT=str(port), LOG_LEVEL="WARNING"), Path(tmp) / "ingest.log")
+        try:
+            child.wait_http(f"http://127.0.0.1:{port}/health")
+            stop = threading.Event()
+            sampler = threading.Thread(target=_sample, args=(child, stop), daemon=True)
+            sampler.start()
+            cpu_before = sum(child.ps.cpu_times()[:2])
+            started = time.perf_counter()
+            ok, failed, latencies = asyncio.run(
+                closed_loop(f"http://127.0.0.1:{port}/api/v1/alerts", args.clients, args.seconds, args.alerts_per_request)
+            )
+            elapsed = time.perf_counter() - started
+            server_cpu = sum(child.ps.cpu_times()[:2]) - cpu_before
+            stop.set()
+            sampler.join()
+        finally:
+            child.stop()
+    alerts_per_s = ok * args.alerts_per_request / elapsed
+    row = report.add(
+        f"webhook, {args.clients} clients",
+        alerts_per_s=alerts_per_s,
+        requests_per_s=ok / elapsed,
+        failed=failed,
+        **latency_figures(latencies),
+        server_peak_rss_mb=child.peak_rss / 2**20,
+        server_cpu_ms_per_request=server_cpu * 1000 / max(ok, 1),
+    )
+    row.ratio, row.ratio_of = alerts_per_s / raw_rate, "over the raw ceiling"
+    same = report.add("webhook / raw same pattern", ratio_to_same_pattern=alerts_per_s / same_rate)
+    same.ratio, same.ratio_of = alerts_per_s / same_rate, "over raw aiokafka with the same concurrency"
+    report.notes.append(
+        "the load generator (aiohttp) runs in the bench process, on the same 2 cores as the server and broker"
+    )
+    return report
+
+
+def _sample(child: Child, stop: threading.Event) -> None:
+    while not stop.is_set():
+        child.sample_rss()
+        time.sleep(0.1)
+
+
+def _signal_records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    hook = AlertmanagerWebhook.model_validate_json(webhook(n))
+    return [Event.of(to_signal(a, hook, utcnow()), source="bench").encode() for a in hook.alerts]
+
+
+async def _raw_same_pattern(
+    settings: Settings, seconds: float, tasks: int, per_request: int
+) -> tuple[float, list[float]]:
+    """What the webhook does without HTTP: `tasks` concurrent senders, each awaiting acks for its records."""
+    records = _signal_records(2000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0,
+                                enable_idempotence=True)
+    await producer.start()
+    topic = settings.topic("signals")
+    latencies: list[float] = []
+    try:
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+
+        async def sender(offset: int) -> int:
+            sent = 0
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                batch = [records[(offset + sent + i) % len(records)] for i in range(per_request)]
+                futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in batch]
+                await asyncio.gather(*futures)
+                latencies.append(time.perf_counter() - t0)
+                sent += per_request
+            return sent
+
+        total = sum(await asyncio.gather(*(sender(i * 37) for i in range(tasks))))
+        return total / (time.perf_counter() - started), latencies
+    finally:
+        await producer.stop()
+
+
+async def _raw_ceiling(settings: Settings, seconds: float) -> float:
+    """The same signal events, produced keyed with acks=all straight from aiokafka, as fast as it can."""
+    records = _signal_records(2000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0,
+                                enable_idempotence=True)
+    await producer.start()
+    topic = settings.topic("signals")
+    sent = 0
+    try:
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in records[:500]]
+            await asyncio.gather(*futures)
+            sent += len(futures)
+            records = records[500:] + records[:500]
+        return sent / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
