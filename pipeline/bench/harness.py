@@ -177,6 +177,9 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import importlib
 
+    from pipeline.observability import configure_logging
+
+    configure_logging("WARNING")
     chosen = ["ingest", "e2e", "stage", "startup"] if args.what == "all" else [args.what]
     with bench_broker() as bootstrap:
         for name in chosen:

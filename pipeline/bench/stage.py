@@ -1,0 +1,199 @@
+"""`pipeline bench stage`: the correlate stage (FastStream runtime) vs raw aiokafka loops, same broker, same run.
+
+The input topic is filled once with signals (firing then resolved, over many resources); each variant
+consumes all of it in its own consumer group from the earliest offset. The clock starts at the first
+consumed record (group joins excluded) and stops when every record's output is acknowledged and its
+offset committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from pipeline.bench.harness import Report, bench_settings
+from pipeline.bus import kafka
+from pipeline.bus.producer import EventProducer, Output, derived_id
+from pipeline.bus.stage import StageRuntime
+from pipeline.bus.topics import apply
+from pipeline.config import Settings
+from pipeline.domain.correlation import correlate
+from pipeline.events import CorrelationState, Event, Resource, Severity, Signal, decode, utcnow
+from pipeline.stages.correlate import CorrelateStage
+
+
+def bench(bootstrap: str, args: argparse.Namespace) -> Report:
+    report = Report("stage: correlate (signals -> incidents + changelog), msgs/s")
+    settings = bench_settings(bootstrap)
+    total = asyncio.run(_prefill(settings, args.messages))
+    process = psutil.Process()
+    results: dict[str, float] = {}
+    for name, variant in (
+        ("raw aiokafka loop, same work", _raw_same_work),
+        ("raw aiokafka passthrough", _raw_passthrough),
+        ("correlate stage (runtime)", _runtime),
+    ):
+        rate = asyncio.run(variant(settings, total))
+        results[name] = rate
+        report.add(name, msgs_per_s=rate, records=total, rss_mb=process.memory_info().rss / 2**20)
+    runtime = results["correlate stage (runtime)"]
+    for row in report.rows[:2]:
+        ratio = report.add(f"runtime / {row.name}")
+        ratio.ratio, ratio.ratio_of = runtime / row.figures["msgs_per_s"], "msgs/s"
+    return report
+
+
+def _signals(n: int) -> list[Event]:
+    """Firing, then resolved, for n/2 alerts spread over n/8 pods."""
+    now = utcnow()
+    events = []
+    for i in range(n // 2):
+        pod = Resource(namespace=f"ns-{i % 20}", kind="Pod", name=f"pod-{i % (max(n // 8, 1))}")
+        for status in ("firing", "resolved"):
+            signal = Signal(
+                signal_id=f"{i}-{status}", source="alertmanager", resource=pod, name=f"Alert{i % 7}",
+                status=status, severity=Severity.HIGH, fingerprint=f"{i:016x}",
+                starts_at=now - timedelta(minutes=5), observed_at=now,
+                labels={"alertname": f"Alert{i % 7}", "namespace": pod.namespace, "pod": pod.name},
+                annotations={"summary": "bench signal " * 8},
+            )
+            events.append(Event.of(signal, source="bench", id=signal.signal_id))
+    events.sort(key=lambda e: (e.payload.fingerprint, e.payload.status != "firing"))  # type: ignore[attr-defined]
+    return events
+
+
+async def _prefill(settings: Settings, n: int) -> int:
+    await apply(settings)
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        events = _signals(n)
+        topic = settings.topic("signals")
+        for start in range(0, len(events), 2000):
+            await producer.publish([Output.event(topic, e) for e in events[start : start + 2000]])
+        return len(events)
+    finally:
+        await producer.stop()
+
+
+async def _out_topics(settings: Settings, *names: str) -> None:
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        await client.create_topics([NewTopic(n, 6, 1) for n in names])
+    finally:
+        await client.close()
+
+
+async def _consume_all(
+    settings: Settings, total: int, work: Any, producer: EventProducer
+) -> float:
+    """The hand-written loop: getmany -> work -> send futures -> gather acks -> commit."""
+    consumer = kafka.consumer(settings, settings.topic("signals"), group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+                              max_poll_records=settings.stage_batch_size)
+    await consumer.start()
+    try:
+        seen, started = 0, 0.0
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=200, max_records=settings.stage_batch_size)
+            if not batches:
+                continue
+            started = started or time.perf_counter()
+            outputs: list[Output] = []
+            offsets = {}
+            for tp, records in batches.items():
+                for record in records:
+                    outputs.extend(work(record))
+                offsets[tp] = records[-1].offset + 1
+                seen += len(records)
+            await producer.publish(outputs)
+            await consumer.commit(offsets)
+        return total / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def _raw_passthrough(settings: Settings, total: int) -> float:
+    out = f"{settings.topic_prefix}raw-pass-{uuid.uuid4().hex[:6]}"
+    await _out_topics(settings, out)
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        return await _consume_all(
+            settings, total, lambda r: [Output(out, r.key, r.value, list(r.headers))], producer
+        )
+    finally:
+        await producer.stop()
+
+
+async def _raw_same_work(settings: Settings, total: int) -> float:
+    """Decode, correlate with the same domain function, produce the change and the state, commit."""
+    incidents = f"{settings.topic_prefix}raw-inc-{uuid.uuid4().hex[:6]}"
+    changelog = f"{settings.topic_prefix}raw-state-{uuid.uuid4().hex[:6]}"
+    await _out_topics(settings, incidents, changelog)
+    producer = EventProducer(settings)
+    await producer.start()
+    state: dict[str, CorrelationState] = {}
+
+    def work(record: Any) -> list[Output]:
+        event = decode(record.value, record.headers)
+        signal = event.payload
+        assert isinstance(signal, Signal)
+        outcome = correlate(state.get(signal.resource_key), signal)
+        state[signal.resource_key] = outcome.state
+        out = [Output.event(changelog, Event.of(outcome.state, source="bench"), partition=record.partition)]
+        if outcome.change is not None:
+            change = Event.of(outcome.change, source="bench", id=derived_id(event.envelope.id))
+            out.insert(0, Output.event(incidents, change))
+        return out
+
+    try:
+        return await _consume_all(settings, total, work, producer)
+    finally:
+        await producer.stop()
+
+
+async def _runtime(settings: Settings, total: int) -> float:
+    stage = CorrelateStage(settings)
+    first: list[float] = []
+    original = stage.handle
+
+    def handle(event: Event, record: Any) -> list[Output]:
+        if not first:
+            first.append(time.perf_counter())
+        return original(event, record)
+
+    stage.handle = handle  # type: ignore[method-assign]
+    runtime = StageRuntime(settings, stage)
+    await runtime.start()
+    try:
+        group = f"{settings.topic_prefix}{stage.name}"
+        topic = settings.topic("signals")
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await consumer.start()
+        admin = kafka.admin(settings)
+        await admin.start()
+        try:
+            parts = (await kafka.partitions(settings, topic))[topic]
+            end = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+            while True:
+                committed = await admin.list_consumer_group_offsets(group)
+                done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
+                if done >= sum(end.values()):
+                    break
+                await asyncio.sleep(0.02)
+            finished = time.perf_counter()
+        finally:
+            await admin.close()
+            await consumer.stop()
+        return total / (finished - first[0])
+    finally:
+        await runtime.stop()
