@@ -18,9 +18,18 @@
 #   COMPONENTS_FORCE_APT_UPDATE=1   always run `apt-get update` before installing.
 set -euo pipefail
 
-PACKAGES=(prometheus prometheus-alertmanager)
 # Debian names; `alertmanager` is accepted too in case an upstream tarball is on PATH.
-REQUIRED_BINARIES=(prometheus promtool amtool)
+# java and mvn fetch and run the embedded Apache Kafka broker (usually preinstalled on these machines).
+REQUIRED_BINARIES=(prometheus promtool amtool java mvn)
+
+package_for() {
+  case "$1" in
+    prometheus|promtool) echo prometheus ;;
+    amtool|alertmanager) echo prometheus-alertmanager ;;
+    java) echo openjdk-17-jre-headless ;;
+    mvn) echo maven ;;
+  esac
+}
 
 log() { printf '[install-components] %s\n' "$*" >&2; }
 
@@ -46,6 +55,11 @@ if [[ -z "$missing" ]]; then
   exit 0
 fi
 log "missing binaries: $(echo $missing)"
+PACKAGES=()
+for b in $missing; do
+  pkg="$(package_for "$b")"
+  [[ " ${PACKAGES[*]} " == *" $pkg "* ]] || PACKAGES+=("$pkg")
+done
 
 # ---------------------------------------------------------------------------------------------------
 # Root / sudo.
