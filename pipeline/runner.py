@@ -85,7 +85,7 @@ class Process:
                 start_http_server(self.settings.metrics_port, addr=self.settings.host)
             return
         from pipeline.bus.producer import EventProducer
-        from pipeline.web.app import Parts, build_app, server
+        from pipeline.web.app import Parts, build_app
         from pipeline.web.health import KafkaProbe
 
         probe = KafkaProbe(self.settings)

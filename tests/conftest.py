@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.kafka import LocalKafka, ensure_kafka
 from pipeline.observability import configure_logging
+from tests.components.kafka import session_broker
 from tests.support import PipelineUnderTest, free_port
 
 configure_logging("WARNING")
@@ -25,17 +25,9 @@ configure_logging("WARNING")
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The session's broker: KAFKA_BOOTSTRAP_SERVERS if set, else the embedded Apache Kafka."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    ensure_kafka()
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield broker.start()
-    finally:
-        broker.stop()
+    """The session's broker: external, testcontainers or embedded (see tests/components/kafka.py)."""
+    with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

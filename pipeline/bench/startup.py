@@ -58,22 +58,15 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         finally:
             stage.stop()
 
-        port = free_port()
-        gateway = Child(["gateway"], child_env(settings, PORT=str(port)), base / "gateway.log")
-        try:
-            seconds = gateway.wait_http(f"http://127.0.0.1:{port}/api/v1/health")
-            report.add("pipeline gateway", seconds=seconds, rss_mb=gateway.sample_rss() / 2**20)
-        finally:
-            gateway.stop()
-
-        port = free_port()
-        run = Child(["run"], child_env(settings, PORT=str(port)), base / "run.log")
-        try:
-            seconds = run.wait_http(f"http://127.0.0.1:{port}/api/v1/health")
-            time.sleep(1.0)
-            report.add("pipeline run (existing broker)", seconds=seconds, rss_mb=run.sample_rss() / 2**20)
-        finally:
-            run.stop()
+        for name, command in (("pipeline gateway", "gateway"), ("pipeline run (existing broker)", "run")):
+            port = free_port()
+            child = Child([command], child_env(settings, PORT=str(port)), base / f"{command}.log")
+            try:
+                seconds = child.wait_http(f"http://127.0.0.1:{port}/api/v1/health")
+                time.sleep(1.0)
+                report.add(name, seconds=seconds, rss_mb=child.sample_rss() / 2**20)
+            finally:
+                child.stop()
 
         port, kafka_port = free_port(), free_port()
         env = {"PORT": str(port), "DATA_DIR": str(base / "embedded"), "EMBEDDED_KAFKA_PORT": str(kafka_port),

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy, Context
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -228,7 +229,12 @@ class StageRuntime:
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        await consumer.commit(offsets)
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced under us: the new owner re-reads these records and, our outputs
+            # having the same derived ids, its duplicates are dropped downstream. Nothing to retry here.
+            self.log.warning("offset commit refused after a rebalance", error=repr(exc))
         for output in [*outputs, *changelog]:
             STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
 

@@ -102,7 +102,7 @@ async def describe(settings: Settings) -> list[dict[str, Any]]:
     consumer = kafka.consumer(settings)
     await consumer.start()
     try:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for spec in specs:
             name = settings.topic(spec.name)
             parts = found.get(name)

@@ -450,7 +450,7 @@ class LocalKafka:
         port = self._want_port or (state["port"] if stored else None) or _free_port()
         cport = self._want_cport or (state["controller_port"] if stored else None) or _free_port(avoid=port)
         for p in (port, cport):
-            if not _port_free(int(p)):  # type: ignore[arg-type]
+            if not _port_free(int(p)):  # type: ignore[call-overload]
                 raise RuntimeError(f"port {p} for the Kafka broker in {self.data_dir} is in use by another "
                                    "process; stop it, pass port=/controller_port=, or delete kafka.json")
         state["port"], state["controller_port"] = port, cport
@@ -458,9 +458,9 @@ class LocalKafka:
 
     def _write_configs(self, state: dict[str, object]) -> None:
         """Regenerate server.properties and the log config each start; persist kafka.json."""
-        self._port = int(state["port"])  # type: ignore[arg-type]
+        self._port = int(state["port"])  # type: ignore[call-overload]
         self._properties_file.write_text(_server_properties(
-            self.data_dir / "kraft-logs", self._port, int(state["controller_port"]),  # type: ignore[arg-type]
+            self.data_dir / "kraft-logs", self._port, int(state["controller_port"]),  # type: ignore[call-overload]
             self.version))
         (self.data_dir / self._log_config_name).write_text(_log_config(self.version))
         (self.data_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")

@@ -11,7 +11,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
-from pipeline.domain.incidents import IncidentQuery, InvalidQuery, new_manual_incident, select, summary, to_api
+from pipeline.domain.incidents import (
+    IncidentQuery,
+    InvalidQuery,
+    new_manual_incident,
+    select,
+    summary,
+    to_api,
+)
 from pipeline.events import Event, IncidentOpened, Severity
 from pipeline.gateway.projection import IncidentProjection
 from pipeline.web.errors import ApiError, from_pydantic

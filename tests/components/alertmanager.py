@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def free_port() -> int:
 
 
 def _rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _label_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
@@ -272,7 +272,7 @@ class AlertmanagerServer:
         No endsAt is sent, so Alertmanager keeps it firing for ``resolve_timeout`` (5 m) unless re-fired.
         """
         key = _label_key(labels)
-        starts_at = self._starts_at.setdefault(key, _rfc3339(datetime.now(timezone.utc)))
+        starts_at = self._starts_at.setdefault(key, _rfc3339(datetime.now(UTC)))
         alert: dict[str, Any] = {"labels": dict(labels), "startsAt": starts_at}
         if annotations:
             alert["annotations"] = dict(annotations)
@@ -292,7 +292,7 @@ class AlertmanagerServer:
                     break
             else:
                 raise KeyError(f"no active alert with labels {labels!r} in {self.url}")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ends_at = _rfc3339(now)
         if ends_at < starts_at:  # same-millisecond fire/resolve: endsAt must not precede startsAt
             ends_at = starts_at

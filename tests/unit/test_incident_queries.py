@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.domain.incidents import IncidentQuery, InvalidQuery, new_manual_incident, select, summary, to_api
+from pipeline.domain.incidents import (
+    IncidentQuery,
+    InvalidQuery,
+    new_manual_incident,
+    select,
+    summary,
+    to_api,
+)
 from pipeline.events import IncidentStatus, Severity
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)

@@ -1,0 +1,229 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "pipeline.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart> unless the release name already contains the chart name; 52 leaves room for "-correlate". */}}
+{{- define "pipeline.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pipeline.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pipeline.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pipeline.labels" -}}
+helm.sh/chart: {{ include "pipeline.chart" . }}
+{{ include "pipeline.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pipeline
+{{- end }}
+
+{{/* Labels of one component; call with (dict "root" $ "component" "ingest"). */}}
+{{- define "pipeline.componentSelectorLabels" -}}
+{{ include "pipeline.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "pipeline.componentLabels" -}}
+{{ include "pipeline.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "pipeline.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pipeline.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The Service name of an HTTP component: its service.name, or <fullname>-<component>. */}}
+{{- define "pipeline.serviceName" -}}
+{{- $values := index .root.Values .component }}
+{{- default (printf "%s-%s" (include "pipeline.fullname" .root) .component) $values.service.name }}
+{{- end }}
+
+{{- define "pipeline.bootstrapServers" -}}
+{{- required "kafka.bootstrapServers is required (host:port of an existing Kafka cluster)" .Values.kafka.bootstrapServers }}
+{{- end }}
+
+{{/*
+Environment every container shares: where Kafka is and how to authenticate, the topic names. Secrets are
+only referenced (secretKeyRef) and files mounted by pipeline.kafkaVolumeMounts.
+*/}}
+{{- define "pipeline.kafkaEnv" -}}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ include "pipeline.bootstrapServers" . | quote }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+- name: KAFKA_CLIENT_ID
+  value: {{ .Values.kafka.clientId | quote }}
+{{- if hasPrefix "SASL" .Values.kafka.securityProtocol }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ .Values.kafka.sasl.mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ required "kafka.sasl.username is required with a SASL security protocol" .Values.kafka.sasl.username | quote }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafka.sasl.passwordSecret.name is required with a SASL security protocol" .Values.kafka.sasl.passwordSecret.name | quote }}
+      key: {{ .Values.kafka.sasl.passwordSecret.key | quote }}
+{{- end }}
+{{- if hasSuffix "SSL" .Values.kafka.securityProtocol }}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: KAFKA_SSL_CAFILE
+  value: /etc/pipeline/kafka/ca/{{ .Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- if .Values.kafka.tls.clientSecret.name }}
+- name: KAFKA_SSL_CERTFILE
+  value: /etc/pipeline/kafka/client/{{ .Values.kafka.tls.clientSecret.certKey }}
+- name: KAFKA_SSL_KEYFILE
+  value: /etc/pipeline/kafka/client/{{ .Values.kafka.tls.clientSecret.keyKey }}
+{{- end }}
+{{- end }}
+- name: TOPIC_PREFIX
+  value: {{ .Values.topicPrefix | quote }}
+- name: TOPIC_REPLICATION_FACTOR
+  value: {{ .Values.kafka.topicReplicationFactor | quote }}
+- name: NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.kafkaVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if hasSuffix "SSL" .Values.kafka.securityProtocol }}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/pipeline/kafka/ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientSecret.name }}
+- name: kafka-client
+  mountPath: /etc/pipeline/kafka/client
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.kafkaVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if hasSuffix "SSL" .Values.kafka.securityProtocol }}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret.name | quote }}
+    items:
+      - key: {{ .Values.kafka.tls.caSecret.key | quote }}
+        path: {{ .Values.kafka.tls.caSecret.key | quote }}
+{{- end }}
+{{- if .Values.kafka.tls.clientSecret.name }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientSecret.name | quote }}
+    items:
+      - key: {{ .Values.kafka.tls.clientSecret.certKey | quote }}
+        path: {{ .Values.kafka.tls.clientSecret.certKey | quote }}
+      - key: {{ .Values.kafka.tls.clientSecret.keyKey | quote }}
+        path: {{ .Values.kafka.tls.clientSecret.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by the Deployments and the topics Job. */}}
+{{- define "pipeline.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The full name of a logical topic, as Settings.topic() builds it. */}}
+{{- define "pipeline.topicName" -}}
+{{- printf "%s%s" .root.Values.topicPrefix .name }}
+{{- end }}
+
+{{/*
+The spec's config with min.insync.replicas chosen as pipeline.bus.topics.effective_config does, so the
+KafkaTopic CRs and `pipeline topics apply` agree (and `topics apply` reports no drift on CR-made topics).
+Call with (dict "spec" $spec "replicas" $rf); renders a YAML map.
+*/}}
+{{- define "pipeline.topicConfig" -}}
+{{- $minIsr := max 1 (min 2 (sub .replicas 1)) }}
+{{- $config := merge (dict) (default (dict) .spec.config) (dict "min.insync.replicas" (toString $minIsr)) }}
+{{- range $key := keys $config | sortAlpha }}
+{{ $key }}: {{ index $config $key | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Every topic spec of files/topics/, parsed; fails on a file that is not YAML. Renders a JSON list. */}}
+{{- define "pipeline.topicSpecs" -}}
+{{- $specs := list }}
+{{- range $path, $_ := .Files.Glob "files/topics/*.yaml" }}
+{{- $spec := $.Files.Get $path | fromYaml }}
+{{- if hasKey $spec "Error" }}
+{{- fail (printf "%s is not valid YAML: %s" $path $spec.Error) }}
+{{- end }}
+{{- if not (and $spec.name $spec.partitions $spec.replication) }}
+{{- fail (printf "%s needs name, partitions and replication" $path) }}
+{{- end }}
+{{- $specs = append $specs $spec }}
+{{- end }}
+{{- if not $specs }}
+{{- fail "no topic specs in files/topics/ (copy topics/*.yaml there)" }}
+{{- end }}
+{{- toJson $specs }}
+{{- end }}
