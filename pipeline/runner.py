@@ -68,6 +68,8 @@ class Process:
         log.info("embedded kafka started", bootstrap=bootstrap, data_dir=str(self.settings.data_dir / "kafka"))
 
     async def _start_stages(self) -> None:
+        if not self.plan.stages:
+            return  # FastStream is a third of a second to import: only stage processes pay for it
         from pipeline.bus.stage import StageRuntime
         from pipeline.stages import stage_classes
 

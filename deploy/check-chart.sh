@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Check the Helm chart: topic specs in sync with topics/, `helm lint --strict`, and `helm template` with
+# the defaults and with each deploy/helm/pipeline/ci/*-values.yaml; every rendered document must parse as
+# YAML, the expected kinds must be there, no Secret is rendered, HOST is 0.0.0.0, and missing required
+# values fail rendering with their message.
+#
+# Needs helm 3 on PATH (see the message below when it is not); PyYAML for the YAML checks (the project's
+# .venv has it). KUBE_VERSION (default 1.31.0) is the cluster version rendered for.
+# CHECK_CHART_REQUIRE_HELM=1 turns "helm not found" into a failure (for CI).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+chart="$root/deploy/helm/pipeline"
+kube_version="${KUBE_VERSION:-1.31.0}"
+cd "$root"
+
+"$root/deploy/check-topics-in-sync.sh"
+
+if ! command -v helm >/dev/null 2>&1; then
+  cat <<'MSG'
+helm not found on PATH: lint and template checks SKIPPED.
+Get it from the Go module proxy (Go >= 1.22), with the same version stamps as the release binaries:
+  P=helm.sh/helm/v3
+  GOFLAGS=-mod=mod go install -ldflags "-X $P/internal/version.version=v3.16.4 \
+    -X $P/pkg/chartutil.k8sVersionMajor=1 -X $P/pkg/chartutil.k8sVersionMinor=31 \
+    -X $P/pkg/lint/rules.k8sVersionMajor=1 -X $P/pkg/lint/rules.k8sVersionMinor=31" $P/cmd/helm@v3.16.4
+  export PATH="$PATH:$(go env GOPATH)/bin"
+(or any helm 3 release binary: https://helm.sh/docs/intro/install/)
+MSG
+  [[ "${CHECK_CHART_REQUIRE_HELM:-0}" == 1 ]] && exit 1
+  exit 0
+fi
+
+python=""
+for candidate in "$root/.venv/bin/python" python3; do
+  if "$candidate" -c 'import yaml' >/dev/null 2>&1; then python="$candidate"; break; fi
+done
+
+topics=$(ls -1 "$chart"/files/topics/*.yaml | wc -l)
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# check_render NAME EXPECTED_KINDS HELM_ARGS...   EXPECTED_KINDS: "Kind=count ..." (count 0: absent)
+check_render() {
+  local name="$1" expected="$2"
+  shift 2
+  echo "== $name"
+  if ! helm lint --strict --kube-version "$kube_version" "$chart" "$@" >"$out/$name.lint" 2>&1; then
+    cat "$out/$name.lint"; fail "$name: helm lint"; return
+  fi
+  if ! helm template pipeline "$chart" --namespace alerts --kube-version "$kube_version" "$@" \
+      >"$out/$name.yaml" 2>"$out/$name.err"; then
+    cat "$out/$name.err"; fail "$name: helm template"; return
+  fi
+  if [[ -z "$python" ]]; then
+    echo "   rendered $(grep -c '^kind:' "$out/$name.yaml") objects (no PyYAML: YAML checks skipped)"
+    return
+  fi
+  "$python" - "$out/$name.yaml" "$expected" <<'PY' || fail "$name: rendered manifests"
+import collections, sys, yaml
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = collections.Counter(d["kind"] for d in docs)
+problems = []
+for item in sys.argv[2].split():
+    kind, count = item.split("=")
+    if kinds.get(kind, 0) != int(count):
+        problems.append(f"expected {count} {kind}, got {kinds.get(kind, 0)}")
+if kinds.get("Secret"):
+    problems.append("a Secret is rendered: secrets must only be referenced")
+for d in docs:
+    if d["kind"] != "Deployment":
+        continue
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        env = {e["name"]: e for e in c.get("env", [])}
+        if env.get("HOST", {}).get("value") != "0.0.0.0":
+            problems.append(f"{d['metadata']['name']}: HOST is not 0.0.0.0")
+        for secret in ("API_TOKEN", "KAFKA_SASL_PASSWORD"):
+            if secret in env and "valueFrom" not in env[secret]:
+                problems.append(f"{d['metadata']['name']}: {secret} is a plain value")
+        sc = c.get("securityContext", {})
+        if not (sc.get("readOnlyRootFilesystem") and sc.get("runAsNonRoot")
+                and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+            problems.append(f"{d['metadata']['name']}: container securityContext is not locked down")
+print("   " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+for p in problems:
+    print("   " + p)
+sys.exit(1 if problems else 0)
+PY
+}
+
+# check_fails NAME MESSAGE HELM_ARGS...: rendering must fail and say MESSAGE.
+check_fails() {
+  local name="$1" message="$2"
+  shift 2
+  echo "== $name (must fail)"
+  if helm template pipeline "$chart" --kube-version "$kube_version" "$@" >/dev/null 2>"$out/$name.err"; then
+    fail "$name: rendered although it should not"
+  elif ! grep -qF "$message" "$out/$name.err"; then
+    cat "$out/$name.err"; fail "$name: wrong error"
+  else
+    echo "   failed as expected: $message"
+  fi
+}
+
+base="Deployment=3 Service=3 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
+check_render defaults "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+  --set kafka.bootstrapServers=kafka-bootstrap:9092
+check_render minimal-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+  -f "$chart/ci/minimal-values.yaml"
+check_render full-values "$base ConfigMap=0 Job=0 KafkaTopic=$topics ServiceMonitor=3" \
+  -f "$chart/ci/full-values.yaml"
+check_render mtls-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+  -f "$chart/ci/mtls-values.yaml"
+check_render gateway-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1 ConfigMap=0 Job=0" \
+  -f "$chart/ci/minimal-values.yaml" --set ingest.enabled=false,correlate.enabled=false,topicsJob.enabled=false
+
+check_fails no-bootstrap "kafka.bootstrapServers is required"
+check_fails no-cluster-name "kafkaTopics.clusterName is required" \
+  -f "$chart/ci/minimal-values.yaml" --set kafkaTopics.enabled=true
+check_fails sasl-without-secret "kafka.sasl.passwordSecret.name is required" \
+  -f "$chart/ci/minimal-values.yaml" --set kafka.securityProtocol=SASL_SSL,kafka.sasl.username=u
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "chart OK ($(helm version --short))"
