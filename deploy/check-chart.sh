@@ -2,7 +2,7 @@
 # Check the Helm chart: topic specs in sync with topics/, `helm lint --strict`, and `helm template` with
 # the defaults and with each deploy/helm/pipeline/ci/*-values.yaml; every rendered document must parse as
 # YAML, the expected kinds must be there, no Secret is rendered, HOST is 0.0.0.0, and missing required
-# values fail rendering with their message.
+# values and misspelt keys (values.schema.json) fail rendering with their message.
 #
 # Needs helm 3 on PATH (see the message below when it is not); PyYAML for the YAML checks (the project's
 # .venv has it). KUBE_VERSION (default 1.31.0) is the cluster version rendered for.
@@ -121,6 +121,8 @@ check_fails no-cluster-name "kafkaTopics.clusterName is required" \
   -f "$chart/ci/minimal-values.yaml" --set kafkaTopics.enabled=true
 check_fails sasl-without-secret "kafka.sasl.passwordSecret.name is required" \
   -f "$chart/ci/minimal-values.yaml" --set kafka.securityProtocol=SASL_SSL,kafka.sasl.username=u
+check_fails misspelt-value "Additional property serviceMonitors is not allowed" \
+  -f "$chart/ci/minimal-values.yaml" --set serviceMonitors.enabled=true
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"

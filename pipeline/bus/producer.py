@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
@@ -55,11 +61,20 @@ class Output:
         return cls(topic, record.key, record.value, [*(record.headers or ()), *origin])
 
 
+# After these, an idempotent producer's sequence numbers no longer match the broker's (typically after
+# batches failed while the broker was away) and every later send fails the same way: start a new producer,
+# which gets a new producer id. The caller still sees the error and retries; ids make duplicates harmless.
+_POISONED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, InvalidProducerIdMapping)
+
+
 class EventProducer:
     """An acks=all, idempotent producer. `publish` returns only once the broker has every record."""
 
     def __init__(self, settings: Settings, **overrides: object) -> None:
+        self._settings = settings
+        self._overrides = overrides
         self._producer: AIOKafkaProducer = kafka.producer(settings, **overrides)
+        self._replacing = asyncio.Lock()
 
     async def start(self) -> None:
         await self._producer.start()
@@ -69,12 +84,26 @@ class EventProducer:
 
     async def publish(self, outputs: Sequence[Output]) -> None:
         """Send every record (in order, each to its key's partition), then wait for all acks."""
-        futures = [
-            await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition)
-            for o in outputs
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        producer = self._producer
+        try:
+            futures = [
+                await producer.send(o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition)
+                for o in outputs
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+        except _POISONED:
+            await self._replace(producer)
+            raise
+
+    async def _replace(self, poisoned: AIOKafkaProducer) -> None:
+        async with self._replacing:
+            if self._producer is not poisoned:
+                return  # a concurrent publish already replaced it
+            fresh = kafka.producer(self._settings, **self._overrides)
+            await fresh.start()
+            self._producer = fresh
+        await poisoned.stop()
 
     @property
     def raw(self) -> AIOKafkaProducer:

@@ -45,3 +45,11 @@ def test_min_insync_replicas_leaves_room_for_one_broker_loss() -> None:
     spec = TopicSpec(name="x", partitions=1, replication=3, key="k", value_types=["t"])
     assert effective_config(spec, 3)["min.insync.replicas"] == "2"
     assert effective_config(spec, 1)["min.insync.replicas"] == "1"
+
+
+def test_helm_chart_carries_the_same_topic_specs() -> None:
+    """The chart renders KafkaTopic CRs from its own copy of topics/; the copy must not drift."""
+    chart = ROOT / "deploy" / "helm" / "pipeline" / "files" / "topics"
+    ours = {p.name: p.read_text() for p in (ROOT / "topics").glob("*.yaml")}
+    copied = {p.name: p.read_text() for p in chart.glob("*.yaml")}
+    assert copied == ours, "run: cp topics/*.yaml deploy/helm/pipeline/files/topics/"
