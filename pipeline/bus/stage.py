@@ -284,7 +284,8 @@ class StageRuntime:
         for record in records:
             first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
         for tp, offset in first.items():
-            consumer.seek(tp, offset)
+            if tp in consumer.assignment():  # a partition revoked meanwhile is re-read by its new owner
+                consumer.seek(tp, offset)
 
     def _record_lag(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         last: dict[TopicPartition, int] = {}

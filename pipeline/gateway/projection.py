@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
@@ -110,7 +109,7 @@ class ProjectionRunner:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-            except KafkaError as exc:
+            except Exception as exc:  # noqa: BLE001 - keep tailing: the read model must not die silently
                 log.warning("projection fetch failed", error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
