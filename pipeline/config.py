@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     stage_batch_timeout_ms: int = Field(default=100, ge=1)
     stage_max_attempts: int = Field(default=3, ge=1)
 
+    # Prometheus / Thanos Querier (the engine's PROMETHEUS_URL). Empty: enrichment reports every feature
+    # missing with reason "prometheus not configured".
+    prometheus_url: str = ""
+    prometheus_token: SecretStr = SecretStr("")
+    prometheus_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    prometheus_ca_file: str = ""
+    prometheus_tls_verify: bool = True
+    prometheus_timeout_s: float = Field(default=10.0, gt=0)
+    prometheus_max_concurrency: int = Field(default=8, ge=1)
+    prometheus_retry_attempts: int = Field(default=3, ge=1)
+    thanos_dedup: bool | None = None
+    thanos_partial_response: bool | None = None
+
     # Gateway.
     gateway_write_timeout_s: float = Field(default=10.0, gt=0)
 

@@ -206,9 +206,28 @@ class CorrelationState(Payload):
     recent_signal_ids: list[str] = Field(default_factory=list)
 
 
+class FeaturesComputed(Payload):
+    """The anomaly-detector's 45-feature vector for an incident, with the provenance of every value.
+
+    `values[i]` is the feature named `feature_names[i]`; None means missing, and `missing[name]` says why.
+    """
+
+    event_type: ClassVar[str] = "pipeline.features.computed.v1"
+    key_field: ClassVar[str] = "incident_id"
+    incident_id: str
+    scope: dict[str, str] = Field(description="namespace / deployment / pod / node the vector describes")
+    evaluated_at: datetime
+    feature_names: list[str]
+    values: list[float | None]
+    missing: dict[str, str] = Field(default_factory=dict)
+    query_count: int
+    query_seconds: float
+    source: str = Field("", description="The Prometheus / Thanos URL queried")
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     model.event_type: model
-    for model in (Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState)
+    for model in (Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, FeaturesComputed)
 }
 
 

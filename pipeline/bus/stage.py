@@ -56,6 +56,13 @@ class Stage(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    async def prepare(self, events: list[Event]) -> None:
+        """Before a batch is handled: do its I/O, concurrently, so that `handle` stays pure and quick.
+
+        Called again if the batch is retried. Must not raise for a dependency being down: record that
+        in what `handle` will publish instead.
+        """
+
     @abstractmethod
     def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
         """Outputs for one input event. Must not publish anything itself."""
@@ -74,6 +81,9 @@ class Stage(ABC):
 
     def release(self, partitions: list[int]) -> None:
         """Partitions were taken away: drop their state."""
+
+    async def close(self) -> None:
+        """The stage stops: release its clients."""
 
 
 class ChangelogReader:
@@ -192,6 +202,7 @@ class StageRuntime:
     async def stop(self) -> None:
         await self.broker.stop()
         await self.producer.stop()
+        await self.stage.close()
         self.log.info("stage stopped")
 
     async def _on_batch(self, body: Any, msg: Any = Context("message")) -> None:
@@ -215,11 +226,14 @@ class StageRuntime:
         self._record_lag(records, consumer)
 
     async def _process(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
+        decoded = [(record, self._decode(record)) for record in records]
+        fresh = [e for _, e in decoded if isinstance(e, Event) and e.envelope.id not in self._seen]
+        await self.stage.prepare(fresh)
         outputs: list[Output] = []
         handled: set[str] = set()
-        for record in records:
+        for record, event in decoded:
             STAGE_CONSUMED.labels(self.stage.name, record.topic).inc()
-            outputs.extend(self._handle(record, handled))
+            outputs.extend(self._handle(record, event, handled))
         await self.producer.publish(outputs)
         changelog = self.stage.changelog()
         await self.producer.publish(changelog)
@@ -238,11 +252,16 @@ class StageRuntime:
         for output in [*outputs, *changelog]:
             STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
 
-    def _handle(self, record: ConsumerRecord, handled: set[str]) -> list[Output]:
+    @staticmethod
+    def _decode(record: ConsumerRecord) -> Event | InvalidEvent:
         try:
-            event = decode(record.value, record.headers)
+            return decode(record.value, record.headers)
         except InvalidEvent as exc:
-            return [self._dead_letter(record, exc, attempts=1)]
+            return exc
+
+    def _handle(self, record: ConsumerRecord, event: Event | InvalidEvent, handled: set[str]) -> list[Output]:
+        if isinstance(event, InvalidEvent):
+            return [self._dead_letter(record, event, attempts=1)]
         event_id = event.envelope.id
         if event_id in self._seen or event_id in handled:
             STAGE_DUPLICATES.labels(self.stage.name).inc()

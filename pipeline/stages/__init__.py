@@ -7,5 +7,6 @@ from pipeline.bus.stage import Stage
 
 def stage_classes() -> dict[str, type[Stage]]:
     from pipeline.stages.correlate import CorrelateStage
+    from pipeline.stages.enrich import EnrichStage
 
-    return {CorrelateStage.name: CorrelateStage}
+    return {CorrelateStage.name: CorrelateStage, EnrichStage.name: EnrichStage}

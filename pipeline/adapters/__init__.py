@@ -1,0 +1,1 @@
+"""I/O clients: Prometheus/Thanos (and later the ML service, KServe, Kubernetes, ArgoCD)."""

@@ -1,0 +1,200 @@
+"""Async Prometheus / Thanos Querier HTTP API client (httpx): instant and range queries.
+
+Bearer token (inline, or a service-account token file re-read when it rotates), CA bundle, timeouts,
+retries with jitter on transient failures only (connection errors, 502/503/504), a concurrency limit,
+and Thanos' `dedup` / `partial_response` parameters. Query errors (bad PromQL: 400/422) are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import stamina
+
+from pipeline.config import Settings
+
+_TRANSIENT_STATUS = {502, 503, 504}
+
+
+class PrometheusError(Exception):
+    """Base of every failure talking to Prometheus."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Not reachable, timing out, or answering 5xx after the retries: the data may exist, we can't get it."""
+
+
+class QueryError(PrometheusError):
+    """Prometheus refused the query itself (bad PromQL, bad parameters): retrying cannot help."""
+
+
+class NotConfigured(PrometheusError):
+    """PROMETHEUS_URL is empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a result: its labels and its (unix seconds, value) samples, ascending in time.
+
+    Values may be NaN or ±Inf as Prometheus sends them; callers decide what a non-finite value means.
+    """
+
+    labels: dict[str, str]
+    samples: list[tuple[float, float]]
+
+    @property
+    def last(self) -> float:
+        return self.samples[-1][1]
+
+
+class _Transient(Exception):
+    """A 502/503/504: worth another attempt."""
+
+
+def _timestamp(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return math.nan
+
+
+class PrometheusClient:
+    """One per process; safe for concurrent use; `aclose()` when done."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if not settings.prometheus_url:
+            raise NotConfigured("PROMETHEUS_URL is not set")
+        self.settings = settings
+        self.url = settings.prometheus_url.rstrip("/")
+        self._limit = asyncio.Semaphore(settings.prometheus_max_concurrency)
+        self._token_cache: tuple[float, str] | None = None
+        self._http = httpx.AsyncClient(
+            timeout=settings.prometheus_timeout_s,
+            verify=self._verify(settings),
+            transport=transport,
+            trust_env=False,
+            headers={"Accept": "application/json"},
+        )
+        self.queries = 0
+
+    @staticmethod
+    def _verify(settings: Settings) -> ssl.SSLContext | bool:
+        if not settings.prometheus_tls_verify:
+            return False
+        if settings.prometheus_ca_file:
+            return ssl.create_default_context(cafile=settings.prometheus_ca_file)
+        return True
+
+    def _token(self) -> str | None:
+        inline = self.settings.prometheus_token.get_secret_value()
+        if inline:
+            return inline
+        path = self.settings.prometheus_token_file
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return None
+        if self._token_cache is None or self._token_cache[0] != mtime:
+            with open(path) as f:
+                self._token_cache = (mtime, f.read().strip())
+        return self._token_cache[1] or None
+
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.settings.thanos_dedup is not None:
+            params["dedup"] = str(self.settings.thanos_dedup).lower()
+        if self.settings.thanos_partial_response is not None:
+            params["partial_response"] = str(self.settings.thanos_partial_response).lower()
+        return params
+
+    async def query(self, expr: str, at: datetime | float | None = None) -> list[Series]:
+        """An instant query: one sample per series."""
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = f"{_timestamp(at):.3f}"
+        return await self._call("/api/v1/query", self._params(params))
+
+    async def query_range(
+        self, expr: str, start: datetime | float, end: datetime | float, step_s: float
+    ) -> list[Series]:
+        """A range query evaluated at start, start+step, ..., end."""
+        params = {
+            "query": expr,
+            "start": f"{_timestamp(start):.3f}",
+            "end": f"{_timestamp(end):.3f}",
+            "step": f"{step_s:g}",
+        }
+        return await self._call("/api/v1/query_range", self._params(params))
+
+    async def ready(self) -> bool:
+        try:
+            response = await self._http.get(f"{self.url}/-/ready", timeout=3.0)
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, path: str, params: dict[str, Any]) -> list[Series]:
+        async with self._limit:
+            self.queries += 1
+            try:
+                body = await self._post_with_retries(path, params)
+            except _Transient as exc:
+                raise PrometheusUnavailable(str(exc)) from None
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                raise PrometheusUnavailable(f"{type(exc).__name__}: {exc}") from None
+        return self._series(body)
+
+    async def _post_with_retries(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        headers = {}
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async for attempt in stamina.retry_context(
+            on=(httpx.TransportError, _Transient),
+            attempts=self.settings.prometheus_retry_attempts,
+            timeout=self.settings.prometheus_timeout_s * 2,
+            wait_initial=0.05,
+            wait_max=1.0,
+        ):
+            with attempt:
+                response = await self._http.post(f"{self.url}{path}", data=params, headers=headers)
+                if response.status_code in _TRANSIENT_STATUS:
+                    raise _Transient(f"prometheus answered {response.status_code}")
+        return self._body(response)
+
+    @staticmethod
+    def _body(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            raise PrometheusUnavailable(f"prometheus answered {response.status_code} without JSON") from None
+        if response.status_code in (400, 422) or body.get("status") == "error":
+            raise QueryError(f"{body.get('errorType', 'error')}: {body.get('error', response.text[:200])}")
+        if response.status_code >= 400:
+            raise PrometheusUnavailable(f"prometheus answered {response.status_code}")
+        return body
+
+    @staticmethod
+    def _series(body: dict[str, Any]) -> list[Series]:
+        data = body.get("data") or {}
+        kind, result = data.get("resultType"), data.get("result") or []
+        if kind == "vector":
+            return [Series(r["metric"], [(float(r["value"][0]), _float(r["value"][1]))]) for r in result]
+        if kind == "matrix":
+            return [Series(r["metric"], [(float(t), _float(v)) for t, v in r["values"]]) for r in result]
+        if kind == "scalar":
+            return [Series({}, [(float(result[0]), _float(result[1]))])]
+        raise QueryError(f"unexpected result type {kind!r}")
