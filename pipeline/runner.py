@@ -108,6 +108,11 @@ class Process:
             self._stops.append(runner.stop)
             await runner.ready.wait()
             parts.projection = runner
+            if self.settings.prometheus_url:
+                from pipeline.adapters.prometheus import PrometheusClient
+
+                parts.prometheus = PrometheusClient(self.settings)
+                self._stops.append(parts.prometheus.aclose)
         await self._serve(build_app(parts), self.settings.port)
         if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
             from prometheus_client import start_http_server

@@ -70,11 +70,14 @@ class Scope:
     deployment: str | None = None
     pod: str | None = None
     node: str | None = None
+    pods: tuple[str, ...] = ()  # an explicit set, e.g. the pods a label selector matched
 
     def __post_init__(self) -> None:
         _check("namespace", self.namespace, _DNS_LABEL, 63)
         for name in ("deployment", "pod", "node"):
             _check(name, getattr(self, name), _DNS_SUBDOMAIN, 253)
+        for pod in self.pods:
+            _check("pods", pod, _DNS_SUBDOMAIN, 253)
         if (self.deployment or self.pod) and not self.namespace:
             raise InvalidScope("namespace", "namespace is required with deployment or pod")
 
@@ -87,13 +90,16 @@ class Scope:
         elif self.deployment:
             # Pods of a Deployment are named <deployment>-<replicaset hash>-<suffix>.
             out.append(f'pod=~"{_regex_literal(self.deployment)}-[a-z0-9]+-[a-z0-9]+"')
+        if self.pods:
+            out.append('pod=~"' + "|".join(_regex_literal(p) for p in self.pods) + '"')
         if self.node:
             out.append(f'node="{self.node}"')
         return out
 
     def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("namespace", self.namespace), ("deployment", self.deployment),
-                                  ("pod", self.pod), ("node", self.node)) if v}
+        fields = [("namespace", self.namespace), ("deployment", self.deployment), ("pod", self.pod),
+                  ("node", self.node), ("pods", ",".join(self.pods))]
+        return {k: v for k, v in fields if v}
 
     @property
     def is_cluster(self) -> bool:

@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.web import errors
-from pipeline.web.health import KafkaProbe
+from pipeline.web.health import KafkaProbe, prometheus_status
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Parts:
     producer: EventProducer | None = None
     ingest: AlertIngest | None = None
     projection: ProjectionRunner | None = None
+    prometheus: PrometheusClient | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -59,13 +61,29 @@ def build_app(parts: Parts) -> FastAPI:
         from pipeline.gateway.routes import router as incident_router
 
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer))
+    if parts.projection is not None:
+        from pipeline.gateway.anomalies import router as anomalies_router
+
+        app.include_router(anomalies_router(settings, parts.prometheus))
+        try:
+            from pipeline.gateway.analysis import router as analysis_router
+        except ImportError:  # pragma: no cover - the capacity routes are being added in parallel
+            pass
+        else:
+            app.include_router(analysis_router(settings, parts.prometheus))
     return app
 
 
 async def _deep_health(parts: Parts) -> JSONResponse:
     kafka = await parts.probe.check()
+    dependencies = {"kafka": kafka.as_dict()}
     components: dict[str, Any] = {}
     status = "healthy" if kafka.status == "ok" else "unhealthy"
+    if parts.prometheus is not None:
+        prometheus = await prometheus_status(parts.prometheus)
+        dependencies["prometheus"] = prometheus.as_dict()
+        if prometheus.status != "ok" and status == "healthy":
+            status = "degraded"  # enrichment goes on with features marked missing
     if parts.projection is not None:
         ready = parts.projection.ready.is_set()
         components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection.incidents)}
@@ -78,7 +96,7 @@ async def _deep_health(parts: Parts) -> JSONResponse:
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "version": parts.settings.version,
         "uptime_seconds": int(time.monotonic() - parts.started_monotonic),
-        "dependencies": {"kafka": kafka.as_dict()},
+        "dependencies": dependencies,
         "components": components,
         "details": {"namespace": parts.settings.namespace, "topic_prefix": parts.settings.topic_prefix},
     }

@@ -65,3 +65,12 @@ class KafkaProbe:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
+
+
+async def prometheus_status(client: Any) -> DependencyStatus:
+    """Prometheus / Thanos readiness (`/-/ready`); down only degrades the pipeline."""
+    started = time.perf_counter()
+    ok = await client.ready()
+    latency = (time.perf_counter() - started) * 1000
+    message = "ready" if ok else f"not ready or unreachable at {client.url}"
+    return DependencyStatus("prometheus", "ok" if ok else "down", message, latency, datetime.now(UTC))

@@ -151,6 +151,12 @@ class PodSpec:
         return {"namespace": self.namespace, "pod": self.pod, "container": self.container, "node": self.node}
 
 
+def pod_labels(spec: PodSpec) -> dict[str, str]:
+    """kube_pod_labels: the pod's Kubernetes labels as `label_<name>` (app = its deployment, tier by namespace)."""
+    tier = "frontend" if spec.namespace == "shop" else "backend"
+    return {"namespace": spec.namespace, "pod": spec.pod, "label_app": spec.deployment, "label_tier": tier}
+
+
 CART_NAMESPACE = "shop"
 CART_DEPLOYMENT = "cart"
 CART_PODS = ("cart-5c7d9f8b6-x2k8p", "cart-5c7d9f8b6-q9w4z")
@@ -270,6 +276,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
         "The number of container restarts per container.",
     ),
     "kube_pod_info": ("kube_pod_info", "gauge", "Information about pod."),
+    "kube_pod_labels": ("kube_pod_labels", "gauge", "Kubernetes labels converted to Prometheus labels."),
     "kube_deployment_spec_replicas": (
         "kube_deployment_spec_replicas",
         "gauge",
@@ -516,6 +523,7 @@ def generate_history(
             count = crashy_restarts_at(t) if spec.deployment == CRASHY_DEPLOYMENT else 0
             b.add("kube_pod_container_status_restarts_total", labels, t, count)
             b.add("kube_pod_info", info, t, 1)
+            b.add("kube_pod_labels", pod_labels(spec), t, 1)
 
     for namespace, deployment, replicas in DEPLOYMENTS:
         labels = {"namespace": namespace, "deployment": deployment}

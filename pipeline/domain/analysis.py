@@ -1,0 +1,228 @@
+"""Anomaly analysis rules for `POST /api/v1/anomalies/analyze`, pure and explainable.
+
+Until an ML model scores the 45-feature vector (a later issue), anomalies come from per-pod rules over
+the requested time range, each with the numbers that triggered it:
+* memory leak (trend_anomaly): the working-set/limit ratio grows steadily (least-squares slope > 0 with
+  R^2 >= 0.8 over the range) and is projected to reach the limit within 24 h, or is already above 0.9;
+* crash loop (threshold_exceeded): at least 3 container restarts within the range;
+* CPU throttling (threshold_exceeded): throttled CFS periods / periods > 0.25 over the last 5 minutes;
+* CPU outlier (statistical_outlier): the current CPU is more than 4 robust deviations (1.4826 * MAD)
+  from the range's median, on at least 10 points.
+The anomaly score maps each rule's strength onto 0..1; an anomaly is reported when score >= threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TIME_RANGES: dict[str, int] = {"1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800}
+DEFAULT_THRESHOLD = 0.7
+LEAK_MIN_R2 = 0.8
+LEAK_HORIZON_S = 24 * 3600
+MEMORY_NEAR_LIMIT = 0.9
+CRASH_LOOP_RESTARTS = 3
+THROTTLED_FRACTION = 0.25
+OUTLIER_DEVIATIONS = 4.0
+HTTP_ERROR_RATE_DEGRADED = 0.05
+HTTP_P99_DEGRADED_MS = 1000.0
+
+_LABEL_KEY = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class InvalidSelector(ValueError):
+    """A label selector we cannot translate safely (set-based, or not Kubernetes label syntax)."""
+
+
+def baseline_step(range_s: int) -> int:
+    """At most ~360 points per series over the range, never finer than a minute."""
+    return max(60, range_s // 360)
+
+
+def label_selector_matchers(selector: str) -> list[str]:
+    """`app=flask,tier!=db` -> PromQL matchers on kube_pod_labels (`label_app="flask"`, ...).
+
+    Only equality-based requirements (`=`, `==`, `!=`) are supported; keys become kube-state-metrics'
+    `label_<key>` with every character outside [a-zA-Z0-9_] turned into `_`.
+    """
+    matchers = []
+    for requirement in filter(None, (r.strip() for r in selector.split(","))):
+        m = re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*(\S*)", requirement)
+        if not m:
+            raise InvalidSelector(f"unsupported requirement {requirement!r}: use key=value or key!=value")
+        key, op, value = m.groups()
+        if not _LABEL_KEY.match(key) or len(key) > 317 or not _LABEL_VALUE.match(value) or len(value) > 63:
+            raise InvalidSelector(f"{requirement!r} is not a Kubernetes label requirement")
+        name = "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+        matchers.append(f'{name}{"!=" if op == "!=" else "="}"{value}"')
+    if not matchers:
+        raise InvalidSelector("label selector is empty")
+    return matchers
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    slope: float  # per second
+    r2: float
+
+
+def linear_fit(points: Sequence[tuple[float, float]]) -> Fit | None:
+    """Least squares; None with fewer than 3 points or no spread in time."""
+    pts = [(t, v) for t, v in points if math.isfinite(v)]
+    if len(pts) < 3:
+        return None
+    mt = statistics.fmean(t for t, _ in pts)
+    mv = statistics.fmean(v for _, v in pts)
+    sxx = sum((t - mt) ** 2 for t, _ in pts)
+    if sxx == 0:
+        return None
+    slope = sum((t - mt) * (v - mv) for t, v in pts) / sxx
+    ss_tot = sum((v - mv) ** 2 for _, v in pts)
+    ss_res = sum((v - (mv + slope * (t - mt))) ** 2 for t, v in pts)
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+    return Fit(slope, r2)
+
+
+@dataclass
+class Finding:
+    """One anomaly, in the fields the MCP server reads."""
+
+    metric: str
+    type: str
+    anomaly_score: float
+    value: float
+    expected_min: float
+    expected_max: float
+    namespace: str
+    pod: str
+    explanation: str
+    recommended_action: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def severity(self) -> str:
+        return "critical" if self.anomaly_score >= 0.9 else "high" if self.anomaly_score >= 0.8 else "medium"
+
+
+def memory_leak(namespace: str, pod: str, ratios: Sequence[tuple[float, float]]) -> Finding | None:
+    fit = linear_fit(ratios)
+    if fit is None or not ratios:
+        return None
+    now, current = ratios[-1]
+    if not math.isfinite(current):
+        return None
+    growing = fit.slope > 0 and fit.r2 >= LEAK_MIN_R2
+    hours_to_limit = (1.0 - current) / fit.slope / 3600 if fit.slope > 0 and current < 1 else 0.0
+    if not (growing and (hours_to_limit * 3600 <= LEAK_HORIZON_S or current >= MEMORY_NEAR_LIMIT)):
+        return None
+    urgency = max(0.0, 1.0 - hours_to_limit / 24.0)
+    score = round(min(1.0, 0.7 + 0.3 * max(urgency, current)), 2)
+    first = ratios[0][1]
+    return Finding(
+        metric="pod_memory_usage",
+        type="trend_anomaly",
+        anomaly_score=score,
+        value=round(current, 4),
+        expected_min=round(min(first, current), 4),
+        expected_max=round(max(first, current), 4),
+        namespace=namespace,
+        pod=pod,
+        explanation=(
+            f"{namespace}/{pod}: memory at {current:.0%} of its limit and growing steadily "
+            f"({fit.slope * 3600:.1%} of the limit per hour, R²={fit.r2:.2f}); "
+            f"limit reached in about {hours_to_limit:.1f} h"
+        ),
+        recommended_action="investigate_memory_leak",
+        metrics={"memory_limit_ratio": round(current, 4), "growth_per_hour": round(fit.slope * 3600, 6),
+                 "r2": round(fit.r2, 4), "hours_to_limit": round(hours_to_limit, 2)},
+    )
+
+
+def crash_loop(namespace: str, pod: str, restarts: float, range_label: str) -> Finding | None:
+    if not math.isfinite(restarts) or restarts < CRASH_LOOP_RESTARTS:
+        return None
+    score = round(min(1.0, 0.7 + 0.03 * restarts), 2)
+    return Finding(
+        metric="container_restart_count",
+        type="threshold_exceeded",
+        anomaly_score=score,
+        value=round(restarts, 2),
+        expected_min=0.0,
+        expected_max=float(CRASH_LOOP_RESTARTS - 1),
+        namespace=namespace,
+        pod=pod,
+        explanation=f"{namespace}/{pod}: {restarts:.0f} container restarts in the last {range_label} (crash loop)",
+        recommended_action="restart_pod",
+        metrics={"restarts": round(restarts, 2)},
+    )
+
+
+def throttling(namespace: str, pod: str, fraction: float) -> Finding | None:
+    if not math.isfinite(fraction) or fraction <= THROTTLED_FRACTION:
+        return None
+    return Finding(
+        metric="cpu_throttle_rate",
+        type="threshold_exceeded",
+        anomaly_score=round(min(1.0, 0.7 + 0.3 * fraction), 2),
+        value=round(fraction, 4),
+        expected_min=0.0,
+        expected_max=THROTTLED_FRACTION,
+        namespace=namespace,
+        pod=pod,
+        explanation=f"{namespace}/{pod}",  # the MCP's get-throttled-pods reads "ns/pod" here
+        recommended_action="increase_cpu_limit",
+        metrics={"throttle_rate_pct": round(fraction * 100, 2)},
+    )
+
+
+def cpu_outlier(namespace: str, pod: str, cores: Sequence[tuple[float, float]]) -> Finding | None:
+    values = [v for _, v in cores if math.isfinite(v)]
+    if len(values) < 10:
+        return None
+    current, history = values[-1], values[:-1]
+    median = statistics.median(history)
+    spread = 1.4826 * statistics.median(abs(v - median) for v in history)
+    if spread == 0:
+        return None
+    deviations = abs(current - median) / spread
+    if deviations <= OUTLIER_DEVIATIONS:
+        return None
+    return Finding(
+        metric="pod_cpu_usage",
+        type="statistical_outlier",
+        anomaly_score=round(deviations / (deviations + 1.5), 2),
+        value=round(current, 4),
+        expected_min=round(max(0.0, median - OUTLIER_DEVIATIONS * spread), 4),
+        expected_max=round(median + OUTLIER_DEVIATIONS * spread, 4),
+        namespace=namespace,
+        pod=pod,
+        explanation=f"{namespace}/{pod}: CPU {current:.3f} cores, {deviations:.1f} robust deviations from its median",
+        recommended_action="schedule_review",
+        metrics={"cpu_cores": round(current, 4), "median": round(median, 4), "deviations": round(deviations, 2)},
+    )
+
+
+def recommendations(findings: Sequence[Finding]) -> list[str]:
+    texts = {
+        "investigate_memory_leak": "Investigate a memory leak in {ns}/{pod}; raise its limit only as a stopgap",
+        "restart_pod": "Inspect the logs of {ns}/{pod} and its last termination reason; it is crash looping",
+        "increase_cpu_limit": "Raise the CPU limit of {ns}/{pod} or remove it; it is throttled",
+        "schedule_review": "Review the CPU usage change of {ns}/{pod}",
+    }
+    out = [texts[f.recommended_action].format(ns=f.namespace, pod=f.pod) for f in findings]
+    return out or ["No anomalies detected. System operating normally."]
+
+
+def alerts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+    kinds = {"pod_memory_usage": "memory_issue", "container_restart_count": "availability_issue",
+             "cpu_throttle_rate": "resource_exhaustion", "pod_cpu_usage": "resource_exhaustion"}
+    return [
+        {"type": kinds[f.metric], "message": f.explanation, "severity": f.severity,
+         "action_required": f.severity in ("critical", "high")}
+        for f in findings
+    ]

@@ -1,0 +1,296 @@
+"""`POST /api/v1/anomalies/analyze`: the 45-feature vector, per-pod anomaly rules and enriched signals.
+
+Every query runs concurrently; `time_range` sets the window the rules look at, and `label_selector`
+narrows the pods (through kube-state-metrics' `kube_pod_labels`). Until the ML scoring issue lands, the
+requested model is reported as unavailable and anomalies come from the rules in `domain/analysis.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.adapters.features import Collected, FeatureCollector
+from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable, Series
+from pipeline.config import Settings
+from pipeline.domain import analysis
+from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, FEATURES, InvalidScope, Scope
+from pipeline.web.errors import ApiError
+from pipeline.web.requests import read_json
+
+ANOMALY_MODELS = {"anomaly-detector"}
+_MEMORY = 'resource="memory"'
+_SERVER_ERRORS = 'status=~"5.."'
+RULES_MODEL = "statistical-baseline"
+
+
+def _alias(name: str) -> AliasChoices:
+    head, *rest = name.split("_")
+    return AliasChoices(name, head + "".join(p.title() for p in rest))
+
+
+class AnalyzeRequest(BaseModel):
+    """The engine's snake_case fields and the MCP server's camelCase ones; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    time_range: str = Field("1h", validation_alias=_alias("time_range"))
+    namespace: str | None = None
+    deployment: str | None = None
+    pod: str | None = None
+    label_selector: str | None = Field(None, validation_alias=_alias("label_selector"))
+    threshold: float | None = None
+    model_name: str | None = Field(None, validation_alias=_alias("model_name"))
+
+    @field_validator("time_range")
+    @classmethod
+    def _known_range(cls, value: str) -> str:
+        if value not in analysis.TIME_RANGES:
+            raise ValueError(f"time_range must be one of: {', '.join(analysis.TIME_RANGES)}")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("threshold must be between 0.0 and 1.0")
+        return value
+
+    @field_validator("namespace", "deployment", "pod", "label_selector", "model_name", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+def _invalid(message: str, field: str) -> ApiError:
+    return ApiError(400, "INVALID_REQUEST", message, field=field)
+
+
+def router(settings: Settings, prometheus: PrometheusClient | None) -> APIRouter:
+    api = APIRouter(tags=["analysis"])
+    collector = FeatureCollector(prometheus)
+
+    @api.post("/api/v1/anomalies/analyze", summary="Analyse a scope for anomalies over a time range")
+    async def analyze(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type and not content_type.startswith("application/json"):
+            raise _invalid("Content-Type must be application/json", "content-type")
+        body = await read_json(request, 64 * 1024)
+        if not isinstance(body, dict):
+            raise _invalid("Invalid request format: a JSON object is required", "body")
+        try:
+            req = AnalyzeRequest.model_validate(body)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            field = str(error["loc"][0]) if error["loc"] else "body"
+            raise _invalid(str(error["msg"]).removeprefix("Value error, "), field) from None
+        if req.model_name is not None and req.model_name not in ANOMALY_MODELS:
+            raise _invalid(f"model '{req.model_name}' is not an anomaly model: use anomaly-detector", "model_name")
+        try:
+            scope = Scope(namespace=req.namespace, deployment=req.deployment, pod=req.pod)
+            selector = analysis.label_selector_matchers(req.label_selector) if req.label_selector else None
+        except InvalidScope as exc:
+            raise _invalid(str(exc), exc.field) from None
+        except analysis.InvalidSelector as exc:
+            raise _invalid(str(exc), "label_selector") from None
+        if prometheus is None:
+            raise ApiError(503, "PROMETHEUS_UNAVAILABLE", "Prometheus is not configured (PROMETHEUS_URL)")
+        try:
+            return JSONResponse(await _analyze(prometheus, collector, req, scope, selector))
+        except PrometheusUnavailable as exc:
+            raise ApiError(
+                503, "PROMETHEUS_UNAVAILABLE", f"Prometheus unavailable: {exc}", headers={"Retry-After": "10"}
+            ) from None
+        except PrometheusError as exc:
+            raise ApiError(503, "ANALYSIS_FAILED", "Anomaly analysis failed", details=str(exc)) from None
+
+    return api
+
+
+async def _analyze(
+    prometheus: PrometheusClient,
+    collector: FeatureCollector,
+    req: AnalyzeRequest,
+    scope: Scope,
+    selector: list[str] | None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    now = time.time()
+    queries = 0
+    if selector is not None:
+        matchers = ",".join([*scope.pod_matchers(), *selector])
+        found = await prometheus.query(f"kube_pod_labels{{{matchers}}}", now)
+        queries += 1
+        matched = tuple(sorted({s.labels["pod"] for s in found if s.labels.get("pod")}))
+        if not matched:
+            raise ApiError(404, "NO_MATCHING_PODS", f"no pod matches label_selector {req.label_selector!r}",
+                           field="label_selector")
+        scope = Scope(namespace=scope.namespace, deployment=scope.deployment, pod=scope.pod, pods=matched)
+    range_label = req.time_range
+    range_s = analysis.TIME_RANGES[range_label]
+    step = analysis.baseline_step(range_s)
+    pods = tuple(scope.pod_matchers())
+    containers = _sel('container!=""', *pods)
+    by_pod = "sum by (namespace, pod)"
+    per_pod = {
+        "memory": (f"{by_pod} (container_memory_working_set_bytes{containers}) / "
+                   f"{by_pod} (kube_pod_container_resource_limits{_sel(_MEMORY, *pods)})"),
+        "cpu": f"{by_pod} (rate(container_cpu_usage_seconds_total{containers}[5m]))",
+    }
+    instants = {
+        "restarts": f"{by_pod} (increase(kube_pod_container_status_restarts_total{_sel(*pods)}[{range_label}]))",
+        "throttle": (f"{by_pod} (rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                     f"{by_pod} (rate(container_cpu_cfs_periods_total{containers}[5m]))"),
+        "throttle_total": (f"sum(rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                           f"sum(rate(container_cpu_cfs_periods_total{containers}[5m]))"),
+        "http_errors": (f"sum(rate(container_http_requests_total{_sel(_SERVER_ERRORS, *pods)}[5m])) / "
+                        f"sum(rate(container_http_requests_total{_sel(*pods)}[5m]))"),
+        "http_p99": ("histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
+                     f"{_sel(*_istio_matchers(scope))}[5m])))"),
+    }
+    vector_task = collector.collect(scope, now)
+    range_tasks = [prometheus.query_range(q, now - range_s, now, step) for q in per_pod.values()]
+    instant_tasks = [prometheus.query(q, now) for q in instants.values()]
+    results = await asyncio.gather(vector_task, *range_tasks, *instant_tasks, return_exceptions=True)
+    first, *rest = results
+    for result in results:
+        if isinstance(result, PrometheusUnavailable):
+            raise result
+    if isinstance(first, BaseException):
+        raise first
+    collected = cast(Collected, first)
+    ranges = dict(zip(per_pod, rest[: len(per_pod)], strict=True))
+    points = dict(zip(instants, rest[len(per_pod) :], strict=True))
+    queries += collected.queries + len(per_pod) + len(instants)
+
+    findings: list[analysis.Finding] = []
+    for series in _ok(ranges["memory"]):
+        findings.append(analysis.memory_leak(*_pod(series), series.samples))  # type: ignore[arg-type]
+    for series in _ok(ranges["cpu"]):
+        findings.append(analysis.cpu_outlier(*_pod(series), series.samples))  # type: ignore[arg-type]
+    for series in _ok(points["restarts"]):
+        findings.append(analysis.crash_loop(*_pod(series), series.last, range_label))  # type: ignore[arg-type]
+    for series in _ok(points["throttle"]):
+        findings.append(analysis.throttling(*_pod(series), series.last))  # type: ignore[arg-type]
+    threshold = req.threshold or analysis.DEFAULT_THRESHOLD
+    kept = sorted((f for f in findings if f is not None and f.anomaly_score >= threshold),
+                  key=lambda f: (-f.anomaly_score, f.namespace, f.pod, f.metric))
+    analyzed_at = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    vector = collected.vector
+    by_severity: dict[str, int] = {}
+    for finding in kept:
+        by_severity[finding.severity] = by_severity.get(finding.severity, 0) + 1
+    scores = [f.anomaly_score for f in kept]
+    texts = analysis.recommendations(kept)
+    return {
+        "status": "success",
+        "time_range": range_label,
+        "threshold": threshold,
+        "analyzed_at": analyzed_at,
+        "scope": {**scope.as_dict(), "label_selector": req.label_selector,
+                  "target_description": _describe(scope)},
+        "model_used": RULES_MODEL,
+        "model": {"name": req.model_name or "anomaly-detector", "status": "unavailable",
+                  "reason": "no ML service is configured; anomalies come from the statistical rules"},
+        "anomalies_detected": len(kept),
+        "anomalies": [_item(f, analyzed_at) for f in kept],
+        "recommendations": texts,
+        "recommendation": texts[0],
+        "alerts": analysis.alerts(kept),
+        "summary": {
+            "total_metrics_analyzed": len(BASE_METRICS),
+            "anomalies_found": len(kept),
+            "models_used": [RULES_MODEL],
+            "by_severity": by_severity,
+            "max_score": max(scores, default=0.0),
+            "average_score": round(statistics.fmean(scores), 4) if scores else 0.0,
+            "metrics_analyzed": len(BASE_METRICS),
+            "features_generated": len(FEATURE_NAMES) - len(vector.missing),
+        },
+        "features": {
+            "total_features": len(FEATURE_NAMES),
+            "base_metrics": list(BASE_METRICS),
+            "features_per_metric": len(FEATURES),
+            "feature_names": list(FEATURE_NAMES),
+            "values": vector.values,
+            "missing": vector.missing,
+            "evaluated_at": analyzed_at,
+        },
+        "enriched_signals": _enriched(points),
+        "query_count": queries,
+        "query_seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def _ok(result: object) -> list[Series]:
+    return result if isinstance(result, list) else []
+
+
+def _pod(series: Series) -> tuple[str, str]:
+    return series.labels.get("namespace", ""), series.labels.get("pod", "")
+
+
+def _sel(*matchers: str) -> str:
+    """`{a,b}`, or empty when there is nothing to match (a bare metric name selects every series)."""
+    return "{" + ",".join(matchers) + "}" if matchers else ""
+
+
+def _istio_matchers(scope: Scope) -> list[str]:
+    out = []
+    if scope.namespace:
+        out.append(f'destination_workload_namespace="{scope.namespace}"')
+    if scope.deployment:
+        out.append(f'destination_workload="{scope.deployment}"')
+    return out
+
+
+def _describe(scope: Scope) -> str:
+    if scope.pod:
+        return f"pod {scope.namespace}/{scope.pod}"
+    if scope.deployment:
+        return f"deployment {scope.namespace}/{scope.deployment}"
+    if scope.pods:
+        return f"{len(scope.pods)} pod(s) matching the label selector"
+    return f"namespace {scope.namespace}" if scope.namespace else "cluster"
+
+
+def _item(f: analysis.Finding, timestamp: str) -> dict[str, Any]:
+    confidence = f.metrics.get("r2", 0.95)
+    return {
+        "metric": f.metric, "type": f.type, "severity": f.severity, "anomaly_score": f.anomaly_score,
+        "confidence": round(confidence, 4), "timestamp": timestamp, "value": f.value,
+        "expected_min": f.expected_min, "expected_max": f.expected_max, "model": RULES_MODEL,
+        "metrics": f.metrics, "explanation": f.explanation, "recommended_action": f.recommended_action,
+        "namespace": f.namespace, "pod": f.pod,
+    }
+
+
+def _scalar(result: object) -> float | None:
+    series = _ok(result)
+    if len(series) != 1:
+        return None
+    value = series[0].last
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _enriched(points: dict[str, object]) -> dict[str, Any]:
+    """ADR-017's signals, with a true throttle fraction (throttled periods / periods); absent = omitted."""
+    throttle = _scalar(points["throttle_total"])
+    errors = _scalar(points["http_errors"])
+    p99 = _scalar(points["http_p99"])
+    out: dict[str, Any] = {
+        "throttling_detected": throttle is not None and throttle > analysis.THROTTLED_FRACTION,
+        "http_degraded": (errors is not None and errors > analysis.HTTP_ERROR_RATE_DEGRADED)
+        or (p99 is not None and p99 > analysis.HTTP_P99_DEGRADED_MS),
+    }
+    for name, value in (("cpu_throttle_rate", throttle), ("http_error_rate", errors),
+                        ("http_response_time_p99_ms", p99)):
+        if value is not None:
+            out[name] = round(value, 6)
+    return out
