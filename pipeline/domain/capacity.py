@@ -133,7 +133,9 @@ def trend_confidence(fit: LinearFit | None) -> float:
     """
     if fit is None:
         return 0.0
-    score = 0.4 * min(fit.n / 168, 1.0) + 0.4 * fit.r_squared + 0.2 * min(fit.span_s / (7 * SECONDS_PER_DAY), 1.0)
+    score = (
+        0.4 * min(fit.n / 168, 1.0) + 0.4 * fit.r_squared + 0.2 * min(fit.span_s / (7 * SECONDS_PER_DAY), 1.0)
+    )
     return _round(_clamp01(score), 2)
 
 
@@ -219,7 +221,7 @@ def forecast_disk(available: Iterable[Point], total_bytes: float | None) -> Disk
         used_fraction=_round(used, 3) if used is not None else None,
         daily_fill_rate_bytes=_round(fill_rate, 1),
         days_until_full=whole_days(days),
-        urgency=urgency(days, known=fit is not None),
+        urgency=urgency(days, known=fit is not None or days == 0),
         projected_full_date=date_after(last_t, days),
         r_squared=_round(fit.r_squared, 3) if fit is not None else None,
         confidence=trend_confidence(fit),
@@ -339,7 +341,9 @@ def assess_memory_leak(points: Iterable[Point], limit_bytes: float | None = None
         limit_bytes=limit,
         days_until_limit=_round(until_limit, 3) if until_limit is not None else None,
         limit_reached_at=(
-            datetime.fromtimestamp(current_t, UTC) + timedelta(days=until_limit) if until_limit is not None else None
+            datetime.fromtimestamp(current_t, UTC) + timedelta(days=until_limit)
+            if until_limit is not None
+            else None
         ),
         reason=reason,
     )
@@ -418,11 +422,17 @@ def recommend(usage: ContainerUsage) -> Rightsizing:
         reasons.append("no CPU request")
     if u.throttle_fraction is not None and u.throttle_fraction > THROTTLING_FRACTION:
         cpu_sizing = "under-provisioned"
-        reasons.append(f"CPU throttled in {u.throttle_fraction:.0%} of periods: demand above the limit is hidden")
+        reasons.append(
+            f"CPU throttled in {u.throttle_fraction:.0%} of periods: demand above the limit is hidden"
+        )
         if u.cpu_limit:
             # Usage is capped by the limit, so P95 + 50 % may be below the demand: raise the limit by half.
             rec_cpu_lim = max(rec_cpu_lim or 0.0, u.cpu_limit * LIMIT_HEADROOM)
-    if u.memory_limit and u.p95_memory_bytes is not None and u.p95_memory_bytes >= MEMORY_LIMIT_PRESSURE * u.memory_limit:
+    if (
+        u.memory_limit
+        and u.p95_memory_bytes is not None
+        and u.p95_memory_bytes >= MEMORY_LIMIT_PRESSURE * u.memory_limit
+    ):
         mem_sizing = "under-provisioned"
         reasons.append(f"P95 working set at {u.p95_memory_bytes / u.memory_limit:.0%} of the memory limit")
     if mem_sizing != "unknown" and (u.memory_request or 0) <= 0 and (u.p95_memory_bytes or 0) > 0:
@@ -443,6 +453,7 @@ def _sanitised(u: ContainerUsage) -> ContainerUsage:
     def ok(x: float | None) -> float | None:
         return x if x is not None and math.isfinite(x) and x >= 0 else None
 
+    throttle = ok(u.throttle_fraction)
     return ContainerUsage(
         u.namespace,
         u.pod,
@@ -453,7 +464,7 @@ def _sanitised(u: ContainerUsage) -> ContainerUsage:
         ok(u.cpu_limit),
         ok(u.memory_request),
         ok(u.memory_limit),
-        _clamp01(u.throttle_fraction) if ok(u.throttle_fraction) is not None else None,
+        _clamp01(throttle) if throttle is not None else None,
     )
 
 
@@ -575,9 +586,16 @@ def capacity_outlook(
     full_days = [t.days_until_full for t in trends if t.days_until_full is not None]
     days_85 = soonest_85.days_until_85_percent if soonest_85 is not None else None
     days_full = min(full_days) if full_days else None
-    confidence = soonest_85.confidence if soonest_85 is not None else max((t.confidence for t in trends), default=0.0)
+    confidence = (
+        soonest_85.confidence if soonest_85 is not None else max((t.confidence for t in trends), default=0.0)
+    )
     increase = 0
-    if per_replica_capacity and days_full is not None and days_full <= SCALE_OUT_HORIZON_DAYS and replicas > 0:
+    if (
+        per_replica_capacity
+        and days_full is not None
+        and days_full <= SCALE_OUT_HORIZON_DAYS
+        and replicas > 0
+    ):
         peak = max((t.utilisation or 0.0 for t in trends), default=0.0)
         if peak > TARGET_UTILISATION:
             increase = max(0, math.ceil(replicas * peak / TARGET_UTILISATION) - replicas)
@@ -585,7 +603,9 @@ def capacity_outlook(
         cpu=cpu,
         memory=memory,
         days_until_85_percent=whole_days(days_85),
-        projected_exhaustion_date=today + timedelta(days=whole_days(days_85)) if days_85 is not None else None,
+        projected_exhaustion_date=today + timedelta(days=whole_days(days_85))
+        if days_85 is not None
+        else None,
         forecasted_exhaustion_days=whole_days(days_full),
         confidence=confidence,
         recommended_replica_increase=increase,
@@ -600,7 +620,11 @@ DAILY_PROFILE_MIN_SPAN_S = 2 * SECONDS_PER_DAY
 ROLLING_MEAN_S = SECONDS_PER_DAY  # the engine's current_metrics time_range "24h"
 
 TrendWord = Literal["upward", "downward", "stable"]
-_TREND_WORDS: dict[Direction, TrendWord] = {"increasing": "upward", "decreasing": "downward", "stable": "stable"}
+_TREND_WORDS: dict[Direction, TrendWord] = {
+    "increasing": "upward",
+    "decreasing": "downward",
+    "stable": "stable",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,7 +660,9 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
     if not pts:
         return None
     span = pts[-1][0] - pts[0][0]
-    period = "week" if span >= WEEKLY_PROFILE_MIN_SPAN_S else "day" if span >= DAILY_PROFILE_MIN_SPAN_S else ""
+    period = (
+        "week" if span >= WEEKLY_PROFILE_MIN_SPAN_S else "day" if span >= DAILY_PROFILE_MIN_SPAN_S else ""
+    )
     overall = math.fsum(v for _, v in pts) / len(pts)
     offsets: dict[int, float] = {}
     if period:
@@ -651,7 +677,9 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
     fit = fit_line((t, v - offset(t)) for t, v in pts)
     level = fit.value_at(target) if fit is not None and fit.significant else overall
     value = max(0.0, level + offset(target))
-    model = [(fit.value_at(t) if fit is not None and fit.significant else overall) + offset(t) for t, _ in pts]
+    model = [
+        (fit.value_at(t) if fit is not None and fit.significant else overall) + offset(t) for t, _ in pts
+    ]
     rmse = math.sqrt(math.fsum((v - m) ** 2 for (_, v), m in zip(pts, model, strict=True)) / len(pts))
     scale = math.fsum(abs(v) for _, v in pts) / len(pts)
     quality = _clamp01(1 - rmse / scale) if scale > 0 else 1.0
@@ -684,7 +712,9 @@ def usage_recommendation(cpu_percent: float | None, memory_percent: float | None
     advice: list[str] = []
     if cpu_percent is not None:
         if cpu_percent >= 90:
-            advice.append(f"CRITICAL: CPU predicted to reach {cpu_percent:.1f}%. Scale out or raise CPU limits.")
+            advice.append(
+                f"CRITICAL: CPU predicted to reach {cpu_percent:.1f}%. Scale out or raise CPU limits."
+            )
         elif cpu_percent >= 80:
             advice.append(f"WARNING: CPU predicted to reach {cpu_percent:.1f}%. Plan scaling.")
     if memory_percent is not None:

@@ -197,12 +197,21 @@ def metric_features(
     at: float, samples: Sequence[tuple[float, float]]
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     """The nine features of one metric from its samples on the 1-minute grid ending at `at`."""
-    points = {round(t): v for t, v in samples if math.isfinite(v)}
+    # Each sample goes to the grid point it is nearest to, by its distance back from `at`. Not by
+    # `round(t) == round(at) - k*60`: Prometheus gets times to the millisecond, so for an `at` within half a
+    # millisecond of a half second (e.g. ...4.4996 sent as ...4.500) round() of the answer's timestamps and
+    # of `at` go to different seconds and every point was lost.
+    points: dict[int, float] = {}
+    for t, v in samples:
+        back = at - t
+        steps = round(back / STEP_S)
+        if math.isfinite(v) and abs(back - steps * STEP_S) < 0.5:
+            points[steps * STEP_S] = v
     nonfinite = any(not math.isfinite(v) for _, v in samples)
     absent = "no finite sample" if nonfinite else "no sample"
 
     def point(seconds_back: int) -> float | None:
-        return points.get(round(at) - seconds_back)
+        return points.get(seconds_back)
 
     values: dict[str, float | None] = {}
     reasons: dict[str, str] = {}
