@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
+from pipeline.embedded.process import free_port
 from pipeline.observability import configure_logging
 from tests.components.kafka import session_broker
-from tests.support import PipelineUnderTest, free_port
+from tests.support import PipelineUnderTest
 
 configure_logging("WARNING")
 

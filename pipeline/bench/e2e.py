@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.bench.harness import Child, Report, bench_settings, child_env, free_port, latency_figures
+from pipeline.bench.harness import Child, Report, bench_settings, child_env, latency_figures
 from pipeline.bench.load import webhook
+from pipeline.embedded.process import free_port
 
 
 def bench(bootstrap: str, args: argparse.Namespace) -> Report:

@@ -104,14 +104,6 @@ def bench_settings(bootstrap: str, **overrides: Any) -> Settings:
     )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Child:
     """A `pipeline` subprocess with its own environment; RSS sampled while it runs."""
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.bench.harness import Child, Report, bench_settings, child_env, free_port, latency_figures
+from pipeline.bench.harness import Child, Report, bench_settings, child_env, latency_figures
 from pipeline.bench.load import closed_loop, webhook
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.alertmanager import AlertmanagerWebhook, to_signal
+from pipeline.embedded.process import free_port
 from pipeline.events import Event, utcnow
 
 

@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.harness import Child, Report, bench_settings, child_env, free_port
+from pipeline.bench.harness import Child, Report, bench_settings, child_env
 from pipeline.bus.topics import apply
+from pipeline.embedded.process import free_port
 
 _RAW_JOIN = """
 import asyncio, sys, time

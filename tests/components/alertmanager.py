@@ -16,8 +16,6 @@ The API is synchronous (``httpx.Client``); from async tests call it through ``as
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,42 +27,9 @@ from typing import Any
 import httpx
 import yaml
 
+from pipeline.embedded.process import ComponentMissingError, free_port, require_binary
+
 __all__ = ["AlertmanagerServer", "ComponentMissingError", "require_binary", "free_port"]
-
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_INSTALL_SCRIPT = _REPO_ROOT / "scripts" / "install-components.sh"
-
-# Debian installs Alertmanager as `prometheus-alertmanager`; upstream tarballs call it `alertmanager`.
-_BINARY_ALIASES: dict[str, tuple[str, ...]] = {
-    "alertmanager": ("alertmanager", "prometheus-alertmanager"),
-    "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
-}
-
-
-class ComponentMissingError(RuntimeError):
-    """A real component binary is not installed. Run scripts/install-components.sh."""
-
-
-def require_binary(name: str) -> str:
-    """Return the absolute path of ``name`` (or a known alias) or raise ComponentMissingError."""
-    for candidate in _BINARY_ALIASES.get(name, (name,)):
-        path = shutil.which(candidate)
-        if path:
-            return path
-    tried = " or ".join(repr(c) for c in _BINARY_ALIASES.get(name, (name,)))
-    raise ComponentMissingError(
-        f"{tried} not found on PATH. Install the real test components with:\n"
-        f"    bash {_INSTALL_SCRIPT}\n"
-        "(as root, or as a user with sudo; it installs Debian's prometheus and prometheus-alertmanager)."
-    )
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the usual small race is handled by retrying start)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _rfc3339(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

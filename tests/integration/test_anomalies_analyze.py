@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,10 +11,10 @@ from fastapi import FastAPI
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES
+from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD, generate_history
+from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.anomalies import router
 from pipeline.web import errors
-from tests.components.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD, generate_history
-from tests.components.prometheus import PrometheusServer
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support import free_port, sample
+from pipeline.embedded.process import free_port
+from tests.support import sample
 
 
 def start(data_dir: Path, port: int, kafka_port: int, log: Path) -> subprocess.Popen[bytes]:

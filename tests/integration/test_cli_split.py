@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from pipeline.config import Settings
-from tests.support import free_port, sample
+from pipeline.embedded.process import free_port
+from tests.support import sample
 
 
 def spawn(args: list[str], settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -30,8 +30,7 @@ from pipeline.adapters.features import Collected, FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, Scope
-from pipeline.events import FeaturesComputed, IncidentOpened, decode
-from tests.components.history import (
+from pipeline.embedded.history import (
     CART_DEPLOYMENT,
     CART_NAMESPACE,
     CRASHY_NAMESPACE,
@@ -47,7 +46,8 @@ from tests.components.history import (
     History,
     generate_history,
 )
-from tests.components.prometheus import PrometheusServer
+from pipeline.embedded.prometheus import PrometheusServer
+from pipeline.events import FeaturesComputed, IncidentOpened, decode
 from tests.support import PipelineUnderTest, eventually, read_topic
 
 REL = 1e-6

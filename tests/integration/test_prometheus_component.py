@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.components.history import (
+from pipeline.embedded.history import (
     CRASHY_NAMESPACE,
     CRASHY_POD,
     CRASHY_RESTARTS,
@@ -26,7 +26,7 @@ from tests.components.history import (
     MiB,
     generate_history,
 )
-from tests.components.prometheus import PrometheusServer
+from pipeline.embedded.prometheus import PrometheusServer
 
 
 @pytest.fixture(scope="module")
