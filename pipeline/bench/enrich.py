@@ -86,8 +86,9 @@ async def _drive(seconds: float, one: Callable[[int], Awaitable[int]]) -> tuple[
         nonlocal queries
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            queries += await one(next(counter))
+            issued = await one(next(counter))
             latencies.append(time.perf_counter() - t0)
+            queries += issued
 
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
     elapsed = time.perf_counter() - started
