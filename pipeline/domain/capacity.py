@@ -30,17 +30,27 @@ TREND_SIGNIFICANCE = 2.0
 DIRECTION_THRESHOLD_PERCENT_PER_DAY = 0.5
 
 
+# No metric comes near 1e100 (a zettabyte is 1e21 bytes); a value beyond it is corrupt, and its square
+# would overflow the least-squares sums. Such values are dropped like NaN.
+MAX_MAGNITUDE = 1e100
+
+
+def _usable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_MAGNITUDE
+
+
 def finite_points(points: Iterable[Point]) -> list[Point]:
-    """The samples whose time and value are both finite, ascending in time, one per timestamp (the last)."""
+    """The usable samples (finite time, finite value within ±MAX_MAGNITUDE), ascending in time, one per
+    timestamp (the last)."""
     by_time: dict[float, float] = {}
     for t, v in points:
-        if math.isfinite(t) and math.isfinite(v):
+        if _usable(t) and _usable(v):
             by_time[float(t)] = float(v)
     return sorted(by_time.items())
 
 
 def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    return value if value is not None and _usable(value) else None
 
 
 def _round(value: float, digits: int) -> float:
@@ -158,7 +168,8 @@ def daily_change_percent(fit: LinearFit | None) -> float:
 
 # ----------------------------------------------------------------------------------------- urgency
 # The MCP server tells users critical = full within 7 days, warning = within 30 days; the engine used 3/7.
-# The clients win (COMPATIBILITY.md): its messages must be true of what we classify.
+# The clients win (COMPATIBILITY.md): its messages must be true of what we classify. "Within" is inclusive,
+# so the classes agree with the rounded-up `days_until_full` (critical ⇔ days_until_full ≤ 7).
 URGENCY_CRITICAL_DAYS = 7
 URGENCY_WARNING_DAYS = 30
 
@@ -166,14 +177,14 @@ Urgency = Literal["critical", "warning", "info", "stable", "unknown"]
 
 
 def urgency(days: float | None, *, known: bool = True) -> Urgency:
-    """critical (< 7 days), warning (< 30 days), info (later), stable (never), unknown (too little data)."""
+    """critical (within 7 days), warning (within 30), info (later), stable (never), unknown (too little data)."""
     if not known:
         return "unknown"
     if days is None:
         return "stable"
-    if days < URGENCY_CRITICAL_DAYS:
+    if days <= URGENCY_CRITICAL_DAYS:
         return "critical"
-    if days < URGENCY_WARNING_DAYS:
+    if days <= URGENCY_WARNING_DAYS:
         return "warning"
     return "info"
 
@@ -451,7 +462,7 @@ def recommend(usage: ContainerUsage) -> Rightsizing:
 
 def _sanitised(u: ContainerUsage) -> ContainerUsage:
     def ok(x: float | None) -> float | None:
-        return x if x is not None and math.isfinite(x) and x >= 0 else None
+        return x if x is not None and _usable(x) and x >= 0 else None
 
     throttle = ok(u.throttle_fraction)
     return ContainerUsage(
@@ -523,7 +534,7 @@ class ResourceTrend:
 
     @property
     def utilisation(self) -> float | None:
-        return self.current / self.capacity if self.capacity else None
+        return _finite(self.current / self.capacity) if self.capacity else None
 
 
 def resource_trend(points: Iterable[Point], capacity: float | None) -> ResourceTrend | None:
@@ -652,9 +663,10 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
         value(t) = a + b·t + s[hour of week (or day) of t]
 
     where s are the profile's mean deviations per hour slot and a + b·t is the least-squares line through
-    the deseasonalised samples. Confidence = fit quality (1 - RMSE / mean) × the share of the time from the
-    first sample to the target that was observed (extrapolating far beyond the data is uncertain).
-    None without any finite sample; never negative.
+    the deseasonalised samples (used only when its slope is significant, else the mean). The trend is
+    extrapolated at most as far past the last sample as the history reaches back: three hours of data say
+    nothing about next week's growth. Confidence = fit quality (1 - RMSE / mean) × the share of the time
+    from the first sample to the target that was observed. None without any finite sample; never negative.
     """
     pts = finite_points(points)
     if not pts:
@@ -675,7 +687,8 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
         return offsets.get(_bucket(t, period), 0.0) if period else 0.0
 
     fit = fit_line((t, v - offset(t)) for t, v in pts)
-    level = fit.value_at(target) if fit is not None and fit.significant else overall
+    trend_until = min(target, pts[-1][0] + span)
+    level = fit.value_at(trend_until) if fit is not None and fit.significant else overall
     value = max(0.0, level + offset(target))
     model = [
         (fit.value_at(t) if fit is not None and fit.significant else overall) + offset(t) for t, _ in pts

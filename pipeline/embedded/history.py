@@ -1,7 +1,7 @@
 """A deterministic, seeded metric history of a small Kubernetes cluster, for a real Prometheus.
 
 :func:`generate_history` returns a :class:`History` holding both the OpenMetrics text that
-``promtool tsdb create-blocks-from openmetrics`` imports (see ``tests/components/prometheus.py``) and the
+``promtool tsdb create-blocks-from openmetrics`` imports (see ``pipeline/embedded/prometheus.py``) and the
 exact samples as Python data, so tests can compute expected PromQL results independently::
 
     history = generate_history()                    # ends at "now" rounded down to the step, 3 h at 15 s

@@ -173,13 +173,14 @@ async def _history(
     """A range query over the window at about `points` steps; repeated at a finer step when the data
     covers under a quarter of the window (so a young history still gets enough samples to fit)."""
     step = max(MIN_STEP_S, int(window_s // points))
-    series = await prom.query_range(build(step), now - window_s, now, step)
+    # Whole steps back from `now`, so the last point is the current value.
+    series = await prom.query_range(build(step), now - math.ceil(window_s / step) * step, now, step)
     first = min((s.samples[0][0] for s in series if s.samples), default=None)
     if first is not None and now - first < window_s / 4:
         span = now - first + step
         fine = max(MIN_STEP_S, int(span // points))
         if fine < step:
-            series = await prom.query_range(build(fine), now - span, now, fine)
+            series = await prom.query_range(build(fine), now - math.ceil(span / fine) * fine, now, fine)
     return series
 
 
@@ -333,8 +334,10 @@ class PredictRequest:
 
 
 def _bad_request(message: str, field: str, details: str | None = None) -> ApiError:
-    extra = {"details": details} if details else {}
-    return ApiError(400, "INVALID_REQUEST", message, field=field, **extra)
+    error = ApiError(400, "INVALID_REQUEST", message, field=field)
+    if details:
+        error.extra["details"] = details
+    return error
 
 
 async def _predict_request(request: Request) -> PredictRequest:
@@ -352,6 +355,7 @@ async def _predict_request(request: Request) -> PredictRequest:
         raise _bad_request("Invalid request format", "body", "the body must be a JSON object")
 
     def integer(key: str) -> int:
+        # A missing hour or day is 0, as the engine's Go decoding made it (MCP always sends both).
         value = body.get(key, 0)
         if value is None:
             return 0
@@ -401,7 +405,7 @@ async def _predict(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any
     scoped = req.selector
     capacity_expr = (
         _tag(
-            f'sum by (resource) (kube_node_status_allocatable{{resource=~"cpu|memory"}})',
+            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})',
             "basis",
             "allocatable",
         )
@@ -523,7 +527,7 @@ def _state_expr(namespace: str | None) -> str:
     ns = _eq("namespace", namespace)
     parts = [
         _tag(
-            f'sum by (resource) (kube_node_status_allocatable{{resource=~"cpu|memory"}})',
+            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})',
             "kind",
             "allocatable",
         ),
@@ -983,7 +987,7 @@ def _disk_aggregate(
             if math.isfinite(v):
                 by_time[t].append(v)
     mean = [(t, math.fsum(vs) / len(vs)) for t, vs in sorted(by_time.items())]
-    sizes = [v for s in series if (v := size_of.get(key(s))) is not None]
+    sizes = [size for s in series if (size := size_of.get(key(s))) is not None]
     return cap.forecast_disk(mean, math.fsum(sizes) / len(sizes) if sizes else None)
 
 
@@ -1134,7 +1138,9 @@ async def _rightsizing(
 
     usages = [
         cap.ContainerUsage(
-            *k,
+            namespace=k[0],
+            pod=k[1],
+            container=k[2],
             p95_cpu_cores=p95_cpu.get(k),
             p95_memory_bytes=p95_mem.get(k),
             cpu_request=spec("requests", "cpu", k),

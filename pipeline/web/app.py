@@ -62,15 +62,11 @@ def build_app(parts: Parts) -> FastAPI:
 
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer))
     if parts.projection is not None:
+        from pipeline.gateway.analysis import router as analysis_router
         from pipeline.gateway.anomalies import router as anomalies_router
 
         app.include_router(anomalies_router(settings, parts.prometheus))
-        try:
-            from pipeline.gateway.analysis import router as analysis_router
-        except ImportError:  # pragma: no cover - the capacity routes are being added in parallel
-            pass
-        else:
-            app.include_router(analysis_router(settings, parts.prometheus))
+        app.include_router(analysis_router(settings, parts.prometheus))
     return app
 
 

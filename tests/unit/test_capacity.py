@@ -1,0 +1,640 @@
+"""The capacity math: fits, thresholds, forecasts, leak detection, rightsizing, and what never leaves it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.domain import capacity as cap
+
+DAY = cap.SECONDS_PER_DAY
+HOUR = 3600.0
+MiB = 1024**2
+GiB = 1024**3
+T0 = 1_700_000_000.0  # realistic unix seconds: precision must survive them
+
+
+def line(slope_per_day: float, start: float, n: int, step: float = 60.0, noise: float = 0.0, seed: int = 1):
+    rng = random.Random(seed)
+    return [(T0 + i * step, start + slope_per_day * i * step / DAY + rng.gauss(0, noise)) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------- samples and fits
+def test_finite_points_drops_nan_and_inf_sorts_and_keeps_the_last_value_per_timestamp() -> None:
+    raw = [
+        (3.0, 1.0),
+        (1.0, math.nan),
+        (2.0, math.inf),
+        (math.nan, 5.0),
+        (0.0, -math.inf),
+        (3.0, 2.0),
+        (1.5, 7.0),
+    ]
+    assert cap.finite_points(raw) == [(1.5, 7.0), (3.0, 2.0)]
+
+
+def test_fit_recovers_an_exact_line_at_unix_timestamps() -> None:
+    fit = cap.fit_line(line(slope_per_day=86.4, start=10.0, n=100))
+    assert fit is not None
+    assert fit.slope == pytest.approx(86.4 / DAY, rel=1e-9)
+    assert fit.slope_per_day == pytest.approx(86.4, rel=1e-9)
+    assert fit.value_at(T0) == pytest.approx(10.0, abs=1e-6)
+    assert fit.r_squared == pytest.approx(1.0)
+    assert fit.slope_stderr == pytest.approx(0.0, abs=1e-12)
+    assert fit.significant
+    assert (fit.n, fit.start, fit.end, fit.span_s) == (100, T0, T0 + 99 * 60, 99 * 60)
+
+
+def test_flat_series_fits_with_zero_slope_full_r_squared_and_no_trend() -> None:
+    fit = cap.fit_line([(T0 + i, 5.0) for i in range(10)])
+    assert fit is not None
+    assert (fit.slope, fit.r_squared, fit.significant) == (0.0, 1.0, False)
+    assert cap.direction(fit, cap.daily_change_percent(fit)) == "stable"
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        [(T0, 1.0)],
+        [(T0, 1.0), (T0 + 1, 2.0)],  # two points always fit: not evidence
+        [(T0, 1.0), (T0, 2.0), (T0, 3.0)],  # one timestamp: no time span
+        [(T0, 1.0), (T0 + 1, math.nan), (T0 + 2, math.inf)],  # NaN/Inf leave too few
+    ],
+)
+def test_too_few_usable_points_give_no_fit(points: list[tuple[float, float]]) -> None:
+    assert cap.fit_line(points) is None
+
+
+def test_nan_samples_are_ignored_by_the_fit() -> None:
+    clean = line(slope_per_day=10.0, start=0.0, n=20)
+    dirty = clean[:5] + [(T0 + 5 * 60 + 1, math.nan), (T0 + 5 * 60 + 2, -math.inf)] + clean[5:]
+    assert cap.fit_line(dirty) == cap.fit_line(clean)
+
+
+def test_noise_is_not_a_significant_trend_but_a_real_trend_under_noise_is() -> None:
+    noise_only = cap.fit_line(line(slope_per_day=0.0, start=100.0, n=500, noise=5.0, seed=7))
+    assert noise_only is not None and not noise_only.significant
+    assert noise_only.r_squared < 0.05
+    trending = cap.fit_line(line(slope_per_day=100.0, start=100.0, n=500, noise=5.0, seed=7))
+    assert trending is not None and trending.significant
+    assert 0.5 < trending.r_squared < 1.0
+    assert trending.slope_per_day == pytest.approx(100.0, rel=0.05)
+
+
+def test_direction_needs_both_the_threshold_and_significance() -> None:
+    up = cap.fit_line(line(slope_per_day=10.0, start=100.0, n=50))
+    assert up is not None
+    assert cap.daily_change_percent(up) == round(10.0 / up.mean_value * 100, 4)
+    assert cap.direction(up, 0.6) == "increasing"
+    assert cap.direction(up, -0.6) == "decreasing"
+    assert cap.direction(up, 0.5) == "stable"  # at the engine's threshold: stable
+    assert cap.direction(None, 50.0) == "stable"
+    assert cap.daily_change_percent(None) == 0.0
+
+
+def test_trend_confidence_is_the_engines_formula() -> None:
+    fit = cap.fit_line(line(slope_per_day=1.0, start=0.0, n=84, step=HOUR))  # 84 points over 83 hours
+    assert fit is not None
+    expected = 0.4 * 84 / 168 + 0.4 * 1.0 + 0.2 * (83 * HOUR) / (7 * DAY)
+    assert cap.trend_confidence(fit) == round(expected, 2)
+    long = cap.fit_line(line(slope_per_day=1.0, start=0.0, n=400, step=HOUR))
+    assert cap.trend_confidence(long) == 1.0
+    assert cap.trend_confidence(None) == 0.0
+
+
+# ----------------------------------------------------------------------------------------- thresholds
+@pytest.mark.parametrize(
+    ("current", "rate", "threshold", "expected"),
+    [
+        (50.0, 10.0, 85.0, 3.5),
+        (85.0, 10.0, 85.0, 0.0),  # already there
+        (90.0, -1.0, 85.0, 0.0),  # past it, even while falling
+        (50.0, 0.0, 85.0, None),  # flat: never
+        (50.0, -3.0, 85.0, None),  # falling: never
+        (0.0, 1e-9, 1e6, None),  # beyond a century: never
+        (math.nan, 1.0, 85.0, None),
+        (50.0, math.inf, 85.0, None),
+        (50.0, 1.0, math.nan, None),
+    ],
+)
+def test_days_until(current: float, rate: float, threshold: float, expected: float | None) -> None:
+    assert cap.days_until(current, rate, threshold) == expected
+
+
+def test_whole_days_round_up_and_never_is_minus_one() -> None:
+    assert [cap.whole_days(d) for d in (0.0, 0.01, 2.0, 2.1, None)] == [0, 1, 2, 3, -1]
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        (0.0, "critical"),
+        (6.9, "critical"),
+        (7.0, "critical"),  # "within 7 days" is inclusive: days_until_full 7 is critical
+        (7.01, "warning"),
+        (30.0, "warning"),
+        (30.5, "info"),
+        (5000.0, "info"),
+        (None, "stable"),
+    ],
+)
+def test_urgency_classes(days: float | None, expected: str) -> None:
+    assert cap.urgency(days) == expected
+
+
+def test_urgency_agrees_with_the_rounded_up_days() -> None:
+    for days in (0.2, 6.01, 6.99, 7.0, 7.2, 29.5, 30.0, 30.01):
+        assert cap.urgency(days) == cap.urgency(float(cap.whole_days(days)))
+    assert cap.urgency(3.0, known=False) == "unknown"
+
+
+def test_date_after_counts_from_the_last_sample_in_utc() -> None:
+    last = datetime(2025, 3, 1, 23, 0, tzinfo=UTC).timestamp()
+    assert cap.date_after(last, 0.5) == date(2025, 3, 2)
+    assert cap.date_after(last, None) is None
+
+
+# ----------------------------------------------------------------------------------------- disk
+def test_a_filling_disk_is_forecast_from_its_fitted_rate() -> None:
+    # 40 GiB free, losing 16 GiB a day: full in 2.5 days.
+    samples = line(slope_per_day=-16 * GiB, start=40 * GiB, n=181, noise=8 * MiB)
+    f = cap.forecast_disk(samples, 100 * GiB)
+    assert f is not None
+    assert f.available_bytes == samples[-1][1]
+    assert f.total_bytes == 100 * GiB
+    assert f.used_fraction == round((100 * GiB - samples[-1][1]) / (100 * GiB), 3)
+    assert f.daily_fill_rate_bytes == pytest.approx(16 * GiB, rel=0.01)
+    expected_days = samples[-1][1] / f.daily_fill_rate_bytes
+    assert f.days_until_full == math.ceil(expected_days)
+    assert f.urgency == "critical"
+    assert (
+        f.projected_full_date
+        == (datetime.fromtimestamp(samples[-1][0], UTC) + timedelta(days=expected_days)).date()
+    )
+    assert f.r_squared is not None and f.r_squared > 0.99
+    assert f.samples == 181
+    assert 0 < f.confidence <= 1
+
+
+def test_a_disk_being_freed_or_only_noisy_is_stable() -> None:
+    freed = cap.forecast_disk(line(slope_per_day=1 * GiB, start=40 * GiB, n=100), 100 * GiB)
+    assert freed is not None
+    assert (freed.days_until_full, freed.urgency, freed.projected_full_date) == (-1, "stable", None)
+    assert freed.daily_fill_rate_bytes < 0
+    noisy = cap.forecast_disk(
+        line(slope_per_day=0.0, start=70 * GiB, n=181, noise=8 * MiB, seed=3), 100 * GiB
+    )
+    assert noisy is not None
+    assert (noisy.days_until_full, noisy.urgency) == (-1, "stable")
+
+
+def test_a_full_disk_is_critical_now_even_without_a_trend() -> None:
+    f = cap.forecast_disk([(T0, 0.0)], 100 * GiB)
+    assert f is not None
+    assert (f.days_until_full, f.urgency, f.used_fraction, f.r_squared) == (0, "critical", 1.0, None)
+
+
+def test_disk_with_too_little_data_is_unknown_and_without_size_has_no_used_fraction() -> None:
+    f = cap.forecast_disk([(T0, 10 * GiB), (T0 + 60, 9 * GiB)], None)
+    assert f is not None
+    assert (f.urgency, f.days_until_full, f.used_fraction, f.total_bytes) == ("unknown", -1, None, None)
+    assert f.daily_fill_rate_bytes == 0.0
+    assert cap.forecast_disk([(T0, math.nan)], 100.0) is None
+    assert cap.forecast_disk([], 100.0) is None
+    zero_size = cap.forecast_disk([(T0, 1.0), (T0 + 1, 1.0), (T0 + 2, 1.0)], 0.0)
+    assert zero_size is not None and zero_size.used_fraction is None
+
+
+# ----------------------------------------------------------------------------------------- memory leaks
+def test_linear_growth_is_a_leak_with_a_projected_time_to_the_limit() -> None:
+    # 200 MiB -> 950 MiB over 3 hours of a 1 GiB limit (the test history's `leaky` pod).
+    growth_per_day = 750 * MiB / (3 * HOUR) * DAY
+    samples = line(slope_per_day=growth_per_day, start=200 * MiB, n=181, noise=256 * 1024)
+    a = cap.assess_memory_leak(samples, 1 * GiB)
+    assert a is not None
+    assert a.leak_detected, a.reason
+    assert a.daily_growth_bytes == pytest.approx(growth_per_day, rel=0.01)
+    assert a.r_squared > 0.99 and a.monotonicity == 1.0
+    assert a.current_bytes == samples[-1][1]
+    expected = (1 * GiB - samples[-1][1]) / a.daily_growth_bytes
+    assert a.days_until_limit is not None
+    assert a.days_until_limit == pytest.approx(expected, abs=1e-3)
+    assert a.limit_reached_at == pytest.approx(
+        datetime.fromtimestamp(samples[-1][0], UTC) + timedelta(days=a.days_until_limit),
+        abs=timedelta(seconds=90),
+    )
+    assert a.restarts == 0 and a.samples == 181
+    assert 0 < a.confidence <= 1
+    assert "linear growth" in a.reason
+
+
+def test_a_leak_without_a_limit_has_no_projection() -> None:
+    a = cap.assess_memory_leak(line(slope_per_day=1 * GiB, start=200 * MiB, n=100), None)
+    assert a is not None and a.leak_detected
+    assert (a.limit_bytes, a.days_until_limit, a.limit_reached_at) == (None, None, None)
+
+
+def test_a_stable_working_set_is_not_a_leak() -> None:
+    a = cap.assess_memory_leak(
+        line(slope_per_day=0.0, start=300 * MiB, n=181, noise=4 * MiB, seed=5), 1 * GiB
+    )
+    assert a is not None
+    assert not a.leak_detected and a.confidence == 0.0
+    assert a.days_until_limit is None
+
+
+def test_a_step_up_is_not_a_leak() -> None:
+    samples = [(T0 + i * 60, (180 if i < 120 else 200) * MiB + (i % 3) * 1024) for i in range(180)]
+    a = cap.assess_memory_leak(samples, 512 * MiB)
+    assert a is not None and not a.leak_detected
+    assert a.r_squared < cap.LEAK_MIN_R_SQUARED or a.monotonicity < cap.LEAK_MIN_MONOTONICITY
+
+
+def test_a_cache_that_warmed_up_and_stopped_is_not_a_leak() -> None:
+    # Fast growth for 40 minutes, then flat for over two hours.
+    samples = [(T0 + i * 60, (100 + min(i, 40) * 5) * MiB + (i % 2) * 2 * MiB) for i in range(180)]
+    a = cap.assess_memory_leak(samples, 1 * GiB)
+    assert a is not None
+    assert not a.leak_detected, a
+
+
+def test_slow_growth_is_not_a_leak() -> None:
+    a = cap.assess_memory_leak(line(slope_per_day=0.01 * 300 * MiB, start=300 * MiB, n=181), 1 * GiB)
+    assert a is not None and not a.leak_detected
+    assert "slow" in a.reason
+
+
+def test_shrinking_memory_is_not_a_leak() -> None:
+    a = cap.assess_memory_leak(line(slope_per_day=-1 * GiB, start=900 * MiB, n=100), 1 * GiB)
+    assert a is not None and not a.leak_detected and a.reason == "working set is not growing"
+
+
+def test_a_leak_that_restarts_is_judged_on_the_stretch_since_the_last_restart() -> None:
+    # Grows 100 -> 500 MiB over two hours, is OOM-killed, and grows again at the same rate for 90 minutes.
+    first = [(T0 + i * 60, (100 + i * 400 / 120) * MiB) for i in range(120)]
+    second = [(T0 + (120 + i) * 60, (100 + i * 400 / 120) * MiB) for i in range(90)]
+    a = cap.assess_memory_leak(first + second, 512 * MiB)
+    assert a is not None
+    assert a.leak_detected, a.reason
+    assert a.restarts == 1
+    assert a.samples == 90
+    assert a.current_bytes == second[-1][1]
+
+
+def test_a_crash_loop_leaves_too_little_data_to_call_a_leak() -> None:
+    # A fresh container every 5 minutes, each growing fast: never an hour of data since a restart.
+    samples = [(T0 + i * 15, (40 + (i % 20) * 20) * MiB) for i in range(240)]
+    a = cap.assess_memory_leak(samples, 512 * MiB)
+    assert a is not None and not a.leak_detected
+    assert a.restarts == 11
+    assert "too little data" in a.reason
+
+
+def test_leak_assessment_ignores_nan_and_needs_a_finite_sample() -> None:
+    samples = line(slope_per_day=1 * GiB, start=200 * MiB, n=100)
+    with_nan = samples[:50] + [(samples[49][0] + 1, math.nan)] + samples[50:]
+    assert cap.assess_memory_leak(with_nan, 1 * GiB) == cap.assess_memory_leak(samples, 1 * GiB)
+    assert cap.assess_memory_leak([(T0, math.nan)]) is None
+    assert cap.assess_memory_leak([]) is None
+    nan_limit = cap.assess_memory_leak(samples, math.nan)
+    assert nan_limit is not None and nan_limit.limit_bytes is None
+
+
+def test_split_at_restarts_and_monotonicity() -> None:
+    pts = [(0.0, 10.0), (1.0, 12.0), (2.0, 5.0), (3.0, 6.0), (4.0, 2.0)]
+    assert cap.split_at_restarts(pts) == [[(0.0, 10.0), (1.0, 12.0)], [(2.0, 5.0), (3.0, 6.0)], [(4.0, 2.0)]]
+    assert cap.split_at_restarts([(0.0, 0.0), (1.0, 0.0)]) == [[(0.0, 0.0), (1.0, 0.0)]]
+    rising = [(float(i), float(i)) for i in range(24)]
+    assert cap.monotonicity(rising) == 1.0
+    assert cap.monotonicity(rising[::-1]) == 0.0
+    assert cap.monotonicity(rising[:5]) == 0.0  # too few samples for two groups of three
+
+
+# ----------------------------------------------------------------------------------------- rightsizing
+def usage(**overrides: Any) -> cap.ContainerUsage:
+    base = cap.ContainerUsage(
+        "shop", "cart-1", "cart", p95_cpu_cores=0.2, p95_memory_bytes=300 * MiB,
+        cpu_request=0.25, cpu_limit=1.0, memory_request=256 * MiB, memory_limit=1 * GiB, throttle_fraction=0.0,
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("request_", "p95", "expected"),
+    [
+        (2.0, 1.0, "right-sized"),  # exactly 2x: not over
+        (2.01, 1.0, "over-provisioned"),
+        (0.8, 1.0, "right-sized"),  # exactly 0.8x: not under
+        (0.79, 1.0, "under-provisioned"),
+        (1.0, 0.0, "over-provisioned"),  # reserved and never used
+        (0.0, 0.0, "right-sized"),
+        (None, 0.5, "under-provisioned"),  # no request at all
+        (1.0, None, "unknown"),
+    ],
+)
+def test_sizing_bands(request_: float | None, p95: float | None, expected: str) -> None:
+    assert cap.sizing(request_, p95) == expected
+
+
+def test_recommendation_adds_headroom_to_p95() -> None:
+    r = cap.recommend(usage())
+    assert r.recommended_cpu_request == pytest.approx(0.2 * 1.2)
+    assert r.recommended_cpu_limit == pytest.approx(0.2 * 1.5)
+    assert r.recommended_memory_request == pytest.approx(300 * MiB * 1.2)
+    assert r.recommended_memory_limit == pytest.approx(300 * MiB * 1.5)
+    assert (r.cpu_sizing, r.memory_sizing, r.reasons) == ("right-sized", "right-sized", ())
+    assert cap.verdict(r) == "right-sized"
+
+
+def test_throttling_makes_cpu_under_provisioned_and_raises_the_limit() -> None:
+    r = cap.recommend(usage(p95_cpu_cores=0.499, cpu_request=0.5, cpu_limit=0.5, throttle_fraction=0.6))
+    assert r.cpu_sizing == "under-provisioned"  # request/P95 alone would say right-sized
+    assert r.recommended_cpu_limit == pytest.approx(0.75)  # at least 1.5x the limit that capped it
+    assert any("throttled in 60%" in reason for reason in r.reasons)
+    mild = cap.recommend(usage(throttle_fraction=0.25))  # at the threshold: not throttled
+    assert mild.cpu_sizing == "right-sized"
+
+
+def test_memory_near_its_limit_is_under_provisioned() -> None:
+    r = cap.recommend(usage(p95_memory_bytes=0.95 * GiB, memory_request=0.9 * GiB))
+    assert r.memory_sizing == "under-provisioned"
+    assert any("memory limit" in reason for reason in r.reasons)
+
+
+def test_missing_requests_are_reported_and_nan_inputs_become_unknown() -> None:
+    r = cap.recommend(usage(cpu_request=None, memory_request=None))
+    assert (r.cpu_sizing, r.memory_sizing) == ("under-provisioned", "under-provisioned")
+    assert set(r.reasons) == {"no CPU request", "no memory request"}
+    nan = cap.recommend(usage(p95_cpu_cores=math.nan, cpu_request=math.inf, throttle_fraction=math.nan))
+    assert nan.cpu_sizing == "unknown"
+    assert nan.usage.cpu_request is None and nan.usage.throttle_fraction is None
+    assert nan.recommended_cpu_request is None and nan.recommended_cpu_limit is None
+    negative = cap.recommend(usage(p95_memory_bytes=-1.0))
+    assert negative.memory_sizing == "unknown"
+
+
+def test_verdict_precedence_is_the_engines() -> None:
+    def with_sizes(cpu: str, memory: str) -> cap.Rightsizing:
+        return dataclasses.replace(cap.recommend(usage()), cpu_sizing=cpu, memory_sizing=memory)  # type: ignore[arg-type]
+
+    assert cap.verdict(with_sizes("over-provisioned", "under-provisioned")) == "over-provisioned"
+    assert cap.verdict(with_sizes("right-sized", "under-provisioned")) == "under-provisioned"
+    assert cap.verdict(with_sizes("unknown", "right-sized")) == "right-sized"
+    assert cap.verdict(with_sizes("unknown", "unknown")) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("cores", "text"),
+    [
+        (0.0, "0"),
+        (0.0004, "1m"),
+        (0.25, "250m"),
+        (0.9996, "1000m"),
+        (1.0, "1.00"),
+        (2.345, "2.35"),
+        (None, ""),
+    ],
+)
+def test_format_cores(cores: float | None, text: str) -> None:
+    assert cap.format_cores(cores) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (512.0, "512"),
+        (1536.0, "1.5Ki"),
+        (300 * MiB, "300.0Mi"),
+        (1.5 * GiB, "1.5Gi"),
+        (None, ""),
+        (math.nan, ""),
+    ],
+)
+def test_format_bytes(size: float | None, text: str) -> None:
+    assert cap.format_bytes(size) == text
+
+
+# ----------------------------------------------------------------------------------------- capacity
+def test_growing_memory_against_container_limits_forecasts_85_percent_and_replicas() -> None:
+    # 2 replicas with 1 GiB limits each; usage grew 0.1 GiB/day for 5 days from 1 GiB to ~1.5 GiB (~75 %).
+    memory = cap.resource_trend(line(slope_per_day=0.1 * GiB, start=1.0 * GiB, n=5 * 24, step=HOUR), 2 * GiB)
+    cpu = cap.resource_trend(line(slope_per_day=0.0, start=0.5, n=5 * 24, step=HOUR), 2.0)
+    assert memory is not None and cpu is not None
+    assert memory.direction == "increasing" and cpu.direction == "stable"
+    current = memory.current
+    assert memory.days_until_85_percent == pytest.approx((0.85 * 2 * GiB - current) / (0.1 * GiB), rel=1e-6)
+    assert memory.days_until_full == pytest.approx((2 * GiB - current) / (0.1 * GiB), rel=1e-6)
+    assert cpu.days_until_85_percent is None
+    assert memory.days_until_85_percent is not None and memory.days_until_full is not None
+    assert memory.utilisation is not None
+    today = date(2025, 1, 1)
+    o = cap.capacity_outlook(cpu, memory, today=today, replicas=2, per_replica_capacity=True)
+    assert o.days_until_85_percent == math.ceil(memory.days_until_85_percent)
+    assert o.projected_exhaustion_date == today + timedelta(days=o.days_until_85_percent)
+    assert o.forecasted_exhaustion_days == math.ceil(memory.days_until_full)
+    assert o.confidence == memory.confidence
+    # utilisation ~0.75 > 0.70: ceil(2 * 0.75 / 0.7) - 2 = 1 more replica
+    assert o.recommended_replica_increase == math.ceil(2 * memory.utilisation / 0.7) - 2 == 1
+    quota = cap.capacity_outlook(cpu, memory, today=today, replicas=2, per_replica_capacity=False)
+    assert quota.recommended_replica_increase == 0  # more replicas only use more of a quota
+
+
+def test_flat_usage_never_exhausts() -> None:
+    flat = cap.resource_trend(line(slope_per_day=0.0, start=0.5, n=48, step=HOUR, noise=0.01), 2.0)
+    o = cap.capacity_outlook(flat, None, today=date(2025, 1, 1), replicas=3, per_replica_capacity=True)
+    assert (o.days_until_85_percent, o.projected_exhaustion_date, o.forecasted_exhaustion_days) == (
+        -1,
+        None,
+        -1,
+    )
+    assert o.recommended_replica_increase == 0
+    assert o.confidence == (flat.confidence if flat else None)
+
+
+def test_usage_above_85_percent_is_due_now_and_unknown_capacity_is_never() -> None:
+    high = cap.resource_trend([(T0 + i * HOUR, 1.8) for i in range(10)], 2.0)
+    assert high is not None and high.days_until_85_percent == 0.0 and high.utilisation == pytest.approx(0.9)
+    no_capacity = cap.resource_trend(line(slope_per_day=1.0, start=1.0, n=10), None)
+    assert (
+        no_capacity is not None
+        and no_capacity.days_until_85_percent is None
+        and no_capacity.utilisation is None
+    )
+    assert cap.resource_trend([(T0, math.nan)], 2.0) is None
+    empty = cap.capacity_outlook(None, None, today=date(2025, 1, 1), replicas=0, per_replica_capacity=True)
+    assert (empty.days_until_85_percent, empty.confidence, empty.recommended_replica_increase) == (-1, 0.0, 0)
+
+
+# ----------------------------------------------------------------------------------------- forecasts
+def daily_wave(
+    days: float, step: float = HOUR, base: float = 10.0, amplitude: float = 4.0
+) -> list[tuple[float, float]]:
+    start = datetime(2025, 1, 6, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
+    n = int(days * DAY / step)
+    return [
+        (start + i * step, base + amplitude * math.sin(2 * math.pi * (i * step % DAY) / DAY))
+        for i in range(n)
+    ]
+
+
+def test_flat_history_forecasts_its_mean() -> None:
+    f = cap.forecast_usage([(T0 + i * 60, 2.0) for i in range(100)], T0 + DAY)
+    assert f is not None
+    assert (f.value, f.method, f.trend, f.rolling_mean, f.samples) == (2.0, "mean", "stable", 2.0, 100)
+
+
+def test_daily_profile_predicts_the_value_of_the_target_hour() -> None:
+    history = daily_wave(days=3)
+    last = history[-1][0]
+    target = last - last % DAY + DAY + 6 * HOUR  # tomorrow 06:00, the crest of the wave
+    f = cap.forecast_usage(history, target)
+    assert f is not None
+    assert f.method == "hour-of-day mean"
+    assert f.value == pytest.approx(14.0, abs=1e-6)
+    trough = cap.forecast_usage(history, target + 12 * HOUR)
+    assert trough is not None and trough.value == pytest.approx(6.0, abs=1e-6)
+    assert f.confidence > 0.8
+
+
+def test_weekly_profile_needs_two_weeks() -> None:
+    start = datetime(2025, 1, 6, tzinfo=UTC).timestamp()  # Monday
+    busy_mondays = [(start + i * HOUR, 9.0 if (i // 24) % 7 == 0 else 1.0) for i in range(15 * 24)]
+    monday = cap.next_occurrence(datetime.fromtimestamp(busy_mondays[-1][0], UTC), 0, 12).timestamp()
+    f = cap.forecast_usage(busy_mondays, monday)
+    assert f is not None
+    assert f.method == "hour-of-week mean"
+    assert f.value == pytest.approx(9.0, abs=1e-6)
+    tuesday = cap.forecast_usage(busy_mondays, monday + DAY)
+    assert tuesday is not None and tuesday.value == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_significant_trend_is_extrapolated_but_not_beyond_the_history_span() -> None:
+    history = line(slope_per_day=24.0, start=0.0, n=181)  # +1 per hour over 3 hours
+    last_t, last_v = history[-1]
+    near = cap.forecast_usage(history, last_t + HOUR)
+    assert near is not None
+    assert near.method == "mean + linear trend" and near.trend == "upward"
+    assert near.value == pytest.approx(last_v + 1.0, rel=1e-6)
+    far = cap.forecast_usage(history, last_t + 3 * DAY)
+    assert far is not None
+    assert far.value == pytest.approx(last_v + 3.0, rel=1e-6)  # capped at +3 hours of growth
+    assert far.confidence < near.confidence  # observed share of the time to the target shrinks
+
+
+def test_forecasts_are_never_negative_and_handle_nan_and_empty_input() -> None:
+    falling = line(slope_per_day=-100.0, start=1.0, n=100)
+    f = cap.forecast_usage(falling, falling[-1][0] + DAY)
+    assert f is not None and f.value == 0.0 and f.trend == "downward"
+    assert cap.forecast_usage([], T0) is None
+    assert cap.forecast_usage([(T0, math.nan), (T0 + 1, math.inf)], T0) is None
+    single = cap.forecast_usage([(T0, 3.0)], T0 + HOUR)
+    assert single is not None and single.value == 3.0 and single.confidence == 0.0
+
+
+def test_rolling_mean_covers_the_last_24_hours() -> None:
+    history = [(T0 + i * HOUR, 1.0 if i < 48 else 5.0) for i in range(72)]
+    f = cap.forecast_usage(history, T0 + 80 * HOUR)
+    assert f is not None and f.rolling_mean == 5.0
+
+
+def test_combined_trend_and_recommendations() -> None:
+    assert cap.combined_trend(("stable", 0.1), ("stable", 9.0)) == "stable"
+    assert cap.combined_trend(("upward", 2.0), ("downward", -5.0)) == "downward"
+    assert cap.combined_trend() == "stable"
+    assert cap.usage_recommendation(95.0, 10.0, "stable").startswith("CRITICAL: CPU")
+    assert cap.usage_recommendation(80.0, 10.0, "stable").startswith("WARNING: CPU")
+    assert cap.usage_recommendation(10.0, 90.0, "stable").startswith("CRITICAL: memory")
+    assert cap.usage_recommendation(10.0, 85.0, "stable").startswith("WARNING: memory")
+    assert "upward" in cap.usage_recommendation(10.0, 10.0, "upward")
+    assert "downward" in cap.usage_recommendation(None, None, "downward")
+    assert "stable" in cap.usage_recommendation(79.9, 84.9, "stable")
+
+
+# ----------------------------------------------------------------------------------------- next occurrence
+WED_1030 = datetime(2025, 1, 8, 10, 30, tzinfo=UTC)  # a Wednesday (day_of_week 2)
+
+
+@pytest.mark.parametrize(
+    ("now", "day", "hour", "expected"),
+    [
+        (WED_1030, 2, 11, datetime(2025, 1, 8, 11, tzinfo=UTC)),  # later today
+        (WED_1030, 2, 10, datetime(2025, 1, 15, 10, tzinfo=UTC)),  # this hour has begun: next week
+        (WED_1030.replace(minute=0), 2, 10, datetime(2025, 1, 15, 10, tzinfo=UTC)),  # strictly future
+        (WED_1030, 2, 9, datetime(2025, 1, 15, 9, tzinfo=UTC)),
+        (WED_1030, 4, 0, datetime(2025, 1, 10, 0, tzinfo=UTC)),  # Friday
+        (WED_1030, 0, 23, datetime(2025, 1, 13, 23, tzinfo=UTC)),  # next Monday
+        (WED_1030, 6, 12, datetime(2025, 1, 12, 12, tzinfo=UTC)),  # Sunday
+        (datetime(2025, 12, 31, 23, 30, tzinfo=UTC), 3, 0, datetime(2026, 1, 1, 0, tzinfo=UTC)),  # year end
+        (WED_1030.replace(tzinfo=None), 2, 11, datetime(2025, 1, 8, 11, tzinfo=UTC)),  # naive = UTC
+        # 10:30 at UTC+2 is 08:30 UTC: 09:00 UTC the same Wednesday is still ahead.
+        (WED_1030.replace(tzinfo=timezone(timedelta(hours=2))), 2, 9, datetime(2025, 1, 8, 9, tzinfo=UTC)),
+    ],
+)
+def test_next_occurrence(now: datetime, day: int, hour: int, expected: datetime) -> None:
+    result = cap.next_occurrence(now, day, hour)
+    assert result == expected and result.tzinfo == UTC
+    assert result.weekday() == day and result.hour == hour and result > now.replace(tzinfo=now.tzinfo or UTC)
+    assert result - now.replace(tzinfo=now.tzinfo or UTC) <= timedelta(days=7)
+
+
+@pytest.mark.parametrize(("day", "hour"), [(-1, 0), (7, 0), (0, -1), (0, 24)])
+def test_next_occurrence_rejects_out_of_range_values(day: int, hour: int) -> None:
+    with pytest.raises(ValueError):
+        cap.next_occurrence(WED_1030, day, hour)
+
+
+# ----------------------------------------------------------------------------------------- nothing non-finite
+def _numbers(obj: object) -> list[float]:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [x for f in dataclasses.fields(obj) for x in _numbers(getattr(obj, f.name))]
+    if isinstance(obj, float):
+        return [obj]
+    if isinstance(obj, tuple | list):
+        return [x for item in obj for x in _numbers(item)]
+    return []
+
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e12, max_value=1e12),
+    st.sampled_from([0.0, -0.0, 1e-300, 1e300, -1e300, math.nan, math.inf]),
+)
+series = st.lists(st.tuples(st.floats(min_value=0, max_value=4e9) | st.just(math.nan), values), max_size=60)
+optional = st.none() | values
+
+
+@settings(max_examples=300, deadline=None)
+@given(points=series, limit=optional, target=st.floats(min_value=0, max_value=4e9))
+def test_no_function_returns_a_non_finite_number(
+    points: list[tuple[float, float]], limit: float | None, target: float
+) -> None:
+    results: list[object] = [
+        cap.fit_line(points),
+        cap.forecast_disk(points, limit),
+        cap.assess_memory_leak(points, limit),
+        cap.resource_trend(points, limit),
+        cap.forecast_usage(points, target),
+    ]
+    trend = results[3]
+    assert trend is None or isinstance(trend, cap.ResourceTrend)
+    results.append(
+        cap.capacity_outlook(trend, trend, today=date(2025, 1, 1), replicas=3, per_replica_capacity=True)
+    )
+    for result in results:
+        assert all(math.isfinite(x) for x in _numbers(result)), result
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(optional, min_size=7, max_size=7))
+def test_rightsizing_never_returns_a_non_finite_number(numbers: list[float | None]) -> None:
+    r = cap.recommend(cap.ContainerUsage("ns", "pod", "c", *numbers))
+    assert all(math.isfinite(x) for x in _numbers(r)), r
+    assert cap.format_cores(r.recommended_cpu_limit) is not None
