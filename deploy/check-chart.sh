@@ -76,9 +76,19 @@ for d in docs:
         env = {e["name"]: e for e in c.get("env", [])}
         if env.get("HOST", {}).get("value") != "0.0.0.0":
             problems.append(f"{d['metadata']['name']}: HOST is not 0.0.0.0")
-        for secret in ("API_TOKEN", "KAFKA_SASL_PASSWORD"):
+        for secret in ("API_TOKEN", "KAFKA_SASL_PASSWORD", "PROMETHEUS_TOKEN"):
             if secret in env and "valueFrom" not in env[secret]:
                 problems.append(f"{d['metadata']['name']}: {secret} is a plain value")
+        component = d["metadata"]["labels"].get("app.kubernetes.io/component")
+        prom = sorted(n for n in env if n.startswith(("PROMETHEUS_", "THANOS_")))
+        if prom and component not in ("enrich", "gateway"):
+            problems.append(f"{d['metadata']['name']}: Prometheus settings outside enrich/gateway: {prom}")
+        if "PROMETHEUS_URL" in env and env.get("PROMETHEUS_TOKEN_FILE", {}).get("value") not in (
+                "", "/var/run/secrets/pipeline/prometheus/token"):
+            problems.append(f"{d['metadata']['name']}: PROMETHEUS_TOKEN_FILE left at the app default")
+        volumes = {v["name"] for v in d["spec"]["template"]["spec"].get("volumes", [])}
+        if "prometheus-token" in volumes and component not in ("enrich", "gateway"):
+            problems.append(f"{d['metadata']['name']}: Prometheus token mounted outside enrich/gateway")
         sc = c.get("securityContext", {})
         if not (sc.get("readOnlyRootFilesystem") and sc.get("runAsNonRoot")
                 and sc.get("capabilities", {}).get("drop") == ["ALL"]):
@@ -104,23 +114,32 @@ check_fails() {
   fi
 }
 
-base="Deployment=3 Service=3 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
-check_render defaults "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+base="Deployment=4 Service=4 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
+check_render defaults "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
   --set kafka.bootstrapServers=kafka-bootstrap:9092
-check_render minimal-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+check_render minimal-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
   -f "$chart/ci/minimal-values.yaml"
-check_render full-values "$base ConfigMap=0 Job=0 KafkaTopic=$topics ServiceMonitor=3" \
+check_render full-values "$base ConfigMap=0 Job=0 KafkaTopic=$topics ServiceMonitor=4 ClusterRoleBinding=1" \
   -f "$chart/ci/full-values.yaml"
-check_render mtls-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0" \
+check_render mtls-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
   -f "$chart/ci/mtls-values.yaml"
+check_render prometheus-token-secret "$base ConfigMap=1 Job=1 ClusterRoleBinding=0" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set prometheus.url=https://prometheus.example:9090,prometheus.tokenSecret.name=prometheus-token
 check_render gateway-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1 ConfigMap=0 Job=0" \
-  -f "$chart/ci/minimal-values.yaml" --set ingest.enabled=false,correlate.enabled=false,topicsJob.enabled=false
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,topicsJob.enabled=false
 
 check_fails no-bootstrap "kafka.bootstrapServers is required"
 check_fails no-cluster-name "kafkaTopics.clusterName is required" \
   -f "$chart/ci/minimal-values.yaml" --set kafkaTopics.enabled=true
 check_fails sasl-without-secret "kafka.sasl.passwordSecret.name is required" \
   -f "$chart/ci/minimal-values.yaml" --set kafka.securityProtocol=SASL_SSL,kafka.sasl.username=u
+check_fails prometheus-two-tokens "mutually exclusive" \
+  -f "$chart/ci/minimal-values.yaml" --set prometheus.url=https://p:9091,prometheus.tokenSecret.name=t \
+  --set prometheus.useServiceAccountToken=true
+check_fails monitoring-view-without-token "prometheus.openshiftMonitoringView needs" \
+  -f "$chart/ci/minimal-values.yaml" --set prometheus.openshiftMonitoringView=true
 check_fails misspelt-value "Additional property serviceMonitors is not allowed" \
   -f "$chart/ci/minimal-values.yaml" --set serviceMonitors.enabled=true
 

@@ -227,3 +227,88 @@ Call with (dict "spec" $spec "replicas" $rf); renders a YAML map.
 {{- end }}
 {{- toJson $specs }}
 {{- end }}
+
+{{/*
+Prometheus / Thanos Querier settings, only for the components that query it (enrich, gateway). Nothing
+when prometheus.url is empty. The token comes from a Secret (secretKeyRef) or from the projected
+ServiceAccount token that pipeline.prometheusVolumes adds; PROMETHEUS_TOKEN_FILE is otherwise set empty
+so that a ServiceAccount token mounted for another reason is never sent to Prometheus.
+*/}}
+{{- define "pipeline.prometheusEnv" -}}
+{{- $p := .Values.prometheus }}
+{{- if $p.url }}
+{{- if and $p.tokenSecret.name $p.useServiceAccountToken }}
+{{- fail "prometheus.tokenSecret.name and prometheus.useServiceAccountToken are mutually exclusive (the Secret's token would win)" }}
+{{- end }}
+- name: PROMETHEUS_URL
+  value: {{ $p.url | quote }}
+{{- if $p.tokenSecret.name }}
+- name: PROMETHEUS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $p.tokenSecret.name | quote }}
+      key: {{ $p.tokenSecret.key | quote }}
+{{- end }}
+- name: PROMETHEUS_TOKEN_FILE
+{{- if $p.useServiceAccountToken }}
+  value: /var/run/secrets/pipeline/prometheus/token
+{{- else }}
+  value: ""
+{{- end }}
+{{- if $p.caConfigMap.name }}
+- name: PROMETHEUS_CA_FILE
+  value: /etc/pipeline/prometheus/ca/{{ $p.caConfigMap.key }}
+{{- end }}
+- name: PROMETHEUS_TIMEOUT_S
+  value: {{ $p.timeoutSeconds | quote }}
+- name: PROMETHEUS_MAX_CONCURRENCY
+  value: {{ $p.maxConcurrency | quote }}
+{{- if kindIs "bool" $p.thanos.dedup }}
+- name: THANOS_DEDUP
+  value: {{ $p.thanos.dedup | quote }}
+{{- end }}
+{{- if kindIs "bool" $p.thanos.partialResponse }}
+- name: THANOS_PARTIAL_RESPONSE
+  value: {{ $p.thanos.partialResponse | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.prometheusVolumeMounts" -}}
+{{- $p := .Values.prometheus }}
+{{- if $p.url }}
+{{- if $p.useServiceAccountToken }}
+- name: prometheus-token
+  mountPath: /var/run/secrets/pipeline/prometheus
+  readOnly: true
+{{- end }}
+{{- if $p.caConfigMap.name }}
+- name: prometheus-ca
+  mountPath: /etc/pipeline/prometheus/ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The projected token is audience-less: the API server's audience, which TokenReview (kube-rbac-proxy) accepts. */}}
+{{- define "pipeline.prometheusVolumes" -}}
+{{- $p := .Values.prometheus }}
+{{- if $p.url }}
+{{- if $p.useServiceAccountToken }}
+- name: prometheus-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: {{ $p.tokenExpirationSeconds }}
+{{- end }}
+{{- if $p.caConfigMap.name }}
+- name: prometheus-ca
+  configMap:
+    name: {{ $p.caConfigMap.name | quote }}
+    items:
+      - key: {{ $p.caConfigMap.key | quote }}
+        path: {{ $p.caConfigMap.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
