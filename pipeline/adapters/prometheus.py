@@ -137,11 +137,18 @@ class PrometheusClient:
         return await self._call("/api/v1/query_range", self._params(params))
 
     async def ready(self) -> bool:
+        """One cheap authenticated query (Thanos Querier behind kube-rbac-proxy has no open /-/ready)."""
         try:
-            response = await self._http.get(f"{self.url}/-/ready", timeout=3.0)
+            response = await self._http.post(
+                f"{self.url}/api/v1/query", data={"query": "1"}, headers=self._auth(), timeout=3.0
+            )
             return response.status_code == 200
         except httpx.HTTPError:
             return False
+
+    def _auth(self) -> dict[str, str]:
+        token = self._token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -158,10 +165,7 @@ class PrometheusClient:
         return self._series(body)
 
     async def _post_with_retries(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        headers = {}
-        token = self._token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        headers = self._auth()
         async for attempt in stamina.retry_context(
             on=(httpx.TransportError, _Transient),
             attempts=self.settings.prometheus_retry_attempts,

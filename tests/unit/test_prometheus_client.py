@@ -106,3 +106,16 @@ async def test_inline_token_wins_and_is_never_in_the_settings_repr() -> None:
 def test_no_url_is_a_clear_error() -> None:
     with pytest.raises(NotConfigured, match="PROMETHEUS_URL"):
         PrometheusClient(Settings(prometheus_url=""))
+
+
+async def test_readiness_is_an_authenticated_query() -> None:
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("authorization")))
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}})
+
+    prometheus = client(handler, prometheus_token=SecretStr("t0ken"))
+    assert await prometheus.ready() is True
+    assert seen == [("/api/v1/query", "Bearer t0ken")]
+    await prometheus.aclose()
