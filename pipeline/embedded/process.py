@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import time
+import weakref
 from pathlib import Path
+from typing import Self
+
+import httpx
 
 INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-components.sh"
 
@@ -38,3 +44,137 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, wait `grace` seconds, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class ServerProcess:
+    """A real server binary run as a subprocess on 127.0.0.1: spawn, readiness, log tail, stop.
+
+    Subclasses set `name`, `dir`, `log_path`, `port` and give `_argv()`. Output goes to `log_path`
+    (never a pipe); `log_tail()` shows the current run's error lines first (logfmt `level=error|fatal`).
+    """
+
+    name = "server"
+    dir: Path
+    log_path: Path
+    port: int
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._finalizer: weakref.finalize | None = None
+        self._client: httpx.Client | None = None
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _spawn(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            log.write(f"\n=== starting: {' '.join(self._argv())}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self._argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the parent, which stops us
+            )
+        # Kill the child even if the caller forgets stop() (runs at garbage collection or interpreter exit).
+        self._finalizer = weakref.finalize(self, terminate, self._proc, 5.0)
+
+    def _check_alive(self) -> None:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {self._proc.returncode} before becoming ready "
+                f"(log {self.log_path}):\n{self.log_tail()}"
+            )
+
+    def _wait_ready(self, deadline: float, path: str = "/-/ready") -> None:
+        with httpx.Client(timeout=2.0, trust_env=False) as probe:
+            while True:
+                self._check_alive()
+                try:
+                    if probe.get(f"{self.url}{path}").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.name} not ready at {self.url} in time (log {self.log_path}):\n{self.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+    def _died_on_port(self) -> bool:
+        """After a failed start: did the process exit because its port was taken?"""
+        died = self._proc is not None and self._proc.poll() is not None
+        self.stop()
+        return died and "address already in use" in self.log_tail().lower()
+
+    @property
+    def client(self) -> httpx.Client:
+        """A synchronous client for the server's HTTP API."""
+        if not self.running:
+            raise RuntimeError(f"{self.name} is not running (log {self.log_path}):\n{self.log_tail()}")
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._proc is not None:
+            terminate(self._proc)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+            self._proc = None
+
+    def start(self, timeout: float = 60) -> Self:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the current run's log, preceded by all of its error lines."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "<no log>"
+        all_lines = text.splitlines()
+        errors = [ln for ln in all_lines if "level=error" in ln or "level=fatal" in ln]
+        tail = all_lines[-lines:]
+        head = [ln for ln in errors if ln not in tail]
+        return "\n".join([*head, "..."] if head else []) + ("\n" if head else "") + "\n".join(tail)

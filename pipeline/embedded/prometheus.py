@@ -26,7 +26,6 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,12 @@ import httpx
 import yaml
 
 from pipeline.embedded.history import History
-from pipeline.embedded.process import ComponentMissingError, free_port, require_binary
+from pipeline.embedded.process import ComponentMissingError, ServerProcess, free_port, require_binary
 
 __all__ = ["PrometheusServer", "ComponentMissingError", "require_binary", "free_port"]
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """A real Prometheus subprocess on 127.0.0.1 serving ``history`` (imported once, kept across restarts).
 
     ``timings`` (seconds): ``generate_s`` (from the history), ``write_s`` (OpenMetrics file),
@@ -62,7 +50,10 @@ class PrometheusServer:
     retention = "30d"
     log_level = "info"
 
+    name = "prometheus"
+
     def __init__(self, workdir: Path, history: History) -> None:
+        super().__init__()
         self.binary = require_binary("prometheus")
         self.promtool_binary = require_binary("promtool")
         workdir = Path(workdir)
@@ -78,10 +69,6 @@ class PrometheusServer:
         self.timings: dict[str, float] = {"generate_s": history.generate_s}
         self._imported = False
         self._started_once = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
-        self._finalizer: weakref.finalize | None = None
-        self._client: httpx.Client | None = None
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
 
     # ------------------------------------------------------------------ configuration
@@ -91,10 +78,6 @@ class PrometheusServer:
             "global": {"scrape_interval": f"{self.history.step_s}s", "evaluation_interval": "1m"},
             "scrape_configs": [],
         }
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _argv(self) -> list[str]:
         return [
@@ -146,14 +129,6 @@ class PrometheusServer:
         self._imported = True
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def start(self, timeout: float = 60) -> PrometheusServer:
         """Import (first time only), start the process, and wait until ``/-/ready`` answers 200 and an
         instant query at ``history.end`` sees every imported series. A restart keeps the port."""
@@ -172,9 +147,7 @@ class PrometheusServer:
                 ready = time.perf_counter() - t0
                 self._wait_data(deadline)
             except RuntimeError:
-                died = self._proc is not None and self._proc.poll() is not None
-                self.stop()
-                if died and "address already in use" in self.log_tail().lower() and attempt < 4:
+                if self._died_on_port() and attempt < 4:
                     if self._started_once:
                         time.sleep(0.5)  # the port must stay the same: wait for it to be released
                     continue
@@ -187,45 +160,6 @@ class PrometheusServer:
                 self._started_once = True
             return self
         raise AssertionError("unreachable")
-
-    def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self._log_offset = log.tell()
-            log.write(f"\n=== starting: {' '.join(self._argv())}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self._argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops us cleanly
-            )
-        # Kill the child even if the test forgets stop() (runs at garbage collection or interpreter exit).
-        self._finalizer = weakref.finalize(self, _terminate, self._proc, 5.0)
-
-    def _check_alive(self) -> None:
-        assert self._proc is not None
-        if self._proc.poll() is not None:
-            raise RuntimeError(
-                f"prometheus exited with code {self._proc.returncode} before becoming ready "
-                f"(log {self.log_path}):\n{self.log_tail()}"
-            )
-
-    def _wait_ready(self, deadline: float) -> None:
-        with httpx.Client(timeout=2.0, trust_env=False) as probe:
-            while True:
-                self._check_alive()
-                try:
-                    if probe.get(f"{self.url}/-/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"prometheus not ready at {self.url} in time (log {self.log_path}):\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
 
     def _wait_data(self, deadline: float) -> None:
         """Every generated series has a sample at ``history.end``: wait until all of them are visible."""
@@ -251,46 +185,7 @@ class PrometheusServer:
                     )
                 time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._proc is not None:
-            _terminate(self._proc)
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-            self._proc = None
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the current run's log, preceded by all of its error lines."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._log_offset)
-                text = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return "<no log>"
-        all_lines = text.splitlines()
-        errors = [ln for ln in all_lines if "level=error" in ln or "level=fatal" in ln]
-        tail = all_lines[-lines:]
-        head = [ln for ln in errors if ln not in tail]
-        return "\n".join([*head, "..."] if head else []) + ("\n" if head else "") + "\n".join(tail)
-
     # ------------------------------------------------------------------ HTTP API helpers (sync)
-    @property
-    def client(self) -> httpx.Client:
-        if not self.running:
-            raise RuntimeError(f"prometheus is not running (log {self.log_path}):\n{self.log_tail()}")
-        if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
-        return self._client
-
     def _data(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         resp = self.client.get(path, params=params)
         body = resp.json()

@@ -19,15 +19,13 @@ import os
 import subprocess
 import tempfile
 import time
-import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from pipeline.embedded.process import ComponentMissingError, free_port, require_binary
+from pipeline.embedded.process import ComponentMissingError, ServerProcess, free_port, require_binary
 
 __all__ = ["AlertmanagerServer", "ComponentMissingError", "require_binary", "free_port"]
 
@@ -39,18 +37,7 @@ def _label_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
     return frozenset((str(k), str(v)) for k, v in labels.items())
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class AlertmanagerServer:
+class AlertmanagerServer(ServerProcess):
     """A real Alertmanager subprocess on 127.0.0.1 whose only receiver is a webhook.
 
     Route: ``group_by: [alertname, namespace, pod]``, ``group_wait: 1s``, ``group_interval: 2s``,
@@ -65,8 +52,10 @@ class AlertmanagerServer:
     group_interval = "2s"
     repeat_interval = "1h"
     log_level = "debug"  # notification attempts and failures are logged at debug level
+    name = "alertmanager"
 
     def __init__(self, workdir: Path, webhook_url: str, *, bearer_token: str | None = None) -> None:
+        super().__init__()
         self.binary = require_binary("alertmanager")
         self.amtool_binary = require_binary("amtool")
         workdir = Path(workdir)
@@ -78,10 +67,6 @@ class AlertmanagerServer:
         self.webhook_url = webhook_url
         self.bearer_token = bearer_token
         self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0  # where the current run's output starts in the log file
-        self._finalizer: weakref.finalize | None = None
-        self._client: httpx.Client | None = None
         # startsAt of alerts fired through this object and not resolved yet, keyed by label set.
         self._starts_at: dict[frozenset[tuple[str, str]], str] = {}
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -104,10 +89,6 @@ class AlertmanagerServer:
             "receivers": [{"name": self.receiver_name, "webhook_configs": [webhook]}],
         }
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def _argv(self) -> list[str]:
         return [
             self.binary,
@@ -120,19 +101,12 @@ class AlertmanagerServer:
         ]
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def start(self, timeout: float = 30) -> AlertmanagerServer:
         """Start the process and wait until ``/-/ready`` answers 200."""
         if self.running:
             return self
         deadline = time.monotonic() + timeout
+        self.storage_path.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):
             if attempt:
                 self.port = free_port()  # lost the race for the port: try another one
@@ -141,91 +115,12 @@ class AlertmanagerServer:
                 self._wait_ready(deadline)
                 return self
             except RuntimeError:
-                died = self._proc is not None and self._proc.poll() is not None
-                self.stop()
-                if died and "address already in use" in self.log_tail().lower() and attempt < 2:
+                if self._died_on_port() and attempt < 2:
                     continue
                 raise
         raise AssertionError("unreachable")
 
-    def _spawn(self) -> None:
-        self.storage_path.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self._log_offset = log.tell()
-            log.write(f"\n=== starting: {' '.join(self._argv())}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self._argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops us cleanly
-            )
-        # Kill the child even if the test forgets stop() (runs at garbage collection or interpreter exit).
-        self._finalizer = weakref.finalize(self, _terminate, self._proc, 5.0)
-
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._proc is not None
-        with httpx.Client(timeout=2.0, trust_env=False) as probe:
-            while True:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(
-                        f"alertmanager exited with code {self._proc.returncode} before becoming ready "
-                        f"(log {self.log_path}):\n{self.log_tail()}"
-                    )
-                try:
-                    if probe.get(f"{self.url}/-/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"alertmanager not ready at {self.url} in time (log {self.log_path}):\n"
-                        f"{self.log_tail()}"
-                    )
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._proc is not None:
-            _terminate(self._proc)
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-            self._proc = None
-
-    def __enter__(self) -> AlertmanagerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the current run's log, preceded by all of its error lines."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._log_offset)
-                text = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return "<no log>"
-        all_lines = text.splitlines()
-        errors = [ln for ln in all_lines if "level=error" in ln or "level=fatal" in ln]
-        tail = all_lines[-lines:]
-        head = [ln for ln in errors if ln not in tail]
-        return "\n".join([*head, "..."] if head else []) + ("\n" if head else "") + "\n".join(tail)
-
     # ------------------------------------------------------------------ HTTP API (v2)
-    @property
-    def client(self) -> httpx.Client:
-        if not self.running:
-            raise RuntimeError(f"alertmanager is not running (log {self.log_path}):\n{self.log_tail()}")
-        if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
-        return self._client
-
     def _post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         resp = self.client.post("/api/v2/alerts", json=alerts)
         if resp.status_code != 200:
