@@ -11,10 +11,11 @@ Names and order are the engine's (5 base metrics x 9 features, metric-major). Un
 from __future__ import annotations
 
 import math
-import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from pipeline.domain.names import is_dns_label, is_dns_subdomain, literal_pattern, promql_regex, promql_string
 
 BASE_METRICS: tuple[str, ...] = (
     "node_cpu_utilization",
@@ -50,8 +51,6 @@ BASE_QUERIES: dict[str, str] = {
     "container_restart_count": "sum(kube_pod_container_status_restarts_total{{{pods_only}}})",
 }
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 class InvalidScope(ValueError):
@@ -73,27 +72,27 @@ class Scope:
     pods: tuple[str, ...] = ()  # an explicit set, e.g. the pods a label selector matched
 
     def __post_init__(self) -> None:
-        _check("namespace", self.namespace, _DNS_LABEL, 63)
+        _check("namespace", self.namespace, is_dns_label)
         for name in ("deployment", "pod", "node"):
-            _check(name, getattr(self, name), _DNS_SUBDOMAIN, 253)
+            _check(name, getattr(self, name), is_dns_subdomain)
         for pod in self.pods:
-            _check("pods", pod, _DNS_SUBDOMAIN, 253)
+            _check("pods", pod, is_dns_subdomain)
         if (self.deployment or self.pod) and not self.namespace:
             raise InvalidScope("namespace", "namespace is required with deployment or pod")
 
     def pod_matchers(self) -> list[str]:
         out = []
         if self.namespace:
-            out.append(f'namespace="{self.namespace}"')
+            out.append(f"namespace={promql_string(self.namespace)}")
         if self.pod:
-            out.append(f'pod="{self.pod}"')
+            out.append(f"pod={promql_string(self.pod)}")
         elif self.deployment:
             # Pods of a Deployment are named <deployment>-<replicaset hash>-<suffix>.
-            out.append(f'pod=~"{_regex_literal(self.deployment)}-[a-z0-9]+-[a-z0-9]+"')
+            out.append(f"pod=~{promql_regex(literal_pattern(self.deployment) + '-[a-z0-9]+-[a-z0-9]+')}")
         if self.pods:
-            out.append('pod=~"' + "|".join(_regex_literal(p) for p in self.pods) + '"')
+            out.append(f"pod=~{promql_regex('|'.join(literal_pattern(p) for p in self.pods))}")
         if self.node:
-            out.append(f'node="{self.node}"')
+            out.append(f"node={promql_string(self.node)}")
         return out
 
     def as_dict(self) -> dict[str, str]:
@@ -106,15 +105,10 @@ class Scope:
         return not self.as_dict()
 
 
-def _regex_literal(name: str) -> str:
-    """A validated Kubernetes name as a PromQL regex literal: only '.' is special (written `\\.` in PromQL)."""
-    return name.replace(".", "\\\\.")
-
-
-def _check(field_name: str, value: str | None, pattern: re.Pattern[str], limit: int) -> None:
+def _check(field_name: str, value: str | None, valid: Callable[[str], bool]) -> None:
     if value is None:
         return
-    if not value or len(value) > limit or not pattern.match(value):
+    if not valid(value):
         raise InvalidScope(field_name, f"{field_name} must be a Kubernetes name (lowercase, digits, '-', '.')")
 
 
@@ -130,8 +124,8 @@ def base_queries(scope: Scope, nodes: Sequence[str] | None) -> dict[str, str]:
     node_names = [scope.node] if scope.node else nodes
     node_matcher = ""
     if node_names is not None:
-        checked = [n for n in node_names if _DNS_SUBDOMAIN.match(n)]
-        node_matcher = 'node=~"' + "|".join(_regex_literal(n) for n in checked) + '"'
+        checked = [n for n in node_names if is_dns_subdomain(n)]
+        node_matcher = f"node=~{promql_regex('|'.join(literal_pattern(n) for n in checked))}"
     pods = scope.pod_matchers()
     values = {
         "nodes": f",{node_matcher}" if node_matcher else "",

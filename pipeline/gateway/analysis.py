@@ -34,6 +34,13 @@ from pipeline.adapters.prometheus import (
 )
 from pipeline.config import Settings
 from pipeline.domain import capacity as cap
+from pipeline.domain.names import (
+    DNS_LABEL_MAX,
+    DNS_SUBDOMAIN_MAX,
+    is_dns_label,
+    is_dns_subdomain,
+    promql_string,
+)
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_json
 
@@ -51,8 +58,6 @@ RETRY_AFTER_S = "10"
 MAX_PREDICT_BODY = 64 * 1024
 SYSTEM_NAMESPACE_PREFIXES = ("kube-", "openshift-")  # the engine leaves these and `default` out of summaries
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MOUNTPOINT = re.compile(r"/([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?")
 _BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 _CONTAINERS = 'container!="",container!="POD"'
@@ -67,10 +72,10 @@ def _name(value: str | None, field: str, *, subdomain: bool, code: str = "INVALI
     """A Kubernetes name (RFC 1123 label ≤ 63, or subdomain ≤ 253), None when absent or empty."""
     if value is None or value == "":
         return None
-    pattern, limit, kind = (
-        (_DNS_SUBDOMAIN, 253, "DNS subdomain") if subdomain else (_DNS_LABEL, 63, "DNS label")
+    valid, limit, kind = (
+        (is_dns_subdomain, DNS_SUBDOMAIN_MAX, "DNS subdomain") if subdomain else (is_dns_label, DNS_LABEL_MAX, "DNS label")
     )
-    if len(value) > limit or not pattern.fullmatch(value):
+    if not valid(value):
         raise _invalid(
             field, f"{field} must be a Kubernetes name (RFC 1123 {kind}, at most {limit} characters)", code
         )
@@ -101,18 +106,13 @@ def _bool(value: str | None, field: str, default: bool) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ PromQL text
-def _quote(value: str) -> str:
-    """A PromQL string literal (values are validated first; quoting is the second line of defence)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _eq(label: str, value: str | None) -> str:
-    return f",{label}={_quote(value)}" if value is not None else ""
+    return f",{label}={promql_string(value)}" if value is not None else ""
 
 
 def _prefix(label: str, value: str | None) -> str:
     """`label=~"<value>.*"` with the value's regex metacharacters escaped (the engine's pod prefix match)."""
-    return f",{label}=~{_quote(re.escape(value) + '.*')}" if value is not None else ""
+    return f",{label}=~{promql_string(re.escape(value) + '.*')}" if value is not None else ""
 
 
 def _tag(expr: str, label: str, value: str) -> str:
@@ -327,7 +327,7 @@ class PredictRequest:
             # A Deployment's pods are named <deployment>-<replicaset hash>-<suffix>.
             assert self.deployment is not None
             pods = re.escape(self.deployment) + "-[a-z0-9]+-[a-z0-9]+"
-            return _eq("namespace", self.namespace) + f",pod=~{_quote(pods)}"
+            return _eq("namespace", self.namespace) + f",pod=~{promql_string(pods)}"
         if self.scope == "namespace":
             return _eq("namespace", self.namespace)
         return ""
@@ -927,7 +927,7 @@ async def _disk_exhaustion(
             return f"{metric}{{{base}}}"
         # node-exporter labels the node as `node` (kube-prometheus relabelling) or `instance` (<node>:<port>).
         instance = re.escape(node) + "(:[0-9]+)?"
-        return f"{metric}{{{base}{_eq('node', node)}}} or {metric}{{{base},instance=~{_quote(instance)}}}"
+        return f"{metric}{{{base}{_eq('node', node)}}} or {metric}{{{base},instance=~{promql_string(instance)}}}"
 
     avail, sizes = await _all(
         _history(
