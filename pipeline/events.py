@@ -225,9 +225,36 @@ class FeaturesComputed(Payload):
     source: str = Field("", description="The Prometheus / Thanos URL queried")
 
 
+class RecommendedAction(BaseModel):
+    action: str
+    confidence: float
+    reason: str
+
+
+class ScoreComputed(Payload):
+    """An ML verdict on an incident's feature vector, or "degraded" (rules only) with the reason."""
+
+    event_type: ClassVar[str] = "pipeline.score.computed.v1"
+    key_field: ClassVar[str] = "incident_id"
+    incident_id: str
+    verdict: Literal["anomaly", "normal", "degraded"]
+    model: str | None = None
+    model_version: str | None = None
+    score: float | None = Field(None, description="0..1, higher is more anomalous")
+    confidence: float | None = None
+    prediction: int | None = Field(None, description="-1 anomaly, 1 normal")
+    recommended_actions: list[RecommendedAction] = Field(default_factory=list)
+    degraded_reason: str | None = None
+    source: str = Field("", description="kserve | ml-service | rules")
+    latency_seconds: float = 0.0
+    features_event_id: str
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     model.event_type: model
-    for model in (Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, FeaturesComputed)
+    for model in (
+        Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, FeaturesComputed, ScoreComputed,
+    )
 }
 
 
