@@ -116,6 +116,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ml(args: argparse.Namespace) -> int:
+    """The reference ML service: `serve` it (training the model the first time), or (re)`train` it."""
+    model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
+    if args.action == "serve":
+        from pipeline.ml.service import run as serve_ml
+
+        return serve_ml(args.host, args.port, model_dir)
+    from pipeline.ml.model import default_model_dir, train
+
+    model = train(model_dir)
+    print(json.dumps({"model": model.name, "model_version": model.version,
+                      "model_dir": str(model_dir or default_model_dir()), "training": model.training}))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -126,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")
-    stage.add_argument("name", choices=["ingest", "correlate", "enrich"])
+    stage.add_argument("name", choices=["ingest", "correlate", "enrich", "score"])
     stage.add_argument("--port", type=int)
     stage.set_defaults(func=cmd_stage)
 
@@ -147,6 +162,13 @@ def parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run only the embedded Kafka broker")
     broker.add_argument("--data-dir")
     broker.set_defaults(func=cmd_broker)
+
+    ml = sub.add_parser("ml", help="the reference ML service (KServe v1 + legacy ML routes), or train its model")
+    ml.add_argument("action", choices=["serve", "train"])
+    ml.add_argument("--host", default="127.0.0.1")
+    ml.add_argument("--port", type=int, default=8090)
+    ml.add_argument("--model-dir", help="default: ~/.cache/pipeline/ml/anomaly-detector")
+    ml.set_defaults(func=cmd_ml)
 
     from pipeline.bench import add_arguments
 

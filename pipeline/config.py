@@ -5,11 +5,12 @@ Names follow the Go coordination engine where it had them (`PORT`, `METRICS_PORT
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import __version__
@@ -18,6 +19,23 @@ from pipeline import __version__
 def default_data_dir() -> Path:
     """Where the embedded default keeps its broker data between runs."""
     return Path.home() / ".local" / "share" / "pipeline"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration_seconds(text: str) -> float:
+    """`"30"` or a Go duration (`"120s"`, `"1m30s"`, `"500ms"`) in seconds; ValueError otherwise."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{text!r} is neither seconds nor a Go duration such as 30s, 1m30s or 500ms")
+    return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
 
 
 class Settings(BaseSettings):
@@ -77,6 +95,26 @@ class Settings(BaseSettings):
     # Gateway.
     gateway_write_timeout_s: float = Field(default=10.0, gt=0)
 
+    # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
+    # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_env`. Durations accept
+    # seconds or the engine's Go durations under its env names (KSERVE_TIMEOUT=120s, ML_SERVICE_TIMEOUT=30s).
+    ml_service_url: str = ""
+    ml_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices("ml_timeout_s", "ml_service_timeout")
+    )
+    kserve_namespace: str = "self-healing-platform"
+    kserve_predictor_port: int = Field(default=8080, ge=1, le=65535)
+    kserve_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, validation_alias=AliasChoices("kserve_timeout_s", "kserve_timeout")
+    )
+    ml_retry_attempts: int = Field(default=3, ge=1)
+    ml_circuit_breaker_threshold: int = Field(default=3, ge=1)
+    ml_circuit_breaker_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("ml_circuit_breaker_timeout_s", "ml_circuit_breaker_timeout"),
+    )
+
     # Embedded default.
     data_dir: Path = Field(default_factory=default_data_dir)
     embedded_kafka_port: int = Field(default=19092, ge=0, le=65535)
@@ -87,6 +125,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     version: str = __version__
+
+    @field_validator("ml_timeout_s", "kserve_timeout_s", "ml_circuit_breaker_timeout_s", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        return go_duration_seconds(value) if isinstance(value, str) else value
 
     @field_validator("topic_prefix")
     @classmethod

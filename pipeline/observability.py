@@ -83,3 +83,20 @@ INGEST_SECONDS = Histogram(
 # Gateway projection.
 PROJECTION_EVENTS = Counter("pipeline_projection_events_total", "Events applied to the read model", ["type"])
 PROJECTION_INCIDENTS = Gauge("pipeline_projection_incidents", "Incidents in the read model", ["status"])
+
+# Circuit breakers (one per outbound dependency) and calls to ML dependencies (KServe models, ML service).
+CIRCUIT_BREAKER_STATE = Gauge(
+    "pipeline_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["dependency"]
+)
+CIRCUIT_BREAKER_OPENS = Counter("pipeline_circuit_breaker_opens_total", "Times a circuit breaker opened", ["dependency"])
+ML_REQUESTS = Counter(
+    "pipeline_ml_requests_total",
+    "Calls to ML dependencies by outcome (ok, unavailable, circuit_open, rejected, invalid_response)",
+    ["dependency", "operation", "outcome"],
+)
+ML_REQUEST_SECONDS = Histogram(
+    "pipeline_ml_request_seconds",
+    "Time of one call to an ML dependency, retries included",
+    ["dependency", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

@@ -113,6 +113,15 @@ class Process:
 
                 parts.prometheus = PrometheusClient(self.settings)
                 self._stops.append(parts.prometheus.aclose)
+            import os
+
+            from pipeline.adapters.ml import KServeClient, MLServiceClient, ModelRegistry
+
+            parts.kserve = KServeClient(self.settings, ModelRegistry.from_env(os.environ, self.settings))
+            self._stops.append(parts.kserve.aclose)
+            if self.settings.ml_service_url:
+                parts.ml_service = MLServiceClient(self.settings)
+                self._stops.append(parts.ml_service.aclose)
         await self._serve(build_app(parts), self.settings.port)
         if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
             from prometheus_client import start_http_server

@@ -22,8 +22,8 @@ class ModelScore:
     model: str
     version: str
     prediction: int  # -1 anomaly, 1 normal (the KServe sklearn convention)
-    score: float  # 0..1, higher is more anomalous
-    confidence: float  # 0..1
+    score: float | None  # 0..1, higher is more anomalous; None when the model gives only -1/1
+    confidence: float | None  # 0..1; None when the model does not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,10 @@ def decide(score: ModelScore | None, features: Mapping[str, float | None], degra
     if score is None:
         return Verdict("degraded", rules, degraded_reason or "no model answer")
     if score.prediction == -1:
-        ml = Action("immediate_investigation" if score.score >= 0.8 else "schedule_review", score.confidence,
-                    f"{score.model} {score.version} scored {score.score:.2f}")
+        strong = score.score is None or score.score >= 0.8
+        said = f"scored {score.score:.2f}" if score.score is not None else "predicted -1"
+        ml = Action("immediate_investigation" if strong else "schedule_review",
+                    score.confidence if score.confidence is not None else 0.5,
+                    f"{score.model} {score.version} {said}")
         return Verdict("anomaly", [ml, *rules])
     return Verdict("normal", rules)

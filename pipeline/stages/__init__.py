@@ -8,5 +8,6 @@ from pipeline.bus.stage import Stage
 def stage_classes() -> dict[str, type[Stage]]:
     from pipeline.stages.correlate import CorrelateStage
     from pipeline.stages.enrich import EnrichStage
+    from pipeline.stages.score import ScoreStage
 
-    return {CorrelateStage.name: CorrelateStage, EnrichStage.name: EnrichStage}
+    return {CorrelateStage.name: CorrelateStage, EnrichStage.name: EnrichStage, ScoreStage.name: ScoreStage}

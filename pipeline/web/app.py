@@ -33,6 +33,8 @@ class Parts:
     ingest: AlertIngest | None = None
     projection: ProjectionRunner | None = None
     prometheus: PrometheusClient | None = None
+    kserve: Any = None  # KServeClient, with its registry
+    ml_service: Any = None  # MLServiceClient
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -67,12 +69,34 @@ def build_app(parts: Parts) -> FastAPI:
 
         app.include_router(anomalies_router(settings, parts.prometheus))
         app.include_router(analysis_router(settings, parts.prometheus))
+        if parts.kserve is not None:
+            app.include_router(_models_router(parts))
     return app
+
+
+def _models_router(parts: Parts) -> Any:
+    from pipeline.adapters.features import FeatureCollector
+    from pipeline.domain.features import FeatureVector, Scope
+    from pipeline.gateway.models import router as models_router
+
+    collector = FeatureCollector(parts.prometheus)
+    projection = parts.projection
+
+    async def features(namespace: str | None) -> FeatureVector:
+        return (await collector.collect(Scope(namespace=namespace), time.time())).vector
+
+    return models_router(
+        parts.settings,
+        parts.kserve.registry,
+        parts.kserve,
+        incidents_provider=(lambda: projection.projection.values()) if projection is not None else None,
+        features_provider=features,
+    )
 
 
 async def _deep_health(parts: Parts) -> JSONResponse:
     kafka = await parts.probe.check()
-    dependencies = {"kafka": kafka.as_dict()}
+    dependencies: dict[str, Any] = {"kafka": kafka.as_dict()}
     components: dict[str, Any] = {}
     status = "healthy" if kafka.status == "ok" else "unhealthy"
     if parts.prometheus is not None:
@@ -80,6 +104,18 @@ async def _deep_health(parts: Parts) -> JSONResponse:
         dependencies["prometheus"] = prometheus.as_dict()
         if prometheus.status != "ok" and status == "healthy":
             status = "degraded"  # enrichment goes on with features marked missing
+    if parts.ml_service is not None:
+        ml = await parts.ml_service.health()
+        dependencies["ml_service"] = {"name": "ml_service", "status": "ok" if ml.ok else "down",
+                                      "message": ml.message, "circuit_breaker": ml.circuit_breaker}
+        if not ml.ok and status == "healthy":
+            status = "degraded"  # scoring falls back to rules
+    if parts.kserve is not None and len(parts.kserve.registry):
+        breakers = parts.kserve.snapshot()
+        dependencies["kserve"] = {"name": "kserve", "models": breakers,
+                                  "status": "ok" if all(b["state"] == "closed" for b in breakers.values()) else "degraded"}
+        if dependencies["kserve"]["status"] != "ok" and status == "healthy":
+            status = "degraded"
     if parts.projection is not None:
         ready = parts.projection.ready.is_set()
         components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection.incidents)}

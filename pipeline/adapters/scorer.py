@@ -1,0 +1,93 @@
+"""Which model scores a feature vector, and how: KServe v1 when an `anomaly-detector` model is registered
+(`KSERVE_ANOMALY_DETECTOR_SERVICE` / `_URL`), else the Python ML service (`ML_SERVICE_URL`), else none.
+Every failure, the circuit breaker's included, becomes `ScoringUnavailable` with a reason."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pipeline.adapters.ml import KServeClient, MetricSample, MLError, MLServiceClient, ModelRegistry
+from pipeline.config import Settings
+from pipeline.domain.features import FEATURE_NAMES
+from pipeline.domain.scoring import ModelScore
+
+ANOMALY_MODEL = "anomaly-detector"
+
+
+class ScoringUnavailable(Exception):
+    """The model did not answer usefully; the reason goes into the degraded score."""
+
+
+class Scorer(Protocol):
+    source: str
+
+    async def score(self, vector: Sequence[float]) -> ModelScore: ...
+
+    async def aclose(self) -> None: ...
+
+
+class KServeScorer:
+    """`POST /v1/models/anomaly-detector:predict` with one instance of 45 floats."""
+
+    source = "kserve"
+
+    def __init__(self, client: KServeClient, model: str = ANOMALY_MODEL) -> None:
+        self.client = client
+        self.model = model
+
+    async def score(self, vector: Sequence[float]) -> ModelScore:
+        try:
+            answer = await self.client.predict(self.model, [list(vector)])
+        except MLError as exc:
+            raise ScoringUnavailable(str(exc)) from None
+        if len(answer.predictions) != 1 or answer.predictions[0] not in (-1, 1):
+            raise ScoringUnavailable(f"{self.model} answered {answer.predictions!r}, expected [-1] or [1]")
+        return ModelScore(
+            model=self.model,
+            version=answer.model_version or "unknown",
+            prediction=int(answer.predictions[0]),
+            score=answer.scores[0] if answer.scores else None,
+            confidence=answer.confidences[0] if answer.confidences else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class MLServiceScorer:
+    """`POST /api/v1/anomaly/detect` with the 45 features as named metric values."""
+
+    source = "ml-service"
+
+    def __init__(self, client: MLServiceClient) -> None:
+        self.client = client
+
+    async def score(self, vector: Sequence[float]) -> ModelScore:
+        now = datetime.now(UTC)
+        metrics = [MetricSample(name, value, now) for name, value in zip(FEATURE_NAMES, vector, strict=True)]
+        try:
+            report = await self.client.detect(metrics, model=ANOMALY_MODEL)
+        except MLError as exc:
+            raise ScoringUnavailable(str(exc)) from None
+        return ModelScore(
+            model=ANOMALY_MODEL,
+            version="unknown",
+            prediction=-1 if report.found else 1,
+            score=report.overall_score,
+            confidence=report.confidence,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def scorer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> Scorer | None:
+    registry = ModelRegistry.from_env(os.environ if environ is None else environ, settings)
+    if ANOMALY_MODEL in registry:
+        return KServeScorer(KServeClient(settings, registry))
+    if settings.ml_service_url:
+        return MLServiceScorer(MLServiceClient(settings))
+    return None

@@ -1,0 +1,314 @@
+"""The KServe proxy routes and ML recommendations, with the engine's semantics and JSON error bodies.
+
+* `POST /api/v1/detect` forwards `{"model","instances"}` to the model's KServe v1 predictor.
+* `GET /api/v1/models`, `GET /api/v1/models/{model}/health`.
+* `POST /api/v1/recommendations`: recurring incidents (the engine's historical analysis) plus the
+  anomaly-detector's verdict on the current 45-feature vector; `ml_enabled` is true only when the model
+  really answered, and `ml` says why not otherwise.
+
+Errors on the proxy routes carry `error` and `success: false` (the notebook client reads `error` on
+400/404/503); an unavailable model, its circuit breaker open included, is a 503 with Retry-After when known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from pipeline.adapters.ml import (
+    InvalidModelResponse,
+    KServeClient,
+    MLError,
+    ModelNotFound,
+    ModelRegistry,
+    ModelUnavailable,
+    Prediction,
+    PredictionRejected,
+)
+from pipeline.config import Settings
+from pipeline.domain.features import FeatureVector
+from pipeline.events import Incident
+from pipeline.web.errors import ApiError
+from pipeline.web.requests import read_json
+
+MAX_DETECT_BODY = 4 << 20
+ANOMALY_MODEL = "anomaly-detector"
+HISTORY_LIMIT = 100
+TIMEFRAMES = {"1h": timedelta(minutes=30), "6h": timedelta(hours=3), "24h": timedelta(hours=12)}
+
+IncidentsProvider = Callable[[], Iterable[Incident]]
+FeaturesProvider = Callable[[str | None], Awaitable[FeatureVector]]
+
+
+def _proxy_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(status, code, message, headers=headers, success=False)
+
+
+def _unavailable(exc: ModelUnavailable) -> ApiError:
+    retry = {"Retry-After": str(math.ceil(exc.retry_after_s))} if exc.retry_after_s else None
+    return _proxy_error(503, "MODEL_UNAVAILABLE", str(exc), headers=retry)
+
+
+def _instances(body: dict[str, Any]) -> list[list[float]]:
+    raw = body.get("instances")
+    if not raw:
+        raise _proxy_error(400, "INVALID_REQUEST", "Missing 'instances' field")
+    if not isinstance(raw, list):
+        raise _proxy_error(
+            400, "INVALID_REQUEST", "Invalid request format: 'instances' must be a list of lists"
+        )
+    rows = []
+    for i, row in enumerate(raw):
+        if not isinstance(row, list) or not row:
+            raise _proxy_error(
+                400, "INVALID_REQUEST", f"Invalid request format: instances[{i}] must be a list"
+            )
+        for j, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                message = f"Invalid request format: instances[{i}][{j}] must be a finite number"
+                raise _proxy_error(400, "INVALID_REQUEST", message)
+        rows.append([float(v) for v in row])
+    return rows
+
+
+async def _detect_request(request: Request) -> tuple[str, list[list[float]]]:
+    """The engine's checks in its order: content type, JSON, `model`, `instances`."""
+    content_type = request.headers.get("content-type", "")
+    if content_type and not content_type.startswith("application/json"):
+        raise _proxy_error(400, "INVALID_REQUEST", "Content-Type must be application/json")
+    try:
+        body = await read_json(request, MAX_DETECT_BODY)
+    except ApiError as exc:
+        raise _proxy_error(exc.status, "INVALID_REQUEST", f"Invalid request format: {exc.message}") from None
+    if not isinstance(body, dict):
+        raise _proxy_error(400, "INVALID_REQUEST", "Invalid request format: a JSON object is required")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _proxy_error(400, "INVALID_REQUEST", "Invalid request format: 'model' must be a string")
+    if not model:
+        raise _proxy_error(400, "INVALID_REQUEST", "Missing 'model' field")
+    return model, _instances(body)
+
+
+class RecommendationsRequest(BaseModel):
+    """`POST /api/v1/recommendations`; every field optional, unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    timeframe: StrictStr = ""
+    include_predictions: StrictBool = True
+    confidence_threshold: StrictFloat | StrictInt = 0.0
+    namespace: StrictStr = ""
+
+
+async def _recommendations_request(request: Request) -> RecommendationsRequest:
+    body = await request.body()
+    if not body.strip():
+        req = RecommendationsRequest()
+    else:
+        try:
+            req = RecommendationsRequest.model_validate_json(body)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            raise ApiError(400, "INVALID_REQUEST", f"invalid request body: {where}: {error['msg']}") from None
+    req.timeframe = req.timeframe or "6h"
+    req.confidence_threshold = req.confidence_threshold or 0.7
+    if req.timeframe not in TIMEFRAMES:
+        raise ApiError(
+            400, "INVALID_REQUEST", "invalid timeframe: must be '1h', '6h', or '24h'", field="timeframe"
+        )
+    if not 0.0 <= req.confidence_threshold <= 1.0:
+        message = "invalid confidence_threshold: must be between 0.0 and 1.0"
+        raise ApiError(400, "INVALID_REQUEST", message, field="confidence_threshold")
+    return req
+
+
+# ------------------------------------------------------------------------------------------ decisions
+_ACTIONS = {
+    "pod_crash_loop": ["check_container_logs", "verify_resource_limits", "review_health_probes"],
+    "memory_pressure": ["increase_memory_limit", "add_horizontal_scaling", "optimize_memory_usage"],
+    "cpu_throttling": ["increase_cpu_limit", "optimize_cpu_usage", "consider_vertical_scaling"],
+    "high": ["investigate_root_cause", "increase_resources", "review_deployment_config"],
+    "critical": ["immediate_investigation", "scale_resources", "contact_on_call"],
+}
+_DEFAULT_ACTIONS = ["investigate_issue", "review_logs", "check_metrics"]
+
+
+def _by_count(count: int) -> tuple[str, float]:
+    """The engine's severity and confidence of an issue seen `count` times."""
+    for least, severity, confidence in ((10, "critical", 0.95), (5, "high", 0.85), (3, "medium", 0.75)):
+        if count >= least:
+            return severity, confidence
+    return "low", 0.65
+
+
+def _by_level(value: float) -> str:
+    for least, severity in ((0.9, "critical"), (0.8, "high"), (0.7, "medium")):
+        if value >= least:
+            return severity
+    return "low"
+
+
+def historical_recommendations(incidents: Iterable[Incident], namespace: str) -> list[dict[str, Any]]:
+    """Issues seen at least twice among the newest incidents (of `namespace` when given), per namespace."""
+    scoped = [i for i in incidents if not namespace or (i.namespace or i.target) == namespace]
+    newest = sorted(scoped, key=lambda i: i.created_at, reverse=True)[:HISTORY_LIMIT]
+    keys = [((i.issue_type or i.severity.value), (i.namespace or i.target)) for i in newest]
+    latest = {key: incident.id for key, incident in reversed(list(zip(keys, newest, strict=True)))}
+    recs: list[dict[str, Any]] = []
+    for (issue, where), count in sorted(Counter(keys).items(), key=lambda kv: (-kv[1], kv[0])):
+        if count < 2 or not issue or not where:
+            continue
+        severity, confidence = _by_count(count)
+        recs.append(
+            {
+                "id": f"rec-hist-{len(recs) + 1:03d}",
+                "type": "proactive",
+                "issue_type": issue,
+                "target": where,
+                "namespace": where,
+                "severity": severity,
+                "confidence": confidence,
+                "recommended_actions": _ACTIONS.get(issue, _DEFAULT_ACTIONS),
+                "evidence": [
+                    f"Issue occurred {count} times in recent history",
+                    f"Pattern detected in namespace: {where}",
+                ],
+                "source": "historical_analysis",
+                "related_incident_id": latest[(issue, where)],
+            }
+        )
+    return recs
+
+
+def ml_recommendation(
+    vector: FeatureVector, prediction: Prediction, timeframe: str, namespace: str, now: datetime
+) -> dict[str, Any] | None:
+    """A recommendation when the anomaly-detector flags the vector (-1); None when it is normal."""
+    if prediction.predictions[0] != -1:
+        return None
+    cpu = vector.get("node_cpu_utilization_value") or 0.0
+    memory = vector.get("node_memory_utilization_value") or 0.0
+    issue, level = ("memory_pressure", memory) if memory > cpu else ("cpu_throttling", cpu)
+    confidence = (
+        prediction.confidences[0] if prediction.confidences else min(0.7 + 0.25 * max(cpu, memory), 0.95)
+    )
+    evidence = [
+        f"{prediction.model} flags the current 45-feature vector as anomalous",
+        f"Node CPU utilisation {cpu * 100:.1f}%, node memory utilisation {memory * 100:.1f}%",
+    ]
+    if prediction.scores:
+        evidence.append(f"Anomaly score {prediction.scores[0]:.3f}")
+    return {
+        "id": "rec-ml-001",
+        "type": "proactive",
+        "issue_type": issue,
+        "target": namespace or "cluster-resources",
+        "namespace": namespace,
+        "severity": _by_level(level),
+        "confidence": round(confidence, 4),
+        "predicted_time": (now + TIMEFRAMES[timeframe]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "recommended_actions": _ACTIONS[issue],
+        "evidence": evidence,
+        "source": "ml_prediction",
+    }
+
+
+# ------------------------------------------------------------------------------------------ routes
+def router(
+    settings: Settings,
+    registry: ModelRegistry,
+    kserve: KServeClient,
+    *,
+    incidents_provider: IncidentsProvider | None = None,
+    features_provider: FeaturesProvider | None = None,
+) -> APIRouter:
+    """The KServe proxy trio and recommendations. `features_provider(namespace)` returns the current
+    45-feature vector of a namespace (None: the cluster); without it the ML part reports itself off."""
+    api = APIRouter(tags=["models"])
+
+    @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 proxy)")
+    async def detect(request: Request) -> JSONResponse:
+        model, instances = await _detect_request(request)
+        try:
+            prediction = await kserve.predict(model, instances)
+        except ModelNotFound as exc:
+            raise _proxy_error(404, "MODEL_NOT_FOUND", str(exc)) from None
+        except ModelUnavailable as exc:
+            raise _unavailable(exc) from None
+        except PredictionRejected as exc:
+            raise _proxy_error(400, "PREDICTION_REJECTED", f"Prediction failed: {exc}") from None
+        except InvalidModelResponse as exc:
+            raise _proxy_error(500, "PREDICTION_FAILED", f"Prediction failed: {exc}") from None
+        return JSONResponse(prediction.as_dict())
+
+    @api.get("/api/v1/models", summary="Registered KServe models")
+    async def list_models() -> JSONResponse:
+        return JSONResponse({"models": registry.names(), "count": len(registry)})
+
+    @api.get("/api/v1/models/{model}/health", summary="Readiness of one KServe model")
+    async def model_health(model: str) -> JSONResponse:
+        try:
+            health = await kserve.model_health(model)
+        except ModelNotFound as exc:
+            raise _proxy_error(404, "MODEL_NOT_FOUND", str(exc)) from None
+        return JSONResponse(health.as_dict())
+
+    async def ml_part(
+        req: RecommendationsRequest, now: datetime
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        status = {"model": ANOMALY_MODEL, "status": "ok", "message": "the model answered"}
+        if not req.include_predictions:
+            return {**status, "status": "off", "message": "predictions not requested"}, []
+        if ANOMALY_MODEL not in registry:
+            return {**status, "status": "off", "message": f"model {ANOMALY_MODEL} is not registered"}, []
+        if features_provider is None:
+            return {**status, "status": "off", "message": "no feature source configured"}, []
+        vector = await features_provider(req.namespace or None)
+        if not vector.complete:
+            first = next(iter(vector.missing.items()))
+            message = (
+                f"{len(vector.missing)} of {len(vector.values)} features missing ({first[0]}: {first[1]})"
+            )
+            return {**status, "status": "features_incomplete", "message": message}, []
+        try:
+            prediction = await kserve.predict(ANOMALY_MODEL, [[v for v in vector.values if v is not None]])
+        except MLError as exc:
+            return {**status, "status": exc.outcome, "message": str(exc)}, []
+        rec = ml_recommendation(vector, prediction, req.timeframe, req.namespace, now)
+        return status, [rec] if rec else []
+
+    @api.post("/api/v1/recommendations", summary="Remediation recommendations: history and ML")
+    async def recommendations(request: Request) -> JSONResponse:
+        req = await _recommendations_request(request)
+        now = datetime.now(UTC)
+        incidents = list(incidents_provider()) if incidents_provider is not None else []
+        ml, ml_recs = await ml_part(req, now)
+        candidates = historical_recommendations(incidents, req.namespace) + ml_recs
+        chosen = [
+            r
+            for r in candidates
+            if r["confidence"] >= req.confidence_threshold
+            and (not req.namespace or r["namespace"] == req.namespace)
+        ]
+        body: dict[str, Any] = {
+            "status": "success",
+            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timeframe": req.timeframe,
+            "recommendations": chosen,
+            "total_recommendations": len(chosen),
+            "ml_enabled": ml["status"] == "ok",
+            "ml": ml,
+        }
+        if not chosen:
+            body["message"] = "No recommendations above the confidence threshold"
+        return JSONResponse(body)
+
+    return api

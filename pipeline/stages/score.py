@@ -1,0 +1,88 @@
+"""Score stage: features -> scores. The model is called in `prepare`, concurrently per batch, behind a
+circuit breaker; when it cannot answer, the score is "degraded: rules only" with the reason and events
+keep flowing — nothing waits for the ML service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+
+from pipeline.adapters.scorer import Scorer, ScoringUnavailable, scorer_from_settings
+from pipeline.bus.producer import Output, derived_id
+from pipeline.bus.stage import Stage
+from pipeline.config import Settings
+from pipeline.domain.scoring import ModelScore, decide, model_input
+from pipeline.events import Event, FeaturesComputed, RecommendedAction, ScoreComputed
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    score: ModelScore | None
+    reason: str | None
+    seconds: float
+
+
+class ScoreStage(Stage):
+    """Consumes `features`, produces `scores` (keyed by incident id)."""
+
+    name = "score"
+    inputs = ("features",)
+
+    def __init__(self, settings: Settings, scorer: Scorer | None = None) -> None:
+        super().__init__(settings)
+        self.topic = settings.topic("scores")
+        self.scorer = scorer if scorer is not None else scorer_from_settings(settings)
+        self._answers: dict[str, _Answer] = {}
+
+    async def prepare(self, events: list[Event]) -> None:
+        todo = [e for e in events if isinstance(e.payload, FeaturesComputed) and e.envelope.id not in self._answers]
+        answers = await asyncio.gather(*(self._ask(e.payload) for e in todo))  # type: ignore[arg-type]
+        self._answers.update({e.envelope.id: a for e, a in zip(todo, answers, strict=True)})
+
+    async def _ask(self, features: FeaturesComputed) -> _Answer:
+        vector, reason = model_input(features.values, features.missing)
+        if vector is None:
+            return _Answer(None, f"rules only: {reason}", 0.0)
+        if self.scorer is None:
+            return _Answer(None, "rules only: no ML service configured", 0.0)
+        started = time.perf_counter()
+        try:
+            score = await self.scorer.score(vector)
+        except ScoringUnavailable as exc:
+            return _Answer(None, f"rules only: {exc}", time.perf_counter() - started)
+        return _Answer(score, None, time.perf_counter() - started)
+
+    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+        answer = self._answers.pop(event.envelope.id, None)
+        features = event.payload
+        if answer is None or not isinstance(features, FeaturesComputed):
+            return []
+        named = dict(zip(features.feature_names, features.values, strict=False))
+        verdict = decide(answer.score, named, answer.reason)
+        score = answer.score
+        payload = ScoreComputed(
+            incident_id=features.incident_id,
+            verdict=verdict.verdict,  # type: ignore[arg-type]
+            model=score.model if score else None,
+            model_version=score.version if score else None,
+            score=score.score if score else None,
+            confidence=score.confidence if score else None,
+            prediction=score.prediction if score else None,
+            recommended_actions=[RecommendedAction(action=a.action, confidence=a.confidence, reason=a.reason)
+                                 for a in verdict.actions],
+            degraded_reason=verdict.degraded_reason,
+            source=self.scorer.source if score and self.scorer else "rules",
+            latency_seconds=round(answer.seconds, 6),
+            features_event_id=event.envelope.id,
+        )
+        out = Event.of(payload, source="pipeline/score", id=derived_id(event.envelope.id),
+                       incidentid=features.incident_id, causationid=event.envelope.id,
+                       traceparent=event.envelope.traceparent)
+        return [Output.event(self.topic, out)]
+
+    async def close(self) -> None:
+        if self.scorer is not None:
+            await self.scorer.aclose()
