@@ -103,6 +103,7 @@ class Finding:
     explanation: str
     recommended_action: str
     metrics: dict[str, float] = field(default_factory=dict)
+    confidence: float = 0.95  # direct measurements against a threshold; fits use their R²
 
     @property
     def severity(self) -> str:
@@ -140,6 +141,7 @@ def memory_leak(namespace: str, pod: str, ratios: Sequence[tuple[float, float]])
         recommended_action="investigate_memory_leak",
         metrics={"memory_limit_ratio": round(current, 4), "growth_per_hour": round(fit.slope * 3600, 6),
                  "r2": round(fit.r2, 4), "hours_to_limit": round(hours_to_limit, 2)},
+        confidence=round(fit.r2, 4),
     )
 
 
@@ -213,14 +215,17 @@ def recommendations(findings: Sequence[Finding]) -> list[str]:
         "restart_pod": "Inspect the logs of {ns}/{pod} and its last termination reason; it is crash looping",
         "increase_cpu_limit": "Raise the CPU limit of {ns}/{pod} or remove it; it is throttled",
         "schedule_review": "Review the CPU usage change of {ns}/{pod}",
+        "immediate_investigation": "Investigate {ns}/{pod} now: the anomaly model flags its metrics",
+        "review_anomaly": "Review {ns}/{pod}: the anomaly model finds its metrics unusual",
     }
-    out = [texts[f.recommended_action].format(ns=f.namespace, pod=f.pod) for f in findings]
+    out = [texts[f.recommended_action].format(ns=f.namespace, pod=f.pod).replace("/ ", " ") for f in findings]
     return out or ["No anomalies detected. System operating normally."]
 
 
 def alerts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     kinds = {"pod_memory_usage": "memory_issue", "container_restart_count": "availability_issue",
-             "cpu_throttle_rate": "resource_exhaustion", "pod_cpu_usage": "resource_exhaustion"}
+             "cpu_throttle_rate": "resource_exhaustion", "pod_cpu_usage": "resource_exhaustion",
+             "feature_vector": "ml_anomaly"}
     return [
         {"type": kinds[f.metric], "message": f.explanation, "severity": f.severity,
          "action_required": f.severity in ("critical", "high")}

@@ -19,13 +19,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.adapters.features import Collected, FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable, Series
+from pipeline.adapters.scorer import ANOMALY_MODEL, Scorer, ScoringUnavailable
 from pipeline.config import Settings
 from pipeline.domain import analysis
 from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, FEATURES, InvalidScope, Scope
+from pipeline.domain.scoring import model_input
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_json
 
-ANOMALY_MODELS = {"anomaly-detector"}
+ANOMALY_MODELS = {ANOMALY_MODEL}
 _MEMORY = 'resource="memory"'
 _SERVER_ERRORS = 'status=~"5.."'
 RULES_MODEL = "statistical-baseline"
@@ -72,7 +74,8 @@ def _invalid(message: str, field: str) -> ApiError:
     return ApiError(400, "INVALID_REQUEST", message, field=field)
 
 
-def router(settings: Settings, prometheus: PrometheusClient | None) -> APIRouter:
+def router(settings: Settings, prometheus: PrometheusClient | None, scorer: Scorer | None = None) -> APIRouter:
+    """`scorer` (KServe or the ML service) scores the vector when it is complete; rules apply either way."""
     api = APIRouter(tags=["analysis"])
     collector = FeatureCollector(prometheus)
 
@@ -102,7 +105,7 @@ def router(settings: Settings, prometheus: PrometheusClient | None) -> APIRouter
         if prometheus is None:
             raise ApiError(503, "PROMETHEUS_UNAVAILABLE", "Prometheus is not configured (PROMETHEUS_URL)")
         try:
-            return JSONResponse(await _analyze(prometheus, collector, req, scope, selector))
+            return JSONResponse(await _analyze(prometheus, collector, req, scope, selector, scorer))
         except PrometheusUnavailable as exc:
             raise ApiError(
                 503, "PROMETHEUS_UNAVAILABLE", f"Prometheus unavailable: {exc}", headers={"Retry-After": "10"}
@@ -119,6 +122,7 @@ async def _analyze(
     req: AnalyzeRequest,
     scope: Scope,
     selector: list[str] | None,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     now = time.time()
@@ -169,16 +173,18 @@ async def _analyze(
     points = dict(zip(instants, rest[len(per_pod) :], strict=True))
     queries += collected.queries + len(per_pod) + len(instants)
 
-    findings: list[analysis.Finding] = []
+    findings: list[analysis.Finding | None] = []
     for series in _ok(ranges["memory"]):
-        findings.append(analysis.memory_leak(*_pod(series), series.samples))  # type: ignore[arg-type]
+        findings.append(analysis.memory_leak(*_pod(series), series.samples))
     for series in _ok(ranges["cpu"]):
-        findings.append(analysis.cpu_outlier(*_pod(series), series.samples))  # type: ignore[arg-type]
+        findings.append(analysis.cpu_outlier(*_pod(series), series.samples))
     for series in _ok(points["restarts"]):
-        findings.append(analysis.crash_loop(*_pod(series), series.last, range_label))  # type: ignore[arg-type]
+        findings.append(analysis.crash_loop(*_pod(series), series.last, range_label))
     for series in _ok(points["throttle"]):
-        findings.append(analysis.throttling(*_pod(series), series.last))  # type: ignore[arg-type]
+        findings.append(analysis.throttling(*_pod(series), series.last))
     threshold = req.threshold or analysis.DEFAULT_THRESHOLD
+    model, ml_finding = await _score(scorer, collected, req, scope)
+    findings.append(ml_finding)
     kept = sorted((f for f in findings if f is not None and f.anomaly_score >= threshold),
                   key=lambda f: (-f.anomaly_score, f.namespace, f.pod, f.metric))
     analyzed_at = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
@@ -195,9 +201,8 @@ async def _analyze(
         "analyzed_at": analyzed_at,
         "scope": {**scope.as_dict(), "label_selector": req.label_selector,
                   "target_description": _describe(scope)},
-        "model_used": RULES_MODEL,
-        "model": {"name": req.model_name or "anomaly-detector", "status": "unavailable",
-                  "reason": "no ML service is configured; anomalies come from the statistical rules"},
+        "model_used": model["name"] if model["status"] == "available" else RULES_MODEL,
+        "model": model,
         "anomalies_detected": len(kept),
         "anomalies": [_item(f, analyzed_at) for f in kept],
         "recommendations": texts,
@@ -206,7 +211,7 @@ async def _analyze(
         "summary": {
             "total_metrics_analyzed": len(BASE_METRICS),
             "anomalies_found": len(kept),
-            "models_used": [RULES_MODEL],
+            "models_used": [RULES_MODEL, *([model["name"]] if model["status"] == "available" else [])],
             "by_severity": by_severity,
             "max_score": max(scores, default=0.0),
             "average_score": round(statistics.fmean(scores), 4) if scores else 0.0,
@@ -226,6 +231,35 @@ async def _analyze(
         "query_count": queries,
         "query_seconds": round(time.perf_counter() - started, 4),
     }
+
+
+async def _score(
+    scorer: Scorer | None, collected: Collected, req: AnalyzeRequest, scope: Scope
+) -> tuple[dict[str, Any], analysis.Finding | None]:
+    """The model's verdict on the scope's vector, when there is a model and a complete vector."""
+    name = req.model_name or ANOMALY_MODEL
+    if scorer is None:
+        return {"name": name, "status": "unavailable", "reason": "no ML service is configured"}, None
+    vector, missing = model_input(collected.vector.values, collected.vector.missing)
+    if vector is None:
+        return {"name": name, "status": "unavailable", "reason": f"not scored: {missing}"}, None
+    try:
+        score = await scorer.score(vector)
+    except ScoringUnavailable as exc:
+        return {"name": name, "status": "unavailable", "reason": str(exc)}, None
+    model = {"name": score.model, "status": "available", "version": score.version, "source": scorer.source,
+             "prediction": score.prediction, "score": score.score, "confidence": score.confidence}
+    if score.prediction != -1:
+        return model, None
+    value = score.score if score.score is not None else 1.0
+    return model, analysis.Finding(
+        metric="feature_vector", type="ml_anomaly", anomaly_score=round(value, 4), value=round(value, 4),
+        expected_min=0.0, expected_max=0.5, namespace=scope.namespace or "", pod=scope.pod or "",
+        explanation=f"{score.model} {score.version} classifies the 45-feature vector of {_describe(scope)} as anomalous",
+        recommended_action="immediate_investigation" if value >= 0.8 else "review_anomaly",
+        metrics={"ml_score": round(value, 4)},
+        confidence=score.confidence if score.confidence is not None else 0.5,
+    )
 
 
 def _ok(result: object) -> list[Series]:
@@ -261,7 +295,7 @@ def _describe(scope: Scope) -> str:
 
 
 def _item(f: analysis.Finding, timestamp: str) -> dict[str, Any]:
-    confidence = f.metrics.get("r2", 0.95)
+    confidence = f.confidence
     return {
         "metric": f.metric, "type": f.type, "severity": f.severity, "anomaly_score": f.anomaly_score,
         "confidence": round(confidence, 4), "timestamp": timestamp, "value": f.value,

@@ -137,9 +137,13 @@ def _number(value: Any, field: str, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidVector(field, f"{name} is not a number: {value!r}")
-    if not math.isfinite(value):
-        raise InvalidVector(field, f"{name} is not finite: {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidVector(field, f"{name} is not finite: {value!r:.40}")
+    return number
 
 
 def _complete_enough(vector: list[float | None], field: str) -> list[float | None]:

@@ -54,6 +54,7 @@ log = get_logger("pipeline.ml")
 MAX_INSTANCES = 10_000
 MAX_DEVIATION = 1000.0  # a change from a constant series has no finite robust deviation: report this
 MAD_TO_SIGMA = 1.4826
+MEAN_AD_TO_SIGMA = 1.2533
 MIN_REFERENCE_POINTS = 5  # a metric's own check needs this many earlier points
 TREND_R2 = 0.8  # a line explains the series
 TREND_MIN_CHANGE = 0.05  # ... and moves it by at least 5 % of its mean over the range
@@ -77,7 +78,7 @@ class MetricSample(BaseModel):
 
 
 class DetectRequest(BaseModel):
-    features: list[Any] | dict[str, Any] | None = None
+    features: Any = None  # a list of 45 or a name -> value object, checked by pipeline.ml.model
     timestamp: datetime | None = None  # when `features` were evaluated (echoed back)
     metrics: list[MetricSample] = Field(default_factory=list)
     threshold: float = Field(default=3.0, gt=0, allow_inf_nan=False)
@@ -134,7 +135,10 @@ def _seconds(moment: datetime) -> float:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        raise ApiError(400, "OUT_OF_RANGE", f"a timestamp is out of range: {seconds:.0f}") from None
 
 
 def group(metrics: Sequence[MetricSample]) -> dict[SeriesKey, list[Point]]:
@@ -151,13 +155,23 @@ def series_name(key: SeriesKey) -> str:
     return name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else "")
 
 
+def robust_scale(deviations: Sequence[float]) -> float:
+    """A robust standard deviation from absolute deviations: 1.4826 x their median, or, when more than
+    half are 0, 1.2533 x their mean (the modified z-score's fallback); 0 only for a constant series."""
+    mad = statistics.median(deviations)
+    return MAD_TO_SIGMA * mad if mad else MEAN_AD_TO_SIGMA * statistics.fmean(deviations)
+
+
 def robust_z(value: float, reference: Sequence[float]) -> float:
-    """(value - median) / (1.4826 * MAD), capped at ±MAX_DEVIATION (also when the MAD is 0)."""
+    """(value - median) / robust_scale, capped at ±MAX_DEVIATION (also for a constant reference)."""
     centre = statistics.median(reference)
-    scale = MAD_TO_SIGMA * statistics.median(abs(x - centre) for x in reference)
+    return _capped(value - centre, robust_scale([abs(x - centre) for x in reference]))
+
+
+def _capped(difference: float, scale: float) -> float:
     if scale == 0:
-        return 0.0 if value == centre else math.copysign(MAX_DEVIATION, value - centre)
-    return max(-MAX_DEVIATION, min(MAX_DEVIATION, (value - centre) / scale))
+        return 0.0 if difference == 0 else math.copysign(MAX_DEVIATION, difference)
+    return max(-MAX_DEVIATION, min(MAX_DEVIATION, difference / scale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +242,7 @@ def detect(model: ReferenceModel, request: DetectRequest) -> dict[str, Any]:
         if isinstance(request.features, dict):
             vector = vector_from_mapping(request.features, "features")
         elif request.features is not None:
-            vector = as_vector(request.features, "features")
+            vector = as_vector(request.features, "features")  # rejects what is not a list too
     except InvalidVector as exc:
         raise ApiError(400, "INVALID_FEATURES", str(exc), field=exc.field) from None
     if vector is None:
@@ -467,14 +481,7 @@ def _level_shift(key: SeriesKey, points: Sequence[Point]) -> list[dict[str, Any]
     before, after = [v for _, v in points[:half]], [v for _, v in points[half:]]
     m1, m2 = statistics.median(before), statistics.median(after)
     spread = [abs(v - m1) for v in before] + [abs(v - m2) for v in after]
-    scale = MAD_TO_SIGMA * statistics.median(spread)
-    size = (
-        MAX_DEVIATION
-        if scale == 0 and m1 != m2
-        else 0.0
-        if scale == 0
-        else min(MAX_DEVIATION, abs(m2 - m1) / scale)
-    )
+    size = abs(_capped(m2 - m1, robust_scale(spread)))
     if size < LEVEL_SHIFT_Z:
         return []
     return [

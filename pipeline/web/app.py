@@ -67,11 +67,22 @@ def build_app(parts: Parts) -> FastAPI:
         from pipeline.gateway.analysis import router as analysis_router
         from pipeline.gateway.anomalies import router as anomalies_router
 
-        app.include_router(anomalies_router(settings, parts.prometheus))
+        app.include_router(anomalies_router(settings, parts.prometheus, _scorer(parts)))
         app.include_router(analysis_router(settings, parts.prometheus))
         if parts.kserve is not None:
             app.include_router(_models_router(parts))
     return app
+
+
+def _scorer(parts: Parts) -> Any:
+    """The analysis route scores through the same path as the score stage: KServe, else the ML service."""
+    from pipeline.adapters.scorer import ANOMALY_MODEL, KServeScorer, MLServiceScorer
+
+    if parts.kserve is not None and ANOMALY_MODEL in parts.kserve.registry:
+        return KServeScorer(parts.kserve)
+    if parts.ml_service is not None:
+        return MLServiceScorer(parts.ml_service)
+    return None
 
 
 def _models_router(parts: Parts) -> Any:

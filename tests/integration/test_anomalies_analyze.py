@@ -143,3 +143,34 @@ async def test_not_configured_is_503() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
         response = await http.post("/api/v1/anomalies/analyze", json={})
     assert response.status_code == 503 and response.json()["code"] == "PROMETHEUS_UNAVAILABLE"
+
+
+async def test_analysis_scores_the_vector_through_the_ml_path(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    """With the reference model registered (real HTTP), the analysis reports its verdict on the vector."""
+    from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
+    from pipeline.adapters.scorer import KServeScorer
+    from tests.integration.test_score_stage import ReferenceService
+
+    service = ReferenceService(tmp_path)
+    service.start()
+    client = PrometheusClient(Settings(prometheus_url=prometheus.url))
+    registry = ModelRegistry([ModelEndpoint("anomaly-detector", "reference", "", "anomaly-detector", service.url)])
+    kserve = KServeClient(Settings(), registry)
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(router(Settings(), client, KServeScorer(kserve)))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+            leak = (await http.post("/api/v1/anomalies/analyze", json={"namespace": "shop", "pod": LEAKY_POD})).json()
+            service.stop()
+            down = (await http.post("/api/v1/anomalies/analyze", json={"namespace": "shop", "pod": LEAKY_POD})).json()
+    finally:
+        service.stop()
+        await kserve.aclose()
+        await client.aclose()
+    assert leak["model"]["status"] == "available" and leak["model"]["version"]
+    assert leak["model"]["prediction"] in (-1, 1) and 0 <= leak["model"]["score"] <= 1
+    if leak["model"]["prediction"] == -1:
+        assert "feature_vector" in {a["metric"] for a in leak["anomalies"]}
+    assert down["model"]["status"] == "unavailable" and down["model"]["reason"]
+    assert found(down) == {(LEAKY_POD, "pod_memory_usage")}  # the rules still find the leak

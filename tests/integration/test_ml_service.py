@@ -315,6 +315,7 @@ async def test_detect_with_legacy_metrics_computes_the_same_vector(
         ),
         ({"features": [0.1] * 40}, "features", "has 40 values"),
         ({"features": {}}, "features", "every value is missing"),
+        ({"features": "all of them"}, "features", "expected a list of 45 numbers"),
         ({}, "body", "give `features`"),
         (
             {"metrics": [{"name": "x", "value": "high", "timestamp": "2026-01-01T00:00:00Z"}]},

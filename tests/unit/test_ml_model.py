@@ -108,6 +108,7 @@ def test_a_vector_is_45_finite_numbers_or_nulls() -> None:
         ([True] + [0.1] * 44, "instances[0][0]", "not a number"),
         ([0.1] * 44 + [math.inf], "instances[0][44]", "container_restart_count_pct_change is not finite"),
         ([None] * 45, "instances[0]", "every value is missing"),
+        ([10**400] + [0.1] * 44, "instances[0][0]", "node_cpu_utilization_value is not finite"),
     ],
 )
 def test_a_malformed_vector_names_where_and_why(values: object, field: str, words: str) -> None:
@@ -251,6 +252,7 @@ def test_robust_z_measures_in_median_absolute_deviations_and_caps_constant_serie
     assert robust_z(3.0, reference) == 0.0
     assert robust_z(3.0 + 1.4826, reference) == pytest.approx(1.0)
     assert robust_z(7.0, [2.0] * 5) == MAX_DEVIATION
+    assert robust_z(3.0, [1.0, 1.0, 1.0, 1.0, 5.0]) == pytest.approx(2.0 / (1.2533 * 0.8))  # MAD 0
     assert robust_z(2.0, [2.0] * 5) == 0.0
 
 
@@ -317,3 +319,8 @@ def test_patterns_find_a_trend_a_spike_a_level_shift_and_a_correlation() -> None
     assert answer["summary"]["patterns_found"] == len(answer["patterns"])
     only_trends = analyze(PatternRequest(metrics=leak + spike, analysis_type="trend"))
     assert {p["type"] for p in only_trends["patterns"]} == {"trend"}
+
+
+def test_an_alternating_series_is_not_a_level_shift() -> None:
+    flapping = samples("ready", [float(i % 2) for i in range(10)])
+    assert analyze(PatternRequest(metrics=flapping, analysis_type="level_shift"))["patterns"] == []
