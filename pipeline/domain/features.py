@@ -220,8 +220,8 @@ def metric_features(
     value, lag_1, lag_5 = point(0), point(STEP_S), point(5 * STEP_S)
     window = [v for v in (point(i * STEP_S) for i in range(WINDOW_POINTS)) if v is not None]
     put("value", value, f"{absent} at the evaluation time")
-    put("mean_5m", statistics.fmean(window) if window else None, f"{absent} in the last 5 minutes")
-    put("std_5m", statistics.pstdev(window) if window else None, f"{absent} in the last 5 minutes")
+    put("mean_5m", _safe(statistics.fmean, window), f"{absent} in the last 5 minutes")
+    put("std_5m", _safe(statistics.pstdev, window), f"{absent} in the last 5 minutes")
     put("min_5m", min(window) if window else None, f"{absent} in the last 5 minutes")
     put("max_5m", max(window) if window else None, f"{absent} in the last 5 minutes")
     put("lag_1", lag_1, f"{absent} 1 minute before the evaluation time")
@@ -238,6 +238,16 @@ def metric_features(
     else:
         put("pct_change", None, "lag_1 is 0: the relative change is unbounded")
     return values, reasons
+
+
+def _safe(stat: Callable[[list[float]], float], window: list[float]) -> float | None:
+    """A window statistic; NaN (reported as non-finite) when the samples are too large to combine."""
+    if not window:
+        return None
+    try:
+        return stat(window)
+    except OverflowError:
+        return math.nan
 
 
 def scope_for(namespace: str, resource: str, target: str = "") -> Scope:
