@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gateway=True,
         embedded_broker=not settings.kafka_bootstrap_servers,
         apply_topics=True,
+        embedded_ml=True,
     )
     return run(settings, plan)
 

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     )
 
     # Embedded default.
+    embedded_ml_port: int = Field(default=0, ge=0, le=65535)  # the reference ML service (0: any free port)
+    embedded_ml_url: str = ""  # set by `pipeline run` once the reference service is up
     data_dir: Path = Field(default_factory=default_data_dir)
     embedded_kafka_port: int = Field(default=19092, ge=0, le=65535)
 

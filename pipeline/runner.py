@@ -28,6 +28,7 @@ class Plan:
     gateway: bool = False
     embedded_broker: bool = False
     apply_topics: bool = False
+    embedded_ml: bool = False  # serve the reference ML service when no ML dependency is configured
 
 
 class Process:
@@ -51,6 +52,8 @@ class Process:
             for report in await apply(self.settings):
                 if report.action != "ok":
                     log.info("topic", topic=report.topic, action=report.action, drift=report.drift)
+        if self.plan.embedded_ml:
+            await self._start_embedded_ml()
         await self._start_stages()
         await self._start_http()
         self.ready.set()
@@ -66,6 +69,27 @@ class Process:
         self._stops.append(lambda: asyncio.to_thread(broker.stop))
         self.settings = self.settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
         log.info("embedded kafka started", bootstrap=bootstrap, data_dir=str(self.settings.data_dir / "kafka"))
+
+    async def _start_embedded_ml(self) -> None:
+        """The reference model as the embedded default's KServe `anomaly-detector` (trained once, cached)."""
+        import os
+
+        from pipeline.adapters.ml import ModelRegistry
+        from pipeline.adapters.scorer import ANOMALY_MODEL
+
+        if self.settings.ml_service_url or ANOMALY_MODEL in ModelRegistry.from_env(os.environ, self.settings):
+            return  # a real ML dependency is configured
+        try:
+            from pipeline.ml.model import train_or_load
+            from pipeline.ml.service import create_app
+
+            model = await asyncio.to_thread(train_or_load)
+        except Exception as exc:  # noqa: BLE001 - no model: scoring runs degraded (rules only), as designed
+            log.warning("reference ML model unavailable; scores will be rules only", error=repr(exc))
+            return
+        url = await self._serve(create_app(model), self.settings.embedded_ml_port)
+        self.settings = self.settings.model_copy(update={"embedded_ml_url": url})
+        log.info("reference ML service started", url=url, model_version=model.version)
 
     async def _start_stages(self) -> None:
         if not self.plan.stages:
@@ -113,16 +137,16 @@ class Process:
 
                 parts.prometheus = PrometheusClient(self.settings)
                 self._stops.append(parts.prometheus.aclose)
-            import os
 
-            from pipeline.adapters.ml import KServeClient, MLServiceClient, ModelRegistry
+            from pipeline.adapters.ml import KServeClient, MLServiceClient
+            from pipeline.adapters.scorer import model_registry
 
-            parts.kserve = KServeClient(self.settings, ModelRegistry.from_env(os.environ, self.settings))
+            parts.kserve = KServeClient(self.settings, model_registry(self.settings))
             self._stops.append(parts.kserve.aclose)
             if self.settings.ml_service_url:
                 parts.ml_service = MLServiceClient(self.settings)
                 self._stops.append(parts.ml_service.aclose)
-        await self._serve(build_app(parts), self.settings.port)
+        self.url = await self._serve(build_app(parts), self.settings.port)
         if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
             from prometheus_client import start_http_server
 
@@ -132,7 +156,7 @@ class Process:
 
             await reconcile(parts.ingest, self.settings.alertmanager_url)
 
-    async def _serve(self, app: Any, port: int) -> None:
+    async def _serve(self, app: Any, port: int) -> str:
         from pipeline.web.app import server
 
         srv = server(app, self.settings.host, port)
@@ -143,7 +167,6 @@ class Process:
                 raise RuntimeError(f"HTTP server on {self.settings.host}:{port} did not start")
             await asyncio.sleep(0.02)
         bound = srv.servers[0].sockets[0].getsockname()[1] if srv.servers else port
-        self.url = f"http://{self.settings.host}:{bound}"
 
         async def stop() -> None:
             srv.should_exit = True
@@ -151,6 +174,7 @@ class Process:
                 await asyncio.wait_for(task, 10)
 
         self._stops.append(stop)
+        return f"http://{self.settings.host}:{bound}"
 
     async def stop(self) -> None:
         while self._stops:

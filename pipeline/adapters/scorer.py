@@ -9,7 +9,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from pipeline.adapters.ml import KServeClient, MetricSample, MLError, MLServiceClient, ModelRegistry
+from pipeline.adapters.ml import (
+    KServeClient,
+    MetricSample,
+    MLError,
+    MLServiceClient,
+    ModelEndpoint,
+    ModelRegistry,
+)
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES
 from pipeline.domain.scoring import ModelScore
@@ -84,8 +91,17 @@ class MLServiceScorer:
         await self.client.aclose()
 
 
-def scorer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> Scorer | None:
+def model_registry(settings: Settings, environ: Mapping[str, str] | None = None) -> ModelRegistry:
+    """The KServe models from the environment, plus the embedded reference model when one is served."""
     registry = ModelRegistry.from_env(os.environ if environ is None else environ, settings)
+    if settings.embedded_ml_url and ANOMALY_MODEL not in registry:
+        embedded = ModelEndpoint(ANOMALY_MODEL, "embedded-reference", "", ANOMALY_MODEL, settings.embedded_ml_url)
+        registry = ModelRegistry([*registry, embedded])
+    return registry
+
+
+def scorer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> Scorer | None:
+    registry = model_registry(settings, environ)
     if ANOMALY_MODEL in registry:
         return KServeScorer(KServeClient(settings, registry))
     if settings.ml_service_url:

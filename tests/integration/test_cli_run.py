@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +13,24 @@ from pathlib import Path
 
 import httpx
 import psutil
+from aiokafka import AIOKafkaConsumer
 
 from pipeline.embedded.process import free_port
 from tests.support import sample
+
+
+async def _read(bootstrap: str, topic: str, count: int) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        values: list[dict] = []
+        deadline = time.monotonic() + 60
+        while len(values) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values.extend(json.loads(r.value) for r in records)
+        return values
+    finally:
+        await consumer.stop()
 
 
 def start(data_dir: Path, port: int, kafka_port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -70,6 +87,11 @@ def test_run_serves_everything_on_an_embedded_broker_stops_cleanly_and_keeps_its
             time.sleep(0.1)
         assert body["summary"]["total"] == 2, body
         assert any(psutil.Process(proc.pid).children(recursive=True)), "embedded broker should be a child"
+        # Every stage ran: each incident was enriched and scored (no Prometheus here: rules only, and why).
+        scores = asyncio.run(_read(f"127.0.0.1:{kafka_port}", "pipeline.scores", 2))
+        assert {s["verdict"] for s in scores} == {"degraded"}
+        assert all(s["degraded_reason"] == "rules only: 45 of 45 features missing" for s in scores)
+        assert "reference ML service started" in log.read_text()
     finally:
         interrupt(proc, log)
     assert '"event": "stopped"' in log.read_text()
