@@ -33,6 +33,8 @@ class Scorer(Protocol):
 
     async def score(self, vector: Sequence[float]) -> ModelScore: ...
 
+    async def score_many(self, vectors: Sequence[Sequence[float]]) -> list[ModelScore]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -46,19 +48,26 @@ class KServeScorer:
         self.model = model
 
     async def score(self, vector: Sequence[float]) -> ModelScore:
+        return (await self.score_many([vector]))[0]
+
+    async def score_many(self, vectors: Sequence[Sequence[float]]) -> list[ModelScore]:
+        """One request for many instances: the model's cost is mostly per call, not per vector."""
         try:
-            answer = await self.client.predict(self.model, [list(vector)])
+            answer = await self.client.predict(self.model, [list(v) for v in vectors])
         except MLError as exc:
             raise ScoringUnavailable(str(exc)) from None
-        if len(answer.predictions) != 1 or answer.predictions[0] not in (-1, 1):
-            raise ScoringUnavailable(f"{self.model} answered {answer.predictions!r}, expected [-1] or [1]")
-        return ModelScore(
-            model=self.model,
-            version=answer.model_version or "unknown",
-            prediction=int(answer.predictions[0]),
-            score=answer.scores[0] if answer.scores else None,
-            confidence=answer.confidences[0] if answer.confidences else None,
-        )
+        if len(answer.predictions) != len(vectors) or any(p not in (-1, 1) for p in answer.predictions):
+            raise ScoringUnavailable(f"{self.model} answered {answer.predictions!r}: expected one -1/1 per vector")
+        return [
+            ModelScore(
+                model=self.model,
+                version=answer.model_version or "unknown",
+                prediction=int(prediction),
+                score=answer.scores[i] if answer.scores else None,
+                confidence=answer.confidences[i] if answer.confidences else None,
+            )
+            for i, prediction in enumerate(answer.predictions)
+        ]
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -86,6 +95,10 @@ class MLServiceScorer:
             score=report.overall_score,
             confidence=report.confidence,
         )
+
+    async def score_many(self, vectors: Sequence[Sequence[float]]) -> list[ModelScore]:
+        """The ML service scores one vector per call."""
+        return [await self.score(v) for v in vectors]
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -4,7 +4,6 @@ keep flowing — nothing waits for the ML service."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -38,22 +37,30 @@ class ScoreStage(Stage):
         self._answers: dict[str, _Answer] = {}
 
     async def prepare(self, events: list[Event]) -> None:
-        todo = [e for e in events if isinstance(e.payload, FeaturesComputed) and e.envelope.id not in self._answers]
-        answers = await asyncio.gather(*(self._ask(e.payload) for e in todo))  # type: ignore[arg-type]
-        self._answers.update({e.envelope.id: a for e, a in zip(todo, answers, strict=True)})
-
-    async def _ask(self, features: FeaturesComputed) -> _Answer:
-        vector, reason = model_input(features.values, features.missing)
-        if vector is None:
-            return _Answer(None, f"rules only: {reason}", 0.0)
-        if self.scorer is None:
-            return _Answer(None, "rules only: no ML service configured", 0.0)
+        """Every complete vector of the batch goes to the model in one request; the rest are rules only."""
+        complete: dict[str, list[float]] = {}
+        for event in events:
+            features = event.payload
+            if not isinstance(features, FeaturesComputed) or event.envelope.id in self._answers:
+                continue
+            vector, reason = model_input(features.values, features.missing)
+            if vector is None:
+                self._answers[event.envelope.id] = _Answer(None, f"rules only: {reason}", 0.0)
+            elif self.scorer is None:
+                self._answers[event.envelope.id] = _Answer(None, "rules only: no ML service configured", 0.0)
+            else:
+                complete[event.envelope.id] = vector
+        if not complete or self.scorer is None:
+            return
         started = time.perf_counter()
         try:
-            score = await self.scorer.score(vector)
+            scores = await self.scorer.score_many(list(complete.values()))
         except ScoringUnavailable as exc:
-            return _Answer(None, f"rules only: {exc}", time.perf_counter() - started)
-        return _Answer(score, None, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._answers.update({eid: _Answer(None, f"rules only: {exc}", seconds) for eid in complete})
+            return
+        seconds = time.perf_counter() - started
+        self._answers.update({eid: _Answer(s, None, seconds) for eid, s in zip(complete, scores, strict=True)})
 
     def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
         answer = self._answers.pop(event.envelope.id, None)

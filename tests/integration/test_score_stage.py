@@ -125,8 +125,9 @@ async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Se
         assert incomplete["degraded_reason"] == "rules only: 1 of 45 features missing"
 
         await asyncio.to_thread(service.stop)
-        await publish(fast, [features(n, NORMAL) for n in range(10, 13)])  # 3 failures open the breaker
-        await scores(fast, 5)
+        for n in range(10, 13):  # one failed call each (a batch is one call): 3 failures open the breaker
+            await publish(fast, [features(n, NORMAL)])
+            await scores(fast, 3 + n - 10)
         await publish(fast, [features(n, NORMAL) for n in range(13, 15)])  # these fail fast
         down = [s for s in await scores(fast, 7) if s["incident_id"] in {f"inc-{n:04d}" for n in range(10, 15)}]
         assert len(down) == 5 and {s["verdict"] for s in down} == {"degraded"}
