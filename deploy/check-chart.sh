@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Check the Helm chart: topic specs in sync with topics/, `helm lint --strict`, and `helm template` with
 # the defaults and with each deploy/helm/pipeline/ci/*-values.yaml; every rendered document must parse as
-# YAML, the expected kinds must be there, no Secret is rendered, HOST is 0.0.0.0, and missing required
-# values and misspelt keys (values.schema.json) fail rendering with their message.
+# YAML, the expected kinds must be there, no Secret is rendered, HOST is 0.0.0.0, Prometheus settings only
+# reach enrich and gateway and ML settings only score and gateway (the same in both), and missing required
+# values, misspelt keys (values.schema.json) and invalid ML models fail rendering with their message.
 #
 # Needs helm 3 on PATH (see the message below when it is not); PyYAML for the YAML checks (the project's
 # .venv has it). KUBE_VERSION (default 1.31.0) is the cluster version rendered for.
@@ -41,7 +42,8 @@ trap 'rm -rf "$out"' EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-# check_render NAME EXPECTED_KINDS HELM_ARGS...   EXPECTED_KINDS: "Kind=count ..." (count 0: absent)
+# check_render NAME EXPECTED HELM_ARGS...   EXPECTED: "Kind=count ..." (count 0: absent) and
+# "env:NAME=value ..." (every score and gateway container has env NAME with that value)
 check_render() {
   local name="$1" expected="$2"
   shift 2
@@ -63,10 +65,16 @@ import collections, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = collections.Counter(d["kind"] for d in docs)
 problems = []
+ml_env = {}
 for item in sys.argv[2].split():
+    if item.startswith("env:"):
+        name, value = item.removeprefix("env:").split("=", 1)
+        ml_env[name] = value
+        continue
     kind, count = item.split("=")
     if kinds.get(kind, 0) != int(count):
         problems.append(f"expected {count} {kind}, got {kinds.get(kind, 0)}")
+ml_settings = {}
 if kinds.get("Secret"):
     problems.append("a Secret is rendered: secrets must only be referenced")
 for d in docs:
@@ -83,6 +91,14 @@ for d in docs:
         prom = sorted(n for n in env if n.startswith(("PROMETHEUS_", "THANOS_")))
         if prom and component not in ("enrich", "gateway"):
             problems.append(f"{d['metadata']['name']}: Prometheus settings outside enrich/gateway: {prom}")
+        ml = {n: e.get("value") for n, e in env.items() if n.startswith(("ML_", "KSERVE_"))}
+        if ml and component not in ("score", "gateway"):
+            problems.append(f"{d['metadata']['name']}: ML settings outside score/gateway: {sorted(ml)}")
+        if component in ("score", "gateway"):
+            ml_settings[d["metadata"]["name"]] = ml
+            for name, value in ml_env.items():
+                if ml.get(name) != value:
+                    problems.append(f"{d['metadata']['name']}: {name} is {ml.get(name)!r}, expected {value!r}")
         if "PROMETHEUS_URL" in env and env.get("PROMETHEUS_TOKEN_FILE", {}).get("value") not in (
                 "", "/var/run/secrets/pipeline/prometheus/token"):
             problems.append(f"{d['metadata']['name']}: PROMETHEUS_TOKEN_FILE left at the app default")
@@ -93,6 +109,8 @@ for d in docs:
         if not (sc.get("readOnlyRootFilesystem") and sc.get("runAsNonRoot")
                 and sc.get("capabilities", {}).get("drop") == ["ALL"]):
             problems.append(f"{d['metadata']['name']}: container securityContext is not locked down")
+if len({tuple(sorted(m.items())) for m in ml_settings.values()}) > 1:
+    problems.append(f"score and gateway get different ML settings: {ml_settings}")
 print("   " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
 for p in problems:
     print("   " + p)
@@ -114,21 +132,33 @@ check_fails() {
   fi
 }
 
-base="Deployment=4 Service=4 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
-check_render defaults "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
+base="Deployment=5 Service=5 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
+check_render defaults "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
+  env:KSERVE_NAMESPACE=alerts env:ML_CIRCUIT_BREAKER_THRESHOLD=3 env:ML_CIRCUIT_BREAKER_TIMEOUT_S=30" \
   --set kafka.bootstrapServers=kafka-bootstrap:9092
 check_render minimal-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
   -f "$chart/ci/minimal-values.yaml"
-check_render full-values "$base ConfigMap=0 Job=0 KafkaTopic=$topics ServiceMonitor=4 ClusterRoleBinding=1" \
+check_render full-values "$base ConfigMap=0 Job=0 KafkaTopic=$topics ServiceMonitor=5 ClusterRoleBinding=1 \
+  env:KSERVE_NAMESPACE=self-healing-platform env:KSERVE_ANOMALY_DETECTOR_SERVICE=anomaly-detector-predictor \
+  env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor" \
   -f "$chart/ci/full-values.yaml"
-check_render mtls-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0" \
+check_render mtls-values "$base ConfigMap=1 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
+  env:ML_SERVICE_URL=http://aiops-ml-service:8080 env:KSERVE_PREDICTIVE_ANALYTICS_URL=http://models.example:8080 \
+  env:KSERVE_PREDICTIVE_ANALYTICS_MODEL=predictive-analytics-v2" \
   -f "$chart/ci/mtls-values.yaml"
 check_render prometheus-token-secret "$base ConfigMap=1 Job=1 ClusterRoleBinding=0" \
   -f "$chart/ci/minimal-values.yaml" \
   --set prometheus.url=https://prometheus.example:9090,prometheus.tokenSecret.name=prometheus-token
 check_render gateway-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1 ConfigMap=0 Job=0" \
   -f "$chart/ci/minimal-values.yaml" \
-  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,topicsJob.enabled=false
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
+  --set topicsJob.enabled=false
+check_render score-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=0 ConfigMap=0 Job=0 \
+  env:KSERVE_ANOMALY_DETECTOR_URL=http://anomaly-detector.example:8080" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
+  --set topicsJob.enabled=false \
+  --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].url=http://anomaly-detector.example:8080
 
 check_fails no-bootstrap "kafka.bootstrapServers is required"
 check_fails no-cluster-name "kafkaTopics.clusterName is required" \
@@ -142,6 +172,16 @@ check_fails monitoring-view-without-token "prometheus.openshiftMonitoringView ne
   -f "$chart/ci/minimal-values.yaml" --set prometheus.openshiftMonitoringView=true
 check_fails misspelt-value "Additional property serviceMonitors is not allowed" \
   -f "$chart/ci/minimal-values.yaml" --set serviceMonitors.enabled=true
+check_fails misspelt-ml-value "Additional property resetSecond is not allowed" \
+  -f "$chart/ci/minimal-values.yaml" --set ml.circuitBreaker.resetSecond=10
+check_fails model-without-service "ml.kserve.models[0] (anomaly-detector) needs service" \
+  -f "$chart/ci/minimal-values.yaml" --set ml.kserve.models[0].name=anomaly-detector
+check_fails model-listed-twice "ml.kserve.models: anomaly-detector is listed twice" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].service=a \
+  --set ml.kserve.models[1].name=anomaly-detector,ml.kserve.models[1].service=b
+check_fails model-reserved-name "the name timeout-model is reserved" \
+  -f "$chart/ci/minimal-values.yaml" --set ml.kserve.models[0].name=timeout-model,ml.kserve.models[0].service=t
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"

@@ -312,3 +312,58 @@ so that a ServiceAccount token mounted for another reason is never sent to Prome
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+ML settings, only for the components that call the model (score, gateway). Each KServe model becomes
+KSERVE_<NAME>_SERVICE (and _MODEL, _URL when given), NAME being its name upper-cased with "-" -> "_", which
+adapters.ml.ModelRegistry.from_env turns back into the name. Fails on a model without service or url, on
+a name listed twice, and on names the app would read as configuration (KSERVE_NAMESPACE*, KSERVE_TIMEOUT*,
+KSERVE_PREDICTOR_PORT*) rather than as a model.
+*/}}
+{{- define "pipeline.mlEnv" -}}
+{{- $ml := .Values.ml }}
+{{- if $ml.serviceUrl }}
+- name: ML_SERVICE_URL
+  value: {{ $ml.serviceUrl | quote }}
+{{- end }}
+- name: ML_TIMEOUT_S
+  value: {{ $ml.timeoutSeconds | quote }}
+- name: ML_RETRY_ATTEMPTS
+  value: {{ $ml.retryAttempts | quote }}
+- name: ML_CIRCUIT_BREAKER_THRESHOLD
+  value: {{ $ml.circuitBreaker.threshold | quote }}
+- name: ML_CIRCUIT_BREAKER_TIMEOUT_S
+  value: {{ $ml.circuitBreaker.resetSeconds | quote }}
+- name: KSERVE_NAMESPACE
+  value: {{ default .Release.Namespace $ml.kserve.namespace | quote }}
+- name: KSERVE_PREDICTOR_PORT
+  value: {{ $ml.kserve.predictorPort | quote }}
+- name: KSERVE_TIMEOUT_S
+  value: {{ $ml.kserve.timeoutSeconds | quote }}
+{{- $seen := dict }}
+{{- range $i, $m := $ml.kserve.models }}
+{{- $env := printf "KSERVE_%s" ($m.name | upper | replace "-" "_") }}
+{{- if hasKey $seen $m.name }}
+{{- fail (printf "ml.kserve.models: %s is listed twice" $m.name) }}
+{{- end }}
+{{- $_ := set $seen $m.name true }}
+{{- if or (hasPrefix "KSERVE_NAMESPACE" $env) (hasPrefix "KSERVE_TIMEOUT" $env) (hasPrefix "KSERVE_PREDICTOR_PORT" $env) }}
+{{- fail (printf "ml.kserve.models[%d]: the name %s is reserved (%s_* would be read as KServe configuration, not a model)" $i $m.name $env) }}
+{{- end }}
+{{- if not (or $m.service $m.url) }}
+{{- fail (printf "ml.kserve.models[%d] (%s) needs service (the predictor Service) or url" $i $m.name) }}
+{{- end }}
+{{- with $m.service }}
+- name: {{ $env }}_SERVICE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $m.model }}
+- name: {{ $env }}_MODEL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $m.url }}
+- name: {{ $env }}_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
