@@ -532,7 +532,7 @@ async def test_recommendations_bad_requests_are_400(
 
 
 def test_history_limit_and_threshold_helpers_agree_with_the_engine() -> None:
-    from pipeline.gateway.models import _by_count, _by_level, historical_recommendations
+    from pipeline.domain.recommendations import _by_count, _by_level, historical_recommendations
 
     assert [_by_count(n) for n in (2, 3, 5, 10)] == [
         ("low", 0.65),
