@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +18,7 @@ from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.adapters.scorer import ANOMALY_MODEL, KServeScorer
 from pipeline.bench.harness import Report, latency_figures
 from pipeline.config import Settings
-from pipeline.embedded.process import free_port
+from pipeline.embedded.ml import ReferenceMLServer
 
 VECTOR = [0.3] * 18 + [0.2] * 9 + [0.3] * 9 + [0.0] * 9
 BATCH = 32
@@ -28,46 +26,23 @@ BATCH = 32
 
 def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     report = Report("score: 45-feature vectors scored by the reference model (KServe v1 over HTTP)")
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        log = Path(tmp) / "ml.log"
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ml", "serve", "--port", str(port)],
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait(url, proc, log)
-            for in_flight in (1, 8):
-                ours = asyncio.run(_ours(url, args.seconds / 4, in_flight))
-                bare = asyncio.run(_bare(url, args.seconds / 4, in_flight))
-                for name, (rate, latencies) in ((f"client + breaker, {in_flight} in flight", ours),
-                                                (f"bare httpx, {in_flight} in flight", bare)):
-                    report.add(name, scores_per_s=rate, **latency_figures(latencies))
-                ratio = report.add(f"ours / bare, {in_flight} in flight")
-                ratio.ratio, ratio.ratio_of = ours[0] / bare[0], "scores/s"
-                overhead = latency_figures(ours[1])["p50_ms"] - latency_figures(bare[1])["p50_ms"]
-                report.add(f"client overhead at p50, {in_flight} in flight", ms=overhead)
-            rate, latencies = asyncio.run(_ours(url, args.seconds / 4, 1, batch=BATCH))
-            report.add(f"client, {BATCH} vectors per request (the score stage's batching)",
-                       scores_per_s=rate * BATCH, **latency_figures(latencies))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as tmp, ReferenceMLServer(Path(tmp)) as server:
+        url = server.url
+        for in_flight in (1, 8):
+            ours = asyncio.run(_ours(url, args.seconds / 4, in_flight))
+            bare = asyncio.run(_bare(url, args.seconds / 4, in_flight))
+            for name, (rate, latencies) in ((f"client + breaker, {in_flight} in flight", ours),
+                                            (f"bare httpx, {in_flight} in flight", bare)):
+                report.add(name, scores_per_s=rate, **latency_figures(latencies))
+            ratio = report.add(f"ours / bare, {in_flight} in flight")
+            ratio.ratio, ratio.ratio_of = ours[0] / bare[0], "scores/s"
+            overhead = latency_figures(ours[1])["p50_ms"] - latency_figures(bare[1])["p50_ms"]
+            report.add(f"client overhead at p50, {in_flight} in flight", ms=overhead)
+        rate, latencies = asyncio.run(_ours(url, args.seconds / 4, 1, batch=BATCH))
+        report.add(f"client, {BATCH} vectors per request (the score stage's batching)",
+                   scores_per_s=rate * BATCH, **latency_figures(latencies))
     report.notes.append("the service (sklearn IsolationForest, 200 trees) and the bench share 2 cores")
     return report
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 300  # a new machine trains the model first
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ml service exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models/{ANOMALY_MODEL}", trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"ml service not ready: {log.read_text()[-2000:]}")
 
 
 async def _drive(seconds: float, in_flight: int, one: Callable[[], Awaitable[None]]) -> tuple[float, list[float]]:

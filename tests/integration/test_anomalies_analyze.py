@@ -150,10 +150,9 @@ async def test_analysis_scores_the_vector_through_the_ml_path(prometheus: Promet
     """With the reference model registered (real HTTP), the analysis reports its verdict on the vector."""
     from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
     from pipeline.adapters.scorer import KServeScorer
-    from tests.integration.test_score_stage import ReferenceService
+    from pipeline.embedded.ml import ReferenceMLServer
 
-    service = ReferenceService(tmp_path)
-    service.start()
+    service = ReferenceMLServer(tmp_path).start()
     client = PrometheusClient(Settings(prometheus_url=prometheus.url))
     registry = ModelRegistry([ModelEndpoint("anomaly-detector", "reference", "", "anomaly-detector", service.url)])
     kserve = KServeClient(Settings(), registry)

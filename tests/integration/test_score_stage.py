@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
@@ -23,53 +17,16 @@ from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES
-from pipeline.embedded.process import free_port
+from pipeline.embedded.ml import ReferenceMLServer
 from pipeline.events import Event, FeaturesComputed
 from pipeline.stages.score import ScoreStage
 from tests.support import eventually, read_topic
 
 
-class ReferenceService:
-    """`pipeline ml serve` as a subprocess on 127.0.0.1 (stoppable and restartable on the same port)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.log = workdir / "ml.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "ml", "serve", "--port", str(self.port)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )
-        deadline = time.monotonic() + 300  # the first start on a new machine trains the model
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ml service exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/models/anomaly-detector", trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"ml service not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceService]:
-    ref = ReferenceService(tmp_path_factory.mktemp("ml"))
-    ref.start()
-    yield ref
-    ref.stop()
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceMLServer]:
+    with ReferenceMLServer(tmp_path_factory.mktemp("ml")) as ref:
+        yield ref
 
 
 def features(n: int, values: list[float | None]) -> Event:
@@ -104,7 +61,7 @@ NORMAL = [0.3, 0.3, 0.01, 0.29, 0.31, 0.3, 0.3, 0.0, 0.0, 0.3, 0.3, 0.01, 0.29, 
           0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Settings, service: ReferenceService) -> None:
+async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Settings, service: ReferenceMLServer) -> None:
     fast = settings.model_copy(update={"ml_circuit_breaker_timeout_s": 2.0, "kserve_timeout_s": 2.0,
                                        "ml_retry_attempts": 1})
     await apply(fast)
