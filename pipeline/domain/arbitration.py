@@ -331,6 +331,8 @@ def resolve(proposals: Sequence[Proposal], state: TargetState, policy: Policy, n
     reasons: dict[int, list[Reason]] = {}
     outcome: dict[int, Outcome] = {}
     items = list(enumerate(proposals))
+    # Ties break on content, never on arrival position: equal proposals are interchangeable.
+    keys = {i: p.model_dump_json() for i, p in items}
     for i, p in items:
         blocked = _guards(p, state, policy, now)
         reasons[i] = [_origin(p), *blocked]
@@ -353,7 +355,7 @@ def resolve(proposals: Sequence[Proposal], state: TargetState, policy: Policy, n
             by_target.setdefault(p.target, []).append(i)
     winners = []
     for ids in by_target.values():
-        ids.sort(key=lambda i: (_target_rank(proposals[i]), i))
+        ids.sort(key=lambda i: (_target_rank(proposals[i]), keys[i], i))
         best = ids[0]
         kept: dict[str, int] = {}
         for i in ids:
@@ -369,7 +371,7 @@ def resolve(proposals: Sequence[Proposal], state: TargetState, policy: Policy, n
         winners.append(best)
 
     # Across targets: exclusive groups within a namespace, then the namespace budget.
-    winners.sort(key=lambda i: (_group_rank(proposals[i]), i))
+    winners.sort(key=lambda i: (_group_rank(proposals[i]), keys[i], i))
     accepted: list[int] = []
     used = dict(state.namespace_active)
     for i in winners:
