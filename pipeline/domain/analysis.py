@@ -7,7 +7,7 @@ the requested time range, each with the numbers that triggered it:
 * crash loop (threshold_exceeded): at least 3 container restarts within the range;
 * CPU throttling (threshold_exceeded): throttled CFS periods / periods > 0.25 over the last 5 minutes;
 * CPU outlier (statistical_outlier): the current CPU is more than 4 robust deviations (1.4826 * MAD)
-  from the range's median, on at least 10 points.
+  and at least 25 % away from the range's median, on at least 10 points.
 The anomaly score maps each rule's strength onto 0..1; an anomaly is reported when score >= threshold.
 """
 
@@ -28,6 +28,7 @@ MEMORY_NEAR_LIMIT = 0.9
 CRASH_LOOP_RESTARTS = 3
 THROTTLED_FRACTION = 0.25
 OUTLIER_DEVIATIONS = 4.0
+OUTLIER_MIN_CHANGE = 0.25  # and at least 25 % away from the median: a steady pod's tiny wiggle is no anomaly
 HTTP_ERROR_RATE_DEGRADED = 0.05
 HTTP_P99_DEGRADED_MS = 1000.0
 
@@ -192,7 +193,7 @@ def cpu_outlier(namespace: str, pod: str, cores: Sequence[tuple[float, float]]) 
     if spread == 0:
         return None
     deviations = abs(current - median) / spread
-    if deviations <= OUTLIER_DEVIATIONS:
+    if deviations <= OUTLIER_DEVIATIONS or abs(current - median) < OUTLIER_MIN_CHANGE * abs(median):
         return None
     return Finding(
         metric="pod_cpu_usage",
