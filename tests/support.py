@@ -93,3 +93,16 @@ async def incidents(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
     response = await client.get("/api/v1/incidents", params={"status": "all", "severity": "all", **params})
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+class Clock:
+    """A clock the tests move instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

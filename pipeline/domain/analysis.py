@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.domain.capacity import fit_line
+
 TIME_RANGES: dict[str, int] = {"1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800}
 DEFAULT_THRESHOLD = 0.7
 LEAK_MIN_R2 = 0.8
@@ -66,29 +68,6 @@ def label_selector_matchers(selector: str) -> list[str]:
     return matchers
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
-    slope: float  # per second
-    r2: float
-
-
-def linear_fit(points: Sequence[tuple[float, float]]) -> Fit | None:
-    """Least squares; None with fewer than 3 points or no spread in time."""
-    pts = [(t, v) for t, v in points if math.isfinite(v)]
-    if len(pts) < 3:
-        return None
-    mt = statistics.fmean(t for t, _ in pts)
-    mv = statistics.fmean(v for _, v in pts)
-    sxx = sum((t - mt) ** 2 for t, _ in pts)
-    if sxx == 0:
-        return None
-    slope = sum((t - mt) * (v - mv) for t, v in pts) / sxx
-    ss_tot = sum((v - mv) ** 2 for _, v in pts)
-    ss_res = sum((v - (mv + slope * (t - mt))) ** 2 for t, v in pts)
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-    return Fit(slope, r2)
-
-
 @dataclass
 class Finding:
     """One anomaly, in the fields the MCP server reads."""
@@ -112,13 +91,13 @@ class Finding:
 
 
 def memory_leak(namespace: str, pod: str, ratios: Sequence[tuple[float, float]]) -> Finding | None:
-    fit = linear_fit(ratios)
+    fit = fit_line(ratios)
     if fit is None or not ratios:
         return None
     now, current = ratios[-1]
     if not math.isfinite(current):
         return None
-    growing = fit.slope > 0 and fit.r2 >= LEAK_MIN_R2
+    growing = fit.slope > 0 and fit.r_squared >= LEAK_MIN_R2
     hours_to_limit = (1.0 - current) / fit.slope / 3600 if fit.slope > 0 and current < 1 else 0.0
     if not (growing and (hours_to_limit * 3600 <= LEAK_HORIZON_S or current >= MEMORY_NEAR_LIMIT)):
         return None
@@ -136,13 +115,13 @@ def memory_leak(namespace: str, pod: str, ratios: Sequence[tuple[float, float]])
         pod=pod,
         explanation=(
             f"{namespace}/{pod}: memory at {current:.0%} of its limit and growing steadily "
-            f"({fit.slope * 3600:.1%} of the limit per hour, R²={fit.r2:.2f}); "
+            f"({fit.slope * 3600:.1%} of the limit per hour, R²={fit.r_squared:.2f}); "
             f"limit reached in about {hours_to_limit:.1f} h"
         ),
         recommended_action="investigate_memory_leak",
         metrics={"memory_limit_ratio": round(current, 4), "growth_per_hour": round(fit.slope * 3600, 6),
-                 "r2": round(fit.r2, 4), "hours_to_limit": round(hours_to_limit, 2)},
-        confidence=round(fit.r2, 4),
+                 "r2": round(fit.r_squared, 4), "hours_to_limit": round(hours_to_limit, 2)},
+        confidence=round(fit.r_squared, 4),
     )
 
 

@@ -43,6 +43,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from pipeline.domain.capacity import fit_line
 from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, metric_features
 from pipeline.ml.model import InvalidVector, ReferenceModel, as_vector, train_or_load, vector_from_mapping
 from pipeline.observability import configure_logging, get_logger
@@ -182,19 +183,11 @@ class Line:
 
 
 def linear_fit(points: Sequence[Point]) -> Line | None:
-    """Least squares over (seconds before the last point, value); None with fewer than 2 timestamps."""
-    if len(points) < 2:
+    """The project's least-squares fit (`capacity.fit_line`), expressed at the last timestamp."""
+    fit = fit_line(points)
+    if fit is None:
         return None
-    last = points[-1][0]
-    xs = [t - last for t, _ in points]
-    ys = [v for _, v in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
-    return Line(slope, intercept, 1.0 if ss_tot == 0 else max(0.0, 1.0 - ss_res / ss_tot))
+    return Line(fit.slope, fit.value_at(points[-1][0]), fit.r_squared)
 
 
 def severity(deviation: float, threshold: float) -> str:

@@ -9,17 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from pipeline.adapters.breaker import BreakerState, CircuitBreaker, CircuitOpen
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import Clock
 
 
 class Down(Exception):

@@ -35,6 +35,7 @@ from pipeline.adapters.ml import (
 from pipeline.config import Settings
 from pipeline.embedded.process import free_port
 from pipeline.web.app import Server
+from tests.support import Clock
 
 MODEL = "anomaly-detector"
 
@@ -265,17 +266,6 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-class Clock:
-    """The breakers' clock: tests move time instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def ml_settings(**overrides: Any) -> Settings:
