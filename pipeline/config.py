@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline import __version__
 
@@ -116,6 +116,18 @@ class Settings(BaseSettings):
     )
 
     # Embedded default.
+    # Remediation arbitration (issue 5): the rules file and the policy every decision is held to.
+    remediation_rules_path: Path = Field(default_factory=lambda: Path(__file__).resolve().parents[1] / "rules"
+                                         / "remediation.yaml")
+    remediation_kill_switch: bool = False  # on: every proposal is rejected (reason kill_switch)
+    remediation_protected_namespaces: Annotated[list[str], NoDecode] = Field(  # comma-separated
+        default_factory=lambda: ["kube-system", "openshift-etcd", "openshift-kube-apiserver"])
+    remediation_cooldown_s: float = Field(default=300.0, ge=0)
+    remediation_namespace_budget: int = Field(default=2, ge=0)
+    remediation_action_timeout_s: float = Field(default=1800.0, gt=0)
+    remediation_approval: list[dict[str, object]] | None = None  # JSON list of approval rules; None: defaults
+    remediation_decided_memory: int = Field(default=2000, ge=1)  # decided proposal ids kept per namespace
+    confidence_threshold: float = Field(default=0.7, ge=0, le=1)  # AI proposals below it are rejected
     embedded_ml_port: int = Field(default=0, ge=0, le=65535)  # the reference ML service (0: any free port)
     embedded_ml_url: str = ""  # set by `pipeline run` once the reference service is up
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -132,6 +144,11 @@ class Settings(BaseSettings):
     @classmethod
     def _seconds(cls, value: object) -> object:
         return go_duration_seconds(value) if isinstance(value, str) else value
+
+    @field_validator("remediation_protected_namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @field_validator("topic_prefix")
     @classmethod

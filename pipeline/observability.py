@@ -100,3 +100,20 @@ ML_REQUEST_SECONDS = Histogram(
     ["dependency", "operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# Arbitration: the Python coordination engine's metric names, kept.
+COORDINATION_ACTIONS = Counter(
+    "coordination_actions_total", "Remediation proposals decided", ["source", "action", "outcome"]
+)
+COORDINATION_CONFLICTS = Counter(
+    "coordination_conflicts_total", "Proposals that lost a conflict, by conflict kind and resolution rule",
+    ["conflict", "resolution"],
+)
+COORDINATION_RESOLUTION_SECONDS = Histogram(
+    "coordination_resolution_time_seconds", "From a proposal's event time to its decision",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+COORDINATION_ACTIVE = Gauge("coordination_active_actions", "Approved actions holding their target, by this instance")
+COORDINATION_REDECIDED = Counter(
+    "pipeline_arbitrate_already_decided_total", "Proposals skipped because their id was already decided"
+)

@@ -13,7 +13,9 @@ import httpx
 from aiokafka import TopicPartition
 
 from pipeline.bus import kafka
+from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
+from pipeline.events import Event
 from pipeline.runner import Plan, Process
 from pipeline.stages import stage_classes
 
@@ -106,3 +108,13 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def publish(settings: Settings, logical: str, events: list[Event]) -> None:
+    """Produce events to a topic, acknowledged, with a producer of their own."""
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.publish([Output.event(settings.topic(logical), e) for e in events])
+    finally:
+        await producer.stop()

@@ -17,23 +17,39 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.events import Incident, ScoreComputed, Severity
+from pipeline.events import (
+    ActiveAction,
+    Decision,
+    Incident,
+    Outcome,
+    Proposal,
+    Reason,
+    ReasonCode,
+    Risk,
+    ScoreComputed,
+    Severity,
+    Source,
+    TargetState,
+)
+
+__all__ = [
+    "ActiveAction", "ApprovalRule", "Decision", "Outcome", "Policy", "Proposal", "Reason", "ReasonCode", "Risk",
+    "Rules", "RulesError", "Source", "Target", "TargetState", "UnknownAction", "apply", "expire", "load_rules",
+    "manual_action", "propose_from_incident",
+    "propose_from_score", "propose_manual", "release", "resolve",
+]
 
 RULES_VERSION = 1
 CONFIDENCE_THRESHOLD = 0.7
+FALLBACK_ACTION = "manual_intervention"
 _PROPOSAL_NAMESPACE = uuid.UUID("5d0c7a2e-9b41-4c3f-a8e6-1f2b3c4d5e6f")
 
-Source = Literal["deterministic", "ai", "manual"]
-Risk = Literal["none", "low", "medium", "high"]
-Outcome = Literal["approved", "rejected", "awaiting_approval", "superseded"]
 _SOURCE_RANK: dict[str, int] = {"manual": 2, "deterministic": 1, "ai": 0}
 
 
@@ -104,61 +120,6 @@ def load_rules(path: str | Path) -> Rules:
         raise RulesError(f"invalid rules {path}: {exc.errors(include_url=False)}") from exc
 
 
-class Proposal(_Frozen):
-    """An action someone (rules, a model, a human) proposes for one target resource."""
-
-    id: str
-    target: str = Field(description="Resource key `namespace/Kind/name`")
-    namespace: str
-    action: str
-    source: Source
-    priority: int = Field(ge=0, le=100)
-    confidence: float | None = Field(None, ge=0.0, le=1.0)
-    incident_id: str
-    rule_id: str | None = None
-    risk: Risk = "high"
-    groups: tuple[str, ...] = Field((), description="Exclusive groups the action belongs to")
-    severity: Severity = Severity.MEDIUM
-    scores: dict[str, float] = Field(default_factory=dict)
-    reason: str = ""
-
-
-class ReasonCode(StrEnum):
-    MATCHED_RULE = "matched_rule"
-    AI_SCORE = "ai_score"
-    MANUAL = "manual"
-    KILL_SWITCH = "kill_switch"
-    PROTECTED_NAMESPACE = "protected_namespace"
-    BELOW_CONFIDENCE = "below_confidence_threshold"
-    TARGET_BUSY = "target_busy"
-    COOLDOWN = "cooldown"
-    NAMESPACE_BUDGET = "namespace_budget"
-    DUPLICATE = "duplicate"
-    LOST_CONFLICT = "lost_conflict"
-    WON_CONFLICT = "won_conflict"
-    APPROVAL_REQUIRED = "approval_required"
-
-
-class Reason(_Frozen):
-    """One reason of a decision. `rule` names the matched rule, resolution or approval rule; `other` and
-    `other_action` the conflicting proposal; `conflict` is `target` or `group:<name>`."""
-
-    code: ReasonCode
-    message: str
-    rule: str | None = None
-    other: str | None = None
-    other_action: str | None = None
-    conflict: str | None = None
-    values: dict[str, float] = Field(default_factory=dict)
-
-
-class Decision(_Frozen):
-    proposal: Proposal
-    outcome: Outcome
-    reasons: tuple[Reason, ...]
-    decided_at: datetime
-
-
 class ApprovalRule(_Frozen):
     """A proposal matching every condition given here needs a human; an empty condition matches anything."""
 
@@ -190,22 +151,8 @@ class Policy(_Frozen):
     protected_namespaces: frozenset[str] = frozenset({"kube-system", "openshift-etcd", "openshift-kube-apiserver"})
     kill_switch: bool = False
     approval: tuple[ApprovalRule, ...] = DEFAULT_APPROVAL
-
-
-class ActiveAction(_Frozen):
-    proposal_id: str
-    action: str
-    namespace: str
-    started_at: datetime
-
-
-class TargetState(_Frozen):
-    """What arbitration remembers: the running action per target, when each target last had an action,
-    and how many actions run per namespace."""
-
-    active: dict[str, ActiveAction] = Field(default_factory=dict)
-    last_action_at: dict[str, datetime] = Field(default_factory=dict)
-    namespace_active: dict[str, int] = Field(default_factory=dict)
+    action_timeout_seconds: float = Field(
+        1800.0, gt=0, description="An action never reported finished stops holding its target after this long")
 
 
 def proposal_id(incident_id: str, source: str, origin: str, action: str, target: str) -> str:
@@ -214,21 +161,45 @@ def proposal_id(incident_id: str, source: str, origin: str, action: str, target:
     return "prop-" + uuid.uuid5(_PROPOSAL_NAMESPACE, name).hex[:12]
 
 
-def _target(incident: Incident) -> tuple[str, str]:
-    kind = incident.resource.partition("/")[0]
-    return incident.resource_key or f"{incident.namespace}/{incident.resource}", kind
+class Target(_Frozen):
+    """What a proposal is about: the resource, its namespace and kind, and the incident that raised it."""
+
+    key: str = Field(description="Resource key `namespace/Kind/name`")
+    namespace: str
+    kind: str
+    incident_id: str
+    severity: Severity = Severity.MEDIUM
+
+    @classmethod
+    def of_incident(cls, incident: Incident) -> Target:
+        key = incident.resource_key or f"{incident.namespace}/{incident.resource}"
+        return cls(key=key, namespace=incident.namespace, kind=incident.resource.partition("/")[0],
+                   incident_id=incident.id, severity=incident.severity)
+
+    @classmethod
+    def of_score(cls, score: ScoreComputed) -> Target | None:
+        """The score's own target context (copied from its features); None when it has none."""
+        if not score.target:
+            return None
+        namespace, _, rest = score.target.partition("/")
+        return cls(key=score.target, namespace=score.namespace or namespace, kind=rest.partition("/")[0],
+                   incident_id=score.incident_id, severity=score.severity or Severity.MEDIUM)
 
 
-def propose_from_incident(incident: Incident, rules: Rules) -> list[Proposal]:
-    """One deterministic proposal per rule matching the incident's type or one of its firing signals."""
-    target, kind = _target(incident)
-    names = [incident.issue_type, *(s.name for s in incident.signals.values() if s.status == "firing")]
+def propose_from_incident(incident: Incident, rules: Rules, names: Iterable[str] | None = None) -> list[Proposal]:
+    """One deterministic proposal per rule matching the incident's type or one of its firing signals
+    (or, when `names` is given, one of those names only: the signals that just changed)."""
+    if not incident.resource:
+        return []  # nothing to act on (an API incident without a target)
+    target = Target.of_incident(incident)
+    if names is None:
+        names = [incident.issue_type, *(s.name for s in incident.signals.values() if s.status == "firing")]
     names = [n for n in names if n]
     return [
         Proposal(
-            id=proposal_id(incident.id, "deterministic", rule.id, rule.action, target),
-            target=target,
-            namespace=incident.namespace,
+            id=proposal_id(incident.id, "deterministic", rule.id, rule.action, target.key),
+            target=target.key,
+            namespace=target.namespace,
             action=rule.action,
             source="deterministic",
             priority=rule.priority,
@@ -238,17 +209,16 @@ def propose_from_incident(incident: Incident, rules: Rules) -> list[Proposal]:
             risk=rules.actions[rule.action].risk,
             groups=rules.groups_of(rule.action),
             severity=incident.severity,
-            reason=f"{incident.issue_type or kind} matched rule {rule.id}",
+            reason=f"{incident.issue_type or target.kind} matched rule {rule.id}",
         )
         for rule in rules.rules
-        if rule.matches(names, kind)
+        if rule.matches(names, target.kind)
     ]
 
 
-def propose_from_score(score: ScoreComputed, incident: Incident, rules: Rules | None = None) -> list[Proposal]:
+def propose_from_score(score: ScoreComputed, target: Target, rules: Rules | None = None) -> list[Proposal]:
     """One AI proposal per recommended action. Without the catalogue (or for an action it lacks) the
     action counts as high risk with priority 0, so it never outranks a known action by accident."""
-    target, _ = _target(incident)
     origin = score.model or score.source or "score"
     values = {k: v for k, v in (("score", score.score), ("model_confidence", score.confidence)) if v is not None}
     proposals = []
@@ -256,22 +226,80 @@ def propose_from_score(score: ScoreComputed, incident: Incident, rules: Rules | 
         spec = rules.actions.get(rec.action) if rules else None
         proposals.append(
             Proposal(
-                id=proposal_id(incident.id, "ai", origin, rec.action, target),
-                target=target,
-                namespace=incident.namespace,
+                id=proposal_id(target.incident_id, "ai", origin, rec.action, target.key),
+                target=target.key,
+                namespace=target.namespace,
                 action=rec.action,
                 source="ai",
                 priority=spec.priority if spec else 0,
                 confidence=min(max(rec.confidence, 0.0), 1.0),
-                incident_id=incident.id,
+                incident_id=target.incident_id,
                 risk=spec.risk if spec else "high",
                 groups=rules.groups_of(rec.action) if rules else (),
-                severity=incident.severity,
+                severity=target.severity,
                 scores={**values, "action_confidence": rec.confidence},
                 reason=f"{origin} ({score.verdict}): {rec.reason}",
             )
         )
     return proposals
+
+
+class UnknownAction(ValueError):
+    """A manual request names an action the catalogue lacks, or an issue type no rule maps."""
+
+
+def manual_action(rules: Rules, issue_type: str, kind: str, action: str | None = None) -> tuple[str, str | None]:
+    """The action of a manual request and the rule that chose it: the requested action if given (it must be
+    in the catalogue), else the highest-priority rule matching the issue type and kind, else
+    `manual_intervention`."""
+    if action:
+        if action not in rules.actions:
+            raise UnknownAction(f"unknown action {action!r}; known: {', '.join(sorted(rules.actions))}")
+        return action, None
+    matching = sorted((r for r in rules.rules if r.matches([issue_type], kind)), key=lambda r: -r.priority)
+    if matching:
+        return matching[0].action, matching[0].id
+    if FALLBACK_ACTION in rules.actions:  # nothing we know how to do: ask a human, never guess
+        return FALLBACK_ACTION, None
+    raise UnknownAction(f"no rule maps issue type {issue_type!r} on a {kind or 'resource'}; name an `action`")
+
+
+def propose_manual(
+    rules: Rules,
+    target: Target,
+    action: str,
+    *,
+    request_id: str,
+    rule_id: str | None = None,
+    priority: int | None = None,
+    dry_run: bool = False,
+    workflow_id: str | None = None,
+    requested_by: str | None = None,
+    reason: str = "",
+    parameters: Mapping[str, object] | None = None,
+) -> Proposal:
+    """An operator's proposal. Its id comes from `request_id` (the idempotency key), so a retried request is
+    the same proposal and is decided once."""
+    spec = rules.actions[action]
+    return Proposal(
+        id=proposal_id(target.incident_id, "manual", request_id, action, target.key),
+        target=target.key,
+        namespace=target.namespace,
+        action=action,
+        source="manual",
+        priority=spec.priority if priority is None else priority,
+        confidence=1.0,
+        incident_id=target.incident_id,
+        rule_id=rule_id,
+        risk=spec.risk,
+        groups=rules.groups_of(action),
+        severity=target.severity,
+        reason=reason or f"requested by {requested_by or 'an operator'}",
+        dry_run=dry_run,
+        workflow_id=workflow_id,
+        requested_by=requested_by,
+        parameters=dict(parameters or {}),
+    )
 
 
 def _target_rank(p: Proposal) -> tuple[int, int, float, str, str]:
@@ -405,25 +433,42 @@ def resolve(proposals: Sequence[Proposal], state: TargetState, policy: Policy, n
 
 
 def apply(state: TargetState, decisions: Iterable[Decision]) -> TargetState:
-    """The state after the approved decisions start; other outcomes change nothing."""
+    """The state after the approved decisions start; other outcomes, and dry runs, change nothing."""
     active, last, per_ns = dict(state.active), dict(state.last_action_at), dict(state.namespace_active)
     for d in decisions:
         p = d.proposal
-        if d.outcome != "approved" or p.target in active:
+        if d.outcome != "approved" or p.dry_run or p.target in active:
             continue
-        active[p.target] = ActiveAction(proposal_id=p.id, action=p.action, namespace=p.namespace, started_at=d.decided_at)
+        active[p.target] = ActiveAction(proposal_id=p.id, action=p.action, namespace=p.namespace,
+                                        started_at=d.decided_at, incident_id=p.incident_id)
         last[p.target] = d.decided_at
         per_ns[p.namespace] = per_ns.get(p.namespace, 0) + 1
     return TargetState(active=active, last_action_at=last, namespace_active=per_ns)
 
 
-def release(state: TargetState, target: str, finished_at: datetime) -> TargetState:
-    """The state after the action on `target` finished; the cooldown runs from `finished_at`."""
+def release(state: TargetState, target: str, finished_at: datetime, *, incident_id: str | None = None,
+            proposal_id: str | None = None) -> TargetState:
+    """The state after the action on `target` finished; the cooldown runs from `finished_at`. With
+    `incident_id` or `proposal_id`, only an action started for that incident or proposal is released."""
     running = state.active.get(target)
     if running is None:
+        return state
+    if (incident_id is not None and running.incident_id != incident_id) or (
+        proposal_id is not None and running.proposal_id != proposal_id
+    ):
         return state
     active = {k: v for k, v in state.active.items() if k != target}
     per_ns: Mapping[str, int] = {**state.namespace_active,
                                  running.namespace: max(state.namespace_active.get(running.namespace, 0) - 1, 0)}
     return TargetState(active=active, last_action_at={**state.last_action_at, target: finished_at},
                        namespace_active=dict(per_ns))
+
+
+def expire(state: TargetState, now: datetime, timeout_seconds: float) -> TargetState:
+    """Release actions started more than `timeout_seconds` ago and never reported finished; their cooldown
+    runs from the moment they timed out."""
+    limit = timedelta(seconds=timeout_seconds)
+    for target, running in sorted(state.active.items()):
+        if now - running.started_at >= limit:
+            state = release(state, target, running.started_at + limit)
+    return state

@@ -1,4 +1,5 @@
-"""The read model: incidents rebuilt from the `incidents` topic, kept current by tailing it.
+"""The read models: incidents rebuilt from the `incidents` topic, and remediation (proposals, decisions,
+released actions) from `remediation` and `decisions`, kept current by tailing them.
 
 Every gateway replica reads all partitions from the beginning (no consumer group): the read model is a
 pure function of the log. `ready` is set once the backlog present at start has been applied, and
@@ -11,12 +12,14 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
 from pipeline.events import Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
+from pipeline.gateway.remediation_view import RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
 
 APPLIED_IDS = 100_000
@@ -72,24 +75,28 @@ class IncidentProjection:
 
 
 class ProjectionRunner:
-    """Tails the incidents topic into an IncidentProjection."""
+    """Tails the incidents topic into an IncidentProjection, and `remediation` + `decisions` into a
+    RemediationView."""
 
     def __init__(self, settings: Settings, projection: IncidentProjection | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic("incidents")
+        self.topics = [self.topic, settings.topic("remediation"), settings.topic("decisions")]
         self.projection = projection or IncidentProjection()
+        self.remediation = RemediationView(action_timeout=timedelta(seconds=settings.remediation_action_timeout_s))
         self.ready = asyncio.Event()
         self.caught_up_at: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        partitions = (await kafka.partitions(self.settings, self.topic))[self.topic]
-        if not partitions:
-            raise RuntimeError(f"topic {self.topic} does not exist: run `pipeline topics apply`")
+        found = await kafka.partitions(self.settings, *self.topics)
+        missing = [t for t in self.topics if not found.get(t)]
+        if missing:
+            raise RuntimeError(f"topic(s) {', '.join(missing)} do not exist: run `pipeline topics apply`")
         self._consumer = kafka.consumer(self.settings, group_id=None)
         await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in partitions]
+        tps = [TopicPartition(t, p) for t in self.topics for p in found[t]]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         self.caught_up_at = await self._consumer.end_offsets(tps)
@@ -127,11 +134,14 @@ class ProjectionRunner:
         try:
             event = decode(value, headers)
         except InvalidEvent as exc:
-            log.warning("skipping record that is not an incident event", error=str(exc))
+            log.warning("skipping record that is not one of our events", error=str(exc))
             return
         if isinstance(event.payload, IncidentChange):
-            if self.projection.apply(event.envelope.id, event.payload):
-                PROJECTION_EVENTS.labels(event.envelope.type).inc()
+            applied = self.projection.apply(event.envelope.id, event.payload)
+        else:
+            applied = self.remediation.apply(event.envelope.id, event.payload, event.envelope.time)
+        if applied:
+            PROJECTION_EVENTS.labels(event.envelope.type).inc()
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
         for tp, end in self.caught_up_at.items():

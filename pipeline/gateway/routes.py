@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
@@ -21,8 +21,8 @@ from pipeline.domain.incidents import (
 )
 from pipeline.events import Event, IncidentOpened, Severity
 from pipeline.gateway.projection import IncidentProjection
-from pipeline.web.errors import ApiError, from_pydantic
-from pipeline.web.requests import read_json, require_token
+from pipeline.web.errors import ApiError
+from pipeline.web.requests import read_model, require_token
 
 MAX_WRITE_BODY = 256 * 1024
 
@@ -98,13 +98,7 @@ def router(
     @api.post("/api/v1/incidents", status_code=201, summary="Create an incident")
     async def create_incident(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
-        body = await read_json(request, MAX_WRITE_BODY)
-        if not isinstance(body, dict):
-            raise ApiError(400, "VALIDATION_FAILED", "body must be a JSON object", field="body")
-        try:
-            req = CreateIncident.model_validate(body)
-        except ValidationError as exc:
-            raise from_pydantic(exc, status=400) from None
+        req, _ = await read_model(request, CreateIncident, MAX_WRITE_BODY)
         incident = new_manual_incident(now=datetime.now(UTC), **req.model_dump())
         event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
         try:

@@ -6,8 +6,10 @@ from pipeline.bus.stage import Stage
 
 
 def stage_classes() -> dict[str, type[Stage]]:
+    from pipeline.stages.arbitrate import ArbitrateStage
     from pipeline.stages.correlate import CorrelateStage
     from pipeline.stages.enrich import EnrichStage
+    from pipeline.stages.propose import ProposeStage
     from pipeline.stages.score import ScoreStage
 
-    return {CorrelateStage.name: CorrelateStage, EnrichStage.name: EnrichStage, ScoreStage.name: ScoreStage}
+    return {stage.name: stage for stage in (CorrelateStage, EnrichStage, ScoreStage, ProposeStage, ArbitrateStage)}

@@ -68,6 +68,8 @@ class EnrichStage(Stage):
             query_count=collected.queries,
             query_seconds=round(collected.seconds, 6),
             source=self.settings.prometheus_url,
+            target=event.payload.incident.resource_key,
+            severity=event.payload.incident.severity,
         )
         out = Event.of(
             payload,

@@ -84,6 +84,9 @@ class ScoreStage(Stage):
             source=self.scorer.source if score and self.scorer else "rules",
             latency_seconds=round(answer.seconds, 6),
             features_event_id=event.envelope.id,
+            target=features.target,
+            namespace=features.scope.get("namespace", ""),
+            severity=features.severity,
         )
         out = Event.of(payload, source="pipeline/score", id=derived_id(event.envelope.id),
                        incidentid=features.incident_id, causationid=event.envelope.id,

@@ -63,6 +63,10 @@ def build_app(parts: Parts) -> FastAPI:
         from pipeline.gateway.routes import router as incident_router
 
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer))
+        from pipeline.gateway.remediation import router as remediation_router
+
+        app.include_router(remediation_router(settings, parts.projection.remediation, parts.producer,
+                                              parts.started_monotonic))
     if parts.projection is not None:
         from pipeline.gateway.analysis import router as analysis_router
         from pipeline.gateway.anomalies import router as anomalies_router

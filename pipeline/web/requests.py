@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
-from pipeline.web.errors import ApiError
+from pipeline.web.errors import ApiError, from_pydantic
 
 
 def require_token(request: Request, token: str | None) -> None:
@@ -40,3 +41,17 @@ async def read_json(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}", field="body") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: Request, model: type[M], limit: int) -> tuple[M, dict[str, Any]]:
+    """The JSON object body validated as `model` (and the raw object); 400 naming the field otherwise."""
+    body = await read_json(request, limit)
+    if not isinstance(body, dict):
+        raise ApiError(400, "VALIDATION_FAILED", "body must be a JSON object", field="body")
+    try:
+        return model.model_validate(body), body
+    except ValidationError as exc:
+        raise from_pydantic(exc, status=400) from None

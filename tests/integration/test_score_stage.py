@@ -12,7 +12,6 @@ import pytest
 
 from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.adapters.scorer import KServeScorer
-from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
@@ -20,7 +19,7 @@ from pipeline.domain.features import FEATURE_NAMES
 from pipeline.embedded.ml import ReferenceMLServer
 from pipeline.events import Event, FeaturesComputed
 from pipeline.stages.score import ScoreStage
-from tests.support import eventually, read_topic
+from tests.support import eventually, publish, read_topic
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +35,6 @@ def features(n: int, values: list[float | None]) -> Event:
         feature_names=list(FEATURE_NAMES), values=values, missing=missing, query_count=6, query_seconds=0.01,
     )
     return Event.of(payload, source="test")
-
-
-async def publish(settings: Settings, events: list[Event]) -> None:
-    producer = EventProducer(settings)
-    await producer.start()
-    try:
-        await producer.publish([Output.event(settings.topic("features"), e) for e in events])
-    finally:
-        await producer.stop()
 
 
 async def scores(settings: Settings, n: int) -> list[dict]:
@@ -70,7 +60,7 @@ async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Se
     runtime = StageRuntime(fast, ScoreStage(fast, scorer=KServeScorer(client)))
     await runtime.start()
     try:
-        await publish(fast, [features(0, NORMAL), features(1, [*NORMAL[:-1], None])])
+        await publish(fast, "features", [features(0, NORMAL), features(1, [*NORMAL[:-1], None])])
         first = await scores(fast, 2)
         by_incident = {s["incident_id"]: s for s in first}
         up = by_incident["inc-0000"]
@@ -83,9 +73,9 @@ async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Se
 
         await asyncio.to_thread(service.stop)
         for n in range(10, 13):  # one failed call each (a batch is one call): 3 failures open the breaker
-            await publish(fast, [features(n, NORMAL)])
+            await publish(fast, "features", [features(n, NORMAL)])
             await scores(fast, 3 + n - 10)
-        await publish(fast, [features(n, NORMAL) for n in range(13, 15)])  # these fail fast
+        await publish(fast, "features", [features(n, NORMAL) for n in range(13, 15)])  # these fail fast
         down = [s for s in await scores(fast, 7) if s["incident_id"] in {f"inc-{n:04d}" for n in range(10, 15)}]
         assert len(down) == 5 and {s["verdict"] for s in down} == {"degraded"}
         assert all(s["degraded_reason"].startswith("rules only:") for s in down)
@@ -95,7 +85,7 @@ async def test_scores_degrade_while_the_service_is_down_and_recover(settings: Se
 
         await asyncio.to_thread(service.start)
         await asyncio.sleep(2.5)  # past the breaker's reset timeout: the next call is the half-open trial
-        await publish(fast, [features(20, NORMAL)])
+        await publish(fast, "features", [features(20, NORMAL)])
 
         async def recovered() -> dict | None:
             found = [s for s in await scores(fast, 8) if s["incident_id"] == "inc-0020"]

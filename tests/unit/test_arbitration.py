@@ -18,11 +18,16 @@ from pipeline.domain.arbitration import (
     Proposal,
     ReasonCode,
     RulesError,
+    Target,
     TargetState,
+    UnknownAction,
     apply,
+    expire,
     load_rules,
+    manual_action,
     propose_from_incident,
     propose_from_score,
+    propose_manual,
     release,
     resolve,
 )
@@ -140,12 +145,12 @@ def test_propose_from_score() -> None:
         recommended_actions=[RecommendedAction(action="restart_pod", confidence=0.85, reason="x"),
                              RecommendedAction(action="mystery", confidence=0.9, reason="y")],
     )
-    known, unknown = propose_from_score(score, incident("X", "Pod/web-1"), RULES)
+    known, unknown = propose_from_score(score, Target.of_incident(incident("X", "Pod/web-1")), RULES)
     assert (known.source, known.action, known.confidence, known.priority, known.risk, known.groups) == (
         "ai", "restart_pod", 0.85, RULES.actions["restart_pod"].priority, "low", ("restart",))
     assert known.scores == {"score": 0.9, "model_confidence": 0.85, "action_confidence": 0.85}
     assert (unknown.priority, unknown.risk) == (0, "high")
-    assert all(p.risk == "high" for p in propose_from_score(score, incident("X")))
+    assert all(p.risk == "high" for p in propose_from_score(score, Target.of_incident(incident("X"))))
 
 
 # --- guards ---------------------------------------------------------------------------------------------------
@@ -406,3 +411,82 @@ def test_deterministic_beats_ai_on_the_same_target(batch: list[Proposal], policy
             if r.code == ReasonCode.LOST_CONFLICT and r.conflict == "target" and d.proposal.source == "deterministic":
                 winner = next(p for p in batch if p.id == r.other)
                 assert winner.source == "manual" or winner.source == "deterministic"
+
+
+# --- targets, manual proposals, releases and expiry -------------------------------------------------------------
+
+
+def test_target_of_score_comes_from_the_features_context() -> None:
+    score = ScoreComputed(incident_id="inc-9", verdict="anomaly", features_event_id="e",
+                          target="shop/Deployment/web", namespace="shop", severity=Severity.CRITICAL)
+    target = Target.of_score(score)
+    assert target == Target(key="shop/Deployment/web", namespace="shop", kind="Deployment", incident_id="inc-9",
+                            severity=Severity.CRITICAL)
+    assert Target.of_score(score.model_copy(update={"target": ""})) is None
+
+
+@pytest.mark.parametrize(
+    ("issue", "kind", "action", "expected"),
+    [
+        ("pod_crash", "Deployment", None, ("restart_deployment", "crashloop-deployment")),
+        ("pod_crash", "Pod", None, ("restart_pod", "crashloop-pod")),
+        ("oom_kill", "Pod", None, ("scale_resources", "oom-killed")),
+        ("high_cpu", "Deployment", None, ("scale_resources", "cpu-throttling")),
+        ("high_memory", "StatefulSet", None, ("scale_resources", "memory-pressure")),
+        ("network_issue", "DaemonSet", None, ("manual_intervention", "network-issue-other")),
+        ("pod_crash", "StatefulSet", None, ("manual_intervention", None)),  # no rule: a human decides
+        ("anything", "Pod", "restart_pod", ("restart_pod", None)),
+    ],
+)
+def test_manual_action(issue: str, kind: str, action: str | None, expected: tuple[str, str | None]) -> None:
+    assert manual_action(RULES, issue, kind, action) == expected
+
+
+def test_manual_action_rejects_unknown_actions() -> None:
+    with pytest.raises(UnknownAction, match="unknown action 'reboot_cluster'"):
+        manual_action(RULES, "pod_crash", "Pod", "reboot_cluster")
+
+
+def test_manual_proposals_are_identified_by_their_request() -> None:
+    target = Target(key="shop/Pod/web-1", namespace="shop", kind="Pod", incident_id="inc-1")
+    a = propose_manual(RULES, target, "restart_pod", request_id="key-1", dry_run=True, requested_by="alice")
+    assert a == propose_manual(RULES, target, "restart_pod", request_id="key-1", dry_run=True, requested_by="alice")
+    assert a.id != propose_manual(RULES, target, "restart_pod", request_id="key-2").id
+    assert (a.source, a.priority, a.risk, a.groups, a.dry_run) == ("manual", 50, "low", ("restart",), True)
+
+
+def test_a_manual_proposal_beats_a_higher_priority_rule() -> None:
+    target = Target(key="shop/Pod/web-1", namespace="shop", kind="Pod", incident_id="inc-1")
+    manual = propose_manual(RULES, target, "restart_pod", request_id="k", priority=10)
+    rule = prop("p-rule", target="shop/Pod/web-1", action="scale_resources", priority=90)
+    decisions = {d.proposal.id: d for d in resolve([rule, manual], EMPTY, OPEN, NOW)}
+    assert decisions[manual.id].outcome == "approved"
+    assert decisions["p-rule"].outcome == "superseded"
+    assert decisions["p-rule"].reasons[-1].rule == "source_precedence"
+
+
+def test_dry_run_decisions_hold_no_target() -> None:
+    dry = prop("p-dry", dry_run=True)
+    (decision,) = resolve([dry], EMPTY, OPEN, NOW)
+    assert decision.outcome == "approved"
+    assert apply(EMPTY, [decision]) == EMPTY
+
+
+def test_release_only_the_action_of_the_given_incident_or_proposal() -> None:
+    (decision,) = resolve([prop("p1", incident_id="inc-1")], EMPTY, OPEN, NOW)
+    state = apply(EMPTY, [decision])
+    later = NOW + timedelta(seconds=5)
+    assert release(state, "shop/Deployment/web", later, incident_id="inc-2") == state
+    assert release(state, "shop/Deployment/web", later, proposal_id="p2") == state
+    freed = release(state, "shop/Deployment/web", later, incident_id="inc-1")
+    assert freed.active == {} and freed.namespace_active == {"shop": 0}
+    assert freed.last_action_at["shop/Deployment/web"] == later
+
+
+def test_expire_frees_targets_whose_action_never_reported() -> None:
+    (decision,) = resolve([prop("p1")], EMPTY, OPEN, NOW)
+    state = apply(EMPTY, [decision])
+    assert expire(state, NOW + timedelta(seconds=599), 600) == state
+    freed = expire(state, NOW + timedelta(seconds=900), 600)
+    assert freed.active == {}
+    assert freed.last_action_at["shop/Deployment/web"] == NOW + timedelta(seconds=600)

@@ -1,0 +1,190 @@
+"""The remediation read model: proposals, decisions and released actions, applied from the log.
+
+Pure: the runner feeds it events from the `remediation` and `decisions` topics. It answers what the
+coordination routes show: workflows (a manual trigger and its decision), the queue (proposals not yet
+decided), running actions, outcome and conflict counters by source and layer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline.events import ActionReleased, Decision, DecisionMade, Proposal, ReasonCode, RemediationProposed
+
+APPLIED_IDS = 100_000
+LAYERS = ("infrastructure", "platform", "application")
+
+
+def layer_of(proposal: Proposal) -> str:
+    """The engine's layers: nodes and cluster-scoped targets are infrastructure, openshift-*/kube-* namespaces
+    the platform, the rest the application."""
+    kind = proposal.target.split("/")[1] if proposal.target.count("/") >= 2 else ""
+    if not proposal.namespace or kind == "Node":
+        return "infrastructure"
+    if proposal.namespace.startswith(("openshift-", "kube-")) or proposal.namespace in ("openshift", "default"):
+        return "platform"
+    return "application"
+
+
+@dataclass
+class Entry:
+    """One proposal and what became of it."""
+
+    proposal: Proposal
+    submitted_at: datetime
+    decision: Decision | None = None
+    resolution_seconds: float | None = None
+    released: str | None = None  # ActionReleased.reason
+    released_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """pending (not decided yet), awaiting_approval, approved, running, completed, failed, rejected,
+        superseded."""
+        if self.decision is None:
+            return "pending"
+        outcome = self.decision.outcome
+        if outcome != "approved" or self.proposal.dry_run:
+            return outcome
+        if self.released is None:
+            return "running"
+        return "failed" if self.released == "failed" else "completed"
+
+
+@dataclass
+class RemediationView:
+    entries: dict[str, Entry] = field(default_factory=dict)  # by proposal id
+    workflows: dict[str, str] = field(default_factory=dict)  # workflow id -> proposal id
+    by_target: dict[str, list[str]] = field(default_factory=dict)  # target -> proposal ids
+    requests: dict[str, str] = field(default_factory=dict)  # manual request key -> proposal id
+    action_timeout: timedelta = timedelta(seconds=1800)
+    _applied: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def apply(self, event_id: str, payload: object, at: datetime) -> bool:
+        """Apply one event; False when its id was already applied or it is not ours."""
+        if event_id in self._applied:
+            return False
+        if isinstance(payload, RemediationProposed):
+            p = payload.proposal
+            entry = self.entries.get(p.id)
+            if entry is None:
+                self.entries[p.id] = Entry(p, at)
+                self.by_target.setdefault(p.target, []).append(p.id)
+                if p.workflow_id:
+                    self.workflows[p.workflow_id] = p.id
+                if isinstance(key := p.parameters.get("request_key"), str):
+                    self.requests[key] = p.id
+        elif isinstance(payload, DecisionMade):
+            p = payload.decision.proposal
+            entry = self.entries.get(p.id)
+            if entry is None:
+                entry = self.entries[p.id] = Entry(p, payload.decision.decided_at)
+                self.by_target.setdefault(p.target, []).append(p.id)
+            if p.workflow_id:
+                self.workflows.setdefault(p.workflow_id, p.id)
+            if entry.decision is None:
+                entry.decision = payload.decision
+                entry.resolution_seconds = payload.resolution_seconds
+        elif isinstance(payload, ActionReleased):
+            self._release(payload)
+        else:
+            return False
+        self._applied[event_id] = None
+        if len(self._applied) > APPLIED_IDS:
+            self._applied.popitem(last=False)
+        return True
+
+    def _release(self, released: ActionReleased) -> None:
+        for pid in self.by_target.get(released.target, ()):
+            entry = self.entries[pid]
+            p = entry.proposal
+            if (
+                entry.status == "running"
+                and (released.incident_id is None or p.incident_id == released.incident_id)
+                and (released.proposal_id is None or p.id == released.proposal_id)
+            ):
+                entry.released, entry.released_at = released.reason, released.released_at
+
+    def workflow(self, workflow_id: str) -> Entry | None:
+        pid = self.workflows.get(workflow_id)
+        return self.entries.get(pid) if pid else None
+
+    def by_request(self, key: str) -> Entry | None:
+        """The latest manual proposal submitted under a request key (Idempotency-Key or body hash)."""
+        pid = self.requests.get(key)
+        return self.entries.get(pid) if pid else None
+
+    def pending(self) -> list[Entry]:
+        """Proposals not decided yet, oldest first: the arbitration queue."""
+        return sorted((e for e in self.entries.values() if e.decision is None), key=lambda e: e.submitted_at)
+
+    def counts(self, now: datetime) -> dict[str, Any]:
+        """Counters for the status routes. An approved action never reported finished stops counting as
+        running after the action timeout, as it stops holding its target in arbitration."""
+        statuses: Counter[str] = Counter()
+        by_source: Counter[str] = Counter()
+        layers = {name: Counter[str]() for name in LAYERS}
+        conflicts: Counter[str] = Counter()
+        for entry in self.entries.values():
+            status = entry.status
+            if (status == "running" and entry.decision is not None
+                    and now - entry.decision.decided_at >= self.action_timeout):
+                status = "expired"
+            statuses[status] += 1
+            by_source[entry.proposal.source] += 1
+            layer = layers[layer_of(entry.proposal)]
+            layer["actions"] += 1
+            layer[status] += 1
+            for reason in entry.decision.reasons if entry.decision else ():
+                if reason.code in (ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE):
+                    conflicts[reason.conflict or "target"] += 1
+                    layer["conflicts"] += 1
+        return {
+            "total": len(self.entries),
+            "statuses": dict(statuses),
+            "by_source": dict(by_source),
+            "layers": {name: dict(c) for name, c in layers.items()},
+            "conflicts": dict(conflicts),
+        }
+
+
+def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
+    """`GET /api/v1/workflows/{id}`: the engine's workflow fields plus the decision record."""
+    p, d = entry.proposal, entry.decision
+    kind, _, name = p.target.partition("/")[2].partition("/")
+    return {
+        "id": workflow_id,
+        "workflow_id": workflow_id,
+        "incident_id": p.incident_id,
+        "status": entry.status,
+        "namespace": p.namespace,
+        "resource_kind": kind,
+        "resource_name": name,
+        "issue_type": p.parameters.get("issue_type", ""),
+        "deployment_method": "unknown",
+        "action": p.action,
+        "dry_run": p.dry_run,
+        "created_at": entry.submitted_at.isoformat(),
+        "decision": decision_view(d, entry.resolution_seconds) if d else None,
+    }
+
+
+def decision_view(decision: Decision, resolution_seconds: float | None = None) -> dict[str, Any]:
+    p = decision.proposal
+    return {
+        "proposal_id": p.id,
+        "outcome": decision.outcome,
+        "decided_at": decision.decided_at.isoformat(),
+        "resolution_seconds": resolution_seconds,
+        "source": p.source,
+        "action": p.action,
+        "target": p.target,
+        "rule_id": p.rule_id,
+        "priority": p.priority,
+        "confidence": p.confidence,
+        "scores": p.scores,
+        "reasons": [r.model_dump(mode="json", exclude_defaults=True) for r in decision.reasons],
+    }

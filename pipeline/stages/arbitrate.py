@@ -1,0 +1,186 @@
+"""Arbitrate stage: proposals -> decisions, one namespace per owner.
+
+`remediation` is keyed by the target's namespace, so one instance owns every target of a namespace and all
+that can conflict with it. The proposals of a consumed batch are resolved together (`resolve` does not
+depend on their order); each proposal id is decided once, even when it is proposed again or the batch is
+redelivered; the namespace's state (running actions, cooldowns, recently decided ids) goes to a compacted,
+co-partitioned changelog before offsets are committed and is rebuilt from it on assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+
+from pipeline.bus.producer import Output, derived_id
+from pipeline.bus.stage import ChangelogReader, Stage
+from pipeline.config import Settings
+from pipeline.domain.arbitration import (
+    DEFAULT_APPROVAL,
+    ApprovalRule,
+    Policy,
+    apply,
+    expire,
+    release,
+    resolve,
+)
+from pipeline.events import (
+    ActionReleased,
+    ArbitrationState,
+    Decision,
+    DecisionMade,
+    Event,
+    ReasonCode,
+    RemediationProposed,
+)
+from pipeline.observability import (
+    COORDINATION_ACTIONS,
+    COORDINATION_ACTIVE,
+    COORDINATION_CONFLICTS,
+    COORDINATION_REDECIDED,
+    COORDINATION_RESOLUTION_SECONDS,
+)
+
+
+def policy_from_settings(settings: Settings) -> Policy:
+    approval = (tuple(ApprovalRule.model_validate(r) for r in settings.remediation_approval)
+                if settings.remediation_approval is not None else DEFAULT_APPROVAL)
+    return Policy(
+        confidence_threshold=settings.confidence_threshold,
+        cooldown_seconds=settings.remediation_cooldown_s,
+        namespace_budget=settings.remediation_namespace_budget,
+        protected_namespaces=frozenset(settings.remediation_protected_namespaces),
+        kill_switch=settings.remediation_kill_switch,
+        approval=approval,
+        action_timeout_seconds=settings.remediation_action_timeout_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    decision: Decision
+    seconds: float
+
+
+class ArbitrateStage(Stage):
+    """Consumes `remediation`, produces `decisions`; keeps each namespace's state in `arbitrate.state`."""
+
+    name = "arbitrate"
+    inputs = ("remediation",)
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(settings)
+        self.decisions_topic = settings.topic("decisions")
+        self.changelog_topic = settings.topic("arbitrate.state")
+        self.policy = policy_from_settings(settings)
+        self.memory = settings.remediation_decided_memory
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._state: dict[str, ArbitrationState] = {}
+        self._partition_of: dict[str, int] = {}
+        self._pending: dict[str, ArbitrationState] = {}
+        self._decided: dict[str, _Decided] = {}  # by the proposal's event id, for `handle`
+
+    def _current(self, namespace: str) -> ArbitrationState:
+        return self._pending.get(namespace) or self._state.get(namespace) or ArbitrationState(namespace=namespace)
+
+    async def prepare(self, events: list[Event]) -> None:
+        """Resolve the batch per namespace: releases first, then every new proposal together. Pure; it runs
+        here rather than in `handle` because a batch's proposals are decided as one."""
+        now = self.clock()
+        by_namespace: dict[str, list[Event]] = {}
+        for event in events:
+            if isinstance(event.payload, RemediationProposed | ActionReleased):
+                by_namespace.setdefault(event.payload.namespace, []).append(event)
+        for namespace, batch in sorted(by_namespace.items()):
+            current = self._current(namespace)
+            state = expire(current.state, now, self.policy.action_timeout_seconds)
+            proposals: dict[str, Event] = {}
+            for event in batch:
+                payload = event.payload
+                if isinstance(payload, ActionReleased):
+                    state = release(state, payload.target, payload.released_at, incident_id=payload.incident_id,
+                                    proposal_id=payload.proposal_id)
+                elif isinstance(payload, RemediationProposed):
+                    pid = payload.proposal.id
+                    if pid in current.decided or pid in proposals:
+                        COORDINATION_REDECIDED.inc()
+                    else:
+                        proposals[pid] = event
+            decisions = resolve([e.payload.proposal for e in proposals.values()],  # type: ignore[attr-defined]
+                                state, self.policy, now)
+            decided = dict(current.decided)
+            for decision in decisions:
+                event = proposals[decision.proposal.id]
+                seconds = max((now - event.envelope.time).total_seconds(), 0.0)
+                self._decided[event.envelope.id] = _Decided(decision, seconds)
+                decided[decision.proposal.id] = decision.outcome
+            while len(decided) > self.memory:
+                del decided[next(iter(decided))]
+            self._pending[namespace] = ArbitrationState(namespace=namespace, state=apply(state, decisions),
+                                                        decided=decided)
+
+    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+        payload = event.payload
+        if isinstance(payload, RemediationProposed | ActionReleased):
+            self._partition_of[payload.namespace] = record.partition
+        done = self._decided.get(event.envelope.id)
+        if done is None:
+            return []
+        proposal = done.decision.proposal
+        out = Event.of(
+            DecisionMade(namespace=proposal.namespace, decision=done.decision,
+                         resolution_seconds=round(done.seconds, 6)),
+            source="pipeline/arbitrate",
+            id=derived_id(event.envelope.id),
+            subject=proposal.target,
+            incidentid=proposal.incident_id,
+            workflowid=proposal.workflow_id,
+            causationid=event.envelope.id,
+            traceparent=event.envelope.traceparent,
+        )
+        return [Output.event(self.decisions_topic, out)]
+
+    def changelog(self) -> list[Output]:
+        return [
+            Output.event(self.changelog_topic, Event.of(state, source="pipeline/arbitrate"),
+                         partition=self._partition_of.get(namespace))
+            for namespace, state in self._pending.items()
+        ]
+
+    def commit(self) -> None:
+        self._state.update(self._pending)
+        self._pending.clear()
+        for done in self._decided.values():
+            p, reasons = done.decision.proposal, done.decision.reasons
+            COORDINATION_ACTIONS.labels(p.source, p.action, done.decision.outcome).inc()
+            COORDINATION_RESOLUTION_SECONDS.observe(done.seconds)
+            for reason in reasons:
+                if reason.code in (ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE):
+                    COORDINATION_CONFLICTS.labels(reason.conflict or "target", reason.rule or "").inc()
+        self._decided.clear()
+        COORDINATION_ACTIVE.set(self.active_actions)
+
+    def rollback(self) -> None:
+        self._pending.clear()
+        self._decided.clear()
+
+    async def restore(self, reader: ChangelogReader, partitions: list[int]) -> None:
+        for record, event in await reader.read(self.changelog_topic, partitions):
+            if event is not None and isinstance(event.payload, ArbitrationState):
+                self._state[event.payload.namespace] = event.payload
+                self._partition_of[event.payload.namespace] = record.partition
+        COORDINATION_ACTIVE.set(self.active_actions)
+
+    def release(self, partitions: list[int]) -> None:
+        gone = {ns for ns, p in self._partition_of.items() if p in partitions}
+        for namespace in gone:
+            self._state.pop(namespace, None)
+            self._partition_of.pop(namespace, None)
+        COORDINATION_ACTIVE.set(self.active_actions)
+
+    @property
+    def active_actions(self) -> int:
+        return sum(len(s.state.active) for s in self._state.values())
