@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -19,10 +18,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.bus import kafka
 from pipeline.config import Settings
 from pipeline.events import Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
-from pipeline.gateway.remediation_view import RemediationView
+from pipeline.gateway.remediation_view import AppliedIds, RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
 
-APPLIED_IDS = 100_000
 log = get_logger("pipeline.gateway.projection")
 
 
@@ -31,38 +29,21 @@ class IncidentProjection:
 
     def __init__(self) -> None:
         self.incidents: dict[str, Incident] = {}
-        self._applied: OrderedDict[str, None] = OrderedDict()
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self.applied = AppliedIds()
 
     def apply(self, event_id: str, change: IncidentChange) -> bool:
         """Apply one change; False when the event id was already applied (at-least-once delivery)."""
-        if event_id in self._applied:
+        if not self.applied.add(event_id):
             return False
-        self._applied[event_id] = None
-        if len(self._applied) > APPLIED_IDS:
-            self._applied.popitem(last=False)
         incident = change.incident
         current = self.incidents.get(incident.id)
         if current is None or incident.updated_at >= current.updated_at:
             self.incidents[incident.id] = incident
-        waiter = self._waiters.pop(event_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.applied.notify(event_id)
         return True
 
     async def wait_for(self, event_id: str, timeout: float) -> bool:
-        """True once the event is applied, False if `timeout` seconds pass first."""
-        if event_id in self._applied:
-            return True
-        waiter = self._waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            if waiter.done() or event_id not in self._applied:
-                self._waiters.pop(event_id, None)
+        return await self.applied.wait_for(event_id, timeout)
 
     def values(self) -> Iterable[Incident]:
         return self.incidents.values()

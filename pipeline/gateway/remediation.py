@@ -151,6 +151,7 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         return found.proposal.workflow_id
 
     async def submit(proposal: Proposal) -> None:
+        """Publish the command; answer once the broker has it and this gateway shows it (read your writes)."""
         event = Event.of(RemediationProposed(namespace=proposal.namespace, proposal=proposal),
                          source="pipeline/gateway", subject=proposal.target, incidentid=proposal.incident_id or None,
                          workflowid=proposal.workflow_id)
@@ -159,6 +160,9 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the client
             raise ApiError(503, "BROKER_UNAVAILABLE", f"command not stored: {type(exc).__name__}",
                            headers={"Retry-After": "5"}) from None
+        if not await view.applied.wait_for(event.envelope.id, settings.gateway_write_timeout_s):
+            raise ApiError(504, "PROJECTION_LAGGING", "command stored but not yet visible",
+                           workflow_id=proposal.workflow_id)
 
     def propose(key: str, digest: str, namespace: str, ref: ResourceRef, action: str,
                 rule_id: str | None, **kw: Any) -> Proposal:

@@ -7,6 +7,7 @@ decided), running actions, outcome and conflict counters by source and layer.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +28,46 @@ def layer_of(proposal: Proposal) -> str:
     if proposal.namespace.startswith(("openshift-", "kube-")) or proposal.namespace in ("openshift", "default"):
         return "platform"
     return "application"
+
+
+class AppliedIds:
+    """The event ids a read model applied (the most recent ones), and writers waiting to see theirs."""
+
+    def __init__(self, size: int = APPLIED_IDS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> bool:
+        """Remember an id; False when it was already applied."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+    def notify(self, event_id: str) -> None:
+        waiter = self._waiters.pop(event_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for(self, event_id: str, timeout: float) -> bool:
+        """True once the event is applied, False if `timeout` seconds pass first (read your writes)."""
+        if event_id in self._ids:
+            return True
+        waiter = self._waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter.done() or event_id not in self._ids:
+                self._waiters.pop(event_id, None)
 
 
 @dataclass
@@ -61,11 +102,11 @@ class RemediationView:
     by_target: dict[str, list[str]] = field(default_factory=dict)  # target -> proposal ids
     requests: dict[str, str] = field(default_factory=dict)  # manual request key -> proposal id
     action_timeout: timedelta = timedelta(seconds=1800)
-    _applied: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    applied: AppliedIds = field(default_factory=AppliedIds)
 
     def apply(self, event_id: str, payload: object, at: datetime) -> bool:
         """Apply one event; False when its id was already applied or it is not ours."""
-        if event_id in self._applied:
+        if event_id in self.applied:
             return False
         if isinstance(payload, RemediationProposed):
             p = payload.proposal
@@ -92,9 +133,8 @@ class RemediationView:
             self._release(payload)
         else:
             return False
-        self._applied[event_id] = None
-        if len(self._applied) > APPLIED_IDS:
-            self._applied.popitem(last=False)
+        self.applied.add(event_id)
+        self.applied.notify(event_id)
         return True
 
     def _release(self, released: ActionReleased) -> None:

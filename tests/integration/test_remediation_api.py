@@ -1,0 +1,176 @@
+"""Coordination routes against the whole pipeline in one process (as `pipeline run` wires it): manual
+commands pass arbitration, `Idempotency-Key` and `dry_run` are honoured, an alert becomes an arbitrated
+action, and the status routes and metrics count what happened."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from pipeline.config import Settings
+from tests.support import PipelineUnderTest, eventually, read_topic, sample
+
+FIRING = sample("alertmanager-webhook-firing.json")
+
+
+def trigger_body(name: str = "web-1", kind: str = "Pod", issue: str = "pod_crash", **kw: Any) -> dict[str, Any]:
+    """What the MCP server's `trigger-remediation` tool sends."""
+    return {"incident_id": kw.pop("incident_id", f"inc-{name}"), "namespace": kw.pop("namespace", "shop"),
+            "resource": {"kind": kind, "name": name},
+            "issue": {"type": issue, "description": "restarts", "severity": "high"}, **kw}
+
+
+async def decided(http: httpx.AsyncClient, workflow_id: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        response = await http.get(f"/api/v1/workflows/{workflow_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body if body["decision"] else None
+
+    return await eventually(check)
+
+
+async def test_trigger_passes_arbitration_and_shows_its_decision(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/v1/remediation/trigger", json=trigger_body())
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["workflow_id"].startswith("wf-")
+    assert (accepted["status"], accepted["deployment_method"], accepted["dry_run"]) == ("pending", "unknown", False)
+    assert accepted["estimated_duration"]
+    workflow = await decided(http, accepted["workflow_id"])
+    assert (workflow["status"], workflow["action"], workflow["incident_id"]) == ("running", "restart_pod", "inc-web-1")
+    decision = workflow["decision"]
+    assert (decision["outcome"], decision["source"], decision["rule_id"]) == ("approved", "manual", "crashloop-pod")
+    assert decision["target"] == "shop/Pod/web-1"
+    assert decision["reasons"][0]["code"] == "manual"
+    assert decision["resolution_seconds"] >= 0
+    missing = await http.get("/api/v1/workflows/wf-000000000000")
+    assert missing.status_code == 404 and missing.json()["error"] == "Workflow not found"
+
+
+async def test_idempotency_key_returns_the_same_workflow_and_proposes_once(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    headers = {"Idempotency-Key": "mcp-call-1"}
+    first = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-2"), headers=headers)
+    second = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-2"), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["workflow_id"] == second.json()["workflow_id"]
+    await decided(http, first.json()["workflow_id"])
+    # Once visible, a repeat is answered from the read model and nothing new is proposed.
+    third = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-2"), headers=headers)
+    assert third.json()["workflow_id"] == first.json()["workflow_id"] and third.json()["status"] == "running"
+    reused = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-3"), headers=headers)
+    assert reused.status_code == 422 and reused.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
+    # No key: an identical request within the window is the same workflow too.
+    plain = [await http.post("/api/v1/remediation/trigger", json=trigger_body("web-4")) for _ in range(2)]
+    await decided(http, plain[0].json()["workflow_id"])
+    again = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-4"))
+    assert again.json()["workflow_id"] == plain[0].json()["workflow_id"]
+    records = await read_topic(settings, "remediation")
+    ids = {json.loads(r.value)["proposal"]["id"] for r in records}
+    decisions = [json.loads(r.value) for r in await read_topic(settings, "decisions")]
+    approved = [d for d in decisions if d["decision"]["outcome"] == "approved"]
+    assert {d["decision"]["proposal"]["target"] for d in approved} == {"shop/Pod/web-2", "shop/Pod/web-4"}
+    assert len(approved) == 2 and len(ids) <= 3  # web-2 once; web-4 at most twice (raced), decided once
+
+
+async def test_dry_run_is_decided_but_holds_nothing(http: httpx.AsyncClient) -> None:
+    dry = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment", dry_run=True))
+    assert dry.status_code == 202 and dry.json()["dry_run"] is True
+    workflow = await decided(http, dry.json()["workflow_id"])
+    assert (workflow["status"], workflow["dry_run"], workflow["action"]) == ("approved", True, "restart_deployment")
+    real = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment"))
+    assert (await decided(http, real.json()["workflow_id"]))["status"] == "running"  # the dry run held nothing
+    other = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment", issue="oom_kill"))
+    blocked = await decided(http, other.json()["workflow_id"])
+    assert blocked["status"] == "rejected"
+    busy = next(r for r in blocked["decision"]["reasons"] if r["code"] == "target_busy")
+    assert busy["other_action"] == "restart_deployment"
+
+
+async def test_remediate_queues_with_a_position(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/v1/remediate", json={"action_type": "scale_replicas", "namespace": "shop",
+                                                          "target": "Deployment/cart", "priority": 70})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["action_id"].startswith("prop-") and body["queued"] is True and body["position_in_queue"] >= 1
+    workflow = await decided(http, body["workflow_id"])
+    assert workflow["decision"]["priority"] == 70 and workflow["decision"]["outcome"] == "approved"
+
+
+async def test_bad_commands_get_a_400_naming_the_field(http: httpx.AsyncClient) -> None:
+    cases = [
+        ("/api/v1/remediation/trigger", trigger_body(namespace="Shop_1"), "namespace"),
+        ("/api/v1/remediation/trigger", trigger_body(kind="pod; rm"), "resource.kind"),
+        ("/api/v1/remediation/trigger", trigger_body(name="web/../x"), "resource.name"),
+        ("/api/v1/remediation/trigger", {k: v for k, v in trigger_body().items() if k != "issue"}, "issue"),
+        ("/api/v1/remediation/trigger", trigger_body(action="reboot_cluster"), "action"),
+        ("/api/v1/remediation/trigger", trigger_body(dry_run="maybe"), "dry_run"),
+        ("/api/v1/remediate", {"action": "reboot_cluster", "namespace": "shop", "target": "Pod/a"}, "action"),
+        ("/api/v1/remediate", {"action": "restart_pod", "namespace": "shop"}, "target"),
+    ]
+    for route, body, field in cases:
+        response = await http.post(route, json=body)
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["field"] == field and response.json()["error"]
+    assert (await http.post("/api/v1/remediate", content=b"[1]")).status_code == 400
+    status = (await http.get("/api/v1/cluster/status")).json()
+    assert status["actions"]["total"] == 0  # nothing invalid was proposed
+
+
+async def test_commands_need_the_bearer_token_when_configured(settings: Settings) -> None:
+    secured = settings.model_copy(update={"api_token": SecretStr("s3cret")})
+    async with PipelineUnderTest(secured) as running:
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=15) as client:
+            for route in ("/api/v1/remediation/trigger", "/api/v1/remediate"):
+                assert (await client.post(route, json=trigger_body())).status_code == 401
+            ok = await client.post("/api/v1/remediation/trigger", json=trigger_body(),
+                                   headers={"Authorization": "Bearer s3cret"})
+            assert ok.status_code == 202
+            assert (await client.get("/api/v1/status")).status_code == 200  # reads stay open
+
+
+async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(http: httpx.AsyncClient) -> None:
+    firing = copy.deepcopy(FIRING)
+    firing["alerts"] = firing["alerts"][:1]  # PodOOMKilled on shop/cart-...
+    assert (await http.post("/api/v1/alerts", json=firing)).status_code == 200
+
+    async def running() -> dict[str, Any] | None:
+        body = (await http.get("/api/v1/cluster/status")).json()
+        return body if body["actions"]["running"] == 1 else None
+
+    status = await eventually(running)
+    assert status["actions"]["total"] == 1 and status["engine"]["running"] is True
+    detail = (await http.get("/api/v1/status")).json()
+    assert detail["actions"]["by_source"] == {"deterministic": 1}
+    assert detail["layers"]["application"]["running"] == 1 and detail["queue"]["active"] == 1
+    resolved = copy.deepcopy(firing)
+    resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+    resolved["alerts"][0]["endsAt"] = "2026-11-22T00:10:00Z"
+    assert (await http.post("/api/v1/alerts", json=resolved)).status_code == 200
+
+    async def completed() -> dict[str, Any] | None:
+        body = (await http.get("/api/v1/cluster/status")).json()
+        return body if body["actions"]["completed"] == 1 else None
+
+    status = await eventually(completed)
+    assert status["actions"]["running"] == 0
+    metrics = (await http.get("/metrics")).text
+    assert 'coordination_actions_total{action="scale_resources",outcome="approved",source="deterministic"}' in metrics
+    assert "coordination_resolution_time_seconds_count" in metrics and "coordination_active_actions" in metrics
+
+
+async def test_conflicting_commands_are_counted_as_conflicts(http: httpx.AsyncClient) -> None:
+    bodies = [trigger_body("db", kind="Deployment", issue=issue) for issue in ("pod_crash", "oom_kill", "high_cpu")]
+    responses = [await http.post("/api/v1/remediation/trigger", json=b) for b in bodies]
+    outcomes = [(await decided(http, r.json()["workflow_id"]))["status"] for r in responses]
+    assert outcomes.count("running") == 1 and len(outcomes) == 3
+    status = (await http.get("/api/v1/status")).json()
+    assert status["actions"]["total"] == 3
+    assert status["actions"]["running"] == 1
+    assert status["actions"]["rejected"] + status["actions"]["superseded"] == 2
