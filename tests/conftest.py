@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
+from pipeline.embedded.kube import KubeAPIServer
 from pipeline.embedded.process import free_port
 from pipeline.observability import configure_logging
 from tests.components.kafka import session_broker
+from tests.components.kube import session_kube_apiserver
 from tests.support import PipelineUnderTest
 
 configure_logging("WARNING")
@@ -29,6 +31,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's broker: external, testcontainers or embedded (see tests/components/kafka.py)."""
     with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """The session's real kube-apiserver + etcd, started by the first test that asks (tests/components/kube.py)."""
+    with session_kube_apiserver(tmp_path_factory.mktemp("kube")) as kube:
+        yield kube
 
 
 @pytest.fixture

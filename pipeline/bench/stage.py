@@ -22,7 +22,7 @@ from aiokafka.admin import NewTopic
 from pipeline.bench.harness import Report, bench_settings
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output, derived_id
-from pipeline.bus.stage import StageRuntime
+from pipeline.bus.stage import Stage, StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.correlation import correlate
@@ -38,8 +38,8 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     results: dict[str, float] = {}
     for name, variant in (
         ("raw aiokafka loop, same work", _raw_same_work),
-        ("raw aiokafka passthrough", _raw_passthrough),
-        ("correlate stage (runtime)", _runtime),
+        ("raw aiokafka passthrough", raw_passthrough),
+        ("correlate stage (runtime)", lambda s, n: run_stage(s, n, CorrelateStage(s), "signals")),
     ):
         rate = asyncio.run(variant(settings, total))
         results[name] = rate
@@ -84,7 +84,7 @@ async def _prefill(settings: Settings, n: int) -> int:
         await producer.stop()
 
 
-async def _out_topics(settings: Settings, *names: str) -> None:
+async def out_topics(settings: Settings, *names: str) -> None:
     client = kafka.admin(settings)
     await client.start()
     try:
@@ -93,11 +93,13 @@ async def _out_topics(settings: Settings, *names: str) -> None:
         await client.close()
 
 
-async def _consume_all(
-    settings: Settings, total: int, work: Any, producer: EventProducer
+async def consume_all(
+    settings: Settings, total: int, work: Any, producer: EventProducer, topic: str = "signals",
+    on_batch: Any = None,
 ) -> float:
-    """The hand-written loop: getmany -> work -> send futures -> gather acks -> commit."""
-    consumer = kafka.consumer(settings, settings.topic("signals"), group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+    """The hand-written loop: getmany -> work -> send futures -> gather acks -> commit. `on_batch` (if any)
+    turns the batch's records into outputs instead of `work` record by record."""
+    consumer = kafka.consumer(settings, settings.topic(topic), group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
                               max_poll_records=settings.stage_batch_size)
     await consumer.start()
     try:
@@ -110,10 +112,13 @@ async def _consume_all(
             outputs: list[Output] = []
             offsets = {}
             for tp, records in batches.items():
-                for record in records:
-                    outputs.extend(work(record))
+                if on_batch is None:
+                    for record in records:
+                        outputs.extend(work(record))
                 offsets[tp] = records[-1].offset + 1
                 seen += len(records)
+            if on_batch is not None:
+                outputs = on_batch([r for records in batches.values() for r in records])
             await producer.publish(outputs)
             await consumer.commit(offsets)
         return total / (time.perf_counter() - started)
@@ -121,14 +126,14 @@ async def _consume_all(
         await consumer.stop()
 
 
-async def _raw_passthrough(settings: Settings, total: int) -> float:
+async def raw_passthrough(settings: Settings, total: int, topic: str = "signals") -> float:
     out = f"{settings.topic_prefix}raw-pass-{uuid.uuid4().hex[:6]}"
-    await _out_topics(settings, out)
+    await out_topics(settings, out)
     producer = EventProducer(settings)
     await producer.start()
     try:
-        return await _consume_all(
-            settings, total, lambda r: [Output(out, r.key, r.value, list(r.headers))], producer
+        return await consume_all(
+            settings, total, lambda r: [Output(out, r.key, r.value, list(r.headers))], producer, topic
         )
     finally:
         await producer.stop()
@@ -138,7 +143,7 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
     """Decode, correlate with the same domain function, produce the change and the state, commit."""
     incidents = f"{settings.topic_prefix}raw-inc-{uuid.uuid4().hex[:6]}"
     changelog = f"{settings.topic_prefix}raw-state-{uuid.uuid4().hex[:6]}"
-    await _out_topics(settings, incidents, changelog)
+    await out_topics(settings, incidents, changelog)
     producer = EventProducer(settings)
     await producer.start()
     state: dict[str, CorrelationState] = {}
@@ -156,13 +161,13 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
         return out
 
     try:
-        return await _consume_all(settings, total, work, producer)
+        return await consume_all(settings, total, work, producer)
     finally:
         await producer.stop()
 
 
-async def _runtime(settings: Settings, total: int) -> float:
-    stage = CorrelateStage(settings)
+async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: str) -> float:
+    """Records/s of a stage under the runtime, from its first handled record to its last committed offset."""
     first: list[float] = []
     original = stage.handle
 
@@ -176,7 +181,7 @@ async def _runtime(settings: Settings, total: int) -> float:
     await runtime.start()
     try:
         group = f"{settings.topic_prefix}{stage.name}"
-        topic = settings.topic("signals")
+        topic = settings.topic(topic_name)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
         await consumer.start()
         admin = kafka.admin(settings)

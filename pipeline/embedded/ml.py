@@ -4,11 +4,10 @@ same port, so an outage can be staged)."""
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from pipeline.embedded.process import ServerProcess, free_port
+from pipeline.embedded.process import ServerProcess, free_port, new_workdir
 
 READY_PATH = "/v1/models/anomaly-detector"
 
@@ -20,8 +19,7 @@ class ReferenceMLServer(ServerProcess):
 
     def __init__(self, workdir: Path) -> None:
         super().__init__()
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="ml-", dir=workdir))
+        self.dir = new_workdir(workdir, "ml-")
         self.log_path = self.dir / "ml.log"
         self.port = free_port()
 

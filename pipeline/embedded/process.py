@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import httpx
 
@@ -37,6 +39,13 @@ def require_binary(name: str) -> str:
         f"    bash {INSTALL_SCRIPT}\n"
         "(as root, or as a user with sudo; it installs Debian's prometheus and prometheus-alertmanager)."
     )
+
+
+def new_workdir(parent: str | Path, prefix: str) -> Path:
+    """A fresh directory for one server instance under `parent` (created if needed)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def free_port() -> int:
@@ -165,8 +174,11 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # What an error line looks like in this server's log (logfmt by default).
+    error_line: ClassVar[re.Pattern[str]] = re.compile(r"level=(error|fatal)")
+
     def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the current run's log, preceded by all of its error lines."""
+        """The last lines of the current run's log, preceded by its (last 20) earlier error lines."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self._log_offset)
@@ -174,7 +186,6 @@ class ServerProcess:
         except FileNotFoundError:
             return "<no log>"
         all_lines = text.splitlines()
-        errors = [ln for ln in all_lines if "level=error" in ln or "level=fatal" in ln]
         tail = all_lines[-lines:]
-        head = [ln for ln in errors if ln not in tail]
+        head = [ln for ln in all_lines[:-lines] if self.error_line.search(ln)][-20:]
         return "\n".join([*head, "..."] if head else []) + ("\n" if head else "") + "\n".join(tail)

@@ -24,7 +24,6 @@ history right before the test with ``end`` = now.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,13 @@ import httpx
 import yaml
 
 from pipeline.embedded.history import History
-from pipeline.embedded.process import ComponentMissingError, ServerProcess, free_port, require_binary
+from pipeline.embedded.process import (
+    ComponentMissingError,
+    ServerProcess,
+    free_port,
+    new_workdir,
+    require_binary,
+)
 
 __all__ = ["PrometheusServer", "ComponentMissingError", "require_binary", "free_port"]
 
@@ -56,10 +61,8 @@ class PrometheusServer(ServerProcess):
         super().__init__()
         self.binary = require_binary("prometheus")
         self.promtool_binary = require_binary("promtool")
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         self.history = history
-        self.dir = Path(tempfile.mkdtemp(prefix="prometheus-", dir=workdir))
+        self.dir = new_workdir(workdir, "prometheus-")
         self.data_path = self.dir / "data"
         self.openmetrics_path = self.dir / "history.om.txt"
         self.config_path = self.dir / "prometheus.yml"

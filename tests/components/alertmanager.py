@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,13 @@ from typing import Any
 
 import yaml
 
-from pipeline.embedded.process import ComponentMissingError, ServerProcess, free_port, require_binary
+from pipeline.embedded.process import (
+    ComponentMissingError,
+    ServerProcess,
+    free_port,
+    new_workdir,
+    require_binary,
+)
 
 __all__ = ["AlertmanagerServer", "ComponentMissingError", "require_binary", "free_port"]
 
@@ -58,9 +63,7 @@ class AlertmanagerServer(ServerProcess):
         super().__init__()
         self.binary = require_binary("alertmanager")
         self.amtool_binary = require_binary("amtool")
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="alertmanager-", dir=workdir))
+        self.dir = new_workdir(workdir, "alertmanager-")
         self.storage_path = self.dir / "data"
         self.config_path = self.dir / "alertmanager.yml"
         self.log_path = self.dir / "alertmanager.log"

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Provide the real Kubernetes API server the integration tests (pipeline/embedded/kube.py) start:
+#   - kube-apiserver v1.31.3, built from the Go module proxy with the recipe in deploy/kube-apiserver
+#     (go.mod pins k8s.io/kubernetes and replaces its staging modules), cached as
+#     ${PIPELINE_CACHE_DIR:-~/.cache/pipeline}/kube/v1.31.3/kube-apiserver;
+#   - etcd from Debian's `etcd-server` (3.4.23), installed with apt when `etcd` is not on PATH.
+#
+# Idempotent and fast (a few ms) when both are present: no go, no apt, no sudo. A cold build takes
+# 5-7 min on 2 cores and downloads ~1 GB of modules; with warm Go caches ~20 s. Reproducible: the same
+# binary whatever the state of the caches.
+#
+# Needs Go >= 1.22 on PATH (`go`, or /usr/local/go/bin/go). Without one, a Go toolchain is fetched from
+# the Go module proxy (golang.org/toolchain, the module `go` itself uses for GOTOOLCHAIN downloads) into
+# the cache. The apt part runs as root, or through sudo.
+#
+# Environment:
+#   PIPELINE_CACHE_DIR         cache root (default ~/.cache/pipeline), as for the Kafka jars.
+#   KUBE_APISERVER_FORCE_BUILD=1   rebuild even when the cached binary exists.
+set -euo pipefail
+
+KUBE_VERSION=v1.31.3
+KUBE_COMMIT=c83cbee114ddb732cdc06d3d1b62c9eb9220726f # tag v1.31.3 (the module proxy's .info Origin)
+KUBE_BUILD_DATE=2024-11-19T13:48:19Z                  # the tag's time, so the binary is reproducible
+FALLBACK_GO=go1.23.12                                 # only when no usable Go is installed
+
+log() { printf '[build-kube-apiserver] %s\n' "$*" >&2; }
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+RECIPE="$ROOT/deploy/kube-apiserver"
+CACHE_ROOT="${PIPELINE_CACHE_DIR:-$HOME/.cache/pipeline}"
+BIN_DIR="$CACHE_ROOT/kube/$KUBE_VERSION"
+BIN="$BIN_DIR/kube-apiserver"
+
+# ---------------------------------------------------------------------------------------------------
+# etcd (Debian etcd-server). `--install-etcd` is the root-only part, re-entered through sudo if needed.
+POLICY=/usr/sbin/policy-rc.d
+POLICY_MARK="# temporary policy-rc.d written by build-kube-apiserver.sh"
+remove_policy() {
+  if grep -qF "$POLICY_MARK" "$POLICY" 2>/dev/null; then
+    rm -f "$POLICY"
+  fi
+}
+install_etcd_as_root() {
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
+  local apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  # The postinst starts the packaged daemon (etcd on localhost:2379/2380) unless policy-rc.d forbids it,
+  # exactly as for Prometheus in install-components.sh: forbid it while we install.
+  if [[ ! -e "$POLICY" ]]; then
+    printf '#!/bin/sh\n%s\nexit 101\n' "$POLICY_MARK" >"$POLICY"
+    chmod 0755 "$POLICY"
+    trap remove_policy EXIT
+    log "installed temporary $POLICY (exit 101) so the postinst does not start etcd"
+  fi
+  local cand
+  cand="$(apt-cache policy etcd-server 2>/dev/null | awk '/Candidate:/ {print $2}')"
+  if [[ -z "$cand" || "$cand" == "(none)" ]]; then
+    log "apt-get update"
+    apt-get -q -o DPkg::Lock::Timeout=300 update >&2
+  fi
+  log "apt-get install etcd-server"
+  if ! apt-get install "${apt_opts[@]}" etcd-server >&2; then
+    log "install failed; refreshing package lists and retrying once"
+    apt-get -q -o DPkg::Lock::Timeout=300 update >&2
+    apt-get install "${apt_opts[@]}" etcd-server >&2
+  fi
+  # Whatever a pre-existing permissive policy or systemd did: the tests start their own etcd.
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl stop etcd.service >/dev/null 2>&1 || true
+    systemctl disable etcd.service >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/etcd ]]; then
+    /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    update-rc.d etcd disable >/dev/null 2>&1 || true
+  fi
+}
+
+if [[ "${1:-}" == "--install-etcd" ]]; then
+  install_etcd_as_root
+  exit 0
+fi
+
+ensure_etcd() {
+  if command -v etcd >/dev/null 2>&1; then
+    return 0
+  fi
+  log "etcd not found: installing Debian's etcd-server"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "ERROR: apt-get not found; install etcd 3.4+ by hand (the tests look for \`etcd\` on PATH)"
+    exit 1
+  fi
+  if [[ "$(id -u)" -eq 0 ]]; then
+    install_etcd_as_root
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo bash "$0" --install-etcd
+  else
+    log "ERROR: installing etcd-server needs root, and sudo is not available. Run as root:"
+    log "       su -c 'bash $0 --install-etcd'"
+    exit 1
+  fi
+  command -v etcd >/dev/null 2>&1 || { log "ERROR: etcd still missing after the install"; exit 1; }
+  log "installed $(etcd --version 2>/dev/null | head -n1)"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Go: the one on PATH (>= 1.22), else /usr/local/go, else a toolchain from the module proxy.
+go_ok() { # $1 = go binary; true when it is Go >= 1.22
+  local v
+  v="$("$1" env GOVERSION 2>/dev/null)" || return 1
+  [[ "$v" =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= 22))
+}
+
+find_go() {
+  local candidate
+  for candidate in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE_ROOT/go/$FALLBACK_GO/bin/go"; do
+    if [[ -n "$candidate" && -x "$candidate" ]] && go_ok "$candidate"; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+fetch_go() { # the same zip `GOTOOLCHAIN=goX.Y.Z` would download, into $CACHE_ROOT/go/$FALLBACK_GO
+  local arch dest tmp
+  case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) log "ERROR: no Go toolchain for $(uname -m); install Go >= 1.22"; exit 1 ;;
+  esac
+  dest="$CACHE_ROOT/go/$FALLBACK_GO"
+  tmp="$(mktemp -d "$CACHE_ROOT/go/.fetch.XXXXXX")"
+  local url="https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-$FALLBACK_GO.linux-$arch.zip"
+  log "no Go >= 1.22 found: fetching $url"
+  curl -fsSL --retry 3 -o "$tmp/go.zip" "$url"
+  (cd "$tmp" && unzip -q go.zip)
+  # A module zip: every entry under golang.org/toolchain@<version>/; zips carry no exec bits.
+  local top="$tmp/golang.org/toolchain@v0.0.1-$FALLBACK_GO.linux-$arch"
+  [[ -x "$top/bin/go" || -f "$top/bin/go" ]] || { log "ERROR: unexpected toolchain zip layout"; exit 1; }
+  chmod +x "$top"/bin/* "$top"/pkg/tool/*/*
+  rm -rf "$dest"
+  mv "$top" "$dest"
+  rm -rf "$tmp"
+}
+
+build_kube_apiserver() {
+  local go_bin
+  if ! go_bin="$(find_go)"; then
+    mkdir -p "$CACHE_ROOT/go"
+    fetch_go
+    go_bin="$(find_go)" || { log "ERROR: the fetched Go toolchain does not run"; exit 1; }
+  fi
+  mkdir -p "$BIN_DIR"
+  local tmp="$BIN.tmp.$$"
+  local ldflags="-s -w"
+  ldflags+=" -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=31"
+  ldflags+=" -X k8s.io/component-base/version.gitCommit=$KUBE_COMMIT"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ldflags+=" -X k8s.io/component-base/version.buildDate=$KUBE_BUILD_DATE"
+  log "building kube-apiserver $KUBE_VERSION with $("$go_bin" env GOVERSION) (module proxy: $("$go_bin" env GOPROXY))"
+  log "  cold: 5-7 min on 2 cores and ~1 GB in the module cache; with warm Go caches: ~20 s"
+  local start end
+  start=$(date +%s)
+  # -mod=readonly: go.mod/go.sum in the repo are complete and are never rewritten by a build.
+  # GOFLAGS replaces the user's (e.g. -mod=vendor would break this module); -buildvcs=false because the
+  # recipe lives inside this git checkout and its state must not change the binary.
+  (cd "$RECIPE" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOWORK=off \
+    nice -n 10 "$go_bin" build -ldflags="$ldflags" -o "$tmp" k8s.io/kubernetes/cmd/kube-apiserver) >&2 || {
+    rm -f "$tmp"
+    log "ERROR: go build failed (above)"
+    exit 1
+  }
+  "$tmp" --version >/dev/null || { rm -f "$tmp"; log "ERROR: the built binary does not run"; exit 1; }
+  mv -f "$tmp" "$BIN"
+  end=$(date +%s)
+  log "built $BIN ($("$BIN" --version), $(du -m "$BIN" | cut -f1) MB) in $((end - start)) s"
+}
+
+# ---------------------------------------------------------------------------------------------------
+ensure_etcd
+if [[ -x "$BIN" && -z "${KUBE_APISERVER_FORCE_BUILD:-}" ]]; then
+  log "present: $BIN, $(command -v etcd)"
+  exit 0
+fi
+mkdir -p "$BIN_DIR"
+exec 9>"$BIN_DIR/.build.lock"
+if ! flock -n 9; then
+  log "another build is running; waiting for it"
+  flock 9
+fi
+if [[ -x "$BIN" && -z "${KUBE_APISERVER_FORCE_BUILD:-}" ]]; then
+  log "present: $BIN (built by the other run)"
+  exit 0
+fi
+build_kube_apiserver
