@@ -155,7 +155,8 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
 
 
 async def _paced(base: Settings, rate: int, seconds: float) -> tuple[list[float], list[float]]:
-    """Proposals at `rate`/s for `seconds` into a running stage; latencies as a consumer of decisions sees them."""
+    """Proposals at `rate`/s for `seconds` (after a warm-up) into a running stage; latencies as a consumer of
+    decisions sees them."""
     settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}."})
     await apply(settings)
     runtime = StageRuntime(settings, ArbitrateStage(settings))
@@ -168,7 +169,8 @@ async def _paced(base: Settings, rate: int, seconds: float) -> tuple[list[float]
     await producer.start()
     seen: list[float] = []
     inside: list[float] = []
-    count = int(rate * seconds)
+    warmup = max(rate * 2, 50)  # the first seconds after topics are created are not steady state: not counted
+    count = int(rate * seconds) + warmup
 
     async def collect() -> None:
         while len(seen) < count:
@@ -194,7 +196,7 @@ async def _paced(base: Settings, rate: int, seconds: float) -> tuple[list[float]
             if delay > 0:
                 await asyncio.sleep(delay)
         await asyncio.wait_for(collector, 60)
-        return seen, inside
+        return seen[warmup:], inside[warmup:]
     finally:
         await producer.stop()
         await consumer.stop()
