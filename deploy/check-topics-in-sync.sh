@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The chart renders its own copy of the topic specs (Helm reads only files inside the chart):
-# deploy/helm/pipeline/files/topics/ must equal topics/. Exits 1 on any difference, with the fix.
+# The chart renders its own copies of the topic specs and of the remediation rules (Helm reads only files
+# inside the chart): deploy/helm/pipeline/files/topics/ must equal topics/, and
+# deploy/helm/pipeline/files/rules/remediation.yaml must equal rules/remediation.yaml. Exits 1 on any
+# difference, with the fix.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source_dir="$root/topics"
@@ -21,10 +23,31 @@ for name in $names; do
   fi
 done
 
+rules_source="$root/rules/remediation.yaml"
+rules_copy="$root/deploy/helm/pipeline/files/rules/remediation.yaml"
+rules_drift=0
+if [[ ! -f "$rules_copy" ]]; then
+  echo "missing in the chart: files/rules/remediation.yaml"
+  rules_drift=1
+elif [[ ! -f "$rules_source" ]]; then
+  echo "only in the chart (removed from rules/?): files/rules/remediation.yaml"
+  rules_drift=1
+elif ! diff -u --label "rules/remediation.yaml" --label "deploy/helm/pipeline/files/rules/remediation.yaml" \
+    "$rules_source" "$rules_copy"; then
+  rules_drift=1
+fi
+
 if [[ $drift -ne 0 ]]; then
   echo
   echo "The chart's topic specs differ from topics/. Refresh the copy:"
   echo "  rm -f deploy/helm/pipeline/files/topics/*.yaml && cp topics/*.yaml deploy/helm/pipeline/files/topics/"
+fi
+if [[ $rules_drift -ne 0 ]]; then
+  echo
+  echo "The chart's remediation rules differ from rules/remediation.yaml. Refresh the copy:"
+  echo "  cp rules/remediation.yaml deploy/helm/pipeline/files/rules/remediation.yaml"
+fi
+if [[ $drift -ne 0 || $rules_drift -ne 0 ]]; then
   exit 1
 fi
-echo "topic specs in sync: $(echo "$names" | wc -w) file(s)"
+echo "topic specs in sync: $(echo "$names" | wc -w) file(s); remediation rules in sync"

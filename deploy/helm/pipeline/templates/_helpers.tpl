@@ -367,3 +367,81 @@ KSERVE_PREDICTOR_PORT*) rather than as a model.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The remediation rules file (the versioned actions, exclusive groups and rules): remediation.rules when
+set, else the chart's copy files/rules/remediation.yaml (of rules/remediation.yaml, kept in sync by
+deploy/check-topics-in-sync.sh). Fails when it is not a YAML map with version and actions; the app
+validates the rest on start (pipeline.domain.arbitration.load_rules).
+*/}}
+{{- define "pipeline.remediationRules" -}}
+{{- $source := "remediation.rules" }}
+{{- $text := .Values.remediation.rules }}
+{{- if not $text }}
+{{- $source = "files/rules/remediation.yaml" }}
+{{- $text = .Files.Get $source }}
+{{- end }}
+{{- if not $text }}
+{{- fail "files/rules/remediation.yaml is missing (copy rules/remediation.yaml there) and remediation.rules is empty" }}
+{{- end }}
+{{- $parsed := fromYaml $text }}
+{{- if hasKey $parsed "Error" }}
+{{- fail (printf "%s is not a YAML map: %s" $source $parsed.Error) }}
+{{- end }}
+{{- if not (and (hasKey $parsed "version") (hasKey $parsed "actions")) }}
+{{- fail (printf "%s needs version and actions (see rules/remediation.yaml)" $source) }}
+{{- end }}
+{{- $text }}
+{{- end }}
+
+{{- define "pipeline.remediationRulesName" -}}
+{{- printf "%s-remediation-rules" (include "pipeline.fullname" .) }}
+{{- end }}
+
+{{/*
+Remediation settings, only for the components that read them; call with (dict "root" $ "policy" bool).
+Every such component gets REMEDIATION_RULES_PATH (the rules ConfigMap mounted by
+pipeline.remediationVolumeMounts); with policy (arbitrate, gateway) also the arbitration policy, the same
+values in both, so the gateway's /api/v1/status shows what arbitrate enforces. remediation.approval null
+leaves REMEDIATION_APPROVAL unset (the app's defaults); a list, even [], is sent as JSON.
+*/}}
+{{- define "pipeline.remediationEnv" -}}
+{{- $r := .root.Values.remediation }}
+- name: REMEDIATION_RULES_PATH
+  value: /etc/pipeline/rules/remediation.yaml
+{{- if .policy }}
+- name: REMEDIATION_KILL_SWITCH
+  value: {{ $r.killSwitch | quote }}
+- name: REMEDIATION_PROTECTED_NAMESPACES
+  value: {{ join "," (default (list) $r.protectedNamespaces) | quote }}
+- name: REMEDIATION_COOLDOWN_S
+  value: {{ $r.cooldownSeconds | quote }}
+- name: REMEDIATION_NAMESPACE_BUDGET
+  value: {{ $r.namespaceBudget | int | quote }}
+- name: REMEDIATION_ACTION_TIMEOUT_S
+  value: {{ $r.actionTimeoutSeconds | quote }}
+- name: REMEDIATION_DECIDED_MEMORY
+  value: {{ $r.decidedMemory | int | quote }}
+- name: CONFIDENCE_THRESHOLD
+  value: {{ $r.confidenceThreshold | quote }}
+{{- if not (kindIs "invalid" $r.approval) }}
+- name: REMEDIATION_APPROVAL
+  value: {{ $r.approval | toJson | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pipeline.remediationVolumeMounts" -}}
+- name: remediation-rules
+  mountPath: /etc/pipeline/rules
+  readOnly: true
+{{- end }}
+
+{{- define "pipeline.remediationVolumes" -}}
+- name: remediation-rules
+  configMap:
+    name: {{ include "pipeline.remediationRulesName" . }}
+    items:
+      - key: remediation.yaml
+        path: remediation.yaml
+{{- end }}
