@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         embedded_broker=not settings.kafka_bootstrap_servers,
         apply_topics=True,
         embedded_ml=True,
+        watch=settings.kube_watch,
     )
     return run(settings, plan)
 
@@ -43,6 +44,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     _require_broker(settings)
     if args.name == "ingest":
         return run(settings, Plan(ingest=True))
+    if args.name == "watch":
+        return run(settings, Plan(watch=True))
     return run(settings, Plan(stages=[args.name]))
 
 
@@ -142,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")
-    stage.add_argument("name", choices=["ingest", "correlate", "enrich", "score", "propose", "arbitrate"])
+    stage.add_argument("name", choices=["ingest", "watch", "correlate", "enrich", "score", "propose", "arbitrate"])
     stage.add_argument("--port", type=int)
     stage.set_defaults(func=cmd_stage)
 

@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     )
 
     # Embedded default.
+    # Kubernetes watch (issue 6): cluster objects and events become signals.
+    kube_watch: bool = False  # `pipeline run` starts the watcher only when this is on
+    kubeconfig: str = Field(default="", validation_alias=AliasChoices("kubeconfig", "KUBECONFIG"))  # empty: in-cluster
+    kube_context: str = ""
+    cluster_name: str = ""  # the signals' origin
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated globs; empty: all
+    watch_exclude_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    watch_event_apis: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["core", "events.k8s.io"])
+    watch_probe_failure_threshold: int = Field(default=3, ge=1)
+    watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch resumes from its rv
+    watch_lease_name: str = "pipeline-watch"
+    watch_lease_namespace: str = ""  # empty: NAMESPACE, else "default"
+    watch_lease_duration_s: float = Field(default=15.0, gt=0)
+    watch_lease_renew_s: float = Field(default=5.0, gt=0)
+    watch_lease_retry_s: float = Field(default=2.0, gt=0)
+    watch_identity: str = ""  # empty: hostname-pid
     # Remediation arbitration (issue 5): the rules file and the policy every decision is held to.
     remediation_rules_path: Path = Field(default_factory=lambda: Path(__file__).resolve().parents[1] / "rules"
                                          / "remediation.yaml")
@@ -145,7 +161,8 @@ class Settings(BaseSettings):
     def _seconds(cls, value: object) -> object:
         return go_duration_seconds(value) if isinstance(value, str) else value
 
-    @field_validator("remediation_protected_namespaces", mode="before")
+    @field_validator("remediation_protected_namespaces", "watch_namespaces", "watch_exclude_namespaces",
+                     "watch_event_apis", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

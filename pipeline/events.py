@@ -385,11 +385,37 @@ class ArbitrationState(Payload):
     decided: dict[str, Outcome] = Field(default_factory=dict, description="Recent proposal ids and outcomes")
 
 
+class WatchedCondition(BaseModel):
+    """A condition of a Kubernetes object the watcher emitted as firing (and will resolve when it goes)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    fingerprint: str
+    name: str
+    severity: Severity
+    resource: Resource
+    starts_at: datetime
+    summary: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class WatchState(Payload):
+    """Changelog of the Kubernetes watcher: what it emitted per object uid (a tombstone once nothing fires),
+    so a restarted or new leader re-lists without emitting anything twice."""
+
+    event_type: ClassVar[str] = "pipeline.watch.state.v1"
+    key_field: ClassVar[str] = "uid"
+    uid: str
+    kind: str
+    namespace: str = ""
+    name: str
+    conditions: dict[str, WatchedCondition] = Field(default_factory=dict)
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     model.event_type: model
     for model in (
         Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, FeaturesComputed, ScoreComputed,
-        RemediationProposed, ActionReleased, DecisionMade, ArbitrationState,
+        RemediationProposed, ActionReleased, DecisionMade, ArbitrationState, WatchState,
     )
 }
 

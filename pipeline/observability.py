@@ -117,3 +117,12 @@ COORDINATION_ACTIVE = Gauge("coordination_active_actions", "Approved actions hol
 COORDINATION_REDECIDED = Counter(
     "pipeline_arbitrate_already_decided_total", "Proposals skipped because their id was already decided"
 )
+
+# The Kubernetes watcher.
+WATCH_EVENTS = Counter("pipeline_watch_events_total", "Watch events received", ["collection", "type"])
+WATCH_SIGNALS = Counter("pipeline_watch_signals_total", "Signals published by the watcher", ["name", "status"])
+WATCH_RELISTS = Counter("pipeline_watch_relists_total", "Re-lists after 410 Gone", ["collection"])
+WATCH_STREAM_ERRORS = Counter(
+    "pipeline_watch_stream_errors_total", "Lists or watches that failed and were retried", ["collection"]
+)
+WATCH_LEADER = Gauge("pipeline_watch_leader", "1 while this instance holds the watch Lease")

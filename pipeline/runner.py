@@ -29,6 +29,7 @@ class Plan:
     embedded_broker: bool = False
     apply_topics: bool = False
     embedded_ml: bool = False  # serve the reference ML service when no ML dependency is configured
+    watch: bool = False  # the Kubernetes watcher (under leader election)
 
 
 class Process:
@@ -41,6 +42,7 @@ class Process:
         self.ready = asyncio.Event()
         self.url: str | None = None
         self.broker: Any = None
+        self.watch: Any = None  # WatchService when the plan watches Kubernetes
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -56,6 +58,7 @@ class Process:
             await self._start_embedded_ml()
         await self._start_stages()
         await self._start_http()
+        await self._start_watch()
         self.ready.set()
         log.info("ready", seconds=round(time.perf_counter() - started, 3), url=self.url, plan=self.plan.__dict__)
 
@@ -102,6 +105,19 @@ class Process:
             runtime = StageRuntime(self.settings, classes[name](self.settings))
             await runtime.start()
             self._stops.append(runtime.stop)
+
+    async def _start_watch(self) -> None:
+        if not self.plan.watch:
+            return
+        from pipeline.bus.producer import EventProducer
+        from pipeline.ingest.kube import WatchService
+
+        producer = EventProducer(self.settings)
+        await producer.start()
+        self._stops.append(producer.stop)
+        self.watch = WatchService(self.settings, producer)
+        await self.watch.start()
+        self._stops.append(self.watch.stop)
 
     async def _start_http(self) -> None:
         if not (self.plan.ingest or self.plan.gateway):

@@ -1,0 +1,112 @@
+"""Kubernetes API access for the watcher: a client from a kubeconfig or the pod's service account, and raw
+list/watch streams of plain dicts.
+
+Objects stay JSON dicts (no model deserialisation: it costs more than the rest of the watcher and
+kubernetes-asyncio's events.k8s.io models reject core Events). A watch starts from the list's
+resourceVersion with bookmarks, ends when the server times it out (the caller resumes from the last
+resourceVersion), and raises `Gone` on 410 so the caller re-lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from pipeline.config import Settings
+
+ListFunction = Callable[..., Awaitable[Any]]
+
+
+class Gone(Exception):
+    """410: the resourceVersion is too old for a watch; re-list."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One watched collection: the object kind it holds and the list function of its API."""
+
+    name: str  # "pods", "nodes", "deployments", "events (core)", "events (events.k8s.io)"
+    kind: str  # Pod, Node, Deployment, Event
+    list_function: ListFunction
+
+
+async def api_client(settings: Settings) -> client.ApiClient:
+    """An ApiClient from `KUBECONFIG` (and `KUBE_CONTEXT`), else the in-cluster service account."""
+    cfg = client.Configuration()
+    if settings.kubeconfig:
+        await config.load_kube_config(config_file=settings.kubeconfig, context=settings.kube_context or None,
+                                      client_configuration=cfg, persist_config=False)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    cfg.client_side_validation = False
+    client.Configuration.set_default(cfg)  # models built without a configuration use the default one
+    return client.ApiClient(configuration=cfg)
+
+
+def watched(api: client.ApiClient, event_apis: list[str]) -> list[Collection]:
+    """Pods, Nodes and Deployments cluster-wide, and Events from the APIs asked for (core, events.k8s.io;
+    both are views of the same objects, told apart by nothing but their format)."""
+    core, apps, events = client.CoreV1Api(api), client.AppsV1Api(api), client.EventsV1Api(api)
+    out = [
+        Collection("pods", "Pod", core.list_pod_for_all_namespaces),
+        Collection("nodes", "Node", core.list_node),
+        Collection("deployments", "Deployment", apps.list_deployment_for_all_namespaces),
+    ]
+    if "core" in event_apis:
+        out.append(Collection("events (core)", "Event", core.list_event_for_all_namespaces))
+    if "events.k8s.io" in event_apis:
+        out.append(Collection("events (events.k8s.io)", "Event", events.list_event_for_all_namespaces))
+    return out
+
+
+async def list_all(resource: Collection, page: int = 500) -> tuple[list[dict[str, Any]], str]:
+    """Every object of the collection (paginated) and the list's resourceVersion."""
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        response = await resource.list_function(**kwargs)
+        try:
+            body = json.loads(await response.read())
+        finally:
+            response.release()
+        items.extend(body.get("items") or [])
+        meta = body.get("metadata") or {}
+        token = meta.get("continue")
+        if not token:
+            return items, str(meta.get("resourceVersion", ""))
+
+
+async def watch(resource: Collection, resource_version: str, timeout_s: int) -> AsyncIterator[tuple[str, Any]]:
+    """(type, object) events after `resource_version`; ("BOOKMARK", rv) carries a newer resourceVersion.
+    Ends when the server closes the watch after `timeout_s`; raises Gone on 410."""
+    response = await resource.list_function(
+        watch=True, resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_s,
+        _preload_content=False, _request_timeout=timeout_s + 30,
+    )
+    buffer = b""
+    try:
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone(obj.get("message", "resourceVersion too old"))
+                    raise client.ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
+                if kind == "BOOKMARK":
+                    yield "BOOKMARK", (obj.get("metadata") or {}).get("resourceVersion", resource_version)
+                    continue
+                yield kind, obj
+    finally:
+        response.release()

@@ -1,0 +1,289 @@
+"""The Kubernetes watcher: cluster objects and events become signals beside Alertmanager's.
+
+One active instance (a Lease, `pipeline.adapters.lease`). When it becomes leader it reads what was already
+emitted (the compacted `watch.state` topic), lists every watched collection and watches each from its
+list's resourceVersion with bookmarks; on 410 it re-lists, on errors it reconnects with backoff. Every
+list and change goes through one publisher, in order: `pipeline.domain.kube_signals.diff` says which
+conditions fire or resolve, the signals are produced (keyed by resource, so they correlate with alerts on
+the same object) together with the new state, and only once the broker has them does the watcher
+remember them. A re-list after a restart, a 410 or a failover therefore emits only real changes: what
+fired while nobody watched, and what resolved (objects deleted meanwhile included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.adapters.kube import Collection, Gone, list_all, watch, watched
+from pipeline.bus.producer import EventProducer, Output
+from pipeline.config import Settings
+from pipeline.domain.kube_signals import WatchFilter, conditions, diff
+from pipeline.events import Event, Signal, WatchState
+from pipeline.observability import (
+    WATCH_EVENTS,
+    WATCH_LEADER,
+    WATCH_RELISTS,
+    WATCH_SIGNALS,
+    WATCH_STREAM_ERRORS,
+    get_logger,
+)
+
+log = get_logger("pipeline.watch")
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    kind: str
+    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Changed:
+    kind: str
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: dict[str, Any]
+
+
+class _Backoff:
+    """Exponential backoff with full jitter, 0.5 s to 30 s."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    async def sleep(self) -> None:
+        self.attempt += 1
+        await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2 ** self.attempt)))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid", ""))
+
+
+class KubeWatcher:
+    """The leader's work: restore, list, watch, publish. Stateless between leaderships except for `state`,
+    which is re-read from the topic each time it starts leading."""
+
+    def __init__(self, settings: Settings, producer: EventProducer, collections: list[Collection],
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.collections = collections
+        self.filter = WatchFilter(tuple(settings.watch_namespaces), tuple(settings.watch_exclude_namespaces),
+                                  settings.watch_probe_failure_threshold)
+        self.signals_topic = settings.topic("signals")
+        self.state_topic = settings.topic("watch.state")
+        self.origin = settings.cluster_name or "kubernetes"
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.state: dict[str, WatchState] = {}
+        self.synced = asyncio.Event()  # every collection listed and published once in this leadership
+        self._queue: asyncio.Queue[_Listed | _Changed] = asyncio.Queue(maxsize=10_000)
+        self._unsynced: set[str] = set()
+
+    async def run(self) -> None:
+        """Lead: restore what was emitted, then follow every collection until cancelled."""
+        from pipeline.bus.stage import ChangelogReader
+
+        self.synced.clear()
+        self.state = {}
+        for record, event in await ChangelogReader(self.settings).read(self.state_topic,
+                                                                          await self._state_partitions()):
+            if event is not None and isinstance(event.payload, WatchState) and event.payload.conditions:
+                self.state[event.payload.uid] = event.payload
+            elif record.key is not None:  # a tombstone (or an empty state): nothing fires on that object
+                self.state.pop(record.key.decode(), None)
+        self._queue = asyncio.Queue(maxsize=10_000)
+        self._unsynced = {c.name for c in self.collections}
+        log.info("watching", collections=[c.name for c in self.collections], remembered=len(self.state))
+        tasks = [asyncio.create_task(self._publish_loop(), name="watch-publisher")]
+        tasks += [asyncio.create_task(self._follow(c), name=f"watch-{c.name}") for c in self.collections]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _state_partitions(self) -> list[int]:
+        from pipeline.bus import kafka
+
+        return (await kafka.partitions(self.settings, self.state_topic))[self.state_topic]
+
+    async def _follow(self, collection: Collection) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                items, rv = await list_all(collection)
+            except Exception as exc:  # noqa: BLE001 - API server down or forbidden: keep trying
+                WATCH_STREAM_ERRORS.labels(collection.name).inc()
+                log.warning("list failed", collection=collection.name, error=repr(exc))
+                await backoff.sleep()
+                continue
+            await self._queue.put(_Listed(collection.kind, items))
+            self._mark_listed(collection.name)
+            while True:
+                try:
+                    async for kind, obj in watch(collection, rv, self.settings.watch_timeout_s):
+                        if kind == "BOOKMARK":
+                            rv = obj
+                            continue
+                        rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
+                        WATCH_EVENTS.labels(collection.name, kind).inc()
+                        await self._queue.put(_Changed(collection.kind, kind, obj))
+                    backoff.reset()
+                except Gone:
+                    WATCH_RELISTS.labels(collection.name).inc()
+                    log.info("resourceVersion expired, re-listing", collection=collection.name, rv=rv)
+                    break
+                except Exception as exc:  # noqa: BLE001 - connection lost: resume from rv after a pause
+                    WATCH_STREAM_ERRORS.labels(collection.name).inc()
+                    log.warning("watch interrupted", collection=collection.name, error=repr(exc))
+                    await backoff.sleep()
+
+    def _mark_listed(self, name: str) -> None:
+        self._unsynced.discard(name)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < MAX_BATCH and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            signals, pending = self.apply(items)
+            outputs = [Output.event(self.signals_topic, Event.of(s, source="pipeline/watch", id=s.signal_id,
+                                                                 subject=s.resource_key))
+                       for s in signals]
+            outputs += [self._state_output(uid, st) for uid, st in pending.items()]
+            backoff = _Backoff()
+            while outputs:
+                try:
+                    await self.producer.publish(outputs)
+                    break
+                except Exception as exc:  # noqa: BLE001 - broker unavailable: hold everything, retry
+                    log.warning("publish failed, retrying", error=repr(exc), records=len(outputs))
+                    await backoff.sleep()
+            for uid, st in pending.items():
+                if st is None:
+                    self.state.pop(uid, None)
+                else:
+                    self.state[uid] = st
+            for s in signals:
+                WATCH_SIGNALS.labels(s.name, s.status).inc()
+            if not self._unsynced and self._queue.empty() and not self.synced.is_set():
+                self.synced.set()
+                log.info("synced", remembered=len(self.state))
+
+    def _state_output(self, uid: str, state: WatchState | None) -> Output:
+        if state is None:  # a tombstone: compaction forgets the object
+            return Output(self.state_topic, uid.encode(), None)
+        return Output.event(self.state_topic, Event.of(state, source="pipeline/watch"))
+
+    def apply(self, items: list[_Listed | _Changed]) -> tuple[list[Signal], dict[str, WatchState | None]]:
+        """Signals for a batch of lists and changes, and the state writes they imply (None: tombstone)."""
+        now = self.clock()
+        pending: dict[str, WatchState | None] = {}
+        signals: list[Signal] = []
+
+        def current(uid: str) -> WatchState | None:
+            return pending[uid] if uid in pending else self.state.get(uid)
+
+        def update(kind: str, uid: str, obj: dict[str, Any] | None, previous: WatchState | None) -> None:
+            found = conditions(kind, obj, self.filter) if obj is not None else []
+            emitted = previous.conditions if previous is not None else {}
+            if not found and not emitted:
+                return  # the common case: a healthy object
+            d = diff(uid, emitted, found, now, self.origin)
+            signals.extend(d.signals)
+            if d.state == emitted:
+                return
+            if not d.state:
+                pending[uid] = None
+                return
+            meta = (obj or {}).get("metadata") or {}
+            pending[uid] = WatchState(uid=uid, kind=kind, namespace=meta.get("namespace", previous.namespace
+                                                                             if previous else ""),
+                                      name=meta.get("name", previous.name if previous else ""), conditions=d.state)
+
+        for item in items:
+            if isinstance(item, _Listed):
+                listed = set()
+                for obj in item.items:
+                    uid = _uid(obj)
+                    listed.add(uid)
+                    update(item.kind, uid, obj, current(uid))
+                remembered = {u for u, s in {**self.state, **pending}.items() if s is not None and s.kind == item.kind}
+                for uid in sorted(remembered - listed):  # deleted while nobody watched
+                    update(item.kind, uid, None, current(uid))
+            else:
+                uid = _uid(item.obj)
+                update(item.kind, uid, None if item.type == "DELETED" else item.obj, current(uid))
+        return signals, pending
+
+
+def identity(settings: Settings) -> str:
+    return settings.watch_identity or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WatchService:
+    """The watcher under leader election, with its own API client; `start`/`stop` like the other parts."""
+
+    def __init__(self, settings: Settings, producer: EventProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.watcher: KubeWatcher | None = None
+        self.elector: Any = None
+        self._api: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from pipeline.adapters.kube import api_client
+        from pipeline.adapters.lease import LeaderElector
+
+        s = self.settings
+        self._api = await api_client(s)
+        self.watcher = KubeWatcher(s, self.producer, watched(self._api, s.watch_event_apis))
+        self.elector = LeaderElector(self._api, s.watch_lease_namespace or s.namespace or "default",
+                                     s.watch_lease_name, identity(s), duration=s.watch_lease_duration_s,
+                                     renew=s.watch_lease_renew_s, retry=s.watch_lease_retry_s)
+
+        async def lead() -> None:
+            WATCH_LEADER.set(1)
+            try:
+                assert self.watcher is not None
+                await self.watcher.run()
+            finally:
+                WATCH_LEADER.set(0)
+
+        self._task = asyncio.create_task(self.elector.run(lead), name="watch-election")
+        log.info("watch started", identity=identity(s), lease=s.watch_lease_name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._api is not None:
+            await self._api.close()
+
+    async def wait_synced(self, timeout: float) -> None:
+        """Until this instance leads and has published a first full list (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self.watcher is None or not self.watcher.synced.is_set():
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the watcher did not sync")
+            await asyncio.sleep(0.05)
