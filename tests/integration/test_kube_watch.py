@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal as signal_module
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -292,3 +296,29 @@ async def test_node_conditions_become_signals(env: Env) -> None:
     finally:
         await stop(service, producer)
         await core.delete_node(node)
+
+
+async def test_pipeline_stage_watch_runs_from_the_environment_and_releases_its_lease_on_sigterm(
+    env: Env, admin: ApiClient, tmp_path: Path
+) -> None:
+    core, ns, s = env.core, env.ns, env.settings
+    environ = {
+        **os.environ, "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "TOPIC_PREFIX": s.topic_prefix,
+        "KUBECONFIG": s.kubeconfig, "WATCH_NAMESPACES": ns, "WATCH_LEASE_NAMESPACE": ns, "CLUSTER_NAME": "prod-eu",
+        "WATCH_IDENTITY": "cli", "HOST": "127.0.0.1", "PORT": "0", "LOG_LEVEL": "WARNING",
+    }
+    log = (tmp_path / "watch.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage", "watch"], env=environ, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        await core.create_namespaced_pod(ns, pod_manifest("api"))
+        await core.patch_namespaced_pod_status("api", ns, crashloop_status())
+        await until_signals(s, Counter({("api", "CrashLoopBackOff", "firing"): 1}), timeout=60)
+        (signal,) = await kube_signals(s)
+        assert signal["origin"] == "prod-eu"
+    finally:
+        proc.send_signal(signal_module.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+    assert code == 0, (tmp_path / "watch.log").read_text()[-3000:]
+    lease = await CoordinationV1Api(admin).read_namespaced_lease("pipeline-watch", ns)
+    assert lease.spec.holder_identity is None  # released: a standby need not wait for it to expire
