@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     watch_event_apis: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["core", "events.k8s.io"])
     watch_probe_failure_threshold: int = Field(default=3, ge=1)
     watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch resumes from its rv
+    watch_crashloop_settle_s: float = Field(default=300.0, ge=0)  # a crash loop is over after this long running
+    watch_resync_s: float = Field(default=60.0, gt=0)  # re-evaluate objects with firing conditions this often
     watch_lease_name: str = "pipeline-watch"
     watch_lease_namespace: str = ""  # empty: NAMESPACE, else "default"
     watch_lease_duration_s: float = Field(default=15.0, gt=0)

@@ -396,6 +396,7 @@ class WatchedCondition(BaseModel):
     starts_at: datetime
     summary: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+    episode: str = Field("", description="Identifies this firing among the condition's episodes (in signal ids)")
 
 
 class WatchState(Payload):

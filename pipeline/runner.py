@@ -57,8 +57,8 @@ class Process:
         if self.plan.embedded_ml:
             await self._start_embedded_ml()
         await self._start_stages()
-        await self._start_http()
         await self._start_watch()
+        await self._start_http()
         self.ready.set()
         log.info("ready", seconds=round(time.perf_counter() - started, 3), url=self.url, plan=self.plan.__dict__)
 
@@ -135,7 +135,7 @@ class Process:
         producer = EventProducer(self.settings)
         await producer.start()
         self._stops.append(producer.stop)
-        parts = Parts(self.settings, probe, producer)
+        parts = Parts(self.settings, probe, producer, watch=self.watch)
         if self.plan.ingest:
             from pipeline.ingest.alerts import AlertIngest
 

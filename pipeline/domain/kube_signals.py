@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -35,10 +35,13 @@ WAITING_REASONS = {
 }
 NODE_PRESSURE = {"MemoryPressure": "NodeMemoryPressure", "DiskPressure": "NodeDiskPressure",
                  "PIDPressure": "NodePIDPressure", "NetworkUnavailable": "NodeNetworkUnavailable"}
-# Warning events worth a signal, with the count from which they are (a single probe failure is noise).
-EVENT_REASONS = {"Unhealthy": None, "FailedMount": 1, "FailedAttachVolume": 1, "Evicted": 1, "OOMKilling": 1,
-                 "FailedCreatePodSandBox": 1, "BackOff": None}
-EVENT_SEVERITY = {"Unhealthy": Severity.MEDIUM, "Evicted": Severity.HIGH, "OOMKilling": Severity.HIGH}
+# Warning events worth a signal, with the count from which they are (None: the probe failure threshold; a
+# single probe failure is noise). Not here because the objects say it better: Evicted (pod status),
+# BackOff (the container's CrashLoopBackOff / ImagePullBackOff state), FailedScheduling (PodScheduled).
+EVENT_REASONS = {"Unhealthy": None, "FailedMount": 1, "FailedAttachVolume": 1, "OOMKilling": 1,
+                 "FailedCreatePodSandBox": 1}
+EVENT_SEVERITY = {"Unhealthy": Severity.MEDIUM, "OOMKilling": Severity.HIGH}
+IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull"}  # the kubelet alternates them: one condition
 KINDS = ("Pod", "Node", "Deployment", "Event")
 
 
@@ -63,6 +66,7 @@ class WatchFilter:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     probe_failure_threshold: int = 3
+    crashloop_settle_seconds: float = 300.0  # a crash-looping container is over once it ran this long
 
     def admits(self, namespace: str) -> bool:
         if not namespace:
@@ -103,7 +107,8 @@ def pod_conditions(pod: Mapping[str, Any]) -> list[Condition]:
         if reason in WAITING_REASONS:
             last = ((cs.get("lastState") or {}).get("terminated") or {})
             out.append(Condition(
-                key=f"container/{container}/{reason}", name=reason, severity=WAITING_REASONS[reason],
+                key=f"container/{container}/{'ImagePull' if reason in IMAGE_PULL else reason}", name=reason,
+                severity=WAITING_REASONS[reason],
                 resource=resource, labels={**labels, "reason": reason},
                 summary=f"container {container} of {resource.namespace}/{resource.name} is {reason}"
                         + (f" ({cs.get('restartCount', 0)} restarts)" if reason == "CrashLoopBackOff" else "")
@@ -203,17 +208,50 @@ def event_conditions(event: Mapping[str, Any], threshold: int) -> list[Condition
     resource = Resource(namespace=namespace, kind=kind, name=name)
     message = event.get("message") or event.get("note") or ""
     name_of = {"Unhealthy": "ProbeFailure"}.get(reason, reason)
-    labels = {"namespace": namespace, kind.lower(): name, "reason": name_of}
+    labels = {**({"namespace": namespace} if namespace else {}), kind.lower(): name, "reason": name_of}
     return [Condition(key=f"event/{reason}", name=name_of, severity=EVENT_SEVERITY.get(reason, Severity.MEDIUM),
                       resource=resource, labels=labels, summary=f"{reason} x{count} on {kind}/{name}: {message}",
                       since=_time(event.get("firstTimestamp") or event.get("eventTime")
                                   or event.get("deprecatedFirstTimestamp")))]
 
 
-def conditions(kind: str, obj: Mapping[str, Any], flt: WatchFilter) -> list[Condition]:
-    """The conditions of one object that pass the filter."""
+def settling(pod: Mapping[str, Any], firing: Iterable[str], now: datetime, settle_seconds: float) -> list[Condition]:
+    """Crash loops that are still on although the container is between back-offs. The kubelet shows
+    CrashLoopBackOff only while it waits to restart; in between the container runs (and crashes again). A
+    CrashLoopBackOff already firing stays on while the container's last crash is less than
+    `settle_seconds` old, so one crash loop is one episode, not one per restart."""
+    meta, status = _meta(pod), pod.get("status") or {}
+    resource = Resource(namespace=meta.get("namespace", ""), kind="Pod", name=meta.get("name", ""))
+    keys = set(firing)
+    out = []
+    for cs in _list(status.get("initContainerStatuses")) + _list(status.get("containerStatuses")):
+        container = str(cs.get("name", ""))
+        key = f"container/{container}/CrashLoopBackOff"
+        if key not in keys:
+            continue
+        last = ((cs.get("lastState") or {}).get("terminated") or {})
+        finished = _time(last.get("finishedAt"))
+        if last.get("reason") == "Completed" or finished is None or int(cs.get("restartCount") or 0) == 0:
+            continue
+        if (now - finished).total_seconds() < settle_seconds:
+            out.append(Condition(key=key, name="CrashLoopBackOff", severity=Severity.HIGH, resource=resource,
+                                 labels={"namespace": resource.namespace, "pod": resource.name,
+                                         "container": container, "reason": "CrashLoopBackOff"},
+                                 summary=f"container {container} of {resource.namespace}/{resource.name} "
+                                         f"restarted after a crash {cs.get('restartCount')} times",
+                                 since=finished))
+    return out
+
+
+def conditions(kind: str, obj: Mapping[str, Any], flt: WatchFilter, now: datetime | None = None,
+               firing: Iterable[str] = ()) -> list[Condition]:
+    """The conditions of one object that pass the filter. With `now` and the keys already `firing`, a crash
+    loop between two back-offs stays on (see `settling`)."""
     if kind == "Pod":
         found = pod_conditions(obj)
+        if now is not None:
+            present = {c.key for c in found}
+            found += [c for c in settling(obj, firing, now, flt.crashloop_settle_seconds) if c.key not in present]
     elif kind == "Node":
         found = node_conditions(obj)
     elif kind == "Deployment":
@@ -230,8 +268,10 @@ def fingerprint(uid: str, key: str) -> str:
     return hashlib.sha256(f"{uid}\x1f{key}".encode()).hexdigest()[:16]
 
 
-def signal_id(fp: str, starts_at: datetime, status: str) -> str:
-    return str(uuid.uuid5(_SIGNAL_NAMESPACE, f"{fp}|{starts_at.isoformat()}|{status}"))
+def signal_id(fp: str, starts_at: datetime, status: str, episode: str = "") -> str:
+    """Deterministic from the condition's identity, start, episode and status: a replay of the same state
+    gives the same ids; a condition that comes back (a new episode) gets new ones."""
+    return str(uuid.uuid5(_SIGNAL_NAMESPACE, f"{fp}|{starts_at.isoformat()}|{episode}|{status}"))
 
 
 @dataclass
@@ -241,8 +281,9 @@ class Diff:
 
 
 def diff(uid: str, emitted: Mapping[str, WatchedCondition], current: Iterable[Condition], now: datetime,
-         origin: str = "") -> Diff:
-    """Signals for the conditions that appeared (firing) and disappeared (resolved) since `emitted`."""
+         origin: str = "", episode: Callable[[], str] | None = None) -> Diff:
+    """Signals for the conditions that appeared (firing) and disappeared (resolved) since `emitted`. Each
+    firing starts an episode (`episode()`, default the time it was seen), kept until it resolves."""
     current_by_key = {c.key: c for c in current}
     signals: list[Signal] = []
     state: dict[str, WatchedCondition] = {}
@@ -254,7 +295,8 @@ def diff(uid: str, emitted: Mapping[str, WatchedCondition], current: Iterable[Co
         fp = fingerprint(uid, key)
         starts_at = cond.since or now
         watched = WatchedCondition(fingerprint=fp, name=cond.name, severity=cond.severity, resource=cond.resource,
-                                   starts_at=starts_at, summary=cond.summary, labels=dict(cond.labels))
+                                   starts_at=starts_at, summary=cond.summary, labels=dict(cond.labels),
+                                   episode=episode() if episode is not None else now.isoformat())
         state[key] = watched
         signals.append(_signal(watched, "firing", now, origin))
     for key, gone in emitted.items():
@@ -265,7 +307,7 @@ def diff(uid: str, emitted: Mapping[str, WatchedCondition], current: Iterable[Co
 
 def _signal(c: WatchedCondition, status: str, now: datetime, origin: str) -> Signal:
     return Signal(
-        signal_id=signal_id(c.fingerprint, c.starts_at, status),
+        signal_id=signal_id(c.fingerprint, c.starts_at, status, c.episode),
         source="kubernetes",
         origin=origin,
         resource=c.resource,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import socket
@@ -82,12 +83,14 @@ class KubeWatcher:
         self.producer = producer
         self.collections = collections
         self.filter = WatchFilter(tuple(settings.watch_namespaces), tuple(settings.watch_exclude_namespaces),
-                                  settings.watch_probe_failure_threshold)
+                                  settings.watch_probe_failure_threshold, settings.watch_crashloop_settle_s)
         self.signals_topic = settings.topic("signals")
         self.state_topic = settings.topic("watch.state")
         self.origin = settings.cluster_name or "kubernetes"
         self.clock = clock or (lambda: datetime.now(UTC))
         self.state: dict[str, WatchState] = {}
+        self.objects: dict[str, tuple[str, dict[str, Any]]] = {}  # the last seen object of each firing uid
+        self._episodes = itertools.count()
         self.synced = asyncio.Event()  # every collection listed and published once in this leadership
         self._queue: asyncio.Queue[_Listed | _Changed] = asyncio.Queue(maxsize=10_000)
         self._unsynced: set[str] = set()
@@ -107,7 +110,9 @@ class KubeWatcher:
         self._queue = asyncio.Queue(maxsize=10_000)
         self._unsynced = {c.name for c in self.collections}
         log.info("watching", collections=[c.name for c in self.collections], remembered=len(self.state))
-        tasks = [asyncio.create_task(self._publish_loop(), name="watch-publisher")]
+        self.objects = {}
+        tasks = [asyncio.create_task(self._publish_loop(), name="watch-publisher"),
+                 asyncio.create_task(self._resync_loop(), name="watch-resync")]
         tasks += [asyncio.create_task(self._follow(c), name=f"watch-{c.name}") for c in self.collections]
         try:
             await asyncio.gather(*tasks)
@@ -153,6 +158,13 @@ class KubeWatcher:
                     WATCH_STREAM_ERRORS.labels(collection.name).inc()
                     log.warning("watch interrupted", collection=collection.name, error=repr(exc))
                     await backoff.sleep()
+
+    async def _resync_loop(self) -> None:
+        """Conditions can end with time alone (a crash loop that settled): re-evaluate firing objects."""
+        while True:
+            await asyncio.sleep(self.settings.watch_resync_s)
+            for kind, obj in list(self.objects.values()):
+                await self._queue.put(_Changed(kind, "RESYNC", obj))
 
     def _mark_listed(self, name: str) -> None:
         self._unsynced.discard(name)
@@ -200,12 +212,19 @@ class KubeWatcher:
         def current(uid: str) -> WatchState | None:
             return pending[uid] if uid in pending else self.state.get(uid)
 
+        def episode() -> str:
+            return f"{now.isoformat()}#{next(self._episodes)}"
+
         def update(kind: str, uid: str, obj: dict[str, Any] | None, previous: WatchState | None) -> None:
-            found = conditions(kind, obj, self.filter) if obj is not None else []
             emitted = previous.conditions if previous is not None else {}
+            found = conditions(kind, obj, self.filter, now, emitted) if obj is not None else []
+            if found and obj is not None:
+                self.objects[uid] = (kind, obj)
+            else:
+                self.objects.pop(uid, None)
             if not found and not emitted:
                 return  # the common case: a healthy object
-            d = diff(uid, emitted, found, now, self.origin)
+            d = diff(uid, emitted, found, now, self.origin, episode)
             signals.extend(d.signals)
             if d.state == emitted:
                 return
@@ -253,7 +272,7 @@ class WatchService:
         from pipeline.adapters.lease import LeaderElector
 
         s = self.settings
-        self._api = await api_client(s)
+        self._api = await api_client(s)  # raises if the kubeconfig is unreadable: a stage that cannot run
         self.watcher = KubeWatcher(s, self.producer, watched(self._api, s.watch_event_apis))
         self.elector = LeaderElector(self._api, s.watch_lease_namespace or s.namespace or "default",
                                      s.watch_lease_name, identity(s), duration=s.watch_lease_duration_s,
@@ -277,6 +296,17 @@ class WatchService:
                 await self._task
         if self._api is not None:
             await self._api.close()
+
+    def status(self) -> dict[str, Any]:
+        """For `/api/v1/health`: whether this instance leads, has synced, and what it remembers."""
+        s = self.settings
+        return {
+            "identity": identity(s),
+            "lease": f"{s.watch_lease_namespace or s.namespace or 'default'}/{s.watch_lease_name}",
+            "leading": bool(self.elector is not None and self.elector.leading.is_set()),
+            "synced": bool(self.watcher is not None and self.watcher.synced.is_set()),
+            "firing_objects": len(self.watcher.state) if self.watcher is not None else 0,
+        }
 
     async def wait_synced(self, timeout: float) -> None:
         """Until this instance leads and has published a first full list (tests, benchmarks)."""

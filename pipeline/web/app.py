@@ -35,6 +35,7 @@ class Parts:
     prometheus: PrometheusClient | None = None
     kserve: Any = None  # KServeClient, with its registry
     ml_service: Any = None  # MLServiceClient
+    watch: Any = None  # WatchService, when this process runs the Kubernetes watcher
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -138,6 +139,8 @@ async def _deep_health(parts: Parts) -> JSONResponse:
             status = "degraded"
     if parts.ingest is not None:
         components["ingest"] = {"in_flight": parts.ingest.in_flight}
+    if parts.watch is not None:
+        components["watch"] = parts.watch.status()  # a standby is healthy: it is waiting for the Lease
     body = {
         "status": status,
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

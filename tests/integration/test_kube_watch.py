@@ -142,6 +142,8 @@ async def test_pod_events_and_an_alert_on_the_same_pod_become_one_incident(
                     return found[0] if len(found) == 1 and found[0].get("signal_count") == 3 else None
 
                 incident = await eventually(one_incident_with_three_signals, timeout=30)
+                health = (await http.get("/api/v1/health")).json()["components"]["watch"]
+                assert health["leading"] and health["synced"] and health["firing_objects"] == 1
         assert incident["resource"] == "Pod/cart" and incident["namespace"] == ns
         changes = [json.loads(r.value) for r in await read_topic(s, "incidents")]
         last = [c["incident"] for c in changes if c["incident"]["id"] == incident["id"]][-1]
@@ -200,8 +202,10 @@ async def test_a_restarted_watcher_emits_nothing_twice_and_catches_up(env: Env) 
     # While nobody watches: c starts crash-looping, b is deleted, a recovers.
     await core.patch_namespaced_pod_status("c", ns, crashloop_status())
     await core.delete_namespaced_pod("b", ns, grace_period_seconds=0)
-    recovered = crashloop_status()
-    recovered["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-22T00:00:00Z"}}
+    recovered = crashloop_status()  # running for a while now: its last crash is long past
+    container = recovered["status"]["containerStatuses"][0]
+    container["state"] = {"running": {"startedAt": "2026-11-22T00:00:00Z"}}
+    container["lastState"]["terminated"]["finishedAt"] = "2026-11-21T23:50:00Z"
     await core.patch_namespaced_pod_status("a", ns, recovered)
     expected = Counter({("a", "CrashLoopBackOff", "firing"): 1, ("b", "CrashLoopBackOff", "firing"): 1,
                         ("c", "CrashLoopBackOff", "firing"): 1, ("b", "CrashLoopBackOff", "resolved"): 1,
