@@ -7,6 +7,12 @@
 # REMEDIATION_RULES_PATH also propose) and the rules ConfigMap is mounted into exactly those three, every
 # topic spec becomes a KafkaTopic or an entry of the topics Job's ConfigMap, and missing required values,
 # misspelt keys (values.schema.json), invalid ML models and invalid rules fail rendering with their message.
+# The Kubernetes watcher: only its pods mount a ServiceAccount token (unless serviceAccount.automountToken
+# opts the others in), under a ServiceAccount of their own that no other component uses; the WATCH_* /
+# CLUSTER_NAME settings reach only the watch container (and the app accepts them); its ClusterRole grants
+# exactly get/list/watch on pods, nodes, deployments and the configured event APIs, its Role exactly
+# create on leases and get/update on its Lease by name, both bound to its ServiceAccount alone; no rendered
+# Role or ClusterRole has a wildcard; with watch.enabled=false none of it is rendered.
 #
 # Needs helm 3 on PATH (see the message below when it is not); PyYAML for the YAML checks (the project's
 # .venv has it; with the `pipeline` package importable too, the rendered rules file and remediation policy
@@ -52,7 +58,10 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 #   remediation:NAME=value    every arbitrate and gateway container has env NAME with that value
 #                             (value <unset>: has no env NAME);
 #   rules-file:PATH           the rules ConfigMap holds exactly the file PATH (relative to the repository);
-#   rules-values:PATH         ... exactly remediation.rules of the values file PATH.
+#   rules-values:PATH         ... exactly remediation.rules of the values file PATH;
+#   watch:NAME=value          the watch container has env NAME with that value;
+#   token:COMPONENT,...       exactly these components' pods mount a ServiceAccount token (default: watch;
+#                             "token:" alone: none).
 check_render() {
   local name="$1" expected="$2"
   shift 2
@@ -78,6 +87,8 @@ problems = []
 ml_env = {}
 remediation_env = {}
 expected_rules = None
+watch_env_expected = {}
+token_expected = {"watch"}
 for item in sys.argv[2].split():
     if item.startswith("env:"):
         name, value = item.removeprefix("env:").split("=", 1)
@@ -92,6 +103,13 @@ for item in sys.argv[2].split():
         continue
     if item.startswith("rules-values:"):
         expected_rules = yaml.safe_load(open(item.removeprefix("rules-values:")))["remediation"]["rules"]
+        continue
+    if item.startswith("watch:"):
+        name, value = item.removeprefix("watch:").split("=", 1)
+        watch_env_expected[name] = value
+        continue
+    if item.startswith("token:"):
+        token_expected = {c for c in item.removeprefix("token:").split(",") if c}
         continue
     kind, count = item.split("=")
     if kinds.get(kind, 0) != int(count):
@@ -230,6 +248,156 @@ if remediation_settings:
             os.environ.clear()
             os.environ.update(saved)
 
+# The Kubernetes watcher: token, ServiceAccount, environment and RBAC.
+NAMESPACE = "alerts"  # the --namespace of every render
+WATCH_ENV = {"WATCH_NAMESPACES", "WATCH_EXCLUDE_NAMESPACES", "WATCH_EVENT_APIS", "WATCH_PROBE_FAILURE_THRESHOLD",
+             "WATCH_TIMEOUT_S", "CLUSTER_NAME", "WATCH_LEASE_NAME", "WATCH_LEASE_NAMESPACE", "WATCH_LEASE_DURATION_S",
+             "WATCH_LEASE_RENEW_S", "WATCH_LEASE_RETRY_S", "WATCH_IDENTITY"}
+KUBE_ENV = ("WATCH_", "CLUSTER_NAME", "KUBECONFIG", "KUBE_CONTEXT", "KUBE_WATCH")
+READ = {"get", "list", "watch"}
+service_accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+mounting, watch_deployment, other_accounts = set(), None, set()
+components = set()
+for d in docs:
+    if d["kind"] != "Deployment":
+        continue
+    component = d["metadata"]["labels"].get("app.kubernetes.io/component")
+    components.add(component)
+    pod = d["spec"]["template"]["spec"]
+    account = pod.get("serviceAccountName", "default")
+    # The kubelet mounts the token unless the pod, else its ServiceAccount, says false (an account the chart
+    # does not render counts as the Kubernetes default, true).
+    automount = pod.get("automountServiceAccountToken",
+                        service_accounts.get(account, {}).get("automountServiceAccountToken", True))
+    if automount:
+        mounting.add(component)
+    if any("serviceAccountToken" in source for v in pod.get("volumes", [])
+           for source in v.get("projected", {}).get("sources", [])) and component not in ("enrich", "gateway"):
+        problems.append(f"{d['metadata']['name']}: a projected ServiceAccount token outside enrich/gateway")
+    if component == "watch":
+        watch_deployment = d
+    else:
+        other_accounts.add(account)
+    for c in pod["containers"]:
+        kube = sorted(e["name"] for e in c.get("env", []) if e["name"].startswith(KUBE_ENV))
+        if component != "watch" and kube:
+            problems.append(f"{d['metadata']['name']}: watcher settings outside watch: {kube}")
+if mounting != token_expected & components:
+    problems.append(f"ServiceAccount token mounted into {sorted(mounting)}, expected {sorted(token_expected & components)}")
+
+watch_objects = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                                  "RoleBinding")
+                 and d["metadata"]["labels"].get("app.kubernetes.io/component") == "watch"]
+for d in docs:  # no wildcard in any rule the chart renders
+    if d["kind"] in ("Role", "ClusterRole"):
+        for rule in d.get("rules") or []:
+            if any("*" in str(x) for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
+                   for x in rule.get(key, [])):
+                problems.append(f"{d['kind']} {d['metadata']['name']}: wildcard in {rule}")
+if watch_deployment is None:
+    if watch_objects:
+        problems.append(f"watch disabled, yet {[(d['kind'], d['metadata']['name']) for d in watch_objects]}")
+else:
+    name = watch_deployment["metadata"]["name"]
+    pod = watch_deployment["spec"]["template"]["spec"]
+    account = pod.get("serviceAccountName", "default")
+    if account == "default" or account in other_accounts:
+        problems.append(f"{name}: ServiceAccount {account!r} is shared with other pods")
+    if pod.get("automountServiceAccountToken") is not True:
+        problems.append(f"{name}: the pod does not opt in to its ServiceAccount token")
+    if account in service_accounts and service_accounts[account].get("automountServiceAccountToken") is not False:
+        problems.append(f"ServiceAccount {account}: automountServiceAccountToken is not false")
+    if watch_deployment["spec"]["template"]["spec"]["containers"][0]["args"] != ["stage", "watch"]:
+        problems.append(f"{name}: args are not [stage, watch]")
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    values = {n: e.get("value") for n, e in env.items()}
+    missing = sorted(WATCH_ENV - set(env))
+    if missing:
+        problems.append(f"{name}: watcher settings missing: {missing}")
+    for n in ("KUBECONFIG", "KUBE_CONTEXT"):
+        if n in env:
+            problems.append(f"{name}: {n} is set (the watcher must use its in-cluster ServiceAccount)")
+    if env.get("WATCH_IDENTITY", {}).get("valueFrom") != {"fieldRef": {"fieldPath": "metadata.name"}}:
+        problems.append(f"{name}: WATCH_IDENTITY is not the pod name (downward API)")
+    if env.get("NAMESPACE", {}).get("valueFrom") != {"fieldRef": {"fieldPath": "metadata.namespace"}}:
+        problems.append(f"{name}: NAMESPACE is not the pod's namespace (downward API)")
+    if values.get("WATCH_LEASE_NAMESPACE") != NAMESPACE:
+        problems.append(f"{name}: WATCH_LEASE_NAMESPACE is {values.get('WATCH_LEASE_NAMESPACE')!r}, not the release namespace")
+    for n, value in watch_env_expected.items():
+        if values.get(n) != value:
+            problems.append(f"{name}: {n} is {values.get(n)!r}, expected {value!r}")
+    try:  # the app reads these settings as the chart means them
+        from pipeline.config import Settings
+    except ImportError:
+        Settings = None
+    if Settings is not None:
+        saved = dict(os.environ)
+        try:
+            os.environ.update({n: v for n, v in values.items() if v is not None})
+            os.environ.update(WATCH_IDENTITY="pipeline-watch-0", NAMESPACE=NAMESPACE)
+            st = Settings(_env_file=None)
+            split = lambda v: [x for x in v.split(",") if x]  # noqa: E731
+            got = (st.watch_namespaces, st.watch_exclude_namespaces, st.watch_event_apis, st.watch_lease_name,
+                   st.watch_lease_namespace, st.watch_identity, st.cluster_name)
+            want = (split(values.get("WATCH_NAMESPACES", "")), split(values.get("WATCH_EXCLUDE_NAMESPACES", "")),
+                    split(values.get("WATCH_EVENT_APIS", "")), values.get("WATCH_LEASE_NAME"), NAMESPACE,
+                    "pipeline-watch-0", values.get("CLUSTER_NAME"))
+            if got != want:
+                problems.append(f"the app reads the watcher settings as {got}, expected {want}")
+            if not st.watch_lease_renew_s < st.watch_lease_duration_s:
+                problems.append("the Lease is renewed less often than it lasts")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"the app refuses the watcher settings: {exc}")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    # RBAC: exactly what the watcher calls, bound to its ServiceAccount only.
+    def grants(role):
+        out = set()
+        for rule in role.get("rules") or []:
+            if rule.get("nonResourceURLs"):
+                out.add(("nonResourceURLs", str(rule["nonResourceURLs"]), "", ()))
+            for g in rule.get("apiGroups", []):
+                for r in rule.get("resources", []):
+                    for v in rule.get("verbs", []):
+                        out.add((g, r, v, tuple(sorted(rule.get("resourceNames") or ()))))
+        return out
+
+    apis = [a for a in values.get("WATCH_EVENT_APIS", "").split(",") if a]
+    readable = [("", "pods"), ("", "nodes"), ("apps", "deployments")]
+    readable += [("", "events")] * ("core" in apis) + [("events.k8s.io", "events")] * ("events.k8s.io" in apis)
+    want_cluster = {(g, r, v, ()) for g, r in readable for v in READ}
+    lease = values.get("WATCH_LEASE_NAME")
+    want_role = {("coordination.k8s.io", "leases", "create", ()), ("coordination.k8s.io", "leases", "get", (lease,)),
+                 ("coordination.k8s.io", "leases", "update", (lease,))}
+    by_kind = collections.defaultdict(list)
+    for d in watch_objects:
+        by_kind[d["kind"]].append(d)
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    if by_kind["ClusterRole"] or by_kind["Role"]:  # rbac.create
+        for kind, want in (("ClusterRole", want_cluster), ("Role", want_role)):
+            roles, bindings = by_kind[kind], by_kind[kind + "Binding"]
+            if len(roles) != 1 or len(bindings) != 1:
+                problems.append(f"watch: {len(roles)} {kind}s and {len(bindings)} bindings, expected one each")
+                continue
+            got = grants(roles[0])
+            if got != want:
+                problems.append(f"watch {kind} grants {sorted(got - want)} too many, {sorted(want - got)} missing")
+            if kind == "ClusterRole" and {v for _, _, v, _ in got} - READ:
+                problems.append(f"watch ClusterRole has write verbs: {sorted({v for _, _, v, _ in got} - READ)}")
+            b = bindings[0]
+            if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
+                                "name": roles[0]["metadata"]["name"]}:
+                problems.append(f"watch {kind}Binding refers to {b['roleRef']}")
+            if b.get("subjects") != subject:
+                problems.append(f"watch {kind}Binding binds {b.get('subjects')}, expected {subject}")
+    for d in docs:  # the watcher's account in no other binding, and no other account in the watcher's
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d not in watch_objects:
+            if any(s.get("name") == account for s in d.get("subjects", [])):
+                problems.append(f"{d['kind']} {d['metadata']['name']} also binds the watcher's ServiceAccount")
+
 # Topics: every spec of files/topics/ as a KafkaTopic (<prefix><name>) or in the topics Job's ConfigMap.
 spec_files = sorted(chart.glob("files/topics/*.yaml"))
 spec_names = {yaml.safe_load(p.read_text())["name"] for p in spec_files}
@@ -270,29 +438,41 @@ check_fails() {
   fi
 }
 
-base="Deployment=7 Service=7 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1"
+# Eight components (the watcher among them, with its own ServiceAccount, ClusterRole, Role and bindings).
+base="Deployment=8 Service=8 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 Pod=1"
+all_components="token:ingest,correlate,enrich,score,propose,arbitrate,gateway,watch"
+default_watch="watch:WATCH_NAMESPACES= watch:WATCH_EXCLUDE_NAMESPACES= watch:WATCH_EVENT_APIS=core,events.k8s.io \
+  watch:WATCH_PROBE_FAILURE_THRESHOLD=3 watch:WATCH_TIMEOUT_S=300 watch:CLUSTER_NAME= \
+  watch:WATCH_LEASE_NAME=pipeline-watch watch:WATCH_LEASE_DURATION_S=15 watch:WATCH_LEASE_RENEW_S=5 \
+  watch:WATCH_LEASE_RETRY_S=2"
+# Without the watcher: nothing cluster-scoped, one ServiceAccount, no pod with a token.
+no_watch="ServiceAccount=1 Role=1 RoleBinding=1 ClusterRole=0 ClusterRoleBinding=0 token:"
 # ConfigMaps: the topics Job's (a hook) and the remediation rules.
 default_policy="remediation:REMEDIATION_KILL_SWITCH=false \
   remediation:REMEDIATION_PROTECTED_NAMESPACES=kube-system,openshift-etcd,openshift-kube-apiserver \
   remediation:REMEDIATION_COOLDOWN_S=300 remediation:REMEDIATION_NAMESPACE_BUDGET=2 \
   remediation:REMEDIATION_ACTION_TIMEOUT_S=1800 remediation:REMEDIATION_DECIDED_MEMORY=2000 \
   remediation:CONFIDENCE_THRESHOLD=0.7 remediation:REMEDIATION_APPROVAL=<unset> rules-file:rules/remediation.yaml"
-check_render defaults "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
+check_render defaults "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
   env:KSERVE_NAMESPACE=alerts env:ML_CIRCUIT_BREAKER_THRESHOLD=3 env:ML_CIRCUIT_BREAKER_TIMEOUT_S=30 \
-  $default_policy" \
+  $default_policy $default_watch" \
   --set kafka.bootstrapServers=kafka-bootstrap:9092
-check_render minimal-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
-  $default_policy" \
+check_render minimal-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
+  $default_policy $default_watch" \
   -f "$chart/ci/minimal-values.yaml"
-check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=7 ClusterRoleBinding=1 \
+check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=8 ClusterRoleBinding=2 \
   env:KSERVE_NAMESPACE=self-healing-platform env:KSERVE_ANOMALY_DETECTOR_SERVICE=anomaly-detector-predictor \
-  env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor $default_policy" \
+  env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor $default_policy \
+  watch:WATCH_NAMESPACES=shop-*,payments watch:WATCH_EXCLUDE_NAMESPACES=*-test watch:WATCH_EVENT_APIS=events.k8s.io \
+  watch:WATCH_PROBE_FAILURE_THRESHOLD=5 watch:WATCH_TIMEOUT_S=600 watch:CLUSTER_NAME=prod-eu-1 \
+  watch:WATCH_LEASE_NAME=prod-pipeline-watch watch:WATCH_LEASE_DURATION_S=20 watch:WATCH_LEASE_RENEW_S=6.5 \
+  watch:WATCH_LEASE_RETRY_S=3" \
   -f "$chart/ci/full-values.yaml"
-check_render mtls-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
+check_render mtls-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
   env:ML_SERVICE_URL=http://aiops-ml-service:8080 env:KSERVE_PREDICTIVE_ANALYTICS_URL=http://models.example:8080 \
-  env:KSERVE_PREDICTIVE_ANALYTICS_MODEL=predictive-analytics-v2" \
+  env:KSERVE_PREDICTIVE_ANALYTICS_MODEL=predictive-analytics-v2 $all_components $default_watch" \
   -f "$chart/ci/mtls-values.yaml"
-check_render remediation-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=0 \
+check_render remediation-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
   remediation:REMEDIATION_KILL_SWITCH=true \
   remediation:REMEDIATION_PROTECTED_NAMESPACES=kube-system,openshift-etcd,openshift-kube-apiserver,payments \
   remediation:REMEDIATION_COOLDOWN_S=120 remediation:REMEDIATION_NAMESPACE_BUDGET=4 \
@@ -301,7 +481,7 @@ check_render remediation-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMon
   remediation:REMEDIATION_APPROVAL=[{\"name\":\"critical-needs-human\",\"severities\":[\"critical\"]},{\"below_confidence\":0.95,\"name\":\"risky-ai\",\"risks\":[\"medium\",\"high\"],\"sources\":[\"ai\"]}] \
   rules-values:$chart/ci/remediation-values.yaml" \
   -f "$chart/ci/remediation-values.yaml"
-check_render prometheus-token-secret "$base ConfigMap=2 Job=1 ClusterRoleBinding=0" \
+check_render prometheus-token-secret "$base ConfigMap=2 Job=1 ClusterRoleBinding=1" \
   -f "$chart/ci/minimal-values.yaml" \
   --set prometheus.url=https://prometheus.example:9090,prometheus.tokenSecret.name=prometheus-token
 check_render approval-none-needed "$base ConfigMap=2 Job=1 remediation:REMEDIATION_APPROVAL=[] \
@@ -309,25 +489,49 @@ check_render approval-none-needed "$base ConfigMap=2 Job=1 remediation:REMEDIATI
   -f "$chart/ci/minimal-values.yaml" \
   --set-json 'remediation.approval=[]' --set-json 'remediation.protectedNamespaces=[]' \
   --set-json 'remediation.confidenceThreshold=0.8'
-check_render gateway-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1 ConfigMap=1 Job=0 \
+check_render gateway-only "Deployment=1 Service=1 $no_watch Pod=1 ConfigMap=1 Job=0 \
   $default_policy" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false
-check_render score-only "Deployment=1 Service=1 ServiceAccount=1 Role=1 RoleBinding=1 Pod=0 ConfigMap=0 Job=0 \
+  --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,topicsJob.enabled=false
+check_render score-only "Deployment=1 Service=1 $no_watch Pod=0 ConfigMap=0 Job=0 \
   env:KSERVE_ANOMALY_DETECTOR_URL=http://anomaly-detector.example:8080" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false \
+  --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,topicsJob.enabled=false \
   --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].url=http://anomaly-detector.example:8080
-check_render remediation-only "Deployment=2 Service=2 ServiceAccount=1 Role=1 RoleBinding=1 Pod=0 ConfigMap=1 Job=0 \
+check_render remediation-only "Deployment=2 Service=2 $no_watch Pod=0 ConfigMap=1 Job=0 \
   $default_policy" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
-  --set gateway.enabled=false,topicsJob.enabled=false
-check_render without-remediation "Deployment=4 Service=4 ServiceAccount=1 Role=1 RoleBinding=1 Pod=1 ConfigMap=1 Job=1" \
+  --set gateway.enabled=false,watch.enabled=false,topicsJob.enabled=false
+check_render without-remediation "Deployment=5 Service=5 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
+  ClusterRoleBinding=1 Pod=1 ConfigMap=1 Job=1" \
   -f "$chart/ci/minimal-values.yaml" \
   --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false
+check_render watch-disabled "Deployment=7 Service=7 $no_watch Pod=1 ConfigMap=2 Job=1 ServiceMonitor=7" \
+  -f "$chart/ci/minimal-values.yaml" --set watch.enabled=false,serviceMonitor.enabled=true
+check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
+  ClusterRoleBinding=1 Pod=0 ConfigMap=0 Job=0 ServiceMonitor=1 $default_watch" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
+  --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,topicsJob.enabled=false \
+  --set serviceMonitor.enabled=true
+check_render watch-no-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=1 watch:WATCH_EVENT_APIS=" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=[]'
+check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=1 watch:WATCH_EVENT_APIS=core \
+  watch:WATCH_NAMESPACES=payments watch:WATCH_LEASE_NAME=payments-watch" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=["core"]' \
+  --set 'watch.namespaces={payments}' --set watch.lease.name=payments-watch
+# rbac.create=false: the watcher still has its own ServiceAccount and token; a cluster admin grants its rights.
+check_render watch-without-rbac "Deployment=8 Service=8 ServiceAccount=2 Role=0 RoleBinding=0 ClusterRole=0 \
+  ClusterRoleBinding=0 $default_watch" \
+  -f "$chart/ci/minimal-values.yaml" --set rbac.create=false
+# ServiceAccounts made by a cluster admin: the watcher's is named, not created.
+check_render existing-service-accounts "Deployment=8 ServiceAccount=0 Role=2 RoleBinding=2 ClusterRole=1 \
+  ClusterRoleBinding=1 $default_watch" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set serviceAccount.create=false,serviceAccount.name=pipeline-stages,watch.serviceAccount.name=pipeline-watcher
 
 check_fails no-bootstrap "kafka.bootstrapServers is required"
 check_fails no-cluster-name "kafkaTopics.clusterName is required" \
@@ -363,6 +567,18 @@ check_fails approval-unknown-risk 'must be one of the following: "none", "low", 
   -f "$chart/ci/minimal-values.yaml" --set-json 'remediation.approval=[{"name":"x","risks":["extreme"]}]'
 check_fails confidence-above-one "remediation.confidenceThreshold: Must be less than or equal to 1" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'remediation.confidenceThreshold=1.5'
+check_fails watch-without-service-account "watch.serviceAccount.name is required when serviceAccount.create is false" \
+  -f "$chart/ci/minimal-values.yaml" --set serviceAccount.create=false
+check_fails watch-shared-service-account "watch.serviceAccount.name must differ" \
+  -f "$chart/ci/minimal-values.yaml" --set watch.serviceAccount.name=pipeline
+check_fails watch-lease-renewed-too-late "watch.lease.renewSeconds (15) must be less than watch.lease.durationSeconds (15)" \
+  -f "$chart/ci/minimal-values.yaml" --set watch.lease.renewSeconds=15
+check_fails watch-unknown-event-api 'must be one of the following: "core", "events.k8s.io"' \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=["core","events"]'
+check_fails misspelt-watch-value "Additional property eventAPIs is not allowed" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventAPIs=["core"]'
+check_fails watch-namespaces-with-comma "watch.namespaces.0: Does not match pattern" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'watch.namespaces=["a,b"]'
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"

@@ -19,6 +19,7 @@ from kubernetes_asyncio import client, config
 from pipeline.config import Settings
 
 ListFunction = Callable[..., Awaitable[Any]]
+LIST_TIMEOUT_S = 60  # one page; a hung list is retried by the caller
 
 
 class Gone(Exception):
@@ -68,7 +69,7 @@ async def list_all(resource: Collection, page: int = 500) -> tuple[list[dict[str
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
+        kwargs: dict[str, Any] = {"limit": page, "_preload_content": False, "_request_timeout": LIST_TIMEOUT_S}
         if token:
             kwargs["_continue"] = token
         response = await resource.list_function(**kwargs)

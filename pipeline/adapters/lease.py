@@ -32,6 +32,8 @@ class LeaderElector:
         self.leases = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration, self.renew, self.retry = duration, renew, retry
+        # A call that hangs must not keep a leader leading past `duration` while a standby takes over.
+        self.timeout = max(0.5, min(renew, duration / 3))
         self.clock = clock
         self.leading = asyncio.Event()
         self.transitions = 0  # times this candidate became leader
@@ -84,7 +86,8 @@ class LeaderElector:
         """Create, take over or renew the Lease; True when we hold it afterwards."""
         now = datetime.now(UTC)
         try:
-            lease = await self.leases.read_namespaced_lease(self.name, self.namespace)
+            lease = await self.leases.read_namespaced_lease(self.name, self.namespace,
+                                                          _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("lease read failed", status=exc.status)
@@ -110,7 +113,8 @@ class LeaderElector:
         spec.lease_duration_seconds = int(self.duration)
         spec.renew_time = now
         try:
-            self._lease = await self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
+            self._lease = await self.leases.replace_namespaced_lease(self.name, self.namespace, lease,
+                                                                    _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 409:
                 log.warning("lease update failed", status=exc.status)
@@ -129,7 +133,8 @@ class LeaderElector:
                                     acquire_time=now, renew_time=now, lease_transitions=0),
         )
         try:
-            self._lease = await self.leases.create_namespaced_lease(self.namespace, lease)
+            self._lease = await self.leases.create_namespaced_lease(self.namespace, lease,
+                                                                   _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 409:
                 log.warning("lease create failed", status=exc.status)
@@ -138,10 +143,10 @@ class LeaderElector:
 
     async def _release(self) -> None:
         """Give the Lease up (holder cleared), so a standby need not wait for it to expire."""
-        lease = await self.leases.read_namespaced_lease(self.name, self.namespace)
+        lease = await self.leases.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
         if lease.spec.holder_identity != self.identity:
             return
         lease.spec.holder_identity = None  # type: ignore[assignment]  # cleared: nobody holds it
         lease.spec.renew_time = datetime.now(UTC)
-        await self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
+        await self.leases.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.timeout)
         log.info("released the lease", lease=f"{self.namespace}/{self.name}", identity=self.identity)

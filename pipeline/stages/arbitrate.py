@@ -33,6 +33,7 @@ from pipeline.events import (
     Decision,
     DecisionMade,
     Event,
+    Proposal,
     ReasonCode,
     RemediationProposed,
 )
@@ -97,7 +98,7 @@ class ArbitrateStage(Stage):
         for namespace, batch in sorted(by_namespace.items()):
             current = self._current(namespace)
             state = expire(current.state, now, self.policy.action_timeout_seconds)
-            proposals: dict[str, Event] = {}
+            proposals: dict[str, tuple[Event, Proposal]] = {}
             for event in batch:
                 payload = event.payload
                 if isinstance(payload, ActionReleased):
@@ -108,12 +109,11 @@ class ArbitrateStage(Stage):
                     if pid in current.decided or pid in proposals:
                         COORDINATION_REDECIDED.inc()
                     else:
-                        proposals[pid] = event
-            decisions = resolve([e.payload.proposal for e in proposals.values()],  # type: ignore[attr-defined]
-                                state, self.policy, now)
+                        proposals[pid] = (event, payload.proposal)
+            decisions = resolve([p for _, p in proposals.values()], state, self.policy, now)
             decided = dict(current.decided)
             for decision in decisions:
-                event = proposals[decision.proposal.id]
+                event, _ = proposals[decision.proposal.id]
                 seconds = max((now - event.envelope.time).total_seconds(), 0.0)
                 self._decided[event.envelope.id] = _Decided(decision, seconds)
                 decided[decision.proposal.id] = decision.outcome

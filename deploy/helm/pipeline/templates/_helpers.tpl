@@ -445,3 +445,64 @@ leaves REMEDIATION_APPROVAL unset (the app's defaults); a list, even [], is sent
       - key: remediation.yaml
         path: remediation.yaml
 {{- end }}
+
+{{/*
+The watcher's own ServiceAccount: watch.serviceAccount.name, else <fullname>-watch when the chart creates
+ServiceAccounts. Never the shared one (nor "default"): its token is mounted and bound to a ClusterRole.
+*/}}
+{{- define "pipeline.watchServiceAccountName" -}}
+{{- $name := .Values.watch.serviceAccount.name }}
+{{- if not $name }}
+{{- if not .Values.serviceAccount.create }}
+{{- fail "watch.serviceAccount.name is required when serviceAccount.create is false (the watcher needs a ServiceAccount of its own; or set watch.enabled=false)" }}
+{{- end }}
+{{- $name = printf "%s-watch" (include "pipeline.fullname" .) }}
+{{- end }}
+{{- if eq $name (include "pipeline.serviceAccountName" .) }}
+{{- fail (printf "watch.serviceAccount.name must differ from the other components' ServiceAccount (%s): only the watcher gets API rights and a token" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/* Cluster-scoped names carry the namespace, so releases of the same name in two namespaces do not clash. */}}
+{{- define "pipeline.watchClusterRoleName" -}}
+{{- printf "%s-%s-watch" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- end }}
+
+{{/*
+Settings of the Kubernetes watcher, for the watch container only. The Lease lives in the release
+namespace (where the Role grants it); WATCH_IDENTITY is the pod name, so the Lease names its holder.
+KUBECONFIG stays unset: the in-cluster ServiceAccount. NAMESPACE comes with pipeline.kafkaEnv.
+*/}}
+{{- define "pipeline.watchEnv" -}}
+{{- $w := .Values.watch }}
+{{- if ge (float64 $w.lease.renewSeconds) (float64 $w.lease.durationSeconds) }}
+{{- fail (printf "watch.lease.renewSeconds (%v) must be less than watch.lease.durationSeconds (%v): the leader would lose the Lease between renewals" $w.lease.renewSeconds $w.lease.durationSeconds) }}
+{{- end }}
+- name: WATCH_NAMESPACES
+  value: {{ join "," (default (list) $w.namespaces) | quote }}
+- name: WATCH_EXCLUDE_NAMESPACES
+  value: {{ join "," (default (list) $w.excludeNamespaces) | quote }}
+- name: WATCH_EVENT_APIS
+  value: {{ join "," (default (list) $w.eventApis) | quote }}
+- name: WATCH_PROBE_FAILURE_THRESHOLD
+  value: {{ $w.probeFailureThreshold | int | quote }}
+- name: WATCH_TIMEOUT_S
+  value: {{ $w.timeoutSeconds | int | quote }}
+- name: CLUSTER_NAME
+  value: {{ $w.clusterName | quote }}
+- name: WATCH_LEASE_NAME
+  value: {{ $w.lease.name | quote }}
+- name: WATCH_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: WATCH_LEASE_DURATION_S
+  value: {{ $w.lease.durationSeconds | int | quote }}
+- name: WATCH_LEASE_RENEW_S
+  value: {{ $w.lease.renewSeconds | quote }}
+- name: WATCH_LEASE_RETRY_S
+  value: {{ $w.lease.retrySeconds | quote }}
+- name: WATCH_IDENTITY
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
