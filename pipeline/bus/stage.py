@@ -150,12 +150,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runtime: StageRuntime) -> None:
         self.runtime = runtime
 
+    # aiokafka calls these from its coordinator task, concurrently with a batch being handled: the lock keeps a
+    # restore from interleaving with a batch's state changes (an older changelog record overwriting newer state).
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.runtime.stage.release(sorted({tp.partition for tp in revoked}))
+        async with self.runtime.state_lock:
+            self.runtime.stage.release(sorted({tp.partition for tp in revoked}))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in assigned})
-        await self.runtime.stage.restore(self.runtime.reader, partitions)
+        async with self.runtime.state_lock:
+            await self.runtime.stage.restore(self.runtime.reader, partitions)
         self.runtime.log.info("partitions assigned", partitions=partitions)
         self.runtime.assigned.set()
 
@@ -171,6 +175,7 @@ class StageRuntime:
         self.reader = ChangelogReader(settings)
         self.deadletter_topic = settings.topic("deadletter")
         self.assigned = asyncio.Event()
+        self.state_lock = asyncio.Lock()  # a batch's state changes vs a rebalance's release/restore
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
@@ -228,16 +233,17 @@ class StageRuntime:
     async def _process(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         decoded = [(record, self._decode(record)) for record in records]
         fresh = [e for _, e in decoded if isinstance(e, Event) and e.envelope.id not in self._seen]
-        await self.stage.prepare(fresh)
-        outputs: list[Output] = []
-        handled: set[str] = set()
-        for record, event in decoded:
-            STAGE_CONSUMED.labels(self.stage.name, record.topic).inc()
-            outputs.extend(self._handle(record, event, handled))
-        await self.producer.publish(outputs)
-        changelog = self.stage.changelog()
-        await self.producer.publish(changelog)
-        self.stage.commit()
+        async with self.state_lock:
+            await self.stage.prepare(fresh)
+            outputs: list[Output] = []
+            handled: set[str] = set()
+            for record, event in decoded:
+                STAGE_CONSUMED.labels(self.stage.name, record.topic).inc()
+                outputs.extend(self._handle(record, event, handled))
+            await self.producer.publish(outputs)
+            changelog = self.stage.changelog()
+            await self.producer.publish(changelog)
+            self.stage.commit()
         for event_id in handled:
             self._remember(event_id)
         offsets: dict[TopicPartition, int] = {}
