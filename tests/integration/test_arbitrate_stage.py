@@ -216,3 +216,47 @@ async def test_a_released_action_frees_its_target_after_the_cooldown(settings: S
     second = got["second"]
     assert second["outcome"] == "rejected"
     assert [r["code"] for r in second["reasons"] if r["code"] in ("target_busy", "cooldown")] == ["cooldown"]
+
+
+async def test_a_rebalance_during_a_batch_never_restores_older_state(settings: Settings) -> None:
+    """A second instance joins while the first is in the middle of the batch that releases a target: the
+    rebalance's restore must see that batch's state, not the changelog as it was before it."""
+    s = settings.model_copy(update=policy(remediation_cooldown_s=3600.0))
+    await apply(s)
+    first = StageRuntime(s, ArbitrateStage(s))
+    original = first.stage.prepare
+    in_batch = asyncio.Event()
+
+    async def slow_prepare(events: list[Event]) -> None:
+        if any(isinstance(e.payload, ActionReleased) for e in events):
+            in_batch.set()
+            await asyncio.sleep(1.0)  # the other instance joins meanwhile: a rebalance starts
+        await original(events)
+
+    read = first.reader.read
+
+    async def slow_read(topic: str, partitions: Any) -> Any:
+        records = await read(topic, partitions)  # the changelog as it is now ...
+        await asyncio.sleep(3.0)  # ... applied a little later, as on a busy machine
+        return records
+
+    first.stage.prepare = slow_prepare  # type: ignore[method-assign]
+    first.reader.read = slow_read  # type: ignore[method-assign]
+    await first.start()
+    second = StageRuntime(s, ArbitrateStage(s))
+    try:
+        await publish(s, "remediation", [proposed(proposal("first", "shop/Pod/web", incident_id="inc-1"))])
+        await decisions(s, 1)
+        await publish(s, "remediation", [Event.of(ActionReleased(namespace="shop", target="shop/Pod/web",
+                                                                 incident_id="inc-1", reason="completed",
+                                                                 released_at=datetime.now(UTC)), source="test")])
+        await asyncio.wait_for(in_batch.wait(), 30)
+        await second.start()
+        await asyncio.wait_for(second.assigned.wait(), 60)
+        await publish(s, "remediation", [proposed(proposal("second", "shop/Pod/web", incident_id="inc-2"))])
+        got = {d["decision"]["proposal"]["id"]: d["decision"] for d in await decisions(s, 2)}
+    finally:
+        await second.stop()
+        await first.stop()
+    codes = [r["code"] for r in got["second"]["reasons"] if r["code"] in ("target_busy", "cooldown")]
+    assert (got["second"]["outcome"], codes) == ("rejected", ["cooldown"])  # released, then cooling down
