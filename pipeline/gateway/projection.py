@@ -3,7 +3,7 @@ released actions) from `remediation` and `decisions`, kept current by tailing th
 
 Every gateway replica reads all partitions from the beginning (no consumer group): the read model is a
 pure function of the log. `ready` is set once the backlog present at start has been applied, and
-`wait_for(event_id)` lets a write answer only after its own event is visible (read your writes).
+`publish_visible` lets a write answer only after its own event is visible (read your writes).
 """
 
 from __future__ import annotations
@@ -12,16 +12,33 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.bus import kafka
+from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
-from pipeline.events import Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
+from pipeline.events import Event, Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
 from pipeline.gateway.remediation_view import AppliedIds, RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
+from pipeline.web.errors import ApiError
 
 log = get_logger("pipeline.gateway.projection")
+
+
+async def publish_visible(producer: EventProducer, topic: str, event: Event, applied: AppliedIds, timeout: float,
+                          what: str, **ids: str | None) -> None:
+    """A write route's publish: 503 (with Retry-After) when the broker does not take it, 504 when it is stored
+    but this gateway's read model does not show it within `timeout` (read your writes)."""
+    try:
+        await producer.publish([Output.event(topic, event)])
+    except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the client
+        raise ApiError(503, "BROKER_UNAVAILABLE", f"{what} not stored: {type(exc).__name__}",
+                       headers={"Retry-After": "5"}) from None
+    if not await applied.wait_for(event.envelope.id, timeout):
+        extra: dict[str, Any] = dict(ids)
+        raise ApiError(504, "PROJECTION_LAGGING", f"{what} stored but not yet visible", **extra)
 
 
 class IncidentProjection:
@@ -41,9 +58,6 @@ class IncidentProjection:
             self.incidents[incident.id] = incident
         self.applied.notify(event_id)
         return True
-
-    async def wait_for(self, event_id: str, timeout: float) -> bool:
-        return await self.applied.wait_for(event_id, timeout)
 
     def values(self) -> Iterable[Incident]:
         return self.incidents.values()

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.arbitration import (
     Rules,
@@ -31,6 +31,7 @@ from pipeline.domain.arbitration import (
 )
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Proposal, RemediationProposed, Severity
+from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import LAYERS, RemediationView, workflow_view
 from pipeline.gateway.routes import MAX_WRITE_BODY, _camel
 from pipeline.stages.arbitrate import policy_from_settings
@@ -155,14 +156,8 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         event = Event.of(RemediationProposed(namespace=proposal.namespace, proposal=proposal),
                          source="pipeline/gateway", subject=proposal.target, incidentid=proposal.incident_id or None,
                          workflowid=proposal.workflow_id)
-        try:
-            await producer.publish([Output.event(topic, event)])
-        except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the client
-            raise ApiError(503, "BROKER_UNAVAILABLE", f"command not stored: {type(exc).__name__}",
-                           headers={"Retry-After": "5"}) from None
-        if not await view.applied.wait_for(event.envelope.id, settings.gateway_write_timeout_s):
-            raise ApiError(504, "PROJECTION_LAGGING", "command stored but not yet visible",
-                           workflow_id=proposal.workflow_id)
+        await publish_visible(producer, topic, event, view.applied, settings.gateway_write_timeout_s, "command",
+                              workflow_id=proposal.workflow_id)
 
     def propose(key: str, digest: str, namespace: str, ref: ResourceRef, action: str,
                 rule_id: str | None, **kw: Any) -> Proposal:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.incidents import (
     IncidentQuery,
@@ -20,7 +20,7 @@ from pipeline.domain.incidents import (
     to_api,
 )
 from pipeline.events import Event, IncidentOpened, Severity
-from pipeline.gateway.projection import IncidentProjection
+from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_model, require_token
 
@@ -101,16 +101,8 @@ def router(
         req, _ = await read_model(request, CreateIncident, MAX_WRITE_BODY)
         incident = new_manual_incident(now=datetime.now(UTC), **req.model_dump())
         event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
-        try:
-            await producer.publish([Output.event(topic, event)])
-        except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the client
-            raise ApiError(
-                503, "BROKER_UNAVAILABLE", f"incident not stored: {type(exc).__name__}", headers={"Retry-After": "5"}
-            ) from None
-        if not await projection.wait_for(event.envelope.id, settings.gateway_write_timeout_s):
-            raise ApiError(
-                504, "PROJECTION_LAGGING", "incident stored but not yet visible", incident_id=incident.id
-            )
+        await publish_visible(producer, topic, event, projection.applied, settings.gateway_write_timeout_s,
+                              "incident", incident_id=incident.id)
         view = to_api(projection.incidents[incident.id])
         return JSONResponse(
             {
