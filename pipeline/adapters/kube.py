@@ -42,7 +42,10 @@ async def api_client(settings: Settings) -> client.ApiClient:
         await config.load_kube_config(config_file=settings.kubeconfig, context=settings.kube_context or None,
                                       client_configuration=cfg, persist_config=False)
     else:
-        config.load_incluster_config(client_configuration=cfg)
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException as exc:
+            raise RuntimeError(f"KUBECONFIG is not set and this is not a pod with a service account: {exc}") from None
     cfg.client_side_validation = False
     client.Configuration.set_default(cfg)  # models built without a configuration use the default one
     return client.ApiClient(configuration=cfg)
