@@ -184,20 +184,12 @@ class _Etcd(_LoggedProcess):
     def start(self, timeout: float = 30) -> Self:
         if self.running:
             return self
-        deadline = time.monotonic() + timeout
-        for attempt in range(3):
-            if attempt:
-                self.port, self.peer_port = free_port(), free_port()
-                shutil.rmtree(self.data_path, ignore_errors=True)
-            self._spawn()
-            try:
-                self._wait_ready(deadline, "/health")
-                return self
-            except RuntimeError:
-                if self._died_on_port() and attempt < 2:
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        def new_ports() -> None:
+            self.port, self.peer_port = free_port(), free_port()
+            shutil.rmtree(self.data_path, ignore_errors=True)
+
+        self._spawn_until_ready(time.monotonic() + timeout, "/health", on_port_lost=new_ports)
+        return self
 
 
 class _APIServer(_LoggedProcess):

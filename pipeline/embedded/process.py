@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -167,6 +168,25 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> Self:
         raise NotImplementedError
+
+    def _spawn_until_ready(self, deadline: float, path: str | None = None, *,
+                           on_port_lost: Callable[[], None], attempts: int = 3) -> None:
+        """Spawn and wait until ready. When the process died because its port was taken meanwhile (the race
+        between `free_port()` and its bind), `on_port_lost` picks new ports and it is tried again."""
+        for attempt in range(attempts):
+            if attempt:
+                on_port_lost()
+            self._spawn()
+            try:
+                if path is None:
+                    self._wait_ready(deadline)
+                else:
+                    self._wait_ready(deadline, path)
+                return
+            except RuntimeError:
+                if self._died_on_port() and attempt < attempts - 1:
+                    continue
+                raise
 
     def __enter__(self) -> Self:
         return self.start()

@@ -108,20 +108,13 @@ class AlertmanagerServer(ServerProcess):
         """Start the process and wait until ``/-/ready`` answers 200."""
         if self.running:
             return self
-        deadline = time.monotonic() + timeout
         self.storage_path.mkdir(parents=True, exist_ok=True)
-        for attempt in range(3):
-            if attempt:
-                self.port = free_port()  # lost the race for the port: try another one
-            self._spawn()
-            try:
-                self._wait_ready(deadline)
-                return self
-            except RuntimeError:
-                if self._died_on_port() and attempt < 2:
-                    continue
-                raise
-        raise AssertionError("unreachable")
+
+        def new_port() -> None:
+            self.port = free_port()
+
+        self._spawn_until_ready(time.monotonic() + timeout, on_port_lost=new_port)
+        return self
 
     # ------------------------------------------------------------------ HTTP API (v2)
     def _post_alerts(self, alerts: list[dict[str, Any]]) -> None:
