@@ -221,6 +221,20 @@ def _millicores(cores: float | None) -> str | None:
     return f"{int(cores * 1000)}m" if cores is not None else None
 
 
+def _cpu_amount(label: str, cores: float | None, whole: float | None) -> dict[str, Any] | None:
+    """`{"<label>": "250m", "<label>_numeric": 0.25, "percent": …}` of `whole`; None when unknown."""
+    if cores is None:
+        return None
+    return {label: _millicores(cores), f"{label}_numeric": _r(cores, 6), "percent": _pct(cores, whole)}
+
+
+def _memory_amount(label: str, size: float | None, whole: float | None) -> dict[str, Any] | None:
+    """`{"<label>": "1.5Gi", "<label>_bytes": …, "percent": …}` of `whole`; None when unknown."""
+    if size is None:
+        return None
+    return {label: cap.format_bytes(size), f"{label}_bytes": int(size), "percent": _pct(size, whole)}
+
+
 def _drop_none(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
@@ -711,46 +725,14 @@ async def _namespace_capacity(
             }
         ),
         "current_usage": {
-            "cpu": (
-                {
-                    "used": _millicores(used_cpu),
-                    "used_numeric": _r(used_cpu, 6),
-                    "percent": _pct(used_cpu, quota_cpu),
-                }
-                if used_cpu is not None
-                else None
-            ),
-            "memory": (
-                {
-                    "used": cap.format_bytes(used_mem),
-                    "used_bytes": int(used_mem),
-                    "percent": _pct(used_mem, quota_mem),
-                }
-                if used_mem is not None
-                else None
-            ),
+            "cpu": _cpu_amount("used", used_cpu, quota_cpu),
+            "memory": _memory_amount("used", used_mem, quota_mem),
             "pod_count": state.pods,
         },
         "available": _drop_none(
             {
-                "cpu": (
-                    {
-                        "available": _millicores(free_cpu),
-                        "available_numeric": _r(free_cpu, 6),
-                        "percent": _pct(free_cpu, quota_cpu),
-                    }
-                    if free_cpu is not None
-                    else None
-                ),
-                "memory": (
-                    {
-                        "available": cap.format_bytes(free_mem),
-                        "available_bytes": int(free_mem),
-                        "percent": _pct(free_mem, quota_mem),
-                    }
-                    if free_mem is not None
-                    else None
-                ),
+                "cpu": _cpu_amount("available", free_cpu, quota_cpu),
+                "memory": _memory_amount("available", free_mem, quota_mem),
                 "pod_slots": max(0, int(quota_pods) - state.pods) if quota_pods else None,
             }
         ),
@@ -857,16 +839,8 @@ async def _cluster_capacity(prom: PrometheusClient) -> dict[str, Any]:
             "control_plane_nodes_excluded": len(control_plane & set(nodes)),
         },
         "cluster_usage": {
-            "cpu": {
-                "used": _millicores(used_cpu),
-                "used_numeric": _r(used_cpu, 6),
-                "percent": _pct(used_cpu, alloc_cpu),
-            },
-            "memory": {
-                "used": cap.format_bytes(used_mem),
-                "used_bytes": int(used_mem),
-                "percent": _pct(used_mem, alloc_mem),
-            },
+            "cpu": _cpu_amount("used", used_cpu, alloc_cpu),
+            "memory": _memory_amount("used", used_mem, alloc_mem),
             "pod_count": pods,
         },
         "namespaces": summaries,
