@@ -139,7 +139,7 @@ class KubeWatcher:
                 await backoff.sleep()
                 continue
             await self._queue.put(_Listed(collection.kind, items))
-            self._mark_listed(collection.name)
+            self._unsynced.discard(collection.name)
             while True:
                 try:
                     async for kind, obj in watch(collection, rv, self.settings.watch_timeout_s):
@@ -165,9 +165,6 @@ class KubeWatcher:
             await asyncio.sleep(self.settings.watch_resync_s)
             for kind, obj in list(self.objects.values()):
                 await self._queue.put(_Changed(kind, "RESYNC", obj))
-
-    def _mark_listed(self, name: str) -> None:
-        self._unsynced.discard(name)
 
     async def _publish_loop(self) -> None:
         while True:
