@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Provide the real Kubernetes API server the integration tests (pipeline/embedded/kube.py) start:
-#   - kube-apiserver v1.31.3, built from the Go module proxy with the recipe in deploy/kube-apiserver
-#     (go.mod pins k8s.io/kubernetes and replaces its staging modules), cached as
-#     ${PIPELINE_CACHE_DIR:-~/.cache/pipeline}/kube/v1.31.3/kube-apiserver;
+# Provide the real Kubernetes components the integration tests (pipeline/embedded/kube.py) start:
+#   - kube-apiserver, kube-controller-manager and kube-scheduler v1.31.3, built from the Go module proxy
+#     with the recipe in deploy/kube-apiserver (go.mod pins k8s.io/kubernetes and replaces its staging
+#     modules; tools.go names the three commands), cached in
+#     ${PIPELINE_CACHE_DIR:-~/.cache/pipeline}/kube/v1.31.3/;
+#   - kwok v0.8.0 (sigs.k8s.io/kwok, `go install ...@v0.8.0`), cached in .../kube/kwok-v0.8.0/kwok: it
+#     plays the kubelet for a fake node in KubeCluster;
+#   - ArgoCD's Application CRD, extracted from the argo-cd/v2 v2.14.21 module zip (`go mod download`,
+#     38 MB) into .../kube/argocd-v2.14.21/application-crd.yaml (sha256 pinned below);
 #   - etcd from Debian's `etcd-server` (3.4.23), installed with apt when `etcd` is not on PATH.
 #
-# Idempotent and fast (a few ms) when both are present: no go, no apt, no sudo. A cold build takes
-# 5-7 min on 2 cores and downloads ~1 GB of modules; with warm Go caches ~20 s. Reproducible: the same
-# binary whatever the state of the caches.
+# Idempotent and fast (a few ms) when all are present: no go, no apt, no sudo; each missing piece is built
+# alone. A cold kube-apiserver build takes 5-7 min on 2 cores and downloads ~1 GB of modules;
+# kube-controller-manager ~1.5-3.5 min more, kube-scheduler ~5 s after it, kwok ~1.5 min; with warm Go
+# caches ~20 s each. Reproducible: the same binaries whatever the state of the caches. Builds run niced.
 #
-# Needs Go >= 1.22 on PATH (`go`, or /usr/local/go/bin/go). Without one, a Go toolchain is fetched from
+# Needs Go >= 1.22 on PATH (`go`, or /usr/local/go/bin/go); kwok v0.8.0 needs Go 1.26, which `go`
+# fetches itself (GOTOOLCHAIN=auto) when older. Without any Go, a toolchain is fetched from
 # the Go module proxy (golang.org/toolchain, the module `go` itself uses for GOTOOLCHAIN downloads) into
 # the cache. The apt part runs as root, or through sudo.
 #
 # Environment:
 #   PIPELINE_CACHE_DIR         cache root (default ~/.cache/pipeline), as for the Kafka jars.
-#   KUBE_APISERVER_FORCE_BUILD=1   rebuild even when the cached binary exists.
+#   KUBE_APISERVER_FORCE_BUILD=1   rebuild everything even when cached.
 set -euo pipefail
 
 KUBE_VERSION=v1.31.3
@@ -29,7 +36,15 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RECIPE="$ROOT/deploy/kube-apiserver"
 CACHE_ROOT="${PIPELINE_CACHE_DIR:-$HOME/.cache/pipeline}"
 BIN_DIR="$CACHE_ROOT/kube/$KUBE_VERSION"
-BIN="$BIN_DIR/kube-apiserver"
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler)
+
+KWOK_VERSION=v0.8.0
+KWOK_BIN="$CACHE_ROOT/kube/kwok-$KWOK_VERSION/kwok"
+
+ARGOCD_MODULE=github.com/argoproj/argo-cd/v2
+ARGOCD_VERSION=v2.14.21
+ARGOCD_CRD="$CACHE_ROOT/kube/argocd-$ARGOCD_VERSION/application-crd.yaml"
+ARGOCD_CRD_SHA256=4e7079cab5df789e2dfbdc724ed6514875acb8d5c58445272229a7e1b9c0e139
 
 # ---------------------------------------------------------------------------------------------------
 # etcd (Debian etcd-server). `--install-etcd` is the root-only part, re-entered through sudo if needed.
@@ -142,44 +157,113 @@ fetch_go() { # the same zip `GOTOOLCHAIN=goX.Y.Z` would download, into $CACHE_RO
   rm -rf "$tmp"
 }
 
-build_kube_apiserver() {
-  local go_bin
-  if ! go_bin="$(find_go)"; then
+GO_BIN=""
+ensure_go() {
+  [[ -n "$GO_BIN" ]] && return 0
+  if ! GO_BIN="$(find_go)"; then
     mkdir -p "$CACHE_ROOT/go"
     fetch_go
-    go_bin="$(find_go)" || { log "ERROR: the fetched Go toolchain does not run"; exit 1; }
+    GO_BIN="$(find_go)" || { log "ERROR: the fetched Go toolchain does not run"; exit 1; }
   fi
+}
+
+build_kube_command() { # $1 = kube-apiserver | kube-controller-manager | kube-scheduler
+  local cmd="$1" out="$BIN_DIR/$1"
+  ensure_go
   mkdir -p "$BIN_DIR"
-  local tmp="$BIN.tmp.$$"
+  local tmp="$out.tmp.$$"
   local ldflags="-s -w"
   ldflags+=" -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
   ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=31"
   ldflags+=" -X k8s.io/component-base/version.gitCommit=$KUBE_COMMIT"
   ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
   ldflags+=" -X k8s.io/component-base/version.buildDate=$KUBE_BUILD_DATE"
-  log "building kube-apiserver $KUBE_VERSION with $("$go_bin" env GOVERSION) (module proxy: $("$go_bin" env GOPROXY))"
-  log "  cold: 5-7 min on 2 cores and ~1 GB in the module cache; with warm Go caches: ~20 s"
+  log "building $cmd $KUBE_VERSION with $("$GO_BIN" env GOVERSION) (module proxy: $("$GO_BIN" env GOPROXY))"
+  if [[ "$cmd" == kube-apiserver ]]; then
+    log "  cold: 5-7 min on 2 cores and ~1 GB in the module cache; with warm Go caches: ~20 s"
+  fi
   local start end
   start=$(date +%s)
   # -mod=readonly: go.mod/go.sum in the repo are complete and are never rewritten by a build.
   # GOFLAGS replaces the user's (e.g. -mod=vendor would break this module); -buildvcs=false because the
   # recipe lives inside this git checkout and its state must not change the binary.
   (cd "$RECIPE" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOWORK=off \
-    nice -n 10 "$go_bin" build -ldflags="$ldflags" -o "$tmp" k8s.io/kubernetes/cmd/kube-apiserver) >&2 || {
+    nice -n 10 "$GO_BIN" build -ldflags="$ldflags" -o "$tmp" "k8s.io/kubernetes/cmd/$cmd") >&2 || {
     rm -f "$tmp"
     log "ERROR: go build failed (above)"
     exit 1
   }
   "$tmp" --version >/dev/null || { rm -f "$tmp"; log "ERROR: the built binary does not run"; exit 1; }
-  mv -f "$tmp" "$BIN"
+  mv -f "$tmp" "$out"
   end=$(date +%s)
-  log "built $BIN ($("$BIN" --version), $(du -m "$BIN" | cut -f1) MB) in $((end - start)) s"
+  log "built $out ($("$out" --version), $(du -m "$out" | cut -f1) MB) in $((end - start)) s"
+}
+
+build_kwok() {
+  ensure_go
+  local dir tmp start end
+  dir="$(dirname "$KWOK_BIN")"
+  mkdir -p "$dir"
+  tmp="$(mktemp -d "$dir/.build.XXXXXX")"
+  log "building kwok $KWOK_VERSION (go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION; cold ~1.5 min)"
+  start=$(date +%s)
+  # Outside any module (cwd = the empty tmp dir), so neither this repo nor a go.work is involved.
+  # GOTOOLCHAIN=auto: kwok v0.8.0's go.mod says go 1.26.0; an older go fetches that toolchain.
+  (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS="-buildvcs=false" GOWORK=off GOTOOLCHAIN=auto \
+    nice -n 10 "$GO_BIN" install -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") >&2 || {
+    rm -rf "$tmp"
+    log "ERROR: go install kwok failed (above)"
+    exit 1
+  }
+  "$tmp/kwok" --version >/dev/null || { rm -rf "$tmp"; log "ERROR: the built kwok does not run"; exit 1; }
+  mv -f "$tmp/kwok" "$KWOK_BIN"
+  rm -rf "$tmp"
+  end=$(date +%s)
+  log "built $KWOK_BIN ($("$KWOK_BIN" --version 2>&1 | head -n1)) in $((end - start)) s"
+}
+
+extract_argocd_crd() {
+  ensure_go
+  local dir tmp mod_dir sum
+  dir="$(dirname "$ARGOCD_CRD")"
+  mkdir -p "$dir"
+  tmp="$(mktemp -d "$dir/.fetch.XXXXXX")"
+  log "fetching $ARGOCD_MODULE@$ARGOCD_VERSION from the module proxy (38 MB zip) for its Application CRD"
+  # `go mod download` checks the zip against go.sum's source, the checksum database, like any module.
+  mod_dir="$(cd "$tmp" && GOFLAGS="" GOWORK=off "$GO_BIN" mod download -json "$ARGOCD_MODULE@$ARGOCD_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')" || {
+    rm -rf "$tmp"
+    log "ERROR: go mod download $ARGOCD_MODULE@$ARGOCD_VERSION failed (above)"
+    exit 1
+  }
+  cp "$mod_dir/manifests/crds/application-crd.yaml" "$tmp/application-crd.yaml"
+  chmod 0644 "$tmp/application-crd.yaml"
+  sum="$(sha256sum "$tmp/application-crd.yaml" | cut -d' ' -f1)"
+  if [[ "$sum" != "$ARGOCD_CRD_SHA256" ]]; then
+    rm -rf "$tmp"
+    log "ERROR: $mod_dir/manifests/crds/application-crd.yaml has sha256 $sum, expected $ARGOCD_CRD_SHA256"
+    exit 1
+  fi
+  mv -f "$tmp/application-crd.yaml" "$ARGOCD_CRD"
+  rm -rf "$tmp"
+  log "extracted $ARGOCD_CRD"
+}
+
+missing() { # prints what is not cached yet (everything with KUBE_APISERVER_FORCE_BUILD)
+  local cmd force="${KUBE_APISERVER_FORCE_BUILD:-}"
+  for cmd in "${KUBE_COMMANDS[@]}"; do
+    [[ -x "$BIN_DIR/$cmd" && -z "$force" ]] || echo "$cmd"
+  done
+  [[ -x "$KWOK_BIN" && -z "$force" ]] || echo kwok
+  [[ -f "$ARGOCD_CRD" && -z "$force" ]] || echo argocd-crd
+  return 0
 }
 
 # ---------------------------------------------------------------------------------------------------
 ensure_etcd
-if [[ -x "$BIN" && -z "${KUBE_APISERVER_FORCE_BUILD:-}" ]]; then
-  log "present: $BIN, $(command -v etcd)"
+todo="$(missing)"
+if [[ -z "$todo" ]]; then
+  log "present: ${KUBE_COMMANDS[*]} in $BIN_DIR, $KWOK_BIN, $ARGOCD_CRD, $(command -v etcd)"
   exit 0
 fi
 mkdir -p "$BIN_DIR"
@@ -187,9 +271,16 @@ exec 9>"$BIN_DIR/.build.lock"
 if ! flock -n 9; then
   log "another build is running; waiting for it"
   flock 9
+  todo="$(missing)"
+  if [[ -z "$todo" ]]; then
+    log "present: everything (built by the other run)"
+    exit 0
+  fi
 fi
-if [[ -x "$BIN" && -z "${KUBE_APISERVER_FORCE_BUILD:-}" ]]; then
-  log "present: $BIN (built by the other run)"
-  exit 0
-fi
-build_kube_apiserver
+for item in $todo; do
+  case "$item" in
+    kwok) build_kwok ;;
+    argocd-crd) extract_argocd_crd ;;
+    *) build_kube_command "$item" ;;
+  esac
+done
