@@ -145,7 +145,8 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")
-    stage.add_argument("name", choices=["ingest", "watch", "correlate", "enrich", "score", "propose", "arbitrate"])
+    stage.add_argument("name", choices=["ingest", "watch", "correlate", "enrich", "score", "propose", "arbitrate",
+                                               "remediate"])
     stage.add_argument("--port", type=int)
     stage.set_defaults(func=cmd_stage)
 

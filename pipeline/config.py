@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     remediation_approval: list[dict[str, object]] | None = None  # JSON list of approval rules; None: defaults
     remediation_decided_memory: int = Field(default=2000, ge=1)  # decided proposal ids kept per namespace
     confidence_threshold: float = Field(default=0.7, ge=0, le=1)  # AI proposals below it are rejected
+    # Remediation execution (issue 10): what the remediate stage does with approved decisions.
+    remediation_mode: Literal["off", "dry-run", "approve", "auto"] = "auto"
+    remediation_step_timeout_s: float = Field(default=120.0, gt=0)
+    remediation_checkpoint_timeout_s: float = Field(default=180.0, gt=0)
+    remediation_poll_s: float = Field(default=1.0, gt=0)  # how often a checkpoint is polled
+    remediation_storm_max_unhealthy: float = Field(default=0.5, ge=0, le=1)  # share of a namespace's pods
+    remediation_storm_min_unhealthy: int = Field(default=3, ge=1)  # ... and at least this many
+    remediation_identity: str = ""  # empty: hostname-pid
+    helm_binary: str = ""  # e.g. "helm": Helm-managed workloads are rolled back with it; empty: such steps fail
     embedded_ml_port: int = Field(default=0, ge=0, le=65535)  # the reference ML service (0: any free port)
     embedded_ml_url: str = ""  # set by `pipeline run` once the reference service is up
     data_dir: Path = Field(default_factory=default_data_dir)

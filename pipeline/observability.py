@@ -114,6 +114,14 @@ COORDINATION_RESOLUTION_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 COORDINATION_ACTIVE = Gauge("coordination_active_actions", "Approved actions holding their target, by this instance")
+REMEDIATE_WORKFLOWS = Counter("pipeline_remediate_workflows_total", "Workflows by transition (created and how they ended)",
+                              ["status"])
+REMEDIATE_STEPS = Counter("pipeline_remediate_steps_total", "Workflow steps carried out, by action and outcome",
+                          ["action", "outcome"])
+REMEDIATE_RUNNING = Gauge("pipeline_remediate_executing_workflows", "Workflows this instance is executing or gating")
+REMEDIATE_FIRST_CALL_SECONDS = Histogram(
+    "pipeline_remediate_decision_to_first_call_seconds", "From the decision event to the first step's API call",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 COORDINATION_REDECIDED = Counter(
     "pipeline_arbitrate_already_decided_total", "Proposals skipped because their id was already decided"
 )

@@ -148,6 +148,7 @@ class Process:
             self._stops.append(runner.stop)
             await runner.ready.wait()
             parts.projection = runner
+            parts.detector = await self._detector()
             if self.settings.prometheus_url:
                 from pipeline.adapters.prometheus import PrometheusClient
 
@@ -171,6 +172,23 @@ class Process:
             from pipeline.ingest.reconcile import reconcile
 
             await reconcile(parts.ingest, self.settings.alertmanager_url)
+
+    async def _detector(self) -> Any:
+        """Deployment-method detection for the gateway's routes, when a cluster is configured."""
+        from pipeline.stages.remediate import cluster_configured
+
+        if not cluster_configured(self.settings):
+            return None
+        from pipeline.adapters.detection import Detector
+        from pipeline.adapters.kube import api_client
+
+        try:
+            api = await api_client(self.settings)
+        except Exception as exc:  # noqa: BLE001 - the detect routes answer 503 and say why
+            log.warning("no Kubernetes client for detection", error=repr(exc))
+            return None
+        self._stops.append(api.close)
+        return Detector(api)
 
     async def _serve(self, app: Any, port: int) -> str:
         from pipeline.web.app import server

@@ -70,6 +70,9 @@ class Stage(ABC):
     def changelog(self) -> list[Output]:
         return []
 
+    async def start(self) -> None:
+        """Before consuming: start the stage's own clients and background work."""
+
     def commit(self) -> None:
         """The batch's outputs and changelog are acknowledged: make its state changes permanent."""
 
@@ -201,6 +204,7 @@ class StageRuntime:
 
     async def start(self) -> None:
         await self.producer.start()
+        await self.stage.start()
         await self.broker.start()
         self.log.info("stage started", inputs=[self.settings.topic(t) for t in self.stage.inputs])
 

@@ -83,6 +83,15 @@ class Rule(_Frozen):
         return any(fnmatchcase(name.lower(), pattern.lower()) for name in names for pattern in self.match)
 
 
+class Limits(_Frozen):
+    """Bounds of the actions that change sizes: how far a remediation may raise a memory limit or scale out."""
+
+    memory_factor: float = Field(1.5, gt=1.0, le=4.0, description="New memory limit = old x factor")
+    memory_max: str = Field("4Gi", description="Never raise a memory limit above this quantity")
+    replicas_step: int = Field(1, ge=1, le=10)
+    replicas_max: int = Field(10, ge=1)
+
+
 class Rules(_Frozen):
     """The parsed rules file."""
 
@@ -90,6 +99,7 @@ class Rules(_Frozen):
     actions: dict[str, ActionSpec]
     exclusive: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def _consistent(self) -> Rules:
@@ -433,11 +443,13 @@ def resolve(proposals: Sequence[Proposal], state: TargetState, policy: Policy, n
 
 
 def apply(state: TargetState, decisions: Iterable[Decision]) -> TargetState:
-    """The state after the approved decisions start; other outcomes, and dry runs, change nothing."""
+    """The state after the approved decisions start. A decision awaiting approval holds its target too (until it is
+    approved and done, rejected, or expires): two actions must not be approved on one target. Other outcomes,
+    and dry runs, change nothing."""
     active, last, per_ns = dict(state.active), dict(state.last_action_at), dict(state.namespace_active)
     for d in decisions:
         p = d.proposal
-        if d.outcome != "approved" or p.dry_run or p.target in active:
+        if d.outcome not in ("approved", "awaiting_approval") or p.dry_run or p.target in active:
             continue
         active[p.target] = ActiveAction(proposal_id=p.id, action=p.action, namespace=p.namespace,
                                         started_at=d.decided_at, incident_id=p.incident_id)

@@ -118,6 +118,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def with_workflow(incident: Incident, workflow_id: str, action: str, status: str,
+                  completed_at: datetime | None) -> Incident:
+    """The incident as the MCP server should see it while a workflow remediates it: `running` while the workflow
+    runs, `completed` or `failed` from its outcome (its alerts' resolution still completes it); otherwise the
+    incident's own status. Carries the workflow's id and action."""
+    update: dict[str, Any] = {"workflow_id": workflow_id, "action_type": action}
+    if incident.status == IncidentStatus.ACTIVE:
+        if status == "running":
+            update["status"] = IncidentStatus.RUNNING
+        elif status in ("completed", "failed"):
+            update["status"] = IncidentStatus(status)
+            update["resolved_at"] = completed_at
+    return incident.model_copy(update=update)
+
+
 def to_api(incident: Incident) -> dict[str, Any]:
     """One incident in the list shape: the MCP server's fields plus the engine's."""
     finished = incident.resolved_at if incident.status != IncidentStatus.ACTIVE else None
@@ -130,7 +145,7 @@ def to_api(incident: Incident) -> dict[str, Any]:
         "status": incident.status.value,
         "priority": incident.severity.priority,
         "target": incident.target,
-        "action_type": None,
+        "action_type": incident.action_type,
         "source": incident.source,
         "confidence": incident.confidence,
         "parameters": incident.parameters,

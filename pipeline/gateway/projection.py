@@ -1,5 +1,6 @@
-"""The read models: incidents rebuilt from the `incidents` topic, and remediation (proposals, decisions,
-released actions) from `remediation` and `decisions`, kept current by tailing them.
+"""The read models: incidents rebuilt from the `incidents` topic, remediation (proposals, decisions, released
+actions, workflows) from `remediation`, `decisions` and `workflows`, and the runtime controls from `control`,
+kept current by tailing them.
 
 Every gateway replica reads all partitions from the beginning (no consumer group): the read model is a
 pure function of the log. `ready` is set once the backlog present at start has been applied, and
@@ -19,7 +20,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
-from pipeline.events import Event, Incident, IncidentChange, IncidentStatus, InvalidEvent, decode
+from pipeline.bus.control import ControlState
+from pipeline.events import (
+    ControlChanged,
+    Event,
+    Incident,
+    IncidentChange,
+    IncidentStatus,
+    InvalidEvent,
+    decode,
+)
 from pipeline.gateway.remediation_view import AppliedIds, RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
 from pipeline.web.errors import ApiError
@@ -76,7 +86,9 @@ class ProjectionRunner:
     def __init__(self, settings: Settings, projection: IncidentProjection | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic("incidents")
-        self.topics = [self.topic, settings.topic("remediation"), settings.topic("decisions")]
+        self.topics = [self.topic, settings.topic("remediation"), settings.topic("decisions"),
+                       settings.topic("workflows"), settings.topic("control")]
+        self.control = ControlState()
         self.projection = projection or IncidentProjection()
         self.remediation = RemediationView(action_timeout=timedelta(seconds=settings.remediation_action_timeout_s))
         self.ready = asyncio.Event()
@@ -133,6 +145,10 @@ class ProjectionRunner:
             return
         if isinstance(event.payload, IncidentChange):
             applied = self.projection.apply(event.envelope.id, event.payload)
+        elif isinstance(event.payload, ControlChanged):
+            self.control.apply(event.payload)
+            applied = self.remediation.applied.add(event.envelope.id)
+            self.remediation.applied.notify(event.envelope.id)
         else:
             applied = self.remediation.apply(event.envelope.id, event.payload, event.envelope.time)
         if applied:

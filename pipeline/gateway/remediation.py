@@ -8,6 +8,7 @@ decision record; `GET /api/v1/status` and `GET /api/v1/cluster/status` the queue
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.arbitration import (
@@ -133,8 +135,12 @@ def _workflow_id(request_id: str) -> str:
     return "wf-" + uuid.uuid5(_WORKFLOW_NAMESPACE, request_id).hex[:12]
 
 
-def router(settings: Settings, view: RemediationView, producer: EventProducer, started: float) -> APIRouter:
+def router(settings: Settings, view: RemediationView, producer: EventProducer, started: float,
+           control: ControlState | None = None, detector: Any = None) -> APIRouter:
+    """`control` is the followed control topic (kill switch, pause, approvals); `detector` (adapters.detection)
+    tells a trigger's deployment method when this gateway can read the cluster."""
     api = APIRouter(tags=["remediation"])
+    control = control if control is not None else ControlState()
     topic = settings.topic("remediation")
     rules: Rules = load_rules(settings.remediation_rules_path)
     policy = policy_from_settings(settings)
@@ -170,6 +176,34 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         return propose_manual(rules, target, action, request_id=request_id, rule_id=rule_id,
                               workflow_id=workflow_id, parameters=params, **kw)
 
+    async def submit_manual(*, namespace: str, kind: str, name: str, action: str, incident_id: str, dry_run: bool,
+                            requested_by: str, reason: str, body: Any, parameters: dict[str, Any]) -> Proposal:
+        """Propose and publish a manual action (used by the coordination routes); one per identical body."""
+        key, digest = f"body:{requested_by}", ""
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+        key = f"body:{digest}"
+        found = view.by_request(key)
+        if found is not None and datetime.now(UTC) - found.submitted_at <= REPEAT_WINDOW:
+            return found.proposal
+        proposal = propose(key, digest, namespace, ResourceRef.model_construct(kind=kind, name=name), action, None,
+                           incident_id=incident_id, severity=Severity.MEDIUM, priority=None, dry_run=dry_run,
+                           requested_by=requested_by, reason=reason, parameters=parameters)
+        await submit(proposal)
+        return proposal
+
+    async def deployment_method(namespace: str, kind: str, name: str) -> str:
+        if detector is None:
+            return "unknown"
+        try:
+            info = await asyncio.wait_for(detector.detect(namespace, kind, name), 3.0)
+        except Exception:  # noqa: BLE001 - not found, forbidden, slow: the remediator detects again anyway
+            return "unknown"
+        return str(info.method)
+
+    from pipeline.gateway.workflows import router as workflows_router
+
+    api.include_router(workflows_router(settings, view, control, producer, submit_manual))
+
     @api.post("/api/v1/remediation/trigger", status_code=202, summary="Propose a remediation (manual command)")
     async def trigger(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
@@ -195,7 +229,9 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
             {
                 "workflow_id": workflow_id,
                 "status": "pending" if entry is None else entry.status,
-                "deployment_method": "unknown",
+                "deployment_method": (entry.workflow.deployment_method if entry is not None and entry.workflow
+                                      else await deployment_method(req.namespace, req.resource.kind,
+                                                                   req.resource.name)),
                 "estimated_duration": "5m",
                 "dry_run": req.dry_run,
                 "incident_id": req.incident_id,
@@ -250,26 +286,54 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
     def uptime() -> float:
         return round(time.monotonic() - started, 3)
 
+    def today(now: datetime) -> tuple[int, int]:
+        """Conflicts detected and resolved since midnight UTC (the Python engine's daily counters)."""
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        detected = sum(1 for e in view.entries.values() if e.decision is not None and e.decision.decided_at >= midnight
+                       and any(r.code in ("lost_conflict", "duplicate") for r in e.decision.reasons))
+        return detected, detected
+
     @api.get("/api/v1/status", summary="Coordination status: engine, queue, actions, conflicts, layers")
     async def status() -> JSONResponse:
-        c = view.counts(datetime.now(UTC))
+        now = datetime.now(UTC)
+        c = view.counts(now)
         s = c["statuses"]
         conflicts = sum(c["conflicts"].values())
+        killed = policy.kill_switch or control.killed
+        detected, resolved = today(now)
+        by_source = {src: sum(1 for e in view.entries.values() if e.proposal.source == src and e.workflow is not None
+                              and e.workflow.status in ("completed", "failed"))
+                     for src in ("deterministic", "ai", "manual")}
+        queued = s.get("pending", 0) + s.get("awaiting_approval", 0)
         return JSONResponse({
             "status": "running",
-            "timestamp": datetime.now(UTC).isoformat(),
-            "engine": {"running": True, "mode": "event-log", "version": settings.version, "uptime_seconds": uptime(),
-                       "kill_switch": policy.kill_switch},
+            "timestamp": now.isoformat(),
+            # the Python engine's fields
+            "engine_status": "stopped" if killed else ("paused" if control.paused else "running"),
+            "active_actions": s.get("running", 0),
+            "queued_actions": queued,
+            "conflicts_detected_today": detected,
+            "conflicts_resolved_today": resolved,
+            "layers": {
+                **{name: c["layers"].get(name, {}) for name in LAYERS},
+                "deterministic": {"status": "stopped" if killed else "active",
+                                  "actions_processed": by_source["deterministic"] + by_source["manual"]},
+                "ai_driven": {"status": "stopped" if killed else "active", "actions_processed": by_source["ai"]},
+            },
+            # ours
+            "engine": {"running": not killed, "mode": "event-log", "version": settings.version,
+                       "uptime_seconds": uptime(), "kill_switch": killed, "paused": control.paused,
+                       "remediation_mode": settings.remediation_mode},
             "queue": {"pending": s.get("pending", 0), "awaiting_approval": s.get("awaiting_approval", 0),
                       "active": s.get("running", 0)},
             "actions": {"total": c["total"], **{k: s.get(k, 0) for k in (
                 "pending", "approved", "awaiting_approval", "running", "completed", "failed", "rejected",
-                "superseded", "expired")}, "by_source": c["by_source"]},
+                "superseded", "skipped", "cancelled", "expired")}, "by_source": c["by_source"]},
             "conflicts": {"total": conflicts, "resolved": conflicts, "by_kind": c["conflicts"]},
-            "layers": {name: c["layers"].get(name, {}) for name in LAYERS},
+            "controls": control.view(),
             "policy": {"confidence_threshold": policy.confidence_threshold, "cooldown_seconds": policy.cooldown_seconds,
                        "namespace_budget": policy.namespace_budget,
-                       "protected_namespaces": sorted(policy.protected_namespaces), "kill_switch": policy.kill_switch,
+                       "protected_namespaces": sorted(policy.protected_namespaces), "kill_switch": killed,
                        "approval": [r.model_dump(mode="json", exclude_defaults=True) for r in policy.approval]},
         })
 
@@ -279,15 +343,16 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         s = c["statuses"]
         conflicts = sum(c["conflicts"].values())
         pending = s.get("pending", 0) + s.get("awaiting_approval", 0)
+        remediators = len(control.remediators)
         return JSONResponse({
             "status": "healthy",
             "timestamp": datetime.now(UTC).isoformat(),
             "actions": {"total": c["total"], "pending": pending, "running": s.get("running", 0),
                         "completed": s.get("completed", 0), "failed": s.get("failed", 0),
-                        "rejected": s.get("rejected", 0) + s.get("superseded", 0)},
+                        "rejected": s.get("rejected", 0) + s.get("superseded", 0), "skipped": s.get("skipped", 0)},
             "conflicts": {"total": conflicts, "resolved": conflicts},
-            "engine": {"running": True, "queue_length": s.get("pending", 0), "workers_count": None,
-                       "uptime": uptime()},
+            "engine": {"running": not (policy.kill_switch or control.killed), "queue_length": pending,
+                       "workers_count": remediators or None, "uptime": uptime()},
         })
 
     return api

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.events import ActionReleased, Decision, DecisionMade, Proposal, ReasonCode, RemediationProposed
+from pipeline.events import (
+    ActionReleased,
+    Decision,
+    DecisionMade,
+    Proposal,
+    ReasonCode,
+    RemediationProposed,
+    Workflow,
+    WorkflowChanged,
+)
 
 APPLIED_IDS = 100_000
 LAYERS = ("infrastructure", "platform", "application")
@@ -80,19 +89,24 @@ class Entry:
     resolution_seconds: float | None = None
     released: str | None = None  # ActionReleased.reason
     released_at: datetime | None = None
+    workflow: Workflow | None = None  # the remediate stage's workflow, once it has one
+    sequence: int = 0
 
     @property
     def status(self) -> str:
-        """pending (not decided yet), awaiting_approval, approved, running, completed, failed, rejected,
-        superseded."""
+        """The workflow's status once a remediator has it (pending, awaiting_approval, running, completed, failed,
+        rejected, skipped); before that: pending (not decided, or approved and waiting for a remediator),
+        awaiting_approval, rejected, superseded; `cancelled` when the incident resolved before anything ran."""
+        if self.workflow is not None:
+            return self.workflow.status
         if self.decision is None:
             return "pending"
         outcome = self.decision.outcome
-        if outcome != "approved" or self.proposal.dry_run:
+        if outcome not in ("approved", "awaiting_approval"):
             return outcome
-        if self.released is None:
-            return "running"
-        return "failed" if self.released == "failed" else "completed"
+        if self.released is not None:
+            return {"completed": "completed", "failed": "failed"}.get(self.released, "cancelled")
+        return "pending" if outcome == "approved" else outcome
 
 
 @dataclass
@@ -101,6 +115,7 @@ class RemediationView:
     workflows: dict[str, str] = field(default_factory=dict)  # workflow id -> proposal id
     by_target: dict[str, list[str]] = field(default_factory=dict)  # target -> proposal ids
     requests: dict[str, str] = field(default_factory=dict)  # manual request key -> proposal id
+    by_incident: dict[str, str] = field(default_factory=dict)  # incident id -> its latest workflow's proposal id
     action_timeout: timedelta = timedelta(seconds=1800)
     applied: AppliedIds = field(default_factory=AppliedIds)
 
@@ -131,6 +146,19 @@ class RemediationView:
                 entry.resolution_seconds = payload.resolution_seconds
         elif isinstance(payload, ActionReleased):
             self._release(payload)
+        elif isinstance(payload, WorkflowChanged):
+            w = payload.workflow
+            entry = self.entries.get(w.proposal_id)
+            if entry is None:
+                entry = self.entries[w.proposal_id] = Entry(w.decision.proposal, w.created_at, decision=w.decision)
+                self.by_target.setdefault(w.target, []).append(w.proposal_id)
+            if entry.decision is None:
+                entry.decision = w.decision
+            if entry.workflow is None or payload.sequence >= entry.sequence:
+                entry.workflow, entry.sequence = w, payload.sequence
+            self.workflows.setdefault(w.id, w.proposal_id)
+            if w.incident_id:
+                self.by_incident[w.incident_id] = w.proposal_id
         else:
             return False
         self.applied.add(event_id)
@@ -142,11 +170,17 @@ class RemediationView:
             entry = self.entries[pid]
             p = entry.proposal
             if (
-                entry.status == "running"
+                entry.released is None and entry.decision is not None
+                and entry.decision.outcome in ("approved", "awaiting_approval")
                 and (released.incident_id is None or p.incident_id == released.incident_id)
                 and (released.proposal_id is None or p.id == released.proposal_id)
             ):
                 entry.released, entry.released_at = released.reason, released.released_at
+
+    def for_incident(self, incident_id: str) -> Entry | None:
+        """The latest workflow of an incident."""
+        pid = self.by_incident.get(incident_id)
+        return self.entries.get(pid) if pid else None
 
     def workflow(self, workflow_id: str) -> Entry | None:
         pid = self.workflows.get(workflow_id)
@@ -170,9 +204,10 @@ class RemediationView:
         conflicts: Counter[str] = Counter()
         for entry in self.entries.values():
             status = entry.status
-            if (status == "running" and entry.decision is not None
+            if (status == "pending" and entry.workflow is None and entry.decision is not None
+                    and entry.decision.outcome == "approved" and entry.released is None
                     and now - entry.decision.decided_at >= self.action_timeout):
-                status = "expired"
+                status = "expired"  # approved, never picked up by a remediator, no longer holding its target
             statuses[status] += 1
             by_source[entry.proposal.source] += 1
             layer = layers[layer_of(entry.proposal)]
@@ -191,11 +226,19 @@ class RemediationView:
         }
 
 
+def _go_duration(seconds: float) -> str:
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
-    """`GET /api/v1/workflows/{id}`: the engine's workflow fields plus the decision record."""
-    p, d = entry.proposal, entry.decision
+    """`GET /api/v1/workflows/{id}`: the engine's workflow fields, our steps and checkpoints, and the decision."""
+    p, d, w = entry.proposal, entry.decision, entry.workflow
     kind, _, name = p.target.partition("/")[2].partition("/")
-    return {
+    out: dict[str, Any] = {
         "id": workflow_id,
         "workflow_id": workflow_id,
         "incident_id": p.incident_id,
@@ -204,12 +247,47 @@ def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
         "resource_kind": kind,
         "resource_name": name,
         "issue_type": p.parameters.get("issue_type", ""),
-        "deployment_method": "unknown",
+        "deployment_method": w.deployment_method if w else "unknown",
         "action": p.action,
-        "dry_run": p.dry_run,
+        "dry_run": p.dry_run if w is None else w.dry_run,
         "created_at": entry.submitted_at.isoformat(),
         "decision": decision_view(d, entry.resolution_seconds) if d else None,
     }
+    if w is None:
+        out["remediator"] = None
+        out["steps"] = []
+        out["checkpoints"] = []
+        out["message"] = ("decided; no remediator has picked it up yet" if d and d.outcome == "approved"
+                          else None)
+        return out
+    end = w.completed_at
+    out.update({
+        "remediator": w.remediator or None,
+        "mode": w.mode,
+        "layers": w.layers,
+        "waiting_for": w.waiting_for,
+        "reason": w.reason,
+        "error_message": w.error_message,
+        "approved_by": w.approved_by,
+        "started_at": _iso(w.started_at),
+        "completed_at": _iso(end),
+        "duration": _go_duration(((end or w.updated_at) - w.started_at).total_seconds()) if w.started_at else None,
+        "deployment": w.deployment,
+        "steps": [
+            {"order": s.order, "id": s.id, "layer": s.layer, "action": s.action, "description": s.description,
+             "target": s.target, "status": s.status, "mutating": s.mutating, "escalates": s.escalates,
+             "started_at": _iso(s.started_at), "completed_at": _iso(s.completed_at),
+             "error_message": s.error_message, "change": s.change, "result": s.result}
+            for s in w.steps
+        ],
+        "checkpoints": [
+            {"id": c.id, "layer": c.layer, "after_step": c.after_step, "checks": c.checks, "target": c.target,
+             "status": c.status, "timeout_seconds": c.timeout_s, "checked_at": _iso(c.checked_at),
+             "message": c.message, "observed": c.observed}
+            for c in w.checkpoints
+        ],
+    })
+    return out
 
 
 def decision_view(decision: Decision, resolution_seconds: float | None = None) -> dict[str, Any]:

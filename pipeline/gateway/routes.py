@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from pipeline.domain.incidents import (
     summary,
     to_api,
 )
-from pipeline.events import Event, IncidentOpened, Severity
+from pipeline.events import Event, Incident, IncidentOpened, Severity
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_model, require_token
@@ -69,8 +70,11 @@ class CreateIncident(BaseModel):
 
 
 def router(
-    settings: Settings, projection: IncidentProjection, producer: EventProducer
+    settings: Settings, projection: IncidentProjection, producer: EventProducer,
+    overlay: Callable[[Incident], Incident] | None = None,
 ) -> APIRouter:
+    """`overlay` shows an incident with its remediation (workflow id, action, running/completed/failed)."""
+    shown = overlay or (lambda incident: incident)
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
 
@@ -83,7 +87,7 @@ def router(
             )
         except InvalidQuery as exc:
             raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
-        matching, page = select(projection.values(), query)
+        matching, page = select([shown(i) for i in projection.values()], query)
         return JSONResponse(
             {
                 "incidents": [to_api(i) for i in page],

@@ -10,6 +10,8 @@ def stage_classes() -> dict[str, type[Stage]]:
     from pipeline.stages.correlate import CorrelateStage
     from pipeline.stages.enrich import EnrichStage
     from pipeline.stages.propose import ProposeStage
+    from pipeline.stages.remediate import RemediateStage
     from pipeline.stages.score import ScoreStage
 
-    return {stage.name: stage for stage in (CorrelateStage, EnrichStage, ScoreStage, ProposeStage, ArbitrateStage)}
+    return {stage.name: stage for stage in (CorrelateStage, EnrichStage, ScoreStage, ProposeStage, ArbitrateStage,
+                                                  RemediateStage)}

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
+from pipeline.bus.control import ControlFollower
 from pipeline.bus.producer import Output, derived_id
 from pipeline.bus.stage import ChangelogReader, Stage
 from pipeline.config import Settings
@@ -83,6 +84,13 @@ class ArbitrateStage(Stage):
         self._partition_of: dict[str, int] = {}
         self._pending: dict[str, ArbitrationState] = {}
         self._decided: dict[str, _Decided] = {}  # by the proposal's event id, for `handle`
+        self.control = ControlFollower(settings)
+
+    async def start(self) -> None:
+        await self.control.start()
+
+    async def close(self) -> None:
+        await self.control.stop()
 
     def _current(self, namespace: str) -> ArbitrationState:
         return self._pending.get(namespace) or self._state.get(namespace) or ArbitrationState(namespace=namespace)
@@ -91,6 +99,8 @@ class ArbitrateStage(Stage):
         """Resolve the batch per namespace: releases first, then every new proposal together. Pure; it runs
         here rather than in `handle` because a batch's proposals are decided as one."""
         now = self.clock()
+        # the kill switch is configuration, or switched at runtime through the control topic
+        policy = self.policy.model_copy(update={"kill_switch": True}) if self.control.state.killed else self.policy
         by_namespace: dict[str, list[Event]] = {}
         for event in events:
             if isinstance(event.payload, RemediationProposed | ActionReleased):
@@ -110,7 +120,7 @@ class ArbitrateStage(Stage):
                         COORDINATION_REDECIDED.inc()
                     else:
                         proposals[pid] = (event, payload.proposal)
-            decisions = resolve([p for _, p in proposals.values()], state, self.policy, now)
+            decisions = resolve([p for _, p in proposals.values()], state, policy, now)
             decided = dict(current.decided)
             for decision in decisions:
                 event, _ = proposals[decision.proposal.id]

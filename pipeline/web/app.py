@@ -36,6 +36,7 @@ class Parts:
     kserve: Any = None  # KServeClient, with its registry
     ml_service: Any = None  # MLServiceClient
     watch: Any = None  # WatchService, when this process runs the Kubernetes watcher
+    detector: Any = None  # adapters.detection.Detector, when a cluster is configured
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -77,6 +78,17 @@ def build_app(parts: Parts) -> FastAPI:
         if parts.kserve is not None:
             app.include_router(_models_router(parts))
     return app
+
+
+def _with_workflow(view: Any, incident: Any) -> Any:
+    """An incident as the MCP server should see it: with its latest workflow's id, action and outcome."""
+    from pipeline.domain.incidents import with_workflow
+
+    entry = view.for_incident(incident.id)
+    if entry is None or entry.workflow is None:
+        return incident
+    w = entry.workflow
+    return with_workflow(incident, w.id, w.action, w.status, w.completed_at)
 
 
 def _scorer(parts: Parts) -> Any:
@@ -137,6 +149,13 @@ async def _deep_health(parts: Parts) -> JSONResponse:
         components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection.incidents)}
         if not ready and status == "healthy":
             status = "degraded"
+    if parts.projection is not None:
+        control = parts.projection.control
+        components["remediation"] = {
+            **control.view(),
+            "remediators": {c.by or key: {**c.details, "announced_at": c.at.isoformat()}
+                            for key, c in control.remediators.items()},
+        }
     if parts.ingest is not None:
         components["ingest"] = {"in_flight": parts.ingest.in_flight}
     if parts.watch is not None:

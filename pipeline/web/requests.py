@@ -23,8 +23,9 @@ def require_token(request: Request, token: str | None) -> None:
         )
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON; 413 past `limit` bytes, 400 when it is not JSON."""
+async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
+    """The request body parsed as JSON; 413 past `limit` bytes, 400 when it is not JSON (or empty, unless
+    `empty` says what an empty body means)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
@@ -36,6 +37,8 @@ async def read_json(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body.strip():
+        if empty is not None:
+            return empty
         raise ApiError(400, "INVALID_JSON", "request body is empty; a JSON object is required", field="body")
     try:
         return json.loads(body)
@@ -46,9 +49,11 @@ async def read_json(request: Request, limit: int) -> Any:
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_model(request: Request, model: type[M], limit: int) -> tuple[M, dict[str, Any]]:
-    """The JSON object body validated as `model` (and the raw object); 400 naming the field otherwise."""
-    body = await read_json(request, limit)
+async def read_model(request: Request, model: type[M], limit: int, empty_ok: bool = False,
+                     ) -> tuple[M, dict[str, Any]]:
+    """The JSON object body validated as `model` (and the raw object); 400 naming the field otherwise. With
+    `empty_ok` an empty body means `{}`."""
+    body = await read_json(request, limit, {} if empty_ok else None)
     if not isinstance(body, dict):
         raise ApiError(400, "VALIDATION_FAILED", "body must be a JSON object", field="body")
     try:

@@ -317,8 +317,13 @@ def test_apply_and_release() -> None:
                         EMPTY, OPEN.model_copy(update={"approval": (ApprovalRule(name="r", risks=frozenset({"high"})),)}),
                         NOW)
     state = apply(EMPTY, decisions)
+    # the approved action and the one awaiting approval both hold their targets (one action per target)
+    assert set(state.active) == {"shop/Pod/x", "shop/Deployment/web"} and state.namespace_active == {"shop": 2}
+    assert state.last_action_at == {"shop/Pod/x": NOW, "shop/Deployment/web": NOW}
+    assert resolve([prop("d", action="restart_pod")], state, OPEN, NOW)[0].outcome == "rejected"
+    state = release(state, "shop/Deployment/web", NOW, proposal_id=decisions[0].proposal.id
+                    if decisions[0].proposal.target == "shop/Deployment/web" else decisions[1].proposal.id)
     assert set(state.active) == {"shop/Pod/x"} and state.namespace_active == {"shop": 1}
-    assert state.last_action_at == {"shop/Pod/x": NOW}
     assert resolve([prop("c", target="shop/Pod/x")], state, OPEN, NOW)[0].outcome == "rejected"
     later = NOW + timedelta(seconds=60)
     freed = release(state, "shop/Pod/x", later)
@@ -399,7 +404,8 @@ def test_resolve_invariants(batch: list[Proposal], state: TargetState, policy: P
         for r in d.reasons:  # an AI proposal under the threshold never beats anything
             if r.code == ReasonCode.WON_CONFLICT:
                 assert d.proposal.source != "ai" or (d.proposal.confidence or 0.0) >= policy.confidence_threshold
-    assert len(apply(state, decisions).active) == len(state.active) + len(approved)
+    holding = [d for d in live if not d.proposal.dry_run]
+    assert len(apply(state, decisions).active) == len(state.active) + len(holding)
 
 
 @settings(max_examples=200)

@@ -124,14 +124,16 @@ def test_the_view_follows_a_proposal_through_decision_and_release() -> None:
     (decision,) = resolve([p], TargetState(), Policy(approval=()), NOW)
     view.apply("e2", DecisionMade(namespace="shop", decision=decision, resolution_seconds=0.004), NOW)
     entry = view.workflow("wf-1")
-    assert entry is not None and entry.status == "running" and view.pending() == []
+    # approved, but nothing runs it until a remediator publishes its workflow: never "running"
+    assert entry is not None and entry.status == "pending" and view.pending() == []
     shown = workflow_view("wf-1", entry)
+    assert shown["steps"] == [] and shown["remediator"] is None
     assert (shown["resource_kind"], shown["resource_name"], shown["issue_type"]) == ("Pod", "web-1", "pod_crash")
     assert shown["decision"]["outcome"] == "approved" and shown["decision"]["reasons"][0]["code"] == "manual"
     other = ActionReleased(namespace="shop", target="shop/Pod/web-1", incident_id="inc-9", reason="completed",
                            released_at=NOW)
     view.apply("e3", other, NOW)
-    assert entry.status == "running"  # another incident's release does not end this action
+    assert entry.status == "pending"  # another incident's release does not end this action
     view.apply("e4", other.model_copy(update={"incident_id": "inc-1", "reason": "failed"}), NOW)
     assert entry.status == "failed"
     counts = view.counts(NOW)
@@ -145,7 +147,7 @@ def test_the_view_counts_conflicts_and_expires_silent_actions() -> None:
     for n, d in enumerate(decisions):
         view.apply(f"d{n}", DecisionMade(namespace="shop", decision=d, resolution_seconds=0.0), NOW)
     counts = view.counts(NOW)
-    assert counts["statuses"] == {"running": 1, "superseded": 1} and counts["conflicts"] == {"target": 1}
+    assert counts["statuses"] == {"pending": 1, "superseded": 1} and counts["conflicts"] == {"target": 1}
     assert view.counts(NOW + timedelta(minutes=31))["statuses"] == {"expired": 1, "superseded": 1}
 
 
@@ -153,3 +155,25 @@ def test_layers() -> None:
     assert layer_of(proposal("n", target="/Node/worker-1", namespace="")) == "infrastructure"
     assert layer_of(proposal("o", target="openshift-monitoring/Pod/p")) == "platform"
     assert layer_of(proposal("s", target="shop/Deployment/web")) == "application"
+
+
+def test_the_view_shows_the_remediators_workflow() -> None:
+    from pipeline.domain.workflows import Detected, plan, start, step_started
+    from pipeline.events import WorkflowChanged
+
+    view = RemediationView()
+    p = proposal("p1", target="shop/Deployment/web", action="restart_deployment", workflow_id="wf-9")
+    (decision,) = resolve([p], TargetState(), Policy(approval=()), NOW)
+    w = plan(decision, workflow_id="wf-9", mode="auto", now=NOW, detected={"shop/Deployment/web": Detected("manual")})
+    view.apply("w1", WorkflowChanged(namespace="shop", transition="created", sequence=1, workflow=w), NOW)
+    assert view.workflow("wf-9").status == "pending"  # type: ignore[union-attr]
+    running = step_started(start(w, NOW), w.steps[0], NOW)
+    view.apply("w2", WorkflowChanged(namespace="shop", transition="step_started", sequence=2, workflow=running), NOW)
+    view.apply("w1b", WorkflowChanged(namespace="shop", transition="created", sequence=1, workflow=w), NOW)  # late
+    entry = view.workflow("wf-9")
+    assert entry is not None and entry.status == "running" and view.for_incident("inc-1") is entry
+    shown = workflow_view("wf-9", entry)
+    assert shown["remediator"] == "manual" and [s["action"] for s in shown["steps"]] == ["rollout_restart",
+                                                                                         "rollback_revision"]
+    assert shown["steps"][0]["status"] == "running" and shown["checkpoints"][0]["checks"] == ["deployment_available"]
+    assert view.counts(NOW)["statuses"] == {"running": 1}
