@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube import KubeAPIServer, KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.observability import configure_logging
 from tests.components.kafka import session_broker
-from tests.components.kube import session_kube_apiserver
+from tests.components.kube import session_kube_apiserver, session_kube_cluster
 from tests.support import PipelineUnderTest
 
 configure_logging("WARNING")
@@ -38,6 +38,14 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
     """The session's real kube-apiserver + etcd, started by the first test that asks (tests/components/kube.py)."""
     with session_kube_apiserver(tmp_path_factory.mktemp("kube")) as kube:
         yield kube
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The session's cluster with controllers (kcm, scheduler, kwok; audit log on), separate from
+    `kube_apiserver`, started by the first test that asks (tests/components/kube.py)."""
+    with session_kube_cluster(tmp_path_factory.mktemp("kube-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture
