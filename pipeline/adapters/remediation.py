@@ -26,7 +26,6 @@ from pipeline.domain.workflows import (
     MARKER_ANNOTATION,
     RESTARTED_AT_ANNOTATION,
     format_bytes,
-    parse_bytes,
     raised_memory,
     split_target,
 )
@@ -35,7 +34,6 @@ from pipeline.events import WorkflowCheckpoint, WorkflowStep
 FIELD_MANAGER = "pipeline-remediate"
 REQUEST_TIMEOUT_S = 15
 RECONCILE_ANNOTATION = "remediation.pipeline.io/reconcile"
-_BUILTIN_GROUPS = {"Deployment": "apps", "StatefulSet": "apps", "DaemonSet": "apps", "ReplicaSet": "apps"}
 
 # What the remediator may need, checked at start-up with SelfSubjectAccessReviews (verb, group, resource).
 PERMISSIONS: tuple[tuple[str, str, str], ...] = (
@@ -70,6 +68,12 @@ def _reason(exc: client.ApiException) -> str:
     return f"{exc.status} {exc.reason}: {message}"
 
 
+def _with_body(response: Any, data: bytes) -> client.ApiException:
+    exc = client.ApiException(status=response.status, reason=response.reason)
+    exc.body = data.decode(errors="replace")
+    return exc
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -89,6 +93,7 @@ class KubeRemediator:
     # --- reading -----------------------------------------------------------------------------------------------
 
     async def _call(self, coro: Any) -> dict[str, Any]:
+        """Raw JSON of a call made with `_preload_content=False` (which does not raise on an error status)."""
         try:
             response = await coro
         except client.ApiException as exc:
@@ -97,6 +102,9 @@ class KubeRemediator:
             data = await response.read()
         finally:
             response.release()
+        if response.status >= 400:
+            raise StepError(_reason(client.ApiException(status=response.status, reason=response.reason,
+                                                        ) if not data else _with_body(response, data)))
         return json.loads(data) if data else {}
 
     async def get(self, target: str) -> dict[str, Any]:
@@ -152,12 +160,11 @@ class KubeRemediator:
         if key not in self._plurals:
             path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
             try:
-                response = await self.api.call_api(path, "GET", _preload_content=False, auth_settings=["BearerToken"],
-                                                   _request_timeout=REQUEST_TIMEOUT_S)
-                body = json.loads(await response[0].read())
-                response[0].release()
-            except client.ApiException as exc:
-                raise StepError(f"API discovery of {api_version}: {_reason(exc)}") from None
+                body = await self._call(self.api.call_api(
+                    path, "GET", _preload_content=False, auth_settings=["BearerToken"],
+                    _request_timeout=REQUEST_TIMEOUT_S, _return_http_data_only=True))
+            except StepError as exc:
+                raise StepError(f"API discovery of {api_version}: {exc}") from None
             for resource in body.get("resources") or []:
                 if resource.get("kind") == kind and "/" not in resource.get("name", ""):
                     self._plurals[key] = resource["name"]
@@ -463,7 +470,3 @@ class KubeRemediator:
 
 def _snake(kind: str) -> str:
     return {"Deployment": "deployment", "StatefulSet": "stateful_set", "DaemonSet": "daemon_set"}[kind]
-
-
-def parse_quantity(value: str) -> int:
-    return parse_bytes(value)

@@ -84,7 +84,8 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
             raise ApiError(404, "NOT_FOUND", "Workflow not found", field="workflow_id")
         if entry.status != "awaiting_approval":
             raise ApiError(409, "NOT_AWAITING_APPROVAL",
-                           f"workflow {workflow_id} is {entry.status}, not awaiting approval", status=entry.status)
+                           f"workflow {workflow_id} is {entry.status}, not awaiting approval",
+                           workflow_status=entry.status)
         return entry
 
     async def answer(request: Request, workflow_id: str, kind: str) -> JSONResponse:

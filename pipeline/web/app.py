@@ -64,11 +64,16 @@ def build_app(parts: Parts) -> FastAPI:
     if parts.projection is not None and parts.producer is not None:
         from pipeline.gateway.routes import router as incident_router
 
-        app.include_router(incident_router(settings, parts.projection.projection, parts.producer))
+        remediation = parts.projection.remediation
+        app.include_router(incident_router(settings, parts.projection.projection, parts.producer,
+                                           overlay=lambda incident: _with_workflow(remediation, incident)))
         from pipeline.gateway.remediation import router as remediation_router
 
-        app.include_router(remediation_router(settings, parts.projection.remediation, parts.producer,
-                                              parts.started_monotonic))
+        app.include_router(remediation_router(settings, remediation, parts.producer, parts.started_monotonic,
+                                              control=parts.projection.control, detector=parts.detector))
+        from pipeline.gateway.detection import router as detection_router
+
+        app.include_router(detection_router(lambda: parts.detector))
     if parts.projection is not None:
         from pipeline.gateway.analysis import router as analysis_router
         from pipeline.gateway.anomalies import router as anomalies_router
