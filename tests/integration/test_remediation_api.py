@@ -1,6 +1,7 @@
-"""Coordination routes against the whole pipeline in one process (as `pipeline run` wires it): manual
-commands pass arbitration, `Idempotency-Key` and `dry_run` are honoured, an alert becomes an arbitrated
-action, and the status routes and metrics count what happened."""
+"""Coordination routes against the pipeline in one process, without a remediator (arbitration only, as a
+deployment without the remediate component runs): manual commands pass arbitration, `Idempotency-Key` and
+`dry_run` are honoured, an alert becomes an arbitrated action, and the status routes count what happened —
+an approved action nobody executes is `pending`, never `running`. Execution is tested in test_remediate.py."""
 
 from __future__ import annotations
 
@@ -8,11 +9,25 @@ import copy
 import json
 from typing import Any
 
+from collections.abc import AsyncIterator
+
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from pipeline.config import Settings
+from pipeline.runner import Plan
+from pipeline.stages import stage_classes
 from tests.support import PipelineUnderTest, eventually, read_topic, sample
+
+ARBITRATION_ONLY = Plan(stages=[s for s in stage_classes() if s != "remediate"], ingest=True, gateway=True,
+                        apply_topics=True)
+
+
+@pytest.fixture
+async def pipeline(settings: Settings) -> AsyncIterator[PipelineUnderTest]:
+    async with PipelineUnderTest(settings, ARBITRATION_ONLY) as running:
+        yield running
 
 FIRING = sample("alertmanager-webhook-firing.json")
 
@@ -42,7 +57,8 @@ async def test_trigger_passes_arbitration_and_shows_its_decision(http: httpx.Asy
     assert (accepted["status"], accepted["deployment_method"], accepted["dry_run"]) == ("pending", "unknown", False)
     assert accepted["estimated_duration"]
     workflow = await decided(http, accepted["workflow_id"])
-    assert (workflow["status"], workflow["action"], workflow["incident_id"]) == ("running", "restart_pod", "inc-web-1")
+    assert (workflow["status"], workflow["action"], workflow["incident_id"]) == ("pending", "restart_pod", "inc-web-1")
+    assert workflow["steps"] == [] and workflow["remediator"] is None  # decided; nothing runs it here
     decision = workflow["decision"]
     assert (decision["outcome"], decision["source"], decision["rule_id"]) == ("approved", "manual", "crashloop-pod")
     assert decision["target"] == "shop/Pod/web-1"
@@ -63,7 +79,7 @@ async def test_idempotency_key_returns_the_same_workflow_and_proposes_once(
     await decided(http, first.json()["workflow_id"])
     # Once visible, a repeat is answered from the read model and nothing new is proposed.
     third = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-2"), headers=headers)
-    assert third.json()["workflow_id"] == first.json()["workflow_id"] and third.json()["status"] == "running"
+    assert third.json()["workflow_id"] == first.json()["workflow_id"] and third.json()["status"] == "pending"
     reused = await http.post("/api/v1/remediation/trigger", json=trigger_body("web-3"), headers=headers)
     assert reused.status_code == 422 and reused.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
     # No key: an identical request within the window is the same workflow too.
@@ -83,9 +99,11 @@ async def test_dry_run_is_decided_but_holds_nothing(http: httpx.AsyncClient) -> 
     dry = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment", dry_run=True))
     assert dry.status_code == 202 and dry.json()["dry_run"] is True
     workflow = await decided(http, dry.json()["workflow_id"])
-    assert (workflow["status"], workflow["dry_run"], workflow["action"]) == ("approved", True, "restart_deployment")
+    assert (workflow["status"], workflow["dry_run"], workflow["action"]) == ("pending", True, "restart_deployment")
+    assert workflow["decision"]["outcome"] == "approved"
     real = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment"))
-    assert (await decided(http, real.json()["workflow_id"]))["status"] == "running"  # the dry run held nothing
+    held = await decided(http, real.json()["workflow_id"])
+    assert held["decision"]["outcome"] == "approved"  # the dry run held nothing
     other = await http.post("/api/v1/remediation/trigger", json=trigger_body("api", kind="Deployment", issue="oom_kill"))
     blocked = await decided(http, other.json()["workflow_id"])
     assert blocked["status"] == "rejected"
@@ -140,26 +158,27 @@ async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(h
     firing["alerts"] = firing["alerts"][:1]  # PodOOMKilled on shop/cart-...
     assert (await http.post("/api/v1/alerts", json=firing)).status_code == 200
 
-    async def running() -> dict[str, Any] | None:
+    async def approved() -> dict[str, Any] | None:
         body = (await http.get("/api/v1/cluster/status")).json()
-        return body if body["actions"]["running"] == 1 else None
+        return body if body["actions"]["pending"] == 1 else None
 
-    status = await eventually(running)
+    status = await eventually(approved)
     assert status["actions"]["total"] == 1 and status["engine"]["running"] is True
+    assert status["actions"]["running"] == 0  # nothing executes it in this layout: never "running"
     detail = (await http.get("/api/v1/status")).json()
-    assert detail["actions"]["by_source"] == {"deterministic": 1}
-    assert detail["layers"]["application"]["running"] == 1 and detail["queue"]["active"] == 1
+    assert detail["actions"]["by_source"] == {"deterministic": 1} and detail["active_actions"] == 0
+    assert detail["layers"]["application"]["pending"] == 1 and detail["queue"]["pending"] == 1
     resolved = copy.deepcopy(firing)
     resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
     resolved["alerts"][0]["endsAt"] = "2026-11-22T00:10:00Z"
     assert (await http.post("/api/v1/alerts", json=resolved)).status_code == 200
 
-    async def completed() -> dict[str, Any] | None:
-        body = (await http.get("/api/v1/cluster/status")).json()
-        return body if body["actions"]["completed"] == 1 else None
+    async def cancelled() -> dict[str, Any] | None:
+        body = (await http.get("/api/v1/status")).json()
+        return body if body["actions"]["cancelled"] == 1 else None
 
-    status = await eventually(completed)
-    assert status["actions"]["running"] == 0
+    status = await eventually(cancelled)  # the incident resolved before anything ran: released, cancelled
+    assert status["actions"]["pending"] == 0 and status["actions"]["completed"] == 0
     metrics = (await http.get("/metrics")).text
     assert 'coordination_actions_total{action="scale_resources",outcome="approved",source="deterministic"}' in metrics
     assert "coordination_resolution_time_seconds_count" in metrics and "coordination_active_actions" in metrics
@@ -168,9 +187,9 @@ async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(h
 async def test_conflicting_commands_are_counted_as_conflicts(http: httpx.AsyncClient) -> None:
     bodies = [trigger_body("db", kind="Deployment", issue=issue) for issue in ("pod_crash", "oom_kill", "high_cpu")]
     responses = [await http.post("/api/v1/remediation/trigger", json=b) for b in bodies]
-    outcomes = [(await decided(http, r.json()["workflow_id"]))["status"] for r in responses]
-    assert outcomes.count("running") == 1 and len(outcomes) == 3
+    outcomes = [(await decided(http, r.json()["workflow_id"]))["decision"]["outcome"] for r in responses]
+    assert outcomes.count("approved") == 1 and len(outcomes) == 3
     status = (await http.get("/api/v1/status")).json()
     assert status["actions"]["total"] == 3
-    assert status["actions"]["running"] == 1
+    assert status["actions"]["pending"] == 1 and status["actions"]["running"] == 0
     assert status["actions"]["rejected"] + status["actions"]["superseded"] == 2
