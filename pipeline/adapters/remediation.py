@@ -240,9 +240,11 @@ class KubeRemediator:
         revisions = sorted(
             ((int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")), rs)
              for rs in owned), key=lambda pair: pair[0])
-        if len(revisions) < 2:
-            raise StepError(f"{name} has no previous revision to roll back to")
-        revision, previous = revisions[-2]
+        current = _comparable(obj["spec"]["template"])
+        earlier = [(rev, rs) for rev, rs in revisions if _comparable(rs["spec"]["template"]) != current]
+        if not earlier:
+            raise StepError(f"{name} has no earlier revision with a different pod template to roll back to")
+        revision, previous = earlier[-1]  # the newest version that is not the current one (restarts do not count)
         template = json.loads(json.dumps(previous["spec"]["template"]))
         (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
         annotations = dict(obj["metadata"].get("annotations") or {})
@@ -466,6 +468,19 @@ class KubeRemediator:
             except StepError as exc:
                 allowed[name], reasons[name] = False, str(exc)
         return {"permissions": allowed, "denied": sorted(k for k, v in allowed.items() if not v), "reasons": reasons}
+
+
+def _comparable(template: Mapping[str, Any]) -> str:
+    """A pod template without what a restart or the ReplicaSet controller adds, to tell versions apart."""
+    t = json.loads(json.dumps(template))
+    meta = t.setdefault("metadata", {})
+    (meta.get("labels") or {}).pop("pod-template-hash", None)
+    (meta.get("annotations") or {}).pop(RESTARTED_AT_ANNOTATION, None)
+    for key in ("labels", "annotations"):
+        if not meta.get(key):
+            meta.pop(key, None)
+    meta.pop("creationTimestamp", None)
+    return json.dumps(t, sort_keys=True)
 
 
 def _snake(kind: str) -> str:
