@@ -355,16 +355,16 @@ class RemediateStage(Stage):
 
     async def _gate(self, w: Workflow) -> Workflow | None:
         """Before the first step: mode, cluster, kill switch, approvals, storm guard, pause. None: it ended."""
-        if w.status == "running" or w.finished:
+        if w.status == "running" or w.completed_at is not None:
             return w
-        if not w.steps:
-            return w  # nothing to do on the cluster: next_move finishes it with its reason
         if self.mode == "off":
             await self._finish(w, "skipped", "remediation mode is off (REMEDIATION_MODE=off)")
             return None
         if self.no_cluster:
             await self._finish(w, "skipped", self.no_cluster)
             return None
+        if w.finished or not w.steps:
+            return w  # not plannable, or nothing to do on the cluster: next_move finishes it with its reason
         automatic = w.source != "manual"
         why: list[str] = []
         if w.decision.outcome == "awaiting_approval":
