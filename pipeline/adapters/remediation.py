@@ -70,7 +70,7 @@ def _reason(exc: client.ApiException) -> str:
 
 def _with_body(response: Any, data: bytes) -> client.ApiException:
     exc = client.ApiException(status=response.status, reason=response.reason)
-    exc.body = data.decode(errors="replace")
+    exc.body = data
     return exc
 
 
@@ -456,7 +456,7 @@ class KubeRemediator:
         allowed: dict[str, bool] = {}
         reasons: dict[str, str] = {}
         for verb, group, resource in PERMISSIONS:
-            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            body: Any = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                     "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource}}}
             name = f"{verb} {resource}{'.' + group if group else ''}"
             try:

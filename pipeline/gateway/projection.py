@@ -18,9 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.bus import kafka
+from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
-from pipeline.bus.control import ControlState
 from pipeline.events import (
     ControlChanged,
     Event,

@@ -44,9 +44,9 @@ from pipeline.events import (
 )
 from pipeline.observability import (
     REMEDIATE_FIRST_CALL_SECONDS,
+    REMEDIATE_RUNNING,
     REMEDIATE_STEPS,
     REMEDIATE_WORKFLOWS,
-    REMEDIATE_RUNNING,
     get_logger,
 )
 
@@ -236,8 +236,13 @@ class RemediateStage(Stage):
     def _launch(self, workflow: Workflow, decided_at: float | None) -> None:
         task = asyncio.create_task(self._execute(workflow, decided_at), name=f"workflow-{workflow.id}")
         self._tasks[workflow.id] = task
-        task.add_done_callback(lambda t, wid=workflow.id: self._tasks.pop(wid, None) if self._tasks.get(wid) is t
-                               else None)
+        task.add_done_callback(self._done)
+        REMEDIATE_RUNNING.set(len(self._tasks))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        for workflow_id, t in list(self._tasks.items()):
+            if t is task:
+                del self._tasks[workflow_id]
         REMEDIATE_RUNNING.set(len(self._tasks))
 
     def _output(self, w: Workflow, transition: Transition, step_id: str | None, *, event_id: str | None = None,
@@ -393,6 +398,11 @@ class RemediateStage(Stage):
             if answer is not None and answer.kind == "approve":
                 w = await self._publish(wf.approve(w, answer.by, self.clock()), "approved")
                 break
+            waited = (self.clock() - w.created_at).total_seconds()
+            if waited >= self.settings.remediation_action_timeout_s:
+                # arbitration stops holding the target after this long: an approval now could race another action
+                await self._finish(w, "skipped", f"no approval within {self.settings.remediation_action_timeout_s:g}s")
+                return None
             if w.status != "awaiting_approval":
                 w = await self._publish(wf.wait(w, "; ".join(why), self.clock()), "awaiting_approval")
             await self.control.wait_changed(5.0)

@@ -8,6 +8,7 @@ its own namespace, and talks to it over HTTP as the MCP server would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,8 +21,8 @@ import pytest
 from pipeline.config import Settings
 from pipeline.embedded.kube import RESTRICTED_USER, KubeCluster
 from tests.components.kube import (
-    create_namespace,
     crashloop_status,
+    create_namespace,
     deployment_manifest,
     list_pods,
     pod_ready,
@@ -46,6 +47,7 @@ async def cluster_api(kube_cluster: KubeCluster) -> AsyncIterator[Any]:
         yield api
 
 
+@contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[tuple[PipelineUnderTest, httpx.AsyncClient]]:
     async with PipelineUnderTest(settings) as pipeline:
         async with httpx.AsyncClient(base_url=pipeline.url, timeout=30.0, trust_env=False) as http:
@@ -103,7 +105,7 @@ async def test_an_alert_for_a_crash_looping_deployment_is_remediated_end_to_end(
 
     await CoreV1Api(cluster_api).patch_namespaced_pod_status(pods[0].metadata.name, namespace, crashloop_status())
     s = remediation_settings(settings, kube_cluster, tmp_path)
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         alert = {"version": "4", "status": "firing", "receiver": "pipeline", "groupKey": "{}:{}",
                  "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
                  "alerts": [{"status": "firing", "labels": {"alertname": "KubePodCrashLooping", "namespace": namespace,
@@ -164,7 +166,7 @@ async def test_gitops_helm_and_dry_run_never_patch_the_workload(
                                   "name": "shop"}], "sync": {"status": "OutOfSync"}, "health": {"status": "Degraded"}},
     })
     s = remediation_settings(settings, kube_cluster, tmp_path)
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         argo_wf = await trigger(http, namespace, "shop")
 
         async def sync_requested() -> dict[str, Any] | None:
@@ -212,7 +214,7 @@ async def test_approve_mode_waits_for_a_human(settings: Settings, kube_cluster: 
     namespace = await create_namespace(cluster_api, "rem")
     before = await deploy(cluster_api, namespace, "api", replicas=1)
     s = remediation_settings(settings, kube_cluster, tmp_path, remediation_mode="approve")
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         first = await trigger(http, namespace, "api")
         waiting = await workflow_until(http, first, {"awaiting_approval"})
         assert waiting["waiting_for"] == "approval_mode" and waiting["steps"][0]["status"] == "pending"
@@ -238,7 +240,7 @@ async def test_the_kill_switch_at_runtime_stops_everything(settings: Settings, k
     namespace = await create_namespace(cluster_api, "rem")
     before = await deploy(cluster_api, namespace, "cart", replicas=1)
     s = remediation_settings(settings, kube_cluster, tmp_path)
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         on = await http.post("/api/v1/remediation/kill-switch", json={"enabled": True, "reason": "incident review"})
         assert on.status_code == 200 and on.json()["enabled"] is True
         wf = await trigger(http, namespace, "cart")
@@ -263,7 +265,7 @@ async def test_a_forbidden_call_fails_its_step_with_the_reason(settings: Setting
     namespace = await create_namespace(cluster_api, "rem")
     before = await deploy(cluster_api, namespace, "cart", replicas=1)
     s = remediation_settings(settings, kube_cluster, tmp_path, user=RESTRICTED_USER)
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         wf = await trigger(http, namespace, "cart")
         failed = await workflow_until(http, wf, {"failed"})
         errors = [step["error_message"] or "" for step in failed["steps"] if step["status"] == "failed"]
@@ -276,7 +278,7 @@ async def test_a_forbidden_call_fails_its_step_with_the_reason(settings: Setting
 
 
 async def test_without_a_cluster_workflows_end_skipped_at_once(settings: Settings) -> None:
-    async for _, http in running(settings):
+    async with running(settings) as (_, http):
         wf = await trigger(http, "shop", "cart")
         skipped = await workflow_until(http, wf, {"skipped"}, timeout=30)
         assert "no cluster configured" in skipped["reason"] and skipped["steps"][0]["status"] == "pending"

@@ -18,8 +18,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
-from pipeline.domain.arbitration import load_rules, propose_manual, Target
-from pipeline.domain.arbitration import Policy, resolve
+from pipeline.domain.arbitration import Policy, Target, load_rules, propose_manual, resolve
 from pipeline.embedded.kube import KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.events import Event, Severity, TargetState, WorkflowChanged

@@ -14,7 +14,13 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.embedded.kube import KubeCluster
-from tests.components.kube import create_namespace, deployment_manifest, list_pods, wait_deployment_available, wait_for
+from tests.components.kube import (
+    create_namespace,
+    deployment_manifest,
+    list_pods,
+    wait_deployment_available,
+    wait_for,
+)
 from tests.integration.test_remediate import (
     deploy,
     read_deployment,
@@ -67,7 +73,7 @@ async def test_an_operator_managed_deployment_is_reconciled_through_its_custom_r
     await AppsV1Api(cluster_api).create_namespaced_deployment(namespace, manifest)
     await wait_deployment_available(cluster_api, namespace, "cache")
     before = await read_deployment(cluster_api, namespace, "cache")
-    async for _, http in running(remediation_settings(settings, kube_cluster, tmp_path)):
+    async with running(remediation_settings(settings, kube_cluster, tmp_path)) as (_, http):
         done = await workflow_until(http, await trigger(http, namespace, "cache"), {"completed", "failed"})
     assert done["status"] == "completed" and done["deployment_method"] == "operator", done
     assert [(s["action"], s["target"]) for s in done["steps"]] == [("operator_reconcile", f"{namespace}/Memcached/cache")]
@@ -88,7 +94,7 @@ async def test_an_oom_killed_workload_gets_a_bounded_memory_raise(
     manifest.spec.template.spec.containers[0].resources = V1ResourceRequirements(limits={"memory": "256Mi"})
     await AppsV1Api(cluster_api).create_namespaced_deployment(namespace, manifest)
     await wait_deployment_available(cluster_api, namespace, "etl")
-    async for _, http in running(remediation_settings(settings, kube_cluster, tmp_path)):
+    async with running(remediation_settings(settings, kube_cluster, tmp_path)) as (_, http):
         assert (await http.post("/api/v1/alerts", json=alert(namespace, "etl", "KubeContainerOOMKilled"))).status_code \
             == 200
         done = await workflow_until(http, await workflow_of_incident(http, namespace), {"completed", "failed"})
@@ -116,7 +122,7 @@ async def test_a_bad_rollout_escalates_from_deleting_the_pod_to_a_rollback(
 
     pod = await wait_for(crashing, timeout=30)
     s = remediation_settings(settings, kube_cluster, tmp_path, remediation_checkpoint_timeout_s=8.0)
-    async for _, http in running(s):
+    async with running(s) as (_, http):
         done = await workflow_until(http, await trigger(http, namespace, pod, kind="Pod"), {"completed", "failed"},
                                     timeout=120)
     assert done["status"] == "completed", done
@@ -133,7 +139,7 @@ async def test_coordination_trigger_runs_a_multi_layer_workflow(
         settings: Settings, kube_cluster: KubeCluster, cluster_api: Any, tmp_path: Path) -> None:
     namespace = await create_namespace(cluster_api, "ml")
     before = await deploy(cluster_api, namespace, "web", replicas=1)
-    async for _, http in running(remediation_settings(settings, kube_cluster, tmp_path)):
+    async with running(remediation_settings(settings, kube_cluster, tmp_path)) as (_, http):
         response = await http.post("/api/v1/coordination/trigger", json={
             "incident_id": "inc-ml", "description": "node pressure and a degraded web tier",
             "resources": [{"kind": "Deployment", "name": "web", "namespace": namespace, "issue": "degraded"},
@@ -162,7 +168,7 @@ async def test_pause_holds_automatic_remediation_and_the_storm_guard_asks_a_huma
         settings: Settings, kube_cluster: KubeCluster, cluster_api: Any, tmp_path: Path) -> None:
     namespace = await create_namespace(cluster_api, "storm")
     await deploy(cluster_api, namespace, "calm", replicas=1)
-    async for _, http in running(remediation_settings(settings, kube_cluster, tmp_path)):
+    async with running(remediation_settings(settings, kube_cluster, tmp_path)) as (_, http):
         assert (await http.post("/api/v1/remediation/pause", json={"enabled": True, "reason": "maintenance"})
                 ).json()["enabled"] is True
         assert (await http.post("/api/v1/alerts", json=alert(namespace, "calm", "KubePodCrashLooping"))

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
-
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest

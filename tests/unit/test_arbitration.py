@@ -380,7 +380,6 @@ def test_resolve_invariants(batch: list[Proposal], state: TargetState, policy: P
     decisions = resolve(batch, state, policy, NOW)
     assert len(decisions) == len(batch)
     live = [d for d in decisions if d.outcome in ("approved", "awaiting_approval")]
-    approved = [d for d in decisions if d.outcome == "approved"]
     targets = [d.proposal.target for d in live]
     assert len(targets) == len(set(targets))  # at most one action per target
     if policy.kill_switch:
