@@ -1,8 +1,13 @@
-"""`POST /api/v1/alerts` and `POST /api/v1/anomalies`: Alertmanager webhook v4 receivers."""
+"""`POST /api/v1/alerts` and `POST /api/v1/anomalies`: Alertmanager webhook v4 receivers.
+
+`/api/v1/anomalies` is also the Python engine's anomaly-report route: a body without `alerts` is handed to
+`anomaly_report` (the gateway's, when it runs in this process), else answered 422 naming `alerts`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -16,8 +21,11 @@ from pipeline.web.requests import read_json, require_token
 
 RETRY_AFTER_S = "5"
 
+# The gateway's anomaly-report handler: the request (token checked) and its parsed body -> the answer.
+AnomalyReport = Callable[[Request, Any], Awaitable[JSONResponse]]
 
-def router(ingest: AlertIngest) -> APIRouter:
+
+def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> APIRouter:
     api = APIRouter()
     settings = ingest.settings
 
@@ -29,6 +37,14 @@ def router(ingest: AlertIngest) -> APIRouter:
             body = await read_json(request, settings.ingest_max_body_bytes)
             if not isinstance(body, dict):
                 raise ApiError(422, "VALIDATION_FAILED", "body must be a JSON object", field="body")
+            if route == "anomalies" and "alerts" not in body:  # not a webhook: an anomaly report
+                if anomaly_report is None:
+                    raise ApiError(422, "VALIDATION_FAILED", "not an Alertmanager webhook (`alerts` is "
+                                   "missing); anomaly reports need the gateway in this process",
+                                   field="alerts")
+                response = await anomaly_report(request, body)
+                code = response.status_code
+                return response
             try:
                 webhook = AlertmanagerWebhook.model_validate(body)
             except ValidationError as exc:
@@ -59,7 +75,8 @@ def router(ingest: AlertIngest) -> APIRouter:
     async def alerts(request: Request) -> JSONResponse:
         return await receive(request, "alerts")
 
-    @api.post("/api/v1/anomalies", tags=["ingest"], summary="Alertmanager webhook receiver (Python engine path)")
+    @api.post("/api/v1/anomalies", tags=["ingest"],
+              summary="Alertmanager webhook receiver, or an anomaly report (Python engine API)")
     async def anomalies(request: Request) -> JSONResponse:
         return await receive(request, "anomalies")
 

@@ -57,10 +57,18 @@ def build_app(parts: Parts) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    reports = None  # the Python engine's anomaly reports: the gateway's, handed non-webhook bodies by ingest
+    if parts.projection is not None and parts.producer is not None:
+        from pipeline.gateway.anomaly_reports import AnomalyReports
+
+        reports = AnomalyReports(settings, parts.projection.projection, parts.projection.remediation,
+                                 parts.producer)
     if parts.ingest is not None:
         from pipeline.ingest.routes import router as ingest_router
 
-        app.include_router(ingest_router(parts.ingest))
+        app.include_router(ingest_router(parts.ingest, anomaly_report=reports.accept if reports else None))
+    if reports is not None:
+        app.include_router(reports.router(post=parts.ingest is None))
     if parts.projection is not None and parts.producer is not None:
         from pipeline.gateway.routes import router as incident_router
 
