@@ -1,4 +1,4 @@
-"""`pipeline bench ingest | e2e | stage | startup | enrich | score | arbitrate | watch`: measurements against a baseline in the same run."""
+"""`pipeline bench ingest | e2e | stage | startup | enrich | score | arbitrate | watch | remediate`: measurements against a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "e2e", "stage", "startup", "enrich", "score", "arbitrate", "watch", "all"])
+    p.add_argument("what", choices=["ingest", "e2e", "stage", "startup", "enrich", "score", "arbitrate", "watch",
+                                     "remediate", "all"])
     p.add_argument("--seconds", type=float, default=10.0, help="measurement window per variant")
     p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients (ingest)")
     p.add_argument("--alerts-per-request", type=int, default=2)
     p.add_argument("--messages", type=int, default=50_000, help="records to process (stage)")
     p.add_argument("--samples", type=int, default=300, help="alerts to time end to end (e2e)")
     p.add_argument("--pods", type=int, default=500, help="pods whose status changes at once (watch)")
+    p.add_argument("--workflows", type=int, default=50, help="Deployments and dry-run workflows (remediate)")
+    p.add_argument("--interval-ms", type=float, default=100.0, help="one decision every so often, steady (remediate)")
     p.add_argument("--json", action="store_true", help="print results as JSON lines")
 
 
