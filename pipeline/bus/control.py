@@ -73,8 +73,8 @@ class ControlFollower:
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)
         self._consumer.assign([tp])
+        end = (await self._consumer.end_offsets([tp]))[tp]  # before the seek: after it aiokafka answers ~0.5 s later
         await self._consumer.seek_to_beginning(tp)
-        end = (await self._consumer.end_offsets([tp]))[tp]
         self._task = asyncio.create_task(self._run(tp, end), name="control-follower")
         await self.ready.wait()
 

@@ -148,7 +148,9 @@ class RemediateStage(Stage):
     # --- consuming decisions ------------------------------------------------------------------------------------
 
     async def prepare(self, events: list[Event]) -> None:
-        """Plan a workflow for every new approved (or awaiting-approval) decision: detection is I/O."""
+        """Plan a workflow for every new approved (or awaiting-approval) decision. Detection is I/O: the batch's
+        detections run concurrently, so one slow target does not hold up the others for long."""
+        todo: list[tuple[Event, DecisionMade, str]] = []
         for event in events:
             payload = event.payload
             if not isinstance(payload, DecisionMade) or payload.decision.outcome not in ("approved",
@@ -157,8 +159,11 @@ class RemediateStage(Stage):
             workflow_id = wf.workflow_id_of(payload.decision)
             if workflow_id in self._known or event.envelope.id in self._created:
                 continue
-            detected = await self._detect(payload.decision.proposal.target,
-                                          payload.decision.proposal.parameters.get("resources"))
+            todo.append((event, payload, workflow_id))
+        found = await asyncio.gather(*(self._detect(p.decision.proposal.target,
+                                                    p.decision.proposal.parameters.get("resources"))
+                                       for _, p, _ in todo))
+        for (event, payload, workflow_id), detected in zip(todo, found, strict=True):
             planned = wf.plan(payload.decision, workflow_id=workflow_id, mode=self.mode, now=self.clock(),
                               detected=detected, limits=self.limits, timeouts=self.timeouts,
                               helm_available=bool(self.kube and self.kube.helm))
