@@ -13,8 +13,20 @@
 # exactly get/list/watch on pods, nodes, deployments and the configured event APIs, its Role exactly
 # create on leases and get/update on its Lease by name, both bound to its ServiceAccount alone; no rendered
 # Role or ClusterRole has a wildcard; with watch.enabled=false none of it is rendered.
+# The remediation executor and the gateway's detection: remediate (and the gateway with
+# gateway.detection.enabled) mount the token of a ServiceAccount of their own, used by no other pod; the
+# executor's settings (REMEDIATION_MODE and the rest) reach only remediate (REMEDIATION_MODE also the gateway,
+# REMEDIATION_ACTION_TIMEOUT_S also arbitrate and the gateway, the same everywhere) and the app reads them as
+# meant; remediate's ClusterRole grants exactly what pipeline/adapters/remediation.py and detection call
+# (plus get/patch on remediation.operatorResources), the gateway's exactly detection's reads, each bound to
+# its ServiceAccount alone; invalid modes, wildcard operator resources and shared ServiceAccounts fail.
+# Then, against the real kube-apiserver (pipeline.embedded.kube; skipped with a message when its binaries
+# or the pipeline package are missing, a failure with CHECK_CHART_REQUIRE_KUBE=1): a server-side dry run of
+# every rendered object, the RBAC of ci/remediation-values.yaml created and SubjectAccessReviews of what
+# remediate, the gateway, the watcher and the other pods can and cannot do, and remediate's start-up
+# self-check and detection run under the ServiceAccounts' own tokens.
 #
-# Needs helm 3 on PATH (see the message below when it is not); PyYAML for the YAML checks (the project's
+# Needs helm 3 on PATH or in $(go env GOPATH)/bin (see the message below when it is not); PyYAML for the YAML checks (the project's
 # .venv has it; with the `pipeline` package importable too, the rendered rules file and remediation policy
 # are also loaded as the app loads them). KUBE_VERSION (default 1.31.0) is the cluster version rendered for.
 # CHECK_CHART_REQUIRE_HELM=1 turns "helm not found" into a failure (for CI).
@@ -26,6 +38,10 @@ cd "$root"
 
 "$root/deploy/check-topics-in-sync.sh"
 
+# A helm built by the `go install` below lands in $(go env GOPATH)/bin, which need not be on PATH.
+if ! command -v helm >/dev/null 2>&1 && command -v go >/dev/null 2>&1 && [[ -x "$(go env GOPATH)/bin/helm" ]]; then
+  PATH="$PATH:$(go env GOPATH)/bin"
+fi
 if ! command -v helm >/dev/null 2>&1; then
   cat <<'MSG'
 helm not found on PATH: lint and template checks SKIPPED.
@@ -50,6 +66,7 @@ topics=$(ls -1 "$chart"/files/topics/*.yaml | wc -l)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 failures=0
+rendered=()
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # check_render NAME EXPECTED HELM_ARGS...   EXPECTED, space-separated:
@@ -73,6 +90,7 @@ check_render() {
       >"$out/$name.yaml" 2>"$out/$name.err"; then
     cat "$out/$name.err"; fail "$name: helm template"; return
   fi
+  rendered+=("$out/$name.yaml")
   if [[ -z "$python" ]]; then
     echo "   rendered $(grep -c '^kind:' "$out/$name.yaml") objects (no PyYAML: YAML checks skipped)"
     return
@@ -88,7 +106,8 @@ ml_env = {}
 remediation_env = {}
 expected_rules = None
 watch_env_expected = {}
-token_expected = {"watch"}
+token_expected = {"watch", "remediate", "gateway"}
+operator_resources = set()
 for item in sys.argv[2].split():
     if item.startswith("env:"):
         name, value = item.removeprefix("env:").split("=", 1)
@@ -111,16 +130,31 @@ for item in sys.argv[2].split():
     if item.startswith("token:"):
         token_expected = {c for c in item.removeprefix("token:").split(",") if c}
         continue
+    if item.startswith("operator:"):  # operator:GROUP=res1,res2 (remediation.operatorResources)
+        group, resources = item.removeprefix("operator:").split("=", 1)
+        operator_resources.update((group, r) for r in resources.split(","))
+        continue
     kind, count = item.split("=")
     if kinds.get(kind, 0) != int(count):
         problems.append(f"expected {count} {kind}, got {kinds.get(kind, 0)}")
 ml_settings = {}
 REMEDIATION_POLICY = ("arbitrate", "gateway")
-REMEDIATION_RULES = ("propose", "arbitrate", "gateway")
+REMEDIATION_RULES = ("propose", "arbitrate", "remediate", "gateway")
 RULES_PATH = "/etc/pipeline/rules/remediation.yaml"
 POLICY_ENV = {"REMEDIATION_KILL_SWITCH", "REMEDIATION_PROTECTED_NAMESPACES", "REMEDIATION_COOLDOWN_S",
               "REMEDIATION_NAMESPACE_BUDGET", "REMEDIATION_ACTION_TIMEOUT_S", "REMEDIATION_DECIDED_MEMORY",
               "CONFIDENCE_THRESHOLD"}
+# The executor's settings (remediate); REMEDIATION_MODE also reaches the gateway (/api/v1/status shows it),
+# REMEDIATION_ACTION_TIMEOUT_S also remediate (an approval wait ends with arbitration's hold on the target).
+EXECUTOR_ENV = {"REMEDIATION_MODE", "REMEDIATION_STEP_TIMEOUT_S", "REMEDIATION_CHECKPOINT_TIMEOUT_S",
+                "REMEDIATION_POLL_S", "REMEDIATION_STORM_MAX_UNHEALTHY", "REMEDIATION_STORM_MIN_UNHEALTHY",
+                "REMEDIATION_IDENTITY", "HELM_BINARY"}
+REMEDIATION_ENV_USERS = {n: set(REMEDIATION_POLICY) for n in POLICY_ENV | {"REMEDIATION_APPROVAL"}}
+REMEDIATION_ENV_USERS.update({n: {"remediate"} for n in EXECUTOR_ENV})
+REMEDIATION_ENV_USERS["REMEDIATION_MODE"] = {"remediate", "gateway"}
+REMEDIATION_ENV_USERS["REMEDIATION_ACTION_TIMEOUT_S"] = {"arbitrate", "gateway", "remediate"}
+remediation_values = collections.defaultdict(dict)  # env name -> {deployment: value}
+executor_env = {}
 remediation_settings = {}
 rules_users = {}
 rules_volume_names = set()
@@ -161,22 +195,35 @@ for d in docs:
         # Remediation: the policy only in arbitrate and gateway, the rules (path, mount, checksum) also in propose.
         name = d["metadata"]["name"]
         rem = {n: e.get("value") for n, e in env.items()
-               if n.startswith("REMEDIATION_") or n == "CONFIDENCE_THRESHOLD"}
-        policy = {n: v for n, v in rem.items() if n != "REMEDIATION_RULES_PATH"}
+               if n.startswith("REMEDIATION_") or n in ("CONFIDENCE_THRESHOLD", "HELM_BINARY")}
+        for n, v in rem.items():
+            if n == "REMEDIATION_RULES_PATH":
+                continue
+            if component not in REMEDIATION_ENV_USERS.get(n, ()):
+                problems.append(f"{name}: {n} reaches {component}, which does not read it")
+            else:
+                remediation_values[n][name] = v
+        for n, users in REMEDIATION_ENV_USERS.items():
+            if component in users and n not in rem and n != "REMEDIATION_APPROVAL":
+                problems.append(f"{name}: {n} missing")
+            if component in users:
+                for n2, value in remediation_env.items():
+                    if n2 == n and rem.get(n) != value:
+                        problems.append(f"{name}: {n} is {rem.get(n)!r}, expected {value!r}")
+        if component == "remediate":
+            executor_env = {n: v for n, v in rem.items()}
+            if env.get("REMEDIATION_IDENTITY", {}).get("valueFrom") != {"fieldRef": {"fieldPath": "metadata.name"}}:
+                problems.append(f"{name}: REMEDIATION_IDENTITY is not the pod name (downward API)")
+            for n in ("KUBECONFIG", "KUBE_CONTEXT"):
+                if n in env:
+                    problems.append(f"{name}: {n} is set (remediate must use its in-cluster ServiceAccount)")
+        policy = {n: v for n, v in rem.items() if n in POLICY_ENV | {"REMEDIATION_APPROVAL"}}
         pod = d["spec"]["template"]
         mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
         rules_volume = next((v for v in pod["spec"].get("volumes", []) if v["name"] == "remediation-rules"), None)
         checksum = (pod["metadata"].get("annotations") or {}).get("checksum/remediation-rules")
         if component in REMEDIATION_POLICY:
-            missing = sorted(POLICY_ENV - set(policy))
-            if missing:
-                problems.append(f"{name}: remediation settings missing: {missing}")
             remediation_settings[name] = policy
-            for n, value in remediation_env.items():
-                if policy.get(n) != value:
-                    problems.append(f"{name}: {n} is {policy.get(n)!r}, expected {value!r}")
-        elif policy:
-            problems.append(f"{name}: remediation settings outside arbitrate/gateway: {sorted(policy)}")
         if component in REMEDIATION_RULES:
             rules_users[name] = checksum
             if rem.get("REMEDIATION_RULES_PATH") != RULES_PATH:
@@ -196,6 +243,9 @@ if len({tuple(sorted(m.items())) for m in ml_settings.values()}) > 1:
     problems.append(f"score and gateway get different ML settings: {ml_settings}")
 if len({tuple(sorted(m.items())) for m in remediation_settings.values()}) > 1:
     problems.append(f"arbitrate and gateway get different remediation settings: {remediation_settings}")
+for n, by_deployment in sorted(remediation_values.items()):
+    if len(set(by_deployment.values())) > 1:
+        problems.append(f"{n} differs between components: {by_deployment}")
 
 # The rules ConfigMap: there exactly when a component reads it, the one they mount, checksummed on their pods.
 rules_maps = [d for d in docs if d["kind"] == "ConfigMap"
@@ -248,6 +298,45 @@ if remediation_settings:
             os.environ.clear()
             os.environ.update(saved)
 
+if executor_env:  # the app reads the executor's settings as the chart means them
+    try:
+        from pipeline.config import Settings
+    except ImportError:
+        Settings = None
+    if Settings is not None:
+        saved = dict(os.environ)
+        try:
+            os.environ.update({n: v for n, v in executor_env.items() if v is not None})
+            os.environ["REMEDIATION_IDENTITY"] = "pipeline-remediate-0"
+            st = Settings(_env_file=None)
+            got = (st.remediation_mode, st.remediation_step_timeout_s, st.remediation_checkpoint_timeout_s,
+                   st.remediation_poll_s, st.remediation_storm_max_unhealthy, st.remediation_storm_min_unhealthy,
+                   st.remediation_identity, st.helm_binary, st.remediation_action_timeout_s)
+            want = (executor_env["REMEDIATION_MODE"], float(executor_env["REMEDIATION_STEP_TIMEOUT_S"]),
+                    float(executor_env["REMEDIATION_CHECKPOINT_TIMEOUT_S"]), float(executor_env["REMEDIATION_POLL_S"]),
+                    float(executor_env["REMEDIATION_STORM_MAX_UNHEALTHY"]),
+                    int(executor_env["REMEDIATION_STORM_MIN_UNHEALTHY"]), "pipeline-remediate-0",
+                    executor_env["HELM_BINARY"], float(executor_env["REMEDIATION_ACTION_TIMEOUT_S"]))
+            if got != want:
+                problems.append(f"the app reads the executor settings as {got}, expected {want}")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"the app refuses the executor settings: {exc}")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+# (group, resource, verb, resourceNames) of every rule of a Role or ClusterRole.
+def grants(role):
+    out = set()
+    for rule in role.get("rules") or []:
+        if rule.get("nonResourceURLs"):
+            out.add(("nonResourceURLs", str(rule["nonResourceURLs"]), "", ()))
+        for g in rule.get("apiGroups", []):
+            for r in rule.get("resources", []):
+                for v in rule.get("verbs", []):
+                    out.add((g, r, v, tuple(sorted(rule.get("resourceNames") or ()))))
+    return out
+
 # The Kubernetes watcher: token, ServiceAccount, environment and RBAC.
 NAMESPACE = "alerts"  # the --namespace of every render
 WATCH_ENV = {"WATCH_NAMESPACES", "WATCH_EXCLUDE_NAMESPACES", "WATCH_EVENT_APIS", "WATCH_PROBE_FAILURE_THRESHOLD",
@@ -258,6 +347,7 @@ READ = {"get", "list", "watch"}
 service_accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
 mounting, watch_deployment, other_accounts = set(), None, set()
 components = set()
+accounts, pods = {}, {}  # component -> ServiceAccount name, pod spec
 for d in docs:
     if d["kind"] != "Deployment":
         continue
@@ -265,6 +355,7 @@ for d in docs:
     components.add(component)
     pod = d["spec"]["template"]["spec"]
     account = pod.get("serviceAccountName", "default")
+    accounts[component], pods[component] = account, pod
     # The kubelet mounts the token unless the pod, else its ServiceAccount, says false (an account the chart
     # does not render counts as the Kubernetes default, true).
     automount = pod.get("automountServiceAccountToken",
@@ -354,17 +445,6 @@ else:
             os.environ.update(saved)
 
     # RBAC: exactly what the watcher calls, bound to its ServiceAccount only.
-    def grants(role):
-        out = set()
-        for rule in role.get("rules") or []:
-            if rule.get("nonResourceURLs"):
-                out.add(("nonResourceURLs", str(rule["nonResourceURLs"]), "", ()))
-            for g in rule.get("apiGroups", []):
-                for r in rule.get("resources", []):
-                    for v in rule.get("verbs", []):
-                        out.add((g, r, v, tuple(sorted(rule.get("resourceNames") or ()))))
-        return out
-
     apis = [a for a in values.get("WATCH_EVENT_APIS", "").split(",") if a]
     readable = [("", "pods"), ("", "nodes"), ("apps", "deployments")]
     readable += [("", "events")] * ("core" in apis) + [("events.k8s.io", "events")] * ("events.k8s.io" in apis)
@@ -397,6 +477,72 @@ else:
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d not in watch_objects:
             if any(s.get("name") == account for s in d.get("subjects", [])):
                 problems.append(f"{d['kind']} {d['metadata']['name']} also binds the watcher's ServiceAccount")
+
+# remediate and the gateway's detection: their own ServiceAccount and token, a ClusterRole of exactly what
+# their code calls (pipeline/adapters/remediation.py, pipeline/adapters/detection.py), bound to them alone.
+DETECTION = {("", "pods", "get"), ("", "replicationcontrollers", "get"), ("apps", "deployments", "get"),
+             ("apps", "statefulsets", "get"), ("apps", "daemonsets", "get"), ("apps", "replicasets", "get"),
+             ("batch", "jobs", "get"), ("batch", "cronjobs", "get"), ("argoproj.io", "applications", "list")}
+STEPS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "delete"), ("apps", "replicasets", "list"),
+         ("", "nodes", "get"), ("", "nodes", "patch"), ("argoproj.io", "applications", "get"),
+         ("argoproj.io", "applications", "patch"), ("authorization.k8s.io", "selfsubjectaccessreviews", "create")}
+STEPS |= {("apps", r, v) for r in ("deployments", "statefulsets", "daemonsets") for v in ("get", "patch")}
+try:  # every permission the remediator's start-up self-check asks for must be in STEPS
+    from pipeline.adapters.remediation import PERMISSIONS
+except ImportError:
+    PERMISSIONS = ()
+for verb, group, resource in PERMISSIONS:
+    if (group, resource, verb) not in STEPS:
+        problems.append(f"the remediator's self-check needs {verb} {resource}.{group}, which the check does not expect")
+want_roles = {
+    "remediate": {(g, r, v, ()) for g, r, v in STEPS | DETECTION | {(g, r, v) for g, r in operator_resources
+                                                                    for v in ("get", "patch")}},
+    "gateway": {(g, r, v, ()) for g, r, v in DETECTION},
+}
+shared_accounts = {a for c, a in accounts.items() if c not in ("watch", "remediate", "gateway")}
+shared_accounts |= {n for n, d in service_accounts.items() if "app.kubernetes.io/component" not in d["metadata"]["labels"]}
+for component, want in want_roles.items():
+    rbac_objects = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+                    and d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    pod = pods.get(component)
+    own = pod is not None and pod.get("automountServiceAccountToken") is True
+    if component == "gateway" and pod is not None and not own and accounts[component] not in shared_accounts | {"default"}:
+        problems.append(f"gateway: ServiceAccount {accounts[component]!r} without its token")
+    if not own:
+        if rbac_objects:
+            problems.append(f"{component}: no token of its own, yet {[(d['kind'], d['metadata']['name']) for d in rbac_objects]}")
+        if component == "remediate" and pod is not None:
+            problems.append("remediate does not mount its ServiceAccount token")
+        continue
+    account = accounts[component]
+    if account == "default" or account in shared_accounts or any(
+            a == account for c, a in accounts.items() if c != component):
+        problems.append(f"{component}: ServiceAccount {account!r} is shared with other pods")
+    if account in service_accounts and service_accounts[account].get("automountServiceAccountToken") is not False:
+        problems.append(f"ServiceAccount {account}: automountServiceAccountToken is not false")
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    if rbac_objects:  # rbac.create
+        roles = [d for d in rbac_objects if d["kind"] == "ClusterRole"]
+        bindings = [d for d in rbac_objects if d["kind"] == "ClusterRoleBinding"]
+        if len(roles) != 1 or len(bindings) != 1 or len(rbac_objects) != 2:
+            problems.append(f"{component}: {[(d['kind'], d['metadata']['name']) for d in rbac_objects]}, "
+                            "expected one ClusterRole and its binding")
+            continue
+        got = grants(roles[0])
+        if got != want:
+            problems.append(f"{component} ClusterRole grants {sorted(got - want)} too many, {sorted(want - got)} missing")
+        b = bindings[0]
+        if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": roles[0]["metadata"]["name"]}:
+            problems.append(f"{component} ClusterRoleBinding refers to {b['roleRef']}")
+        if b.get("subjects") != subject:
+            problems.append(f"{component} ClusterRoleBinding binds {b.get('subjects')}, expected {subject}")
+    for d in docs:  # its account in no other binding (the gateway's projected token: cluster-monitoring-view)
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d not in rbac_objects:
+            if component == "gateway" and d["roleRef"]["name"] == "cluster-monitoring-view":
+                continue
+            if any(s.get("name") == account for s in d.get("subjects", [])):
+                problems.append(f"{d['kind']} {d['metadata']['name']} also binds {component}'s ServiceAccount")
 
 # Topics: every spec of files/topics/ as a KafkaTopic (<prefix><name>) or in the topics Job's ConfigMap.
 spec_files = sorted(chart.glob("files/topics/*.yaml"))
@@ -438,50 +584,59 @@ check_fails() {
   fi
 }
 
-# Eight components (the watcher among them, with its own ServiceAccount, ClusterRole, Role and bindings).
-base="Deployment=8 Service=8 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 Pod=1"
-all_components="token:ingest,correlate,enrich,score,propose,arbitrate,gateway,watch"
+# Nine components: the watcher, remediate and the gateway (detection) with ServiceAccounts of their own,
+# the watcher with a ClusterRole, Role and bindings, remediate and the gateway with a ClusterRole and binding.
+base="Deployment=9 Service=9 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 Pod=1"
+all_components="token:ingest,correlate,enrich,score,propose,arbitrate,remediate,gateway,watch"
 default_watch="watch:WATCH_NAMESPACES= watch:WATCH_EXCLUDE_NAMESPACES= watch:WATCH_EVENT_APIS=core,events.k8s.io \
   watch:WATCH_PROBE_FAILURE_THRESHOLD=3 watch:WATCH_TIMEOUT_S=300 watch:CLUSTER_NAME= \
   watch:WATCH_LEASE_NAME=pipeline-watch watch:WATCH_LEASE_DURATION_S=15 watch:WATCH_LEASE_RENEW_S=5 \
   watch:WATCH_LEASE_RETRY_S=2"
-# Without the watcher: nothing cluster-scoped, one ServiceAccount, no pod with a token.
-no_watch="ServiceAccount=1 Role=1 RoleBinding=1 ClusterRole=0 ClusterRoleBinding=0 token:"
+# Without the watcher, remediate and detection: nothing cluster-scoped, one ServiceAccount, no pod with a token.
+no_kube="ServiceAccount=1 Role=1 RoleBinding=1 ClusterRole=0 ClusterRoleBinding=0 token:"
+no_kube_sets="watch.enabled=false,remediate.enabled=false,gateway.detection.enabled=false"
 # ConfigMaps: the topics Job's (a hook) and the remediation rules.
 default_policy="remediation:REMEDIATION_KILL_SWITCH=false \
   remediation:REMEDIATION_PROTECTED_NAMESPACES=kube-system,openshift-etcd,openshift-kube-apiserver \
   remediation:REMEDIATION_COOLDOWN_S=300 remediation:REMEDIATION_NAMESPACE_BUDGET=2 \
   remediation:REMEDIATION_ACTION_TIMEOUT_S=1800 remediation:REMEDIATION_DECIDED_MEMORY=2000 \
   remediation:CONFIDENCE_THRESHOLD=0.7 remediation:REMEDIATION_APPROVAL=<unset> rules-file:rules/remediation.yaml"
-check_render defaults "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
+default_executor="remediation:REMEDIATION_MODE=auto remediation:REMEDIATION_STEP_TIMEOUT_S=120 \
+  remediation:REMEDIATION_CHECKPOINT_TIMEOUT_S=180 remediation:REMEDIATION_POLL_S=1 \
+  remediation:REMEDIATION_STORM_MAX_UNHEALTHY=0.5 remediation:REMEDIATION_STORM_MIN_UNHEALTHY=3 remediation:HELM_BINARY="
+check_render defaults "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=3 \
   env:KSERVE_NAMESPACE=alerts env:ML_CIRCUIT_BREAKER_THRESHOLD=3 env:ML_CIRCUIT_BREAKER_TIMEOUT_S=30 \
-  $default_policy $default_watch" \
+  $default_policy $default_executor $default_watch" \
   --set kafka.bootstrapServers=kafka-bootstrap:9092
-check_render minimal-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
-  $default_policy $default_watch" \
+check_render minimal-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=3 \
+  $default_policy $default_executor $default_watch" \
   -f "$chart/ci/minimal-values.yaml"
-check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=8 ClusterRoleBinding=2 \
+check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=9 ClusterRoleBinding=4 \
   env:KSERVE_NAMESPACE=self-healing-platform env:KSERVE_ANOMALY_DETECTOR_SERVICE=anomaly-detector-predictor \
-  env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor $default_policy \
+  env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor $default_policy $default_executor \
   watch:WATCH_NAMESPACES=shop-*,payments watch:WATCH_EXCLUDE_NAMESPACES=*-test watch:WATCH_EVENT_APIS=events.k8s.io \
   watch:WATCH_PROBE_FAILURE_THRESHOLD=5 watch:WATCH_TIMEOUT_S=600 watch:CLUSTER_NAME=prod-eu-1 \
   watch:WATCH_LEASE_NAME=prod-pipeline-watch watch:WATCH_LEASE_DURATION_S=20 watch:WATCH_LEASE_RENEW_S=6.5 \
   watch:WATCH_LEASE_RETRY_S=3" \
   -f "$chart/ci/full-values.yaml"
-check_render mtls-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
+check_render mtls-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=3 \
   env:ML_SERVICE_URL=http://aiops-ml-service:8080 env:KSERVE_PREDICTIVE_ANALYTICS_URL=http://models.example:8080 \
   env:KSERVE_PREDICTIVE_ANALYTICS_MODEL=predictive-analytics-v2 $all_components $default_watch" \
   -f "$chart/ci/mtls-values.yaml"
-check_render remediation-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=1 \
+check_render remediation-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=3 \
   remediation:REMEDIATION_KILL_SWITCH=true \
   remediation:REMEDIATION_PROTECTED_NAMESPACES=kube-system,openshift-etcd,openshift-kube-apiserver,payments \
   remediation:REMEDIATION_COOLDOWN_S=120 remediation:REMEDIATION_NAMESPACE_BUDGET=4 \
   remediation:REMEDIATION_ACTION_TIMEOUT_S=900.5 remediation:REMEDIATION_DECIDED_MEMORY=5000 \
   remediation:CONFIDENCE_THRESHOLD=0.85 \
   remediation:REMEDIATION_APPROVAL=[{\"name\":\"critical-needs-human\",\"severities\":[\"critical\"]},{\"below_confidence\":0.95,\"name\":\"risky-ai\",\"risks\":[\"medium\",\"high\"],\"sources\":[\"ai\"]}] \
+  remediation:REMEDIATION_MODE=dry-run remediation:REMEDIATION_STEP_TIMEOUT_S=60 \
+  remediation:REMEDIATION_CHECKPOINT_TIMEOUT_S=300.5 remediation:REMEDIATION_POLL_S=2 \
+  remediation:REMEDIATION_STORM_MAX_UNHEALTHY=0.3 remediation:REMEDIATION_STORM_MIN_UNHEALTHY=5 \
+  operator:cache.example.com=memcacheds operator:postgres-operator.crunchydata.com=postgresclusters,pgupgrades \
   rules-values:$chart/ci/remediation-values.yaml" \
   -f "$chart/ci/remediation-values.yaml"
-check_render prometheus-token-secret "$base ConfigMap=2 Job=1 ClusterRoleBinding=1" \
+check_render prometheus-token-secret "$base ConfigMap=2 Job=1 ClusterRoleBinding=3" \
   -f "$chart/ci/minimal-values.yaml" \
   --set prometheus.url=https://prometheus.example:9090,prometheus.tokenSecret.name=prometheus-token
 check_render approval-none-needed "$base ConfigMap=2 Job=1 remediation:REMEDIATION_APPROVAL=[] \
@@ -489,49 +644,70 @@ check_render approval-none-needed "$base ConfigMap=2 Job=1 remediation:REMEDIATI
   -f "$chart/ci/minimal-values.yaml" \
   --set-json 'remediation.approval=[]' --set-json 'remediation.protectedNamespaces=[]' \
   --set-json 'remediation.confidenceThreshold=0.8'
-check_render gateway-only "Deployment=1 Service=1 $no_watch Pod=1 ConfigMap=1 Job=0 \
+# The gateway alone, with detection: its own ServiceAccount, token and read-only ClusterRole.
+check_render gateway-only "Deployment=1 Service=1 ServiceAccount=2 Role=1 RoleBinding=1 ClusterRole=1 \
+  ClusterRoleBinding=1 token:gateway Pod=1 ConfigMap=1 Job=0 $default_policy remediation:REMEDIATION_MODE=auto" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
+  --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,remediate.enabled=false \
+  --set topicsJob.enabled=false
+check_render gateway-without-detection "Deployment=1 Service=1 $no_kube Pod=1 ConfigMap=1 Job=0 \
   $default_policy" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,topicsJob.enabled=false
-check_render score-only "Deployment=1 Service=1 $no_watch Pod=0 ConfigMap=0 Job=0 \
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets"
+check_render score-only "Deployment=1 Service=1 $no_kube Pod=0 ConfigMap=0 Job=0 \
   env:KSERVE_ANOMALY_DETECTOR_URL=http://anomaly-detector.example:8080" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,topicsJob.enabled=false \
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets" \
   --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].url=http://anomaly-detector.example:8080
-check_render remediation-only "Deployment=2 Service=2 $no_watch Pod=0 ConfigMap=1 Job=0 \
-  $default_policy" \
+check_render remediation-only "Deployment=3 Service=3 ServiceAccount=2 Role=1 RoleBinding=1 ClusterRole=1 \
+  ClusterRoleBinding=1 token:remediate Pod=0 ConfigMap=1 Job=0 $default_policy $default_executor" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
   --set gateway.enabled=false,watch.enabled=false,topicsJob.enabled=false
 check_render without-remediation "Deployment=5 Service=5 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
-  ClusterRoleBinding=1 Pod=1 ConfigMap=1 Job=1" \
+  ClusterRoleBinding=1 Pod=1 ConfigMap=1 Job=1 token:watch" \
   -f "$chart/ci/minimal-values.yaml" \
-  --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false
-check_render watch-disabled "Deployment=7 Service=7 $no_watch Pod=1 ConfigMap=2 Job=1 ServiceMonitor=7" \
+  --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,remediate.enabled=false
+check_render remediate-disabled "Deployment=8 Service=8 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
+  ClusterRoleBinding=2 Pod=1 ConfigMap=2 Job=1 token:watch,gateway $default_policy" \
+  -f "$chart/ci/minimal-values.yaml" --set remediate.enabled=false
+check_render detection-disabled "Deployment=9 Service=9 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
+  ClusterRoleBinding=2 Pod=1 ConfigMap=2 Job=1 token:watch,remediate $default_policy $default_executor" \
+  -f "$chart/ci/minimal-values.yaml" --set gateway.detection.enabled=false
+check_render remediate-approve-helm "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 \
+  remediation:REMEDIATION_MODE=approve remediation:HELM_BINARY=/usr/local/bin/helm \
+  operator:cache.example.com=memcacheds" \
+  -f "$chart/ci/minimal-values.yaml" --set remediation.mode=approve,remediation.helmBinary=/usr/local/bin/helm \
+  --set-json 'remediation.operatorResources=[{"apiGroup":"cache.example.com","resources":["memcacheds"]}]'
+check_render watch-disabled "Deployment=8 Service=8 ServiceAccount=3 Role=1 RoleBinding=1 ClusterRole=2 \
+  ClusterRoleBinding=2 token:remediate,gateway Pod=1 ConfigMap=2 Job=1 ServiceMonitor=8" \
   -f "$chart/ci/minimal-values.yaml" --set watch.enabled=false,serviceMonitor.enabled=true
 check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
-  ClusterRoleBinding=1 Pod=0 ConfigMap=0 Job=0 ServiceMonitor=1 $default_watch" \
+  ClusterRoleBinding=1 Pod=0 ConfigMap=0 Job=0 ServiceMonitor=1 token:watch $default_watch" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
   --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,topicsJob.enabled=false \
-  --set serviceMonitor.enabled=true
-check_render watch-no-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=1 watch:WATCH_EVENT_APIS=" \
+  --set remediate.enabled=false,serviceMonitor.enabled=true
+check_render watch-no-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=[]'
-check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=1 watch:WATCH_EVENT_APIS=core \
+check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=core \
   watch:WATCH_NAMESPACES=payments watch:WATCH_LEASE_NAME=payments-watch" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=["core"]' \
   --set 'watch.namespaces={payments}' --set watch.lease.name=payments-watch
-# rbac.create=false: the watcher still has its own ServiceAccount and token; a cluster admin grants its rights.
-check_render watch-without-rbac "Deployment=8 Service=8 ServiceAccount=2 Role=0 RoleBinding=0 ClusterRole=0 \
+# rbac.create=false: the watcher, remediate and the gateway still have their own ServiceAccounts and tokens;
+# a cluster admin grants their rights.
+check_render without-rbac "Deployment=9 Service=9 ServiceAccount=4 Role=0 RoleBinding=0 ClusterRole=0 \
   ClusterRoleBinding=0 $default_watch" \
   -f "$chart/ci/minimal-values.yaml" --set rbac.create=false
-# ServiceAccounts made by a cluster admin: the watcher's is named, not created.
-check_render existing-service-accounts "Deployment=8 ServiceAccount=0 Role=2 RoleBinding=2 ClusterRole=1 \
-  ClusterRoleBinding=1 $default_watch" \
+# ServiceAccounts made by a cluster admin: those of the watcher, remediate and the gateway are named, not created.
+check_render existing-service-accounts "Deployment=9 ServiceAccount=0 Role=2 RoleBinding=2 ClusterRole=3 \
+  ClusterRoleBinding=3 $default_watch" \
   -f "$chart/ci/minimal-values.yaml" \
-  --set serviceAccount.create=false,serviceAccount.name=pipeline-stages,watch.serviceAccount.name=pipeline-watcher
+  --set serviceAccount.create=false,serviceAccount.name=pipeline-stages,watch.serviceAccount.name=pipeline-watcher \
+  --set remediate.serviceAccount.name=pipeline-remediator,gateway.serviceAccount.name=pipeline-detector
 
 check_fails no-bootstrap "kafka.bootstrapServers is required"
 check_fails no-cluster-name "kafkaTopics.clusterName is required" \
@@ -579,6 +755,270 @@ check_fails misspelt-watch-value "Additional property eventAPIs is not allowed" 
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventAPIs=["core"]'
 check_fails watch-namespaces-with-comma "watch.namespaces.0: Does not match pattern" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.namespaces=["a,b"]'
+
+check_fails remediation-unknown-mode 'remediation.mode must be one of the following: "off", "dry-run", "approve", "auto"' \
+  -f "$chart/ci/minimal-values.yaml" --set remediation.mode=yolo
+check_fails remediation-storm-share-above-one "remediation.stormMaxUnhealthy: Must be less than or equal to 1" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'remediation.stormMaxUnhealthy=1.5'
+check_fails operator-resources-wildcard "remediation.operatorResources.0.apiGroup: Does not match pattern" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'remediation.operatorResources=[{"apiGroup":"*","resources":["*"]}]'
+check_fails operator-resources-without-resources "resources is required" \
+  -f "$chart/ci/minimal-values.yaml" --set-json 'remediation.operatorResources=[{"apiGroup":"cache.example.com"}]'
+check_fails misspelt-detection-value "Additional property enable is not allowed" \
+  -f "$chart/ci/minimal-values.yaml" --set gateway.detection.enable=false
+check_fails remediate-without-service-account "remediate.serviceAccount.name is required when serviceAccount.create is false" \
+  -f "$chart/ci/minimal-values.yaml" --set serviceAccount.create=false,watch.serviceAccount.name=w \
+  --set gateway.serviceAccount.name=g
+check_fails remediate-shared-service-account "remediate.serviceAccount.name must differ from the other components' ServiceAccount" \
+  -f "$chart/ci/minimal-values.yaml" --set remediate.serviceAccount.name=pipeline
+check_fails remediate-watcher-service-account "remediate.serviceAccount.name must differ from the watcher's ServiceAccount" \
+  -f "$chart/ci/minimal-values.yaml" --set remediate.serviceAccount.name=pipeline-watch
+check_fails remediate-gateway-service-account "remediate.serviceAccount.name and gateway.serviceAccount.name must differ" \
+  -f "$chart/ci/minimal-values.yaml" --set remediate.serviceAccount.name=x,gateway.serviceAccount.name=x
+
+# Against the real kube-apiserver (pipeline.embedded.kube: v1.31.3 on etcd, RBAC on; the binaries of
+# scripts/build-kube-apiserver.sh): a server-side dry run (dryRun=All, strict field validation) of every
+# object of every render above; the RBAC of the remediation-values render created for real and
+# SubjectAccessReviews of what each ServiceAccount can and cannot do; and the app's own code under the
+# ServiceAccounts' tokens (remediate's start-up self-check, detection of a pod's Deployment).
+check_kube() {
+  echo "== kube-apiserver"
+  if [[ -z "$python" ]] || ! "$python" -c 'from pipeline.embedded.kube import kube_apiserver_binary, etcd_binary
+kube_apiserver_binary(); etcd_binary()' >"$out/kube.missing" 2>&1; then
+    echo "   SKIPPED: no kube-apiserver/etcd or no importable pipeline package:"
+    tail -4 "$out/kube.missing" | sed 's/^/   /'
+    [[ "${CHECK_CHART_REQUIRE_KUBE:-0}" == 1 ]] && fail "kube-apiserver checks could not run"
+    return 0
+  fi
+  "$python" - "$out/remediation-values.yaml" "${rendered[@]}" <<'PY' || fail "kube-apiserver: dry run, RBAC or SubjectAccessReviews"
+import asyncio, collections, json, pathlib, ssl, sys, tempfile, time, yaml
+import httpx
+from pipeline.embedded.kube import KubeAPIServer, MEMCACHED_CRD, argocd_application_crd
+
+NAMESPACE = "alerts"  # the --namespace of every render
+rbac_render = pathlib.Path(sys.argv[1])  # the render whose RBAC is created for real and reviewed
+renders = [pathlib.Path(p) for p in sys.argv[2:]]
+problems = []
+
+with tempfile.TemporaryDirectory(prefix="check-chart-kube-") as tmp, KubeAPIServer(pathlib.Path(tmp)) as kube:
+    http = httpx.Client(base_url=kube.url, verify=ssl.create_default_context(cafile=str(kube.ca_path)),
+                        headers={"Authorization": f"Bearer {kube.admin_token}"}, timeout=30, trust_env=False)
+
+    def ok(resp, what, allowed=()):
+        if resp.status_code >= 400 and resp.status_code not in allowed:
+            raise SystemExit(f"{what}: {resp.status_code} {resp.text[:500]}")
+        return resp.json()
+
+    # The CRDs the remediator acts on (ArgoCD Application, a sample operator's Memcached), Established.
+    crds = [MEMCACHED_CRD]
+    try:
+        crds.insert(0, argocd_application_crd())
+    except Exception as exc:  # noqa: BLE001
+        print(f"   (no ArgoCD Application CRD: {exc})")
+    for path in crds:
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd:
+                ok(http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd), "CRD", {409})
+                name = crd["metadata"]["name"]
+                deadline = time.monotonic() + 30
+                while not any(c["type"] == "Established" and c["status"] == "True" for c in
+                              ok(http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+                                 "CRD").get("status", {}).get("conditions") or []):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"CRD {name} not Established")
+                    time.sleep(0.1)
+    for ns in (NAMESPACE, "shop"):
+        ok(http.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), f"namespace {ns}", {409})
+
+    resources = {}  # apiVersion -> kind -> (plural, namespaced)
+    def resource(api_version, kind):
+        if api_version not in resources:
+            path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+            resp = http.get(path)
+            resources[api_version] = {r["kind"]: (r["name"], r["namespaced"]) for r in
+                                      (resp.json().get("resources", []) if resp.status_code == 200 else [])
+                                      if "/" not in r["name"]}
+        return resources[api_version].get(kind)
+
+    def path_of(doc):
+        found = resource(doc["apiVersion"], doc["kind"])
+        if found is None:
+            return None
+        plural, namespaced = found
+        base = "/api/v1" if doc["apiVersion"] == "v1" else f"/apis/{doc['apiVersion']}"
+        if namespaced:
+            base += f"/namespaces/{doc['metadata'].get('namespace', NAMESPACE)}"
+        return f"{base}/{plural}"
+
+    # 1. A server-side dry run (create, strict field validation) of every object of every render.
+    dry, skipped = 0, collections.Counter()
+    for render in renders:
+        for doc in yaml.safe_load_all(render.read_text()):
+            if not doc:
+                continue
+            path = path_of(doc)
+            if path is None:
+                skipped[doc["kind"]] += 1
+                continue
+            if doc["metadata"].get("namespace", NAMESPACE) not in (NAMESPACE, "shop"):
+                ns = doc["metadata"]["namespace"]
+                ok(http.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), f"namespace {ns}", {409})
+            resp = http.post(path, params={"dryRun": "All", "fieldValidation": "Strict"}, json=doc)
+            dry += 1
+            if resp.status_code >= 400:
+                problems.append(f"{render.stem}: dry run of {doc['kind']} {doc['metadata']['name']}: "
+                                f"{resp.status_code} {resp.json().get('message', resp.text)[:300]}")
+            elif resp.json().get("metadata", {}).get("uid") and http.get(f"{path}/{doc['metadata']['name']}").status_code != 404:
+                problems.append(f"{render.stem}: the dry run of {doc['kind']} {doc['metadata']['name']} stored it")
+    print(f"   server-side dry run: {dry} objects from {len(renders)} renders accepted"
+          f" by kube-apiserver {kube.url}" + (f"; not served here (no CRD): {dict(skipped)}" if skipped else ""))
+
+    # 2. The RBAC of one render created for real, then SubjectAccessReviews for each ServiceAccount.
+    docs = [d for d in yaml.safe_load_all(rbac_render.read_text()) if d]
+    for d in docs:
+        if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+            ok(http.post(path_of(d), json=d), f"create {d['kind']} {d['metadata']['name']}")
+    account = {}
+    for d in docs:
+        if d["kind"] == "Deployment":
+            account[d["metadata"]["labels"]["app.kubernetes.io/component"]] = \
+                d["spec"]["template"]["spec"]["serviceAccountName"]
+
+    def allowed(component, verb, group, resource_, namespace="shop", subresource="", name=""):
+        sa = account[component]
+        attrs = {"verb": verb, "group": group, "resource": resource_, "subresource": subresource, "name": name}
+        if namespace:
+            attrs["namespace"] = namespace
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": f"system:serviceaccount:{NAMESPACE}:{sa}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}", "system:authenticated"],
+            "resourceAttributes": attrs}}
+        return ok(http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review), "SAR")["status"].get("allowed", False)
+
+    from pipeline.adapters.remediation import PERMISSIONS
+    operators = [(g, r) for d in docs if d["kind"] == "ClusterRole"
+                 and d["metadata"]["labels"].get("app.kubernetes.io/component") == "remediate"
+                 for rule in d["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+                 if g not in ("", "apps", "batch", "argoproj.io", "authorization.k8s.io")]
+    detection = [("get", "", "pods"), ("get", "", "replicationcontrollers"), ("get", "apps", "deployments"),
+                 ("get", "apps", "statefulsets"), ("get", "apps", "daemonsets"), ("get", "apps", "replicasets"),
+                 ("get", "batch", "jobs"), ("get", "batch", "cronjobs"), ("list", "argoproj.io", "applications")]
+    can = {
+        "remediate": [(v, g, r) for v, g, r in PERMISSIONS] + detection
+                     + [("create", "authorization.k8s.io", "selfsubjectaccessreviews")]
+                     + [(v, g, r) for g, r in operators for v in ("get", "patch")],
+        "gateway": detection,
+        "watch": [("list", "", "pods"), ("watch", "", "pods"), ("list", "", "nodes"), ("watch", "apps", "deployments")],
+    }
+    cannot = {
+        "remediate": [("delete", "apps", "deployments"), ("create", "apps", "deployments"),
+                      ("update", "apps", "deployments"), ("patch", "apps", "deployments", "scale"),
+                      ("delete", "apps", "statefulsets"), ("patch", "apps", "replicasets"),
+                      ("delete", "apps", "replicasets"), ("get", "", "secrets"), ("list", "", "secrets"),
+                      ("patch", "", "configmaps"), ("get", "", "configmaps"), ("create", "", "pods"),
+                      ("patch", "", "pods"), ("update", "", "pods"), ("watch", "", "pods"),
+                      ("create", "", "pods", "eviction"), ("create", "", "pods", "exec"), ("get", "", "pods", "log"),
+                      ("delete", "", "nodes"), ("list", "", "nodes"), ("patch", "", "nodes", "status"),
+                      ("delete", "argoproj.io", "applications"), ("create", "argoproj.io", "applications"),
+                      ("patch", "batch", "jobs"), ("delete", "batch", "jobs"),
+                      ("patch", "other.example.com", "widgets"), ("create", "", "serviceaccounts", "token"),
+                      ("impersonate", "", "serviceaccounts"), ("bind", "rbac.authorization.k8s.io", "clusterroles"),
+                      ("escalate", "rbac.authorization.k8s.io", "clusterroles"),
+                      ("create", "rbac.authorization.k8s.io", "rolebindings"),
+                      ("create", "authorization.k8s.io", "subjectaccessreviews")]
+                     + [("delete", g, r) for g, r in operators],
+        "gateway": [("list", "", "pods"), ("watch", "apps", "deployments"), ("list", "apps", "deployments"),
+                    ("patch", "apps", "deployments"), ("delete", "", "pods"), ("get", "", "secrets"),
+                    ("get", "argoproj.io", "applications"), ("patch", "argoproj.io", "applications"),
+                    ("get", "", "nodes"), ("get", "", "configmaps")],
+        "watch": [("patch", "apps", "deployments"), ("delete", "", "pods"), ("get", "", "secrets")],
+        "ingest": [("get", "", "pods"), ("list", "", "pods"), ("get", "", "secrets")],
+    }
+    reviews = 0
+    for component in sorted(set(can) | set(cannot)):
+        if component not in account:
+            continue
+        for spec in can.get(component, []):
+            verb, group, res = spec[:3]
+            sub = spec[3] if len(spec) > 3 else ""
+            for ns in ("shop", "") if res != "nodes" else ("",):
+                reviews += 1
+                if not allowed(component, verb, group, res, ns, sub):
+                    problems.append(f"{component} ({account[component]}) can NOT {verb} {res}{'/' + sub if sub else ''}"
+                                    f".{group or 'core'} {'in ' + ns if ns else 'cluster-wide'}")
+        for spec in cannot.get(component, []):
+            verb, group, res = spec[:3]
+            sub = spec[3] if len(spec) > 3 else ""
+            for ns in ("shop", ""):
+                reviews += 1
+                if allowed(component, verb, group, res, ns, sub):
+                    problems.append(f"{component} ({account[component]}) CAN {verb} {res}{'/' + sub if sub else ''}"
+                                    f".{group or 'core'} {'in ' + ns if ns else 'cluster-wide'}")
+    summary = "; ".join(f"{c}: {len(can.get(c, []))} rights granted, {len(cannot.get(c, []))} refused"
+                        for c in sorted(set(can) | set(cannot)) if c in account)
+    print(f"   SubjectAccessReviews: {reviews}, each right asked in a namespace and cluster-wide ({summary})")
+
+    # 3. The app itself under the ServiceAccounts' tokens: remediate's start-up self-check finds nothing
+    # denied; detection (remediate's planning, the gateway's routes) walks pod -> ReplicaSet -> Deployment.
+    from kubernetes_asyncio.client import ApiClient, Configuration
+    from pipeline.adapters.detection import Detector
+    from pipeline.adapters.remediation import KubeRemediator
+
+    dep = ok(http.post("/apis/apps/v1/namespaces/shop/deployments", json={
+        "metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}),
+        "deployment")
+    rs = ok(http.post("/apis/apps/v1/namespaces/shop/replicasets", json={
+        "metadata": {"name": "web-1", "labels": {"app": "web"}, "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": dep["metadata"]["uid"],
+             "controller": True}]},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}),
+        "replicaset")
+    ok(http.post("/api/v1/namespaces/shop/pods", json={
+        "metadata": {"name": "web-1-abc", "labels": {"app": "web"}, "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": rs["metadata"]["uid"],
+             "controller": True}]},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]}}), "pod")
+
+    def token(component):
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}}
+        return ok(http.post(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{account[component]}/token", json=body),
+                  "token")["status"]["token"]
+
+    async def as_account(component):
+        cfg = Configuration(host=kube.url, api_key={"BearerToken": token(component)},
+                            api_key_prefix={"BearerToken": "Bearer"}, ssl_ca_cert=str(kube.ca_path))
+        async with ApiClient(cfg) as api:
+            out = {}
+            if component == "remediate":
+                out["self_check"] = await KubeRemediator(api).self_check()
+            info = await Detector(api).detect("shop", "Pod", "web-1-abc")
+            out["info"] = info
+            return out
+
+    for component in ("remediate", "gateway"):
+        if component not in account:
+            continue
+        try:
+            out = asyncio.run(as_account(component))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{component}: detection under its ServiceAccount failed: {exc!r}")
+            continue
+        if component == "remediate":
+            denied = out["self_check"].get("denied")
+            if denied or not out["self_check"].get("permissions"):
+                problems.append(f"remediate's start-up self-check under its ServiceAccount: denied {denied}")
+            else:
+                print(f"   remediate's self-check as {account[component]}: {len(out['self_check']['permissions'])} permissions, none denied")
+        print(f"   detection as {account[component]}: pod shop/web-1-abc -> method {out['info'].method!r}")
+
+for p in problems:
+    print("   " + p)
+sys.exit(1 if problems else 0)
+PY
+}
+check_kube
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"

@@ -399,16 +399,27 @@ validates the rest on start (pipeline.domain.arbitration.load_rules).
 {{- end }}
 
 {{/*
-Remediation settings, only for the components that read them; call with (dict "root" $ "policy" bool).
-Every such component gets REMEDIATION_RULES_PATH (the rules ConfigMap mounted by
-pipeline.remediationVolumeMounts); with policy (arbitrate, gateway) also the arbitration policy, the same
-values in both, so the gateway's /api/v1/status shows what arbitrate enforces. remediation.approval null
+Remediation settings, only for the components that read them; call with
+(dict "root" $ "policy" bool "mode" bool "executor" bool). Every such component gets REMEDIATION_RULES_PATH
+(the rules ConfigMap mounted by pipeline.remediationVolumeMounts); with policy (arbitrate, gateway) also the
+arbitration policy, the same values in both, so the gateway's /api/v1/status shows what arbitrate enforces;
+with executor (remediate) REMEDIATION_ACTION_TIMEOUT_S and the executor's settings (pipeline.remediateEnv);
+with mode (gateway) REMEDIATION_MODE, the executor's, shown on /api/v1/status. remediation.approval null
 leaves REMEDIATION_APPROVAL unset (the app's defaults); a list, even [], is sent as JSON.
 */}}
 {{- define "pipeline.remediationEnv" -}}
 {{- $r := .root.Values.remediation }}
 - name: REMEDIATION_RULES_PATH
   value: /etc/pipeline/rules/remediation.yaml
+{{- if .executor }}
+- name: REMEDIATION_ACTION_TIMEOUT_S
+  value: {{ $r.actionTimeoutSeconds | quote }}
+{{- include "pipeline.remediateEnv" .root }}
+{{- end }}
+{{- if .mode }}
+- name: REMEDIATION_MODE
+  value: {{ $r.mode | quote }}
+{{- end }}
 {{- if .policy }}
 - name: REMEDIATION_KILL_SWITCH
   value: {{ $r.killSwitch | quote }}
@@ -502,6 +513,79 @@ KUBECONFIG stays unset: the in-cluster ServiceAccount. NAMESPACE comes with pipe
 - name: WATCH_LEASE_RETRY_S
   value: {{ $w.lease.retrySeconds | quote }}
 - name: WATCH_IDENTITY
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/*
+The ServiceAccount of a component that calls the Kubernetes API with a token of its own (remediate; the
+gateway with detection); call with (dict "root" $ "component" "remediate" "values" "remediate"). Its
+serviceAccount.name, else <fullname>-<component> when the chart creates ServiceAccounts. Never the shared
+one, nor the watcher's: its token is mounted and bound to a ClusterRole of its own.
+*/}}
+{{- define "pipeline.componentServiceAccountName" -}}
+{{- $root := .root }}
+{{- $name := (index $root.Values .component).serviceAccount.name }}
+{{- if not $name }}
+{{- if not $root.Values.serviceAccount.create }}
+{{- fail (printf "%s.serviceAccount.name is required when serviceAccount.create is false (%s needs a ServiceAccount of its own)" .component .component) }}
+{{- end }}
+{{- $name = printf "%s-%s" (include "pipeline.fullname" $root) .component }}
+{{- end }}
+{{- if eq $name (include "pipeline.serviceAccountName" $root) }}
+{{- fail (printf "%s.serviceAccount.name must differ from the other components' ServiceAccount (%s): only %s gets its API rights and a token" .component $name .component) }}
+{{- end }}
+{{- if and $root.Values.watch.enabled (eq $name (include "pipeline.watchServiceAccountName" $root)) }}
+{{- fail (printf "%s.serviceAccount.name must differ from the watcher's ServiceAccount (%s)" .component $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{- define "pipeline.remediateServiceAccountName" -}}
+{{- $name := include "pipeline.componentServiceAccountName" (dict "root" . "component" "remediate") }}
+{{- if and .Values.gateway.enabled .Values.gateway.detection.enabled (eq $name (include "pipeline.componentServiceAccountName" (dict "root" . "component" "gateway"))) }}
+{{- fail (printf "remediate.serviceAccount.name and gateway.serviceAccount.name must differ (%s): the gateway reads, remediate writes" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{- define "pipeline.gatewayServiceAccountName" -}}
+{{- include "pipeline.componentServiceAccountName" (dict "root" . "component" "gateway") }}
+{{- end }}
+
+{{/* Cluster-scoped names, with the namespace (as the watcher's). */}}
+{{- define "pipeline.remediateClusterRoleName" -}}
+{{- printf "%s-%s-remediate" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- end }}
+
+{{- define "pipeline.gatewayClusterRoleName" -}}
+{{- printf "%s-%s-gateway-detection" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- end }}
+
+{{/*
+The executor's settings, for the remediate container only (REMEDIATION_MODE also reaches the gateway, which
+shows it on /api/v1/status). REMEDIATION_IDENTITY is the pod name; KUBECONFIG stays unset: the in-cluster
+ServiceAccount. REMEDIATION_RULES_PATH and REMEDIATION_ACTION_TIMEOUT_S (the same as arbitrate's: a
+workflow waiting for approval longer than that ends skipped) come with pipeline.remediationEnv.
+*/}}
+{{- define "pipeline.remediateEnv" -}}
+{{- $r := .Values.remediation }}
+- name: REMEDIATION_MODE
+  value: {{ $r.mode | quote }}
+- name: REMEDIATION_STEP_TIMEOUT_S
+  value: {{ $r.stepTimeoutSeconds | quote }}
+- name: REMEDIATION_CHECKPOINT_TIMEOUT_S
+  value: {{ $r.checkpointTimeoutSeconds | quote }}
+- name: REMEDIATION_POLL_S
+  value: {{ $r.pollSeconds | quote }}
+- name: REMEDIATION_STORM_MAX_UNHEALTHY
+  value: {{ $r.stormMaxUnhealthy | quote }}
+- name: REMEDIATION_STORM_MIN_UNHEALTHY
+  value: {{ $r.stormMinUnhealthy | int | quote }}
+- name: HELM_BINARY
+  value: {{ $r.helmBinary | quote }}
+- name: REMEDIATION_IDENTITY
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
