@@ -115,6 +115,7 @@ class Detector:
         # discovery per group/version: kind -> _Api (empty: the group/version is not served)
         self._discovery: TTLCache[str, dict[str, _Api]] = TTLCache(ttl_s)
         self._applications: TTLCache[str, list[dict[str, Any]]] = TTLCache(min(ttl_s, APPLICATIONS_TTL_S))
+        self._filling = asyncio.Lock()  # concurrent detections share one discovery / Applications list
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ public
@@ -202,8 +203,11 @@ class Detector:
             return None  # a core kind we do not walk
         resources = self._discovery.get(api_version, self._clock())
         if resources is None:
-            resources = await self._fetch_discovery(api_version)
-            self._discovery.put(api_version, resources, self._clock())
+            async with self._filling:
+                resources = self._discovery.get(api_version, self._clock())
+                if resources is None:
+                    resources = await self._fetch_discovery(api_version)
+                    self._discovery.put(api_version, resources, self._clock())
         return resources.get(kind)
 
     async def _fetch_discovery(self, api_version: str) -> dict[str, _Api]:
@@ -225,10 +229,13 @@ class Detector:
         cached = self._applications.get("all", self._clock())
         if cached is not None:
             return cached
-        apps: list[dict[str, Any]] = []
-        if await self._discover(ARGOCD_GROUP_VERSION, "Application") is not None:
-            apps = await self._fetch_applications()
-        self._applications.put("all", apps, self._clock())
+        served = await self._discover(ARGOCD_GROUP_VERSION, "Application") is not None
+        async with self._filling:
+            cached = self._applications.get("all", self._clock())
+            if cached is not None:
+                return cached
+            apps: list[dict[str, Any]] = await self._fetch_applications() if served else []
+            self._applications.put("all", apps, self._clock())
         return apps
 
     async def _fetch_applications(self) -> list[dict[str, Any]]:
