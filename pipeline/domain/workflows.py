@@ -251,8 +251,8 @@ def plan(decision: Decision, *, workflow_id: str, mode: Mode, now: datetime, det
             remediator = _owned_steps(steps, p.action, p.target, info, helm_available, limits,
                                       layer_of_kind(kind, namespace))
     except PlanError as exc:
-        return base.model_copy(update={"remediator": "none", "reason": str(exc), "status": "failed",
-                                       "error_message": str(exc)})
+        # still `pending`: it fails when a remediator takes it (or is skipped, with no cluster to act on)
+        return base.model_copy(update={"remediator": "none", "reason": str(exc), "error_message": str(exc)})
     info = detected.get(p.target, Detected())
     layers = sorted({s.layer for s in steps.steps} or {layer_of_kind(kind, namespace)}, key=LAYER_ORDER.__getitem__)
     return base.model_copy(update={
@@ -348,7 +348,7 @@ def next_move(w: Workflow) -> Move:
     if w.finished:
         return Finish(w.status)  # type: ignore[arg-type]
     if w.reason and not w.steps:
-        return Finish("failed" if w.status == "failed" else "skipped", w.reason)
+        return Finish("failed" if w.error_message else "skipped", w.reason)
     failure: str | None = None
     ladder_ok = False  # an earlier rung of the current ladder worked
     for i, step in enumerate(w.steps):

@@ -58,7 +58,8 @@ def test_gitops_helm_and_operators_are_never_patched_directly() -> None:
     assert actions(argo) == [("argocd_sync", "argocd/Application/shop", False)]
     assert argo.checkpoints[0].checks == ["application_synced_healthy"]
     lost = plan(d, {"shop/Deployment/web": wf.Detected("argocd")})
-    assert lost.status == "failed" and lost.steps == [] and "no Application lists it" in (lost.reason or "")
+    assert lost.status == "pending" and lost.steps == [] and "no Application lists it" in (lost.reason or "")
+    assert wf.next_move(lost) == wf.Finish("failed", lost.reason or "")
     helm = plan(d, {"shop/Deployment/web": wf.Detected("helm", release="web")})
     assert actions(helm) == [("helm_rollback", "shop/Deployment/web", False)]
     assert helm.steps[0].change == {"release": "web", "helm_available": False}
@@ -75,7 +76,8 @@ def test_sizes_nodes_and_actions_that_need_a_human() -> None:
     node = plan(decision("/Node/n1", "cordon_node"))
     assert actions(node) == [("cordon_node", "/Node/n1", False)] and node.layers == ["infrastructure"]
     wrong = plan(decision("shop/Deployment/web", "cordon_node"))
-    assert wrong.status == "failed" and "needs a Node" in (wrong.reason or "")
+    assert wrong.status == "pending" and "needs a Node" in (wrong.reason or "")
+    assert isinstance(wf.next_move(wrong), wf.Finish) and wf.next_move(wrong).status == "failed"
     human = plan(decision(action="manual_intervention"))
     assert human.steps == [] and human.reason == "manual_intervention needs a human: not automated"
     assert wf.next_move(human) == wf.Finish("skipped", human.reason)
