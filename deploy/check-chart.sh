@@ -793,7 +793,8 @@ kube_apiserver_binary(); etcd_binary()' >"$out/kube.missing" 2>&1; then
   "$python" - "$out/remediation-values.yaml" "${rendered[@]}" <<'PY' || fail "kube-apiserver: dry run, RBAC or SubjectAccessReviews"
 import asyncio, collections, json, pathlib, ssl, sys, tempfile, time, yaml
 import httpx
-from pipeline.embedded.kube import KubeAPIServer, MEMCACHED_CRD, argocd_application_crd
+from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube_cluster import MEMCACHED_CRD, argocd_application_crd
 
 NAMESPACE = "alerts"  # the --namespace of every render
 rbac_render = pathlib.Path(sys.argv[1])  # the render whose RBAC is created for real and reviewed

@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     kube_watch: bool = False  # `pipeline run` starts the watcher only when this is on
     kubeconfig: str = Field(default="", validation_alias=AliasChoices("kubeconfig", "KUBECONFIG"))  # empty: in-cluster
     kube_context: str = ""
+    kubernetes_service_host: str = ""  # set by Kubernetes in every pod: a service account may be used
     cluster_name: str = ""  # the signals' origin
     watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated globs; empty: all
     watch_exclude_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provide the real Kubernetes components the integration tests (pipeline/embedded/kube.py) start:
+# Provide the real Kubernetes components the integration tests (pipeline/embedded/kube.py, kube_cluster.py) start:
 #   - kube-apiserver, kube-controller-manager and kube-scheduler v1.31.3, built from the Go module proxy
 #     with the recipe in deploy/kube-apiserver (go.mod pins k8s.io/kubernetes and replaces its staging
 #     modules; tools.go names the three commands), cached in

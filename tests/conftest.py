@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.kube import KubeAPIServer, KubeCluster
+from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube_cluster import KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.observability import configure_logging
 from tests.components.kafka import session_broker

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from urllib.parse import quote
 
 from kubernetes_asyncio.client import ApiClient
 
+from pipeline.adapters.kube import ApiStatus, json_of
 from pipeline.domain.detection import DeploymentInfo, TTLCache, controller_ref, detect, group_of
 from pipeline.observability import get_logger
 
@@ -91,12 +91,7 @@ _BUILT_IN: dict[tuple[str, str], _Api | None] = {
 }
 
 
-class _Status(Exception):
-    """A non-2xx answer: its HTTP status and the API server's Status message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status, self.message = status, message
+_Status = ApiStatus  # a non-2xx answer: its HTTP status and the API server's Status message
 
 
 def _now() -> datetime:
@@ -266,20 +261,7 @@ class Detector:
             path, "GET", query_params=query or [], header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"], _preload_content=False, _request_timeout=self._timeout,
         )
-        try:
-            async with asyncio.timeout(self._timeout):
-                raw = await response.read()
-            status = response.status
-        finally:
-            response.release()
-        if not 200 <= status <= 299:
-            message = raw.decode("utf-8", "replace")[:500]
-            try:
-                message = str(json.loads(raw).get("message") or message)
-            except (ValueError, AttributeError):
-                pass
-            raise _Status(status, message)
-        body = json.loads(raw)
+        body = await json_of(response, self._timeout)
         if not isinstance(body, dict):
             raise RuntimeError(f"GET {path}: a JSON object was expected")
         return body

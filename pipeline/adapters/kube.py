@@ -9,6 +9,7 @@ resourceVersion), and raises `Gone` on 410 so the caller re-lists.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,34 @@ from pipeline.config import Settings
 
 ListFunction = Callable[..., Awaitable[Any]]
 LIST_TIMEOUT_S = 60  # one page; a hung list is retried by the caller
+
+
+class ApiStatus(Exception):
+    """A non-2xx answer to a raw (`_preload_content=False`) call: its HTTP status, reason and the API server's
+    Status message."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.reason = status, message, reason
+
+
+async def json_of(response: Any, timeout: float | None = None) -> Any:
+    """The JSON body of a raw response (released afterwards); ApiStatus for a non-2xx answer, which a raw call
+    does not raise by itself."""
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await response.read()
+        status = response.status
+    finally:
+        response.release()
+    if not 200 <= status <= 299:
+        message = raw.decode("utf-8", "replace")[:500]
+        try:
+            message = str(json.loads(raw).get("message") or message)
+        except (ValueError, AttributeError):
+            pass
+        raise ApiStatus(status, message, str(getattr(response, "reason", "") or ""))
+    return json.loads(raw) if raw else {}
 
 
 class Gone(Exception):

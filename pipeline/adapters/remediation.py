@@ -22,6 +22,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from pipeline.adapters.kube import ApiStatus, json_of
 from pipeline.domain.workflows import (
     MARKER_ANNOTATION,
     RESTARTED_AT_ANNOTATION,
@@ -68,12 +69,6 @@ def _reason(exc: client.ApiException) -> str:
     return f"{exc.status} {exc.reason}: {message}"
 
 
-def _with_body(response: Any, data: bytes) -> client.ApiException:
-    exc = client.ApiException(status=response.status, reason=response.reason)
-    exc.body = data
-    return exc
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,19 +88,14 @@ class KubeRemediator:
     # --- reading -----------------------------------------------------------------------------------------------
 
     async def _call(self, coro: Any) -> dict[str, Any]:
-        """Raw JSON of a call made with `_preload_content=False` (which does not raise on an error status)."""
+        """Raw JSON of a call made with `_preload_content=False`; a non-2xx answer is a StepError with the API
+        server's reason."""
         try:
-            response = await coro
+            return await json_of(await coro)  # type: ignore[no-any-return]
         except client.ApiException as exc:
             raise StepError(_reason(exc)) from None
-        try:
-            data = await response.read()
-        finally:
-            response.release()
-        if response.status >= 400:
-            raise StepError(_reason(client.ApiException(status=response.status, reason=response.reason,
-                                                        ) if not data else _with_body(response, data)))
-        return json.loads(data) if data else {}
+        except ApiStatus as exc:
+            raise StepError(f"{exc.status} {exc.reason}: {exc.message}") from None
 
     async def get(self, target: str) -> dict[str, Any]:
         namespace, kind, name = split_target(target)

@@ -73,7 +73,7 @@ ROUNDS = 3
 
 
 def bench(bootstrap: str, args: argparse.Namespace) -> Report:
-    from pipeline.embedded.kube import KubeCluster
+    from pipeline.embedded.kube_cluster import KubeCluster
 
     n = max(int(args.workflows), 5)
     interval = max(float(args.interval_ms), 1.0) / 1000

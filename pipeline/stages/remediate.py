@@ -56,7 +56,7 @@ _RELEASE_REASON = {"completed": "completed", "failed": "failed", "skipped": "can
 
 def cluster_configured(settings: Settings) -> bool:
     """A cluster to act on: a kubeconfig, or a pod's service account."""
-    return bool(settings.kubeconfig) or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return bool(settings.kubeconfig) or bool(settings.kubernetes_service_host)
 
 
 def identity(settings: Settings) -> str:

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.embedded.kube import KubeAPIServer, KubeCluster
+from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube_cluster import KubeCluster
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient, V1Deployment, V1Pod

@@ -1,5 +1,5 @@
 """The test cluster with controllers (`kube_cluster`: kube-apiserver + kube-controller-manager +
-kube-scheduler + kwok, pipeline.embedded.kube.KubeCluster): Deployments roll out to Running, Ready pods on
+kube-scheduler + kwok, pipeline.embedded.kube_cluster.KubeCluster): Deployments roll out to Running, Ready pods on
 the fake node, rollout restarts make new ReplicaSets, pods labelled ``crashloop=true`` crash-loop, the
 ArgoCD Application and Memcached CRDs serve objects, and the audit log counts mutating calls.
 
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiException, AppsV1Api, CustomObjectsApi
 
-from pipeline.embedded.kube import ADMIN_USER, KWOK_NODE, KubeCluster
+from pipeline.embedded.kube import ADMIN_USER
+from pipeline.embedded.kube_cluster import KWOK_NODE, KubeCluster
 from tests.components.kube import (
     create_namespace,
     deployment_manifest,

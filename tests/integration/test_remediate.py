@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.kube import RESTRICTED_USER, KubeCluster
+from pipeline.embedded.kube import RESTRICTED_USER
+from pipeline.embedded.kube_cluster import KubeCluster
 from tests.components.kube import (
     crashloop_status,
     create_namespace,

@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
 from pipeline.domain.arbitration import Policy, Target, load_rules, propose_manual, resolve
-from pipeline.embedded.kube import KubeCluster
+from pipeline.embedded.kube_cluster import KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.events import Event, Severity, TargetState, WorkflowChanged
 from pipeline.runner import Plan

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.kube import KubeCluster
+from pipeline.embedded.kube_cluster import KubeCluster
 from tests.components.kube import (
     create_namespace,
     deployment_manifest,

@@ -1,0 +1,137 @@
+"""The envelope (CloudEvents 1.0 binary mode in Kafka headers), the payload base class and shared vocabulary."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+_EXTENSIONS = ("subject", "incidentid", "workflowid", "causationid", "traceparent")
+
+
+class InvalidEvent(ValueError):
+    """A record that is not one of our events: missing CloudEvents headers or a payload that fails validation."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Severity(StrEnum):
+    """Incident and signal severity, the engine's vocabulary."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    @property
+    def priority(self) -> int:
+        """The MCP client reads `priority` as an integer: 1 is the most urgent."""
+        return 5 - self.rank
+
+
+_SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+
+
+class IncidentStatus(StrEnum):
+    """The MCP server's status vocabulary. An incident whose alerts all resolved is `completed`."""
+
+    ACTIVE = "active"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Payload(BaseModel):
+    """Base of every event payload. `event_type` is the CloudEvents `type` of the event carrying it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+    event_type: ClassVar[str]
+    key_field: ClassVar[str]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """CloudEvents 1.0 attributes of one event, carried as Kafka headers (binary mode)."""
+
+    type: str
+    source: str
+    id: str = field(default_factory=new_id)
+    time: datetime = field(default_factory=utcnow)
+    subject: str | None = None
+    incidentid: str | None = None
+    workflowid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        out = [
+            ("ce_specversion", SPECVERSION.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+        for name in _EXTENSIONS:
+            value = getattr(self, name)
+            if value:
+                out.append((f"ce_{name}", value.encode()))
+        return out
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> Envelope:
+        found = {k: v.decode() for k, v in headers or () if k.startswith("ce_") and v is not None}
+        missing = [n for n in ("ce_id", "ce_type", "ce_source", "ce_specversion") if n not in found]
+        if missing:
+            raise InvalidEvent(f"missing CloudEvents header(s): {', '.join(missing)}")
+        try:
+            time = datetime.fromisoformat(found["ce_time"]) if "ce_time" in found else utcnow()
+        except ValueError as exc:
+            raise InvalidEvent(f"ce_time is not an RFC 3339 timestamp: {found['ce_time']!r}") from exc
+        return cls(
+            type=found["ce_type"],
+            source=found["ce_source"],
+            id=found["ce_id"],
+            time=time,
+            **{name: found.get(f"ce_{name}") for name in _EXTENSIONS},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An envelope and its payload; `key` is the Kafka record key (the payload's partition key)."""
+
+    envelope: Envelope
+    payload: Payload
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self.payload, self.payload.key_field))
+
+    @classmethod
+    def of(cls, payload: Payload, *, source: str, id: str | None = None, **attrs: Any) -> Event:
+        """Wrap a payload; the type comes from the payload class, the id is new unless given."""
+        env = Envelope(type=payload.event_type, source=source, id=id or new_id(), **attrs)
+        return cls(env, payload)
+
+    def encode(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of the Kafka record."""
+        return self.key.encode(), self.payload.model_dump_json().encode(), self.envelope.headers()
