@@ -1,4 +1,4 @@
-"""`pipeline bench ingest | e2e | stage | startup | enrich | score | arbitrate | watch | remediate`: measurements against a baseline in the same run."""
+"""`pipeline bench ingest | e2e | stage | startup | enrich | score | arbitrate | watch | remediate | analyze`: measurements against a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["ingest", "e2e", "stage", "startup", "enrich", "score", "arbitrate", "watch",
-                                     "remediate", "all"])
+                                     "remediate", "analyze", "all"])
     p.add_argument("--seconds", type=float, default=10.0, help="measurement window per variant")
     p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients (ingest)")
     p.add_argument("--alerts-per-request", type=int, default=2)

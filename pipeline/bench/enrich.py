@@ -24,7 +24,7 @@ from pipeline.embedded.history import PODS, generate_history
 from pipeline.embedded.prometheus import PrometheusServer
 
 IN_FLIGHT = 8
-_ANCHOR_BASE = {
+ANCHOR_BASE = {
     "node_cpu_utilization": 'avg(1 - rate(node_cpu_seconds_total{{mode="idle"{s}}}[5m]))',
     "node_memory_utilization": "1 - (node_memory_MemAvailable_bytes{{{s0}}} / node_memory_MemTotal_bytes{{{s0}}})",
     "pod_cpu_usage": 'sum(rate(container_cpu_usage_seconds_total{{container!=""{s}}}[5m])) by (pod)',
@@ -40,7 +40,7 @@ def anchor_queries(scope: Scope) -> list[str]:
     """The engine's 35 queries for one vector (its lag queries are invalid PromQL and fail)."""
     matchers = ",".join(scope.pod_matchers())
     out = []
-    for template in _ANCHOR_BASE.values():
+    for template in ANCHOR_BASE.values():
         base = template.format(s=f",{matchers}" if matchers else "", s0=matchers)
         out += [
             base,

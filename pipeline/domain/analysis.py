@@ -33,6 +33,7 @@ OUTLIER_DEVIATIONS = 4.0
 OUTLIER_MIN_CHANGE = 0.25  # and at least 25 % away from the median: a steady pod's tiny wiggle is no anomaly
 HTTP_ERROR_RATE_DEGRADED = 0.05
 HTTP_P99_DEGRADED_MS = 1000.0
+RULES_MODEL = "statistical-baseline"
 
 _LABEL_KEY = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -84,6 +85,13 @@ class Finding:
     recommended_action: str
     metrics: dict[str, float] = field(default_factory=dict)
     confidence: float = 0.95  # direct measurements against a threshold; fits use their R²
+    model: str = RULES_MODEL  # what found it: the rules, or the anomaly model's name
+    target: str = ""  # who it is about, for people ("ns/pod" when empty)
+    message: str = ""  # the alert text for people (`explanation` when empty)
+
+    @property
+    def subject(self) -> str:
+        return self.target or "/".join(p for p in (self.namespace, self.pod) if p) or "the cluster"
 
     @property
     def severity(self) -> str:
@@ -158,7 +166,10 @@ def throttling(namespace: str, pod: str, fraction: float) -> Finding | None:
         pod=pod,
         explanation=f"{namespace}/{pod}",  # the MCP's get-throttled-pods reads "ns/pod" here
         recommended_action="increase_cpu_limit",
-        metrics={"throttle_rate_pct": round(fraction * 100, 2)},
+        # `throttle_rate_pct` is a fraction because the MCP multiplies it by 100; the percent is for people.
+        metrics={"throttle_rate_pct": round(fraction, 4), "throttle_rate_percent": round(fraction * 100, 2)},
+        message=(f"{namespace}/{pod}: CPU throttled in {fraction:.0%} of its CFS periods over the last 5 minutes "
+                 f"(more than {THROTTLED_FRACTION:.0%}); its CPU limit is too low for its load"),
     )
 
 
@@ -195,10 +206,10 @@ def recommendations(findings: Sequence[Finding]) -> list[str]:
         "restart_pod": "Inspect the logs of {ns}/{pod} and its last termination reason; it is crash looping",
         "increase_cpu_limit": "Raise the CPU limit of {ns}/{pod} or remove it; it is throttled",
         "schedule_review": "Review the CPU usage change of {ns}/{pod}",
-        "immediate_investigation": "Investigate {ns}/{pod} now: the anomaly model flags its metrics",
-        "review_anomaly": "Review {ns}/{pod}: the anomaly model finds its metrics unusual",
+        "immediate_investigation": "Investigate {target} now: the anomaly model flags its metrics",
+        "review_anomaly": "Review {target}: the anomaly model finds its metrics unusual",
     }
-    out = [texts[f.recommended_action].format(ns=f.namespace, pod=f.pod).replace("/ ", " ") for f in findings]
+    out = [texts[f.recommended_action].format(ns=f.namespace, pod=f.pod, target=f.subject) for f in findings]
     return out or ["No anomalies detected. System operating normally."]
 
 
@@ -207,7 +218,7 @@ def alerts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
              "cpu_throttle_rate": "resource_exhaustion", "pod_cpu_usage": "resource_exhaustion",
              "feature_vector": "ml_anomaly"}
     return [
-        {"type": kinds[f.metric], "message": f.explanation, "severity": f.severity,
+        {"type": kinds[f.metric], "message": f.message or f.explanation, "severity": f.severity,
          "action_required": f.severity in ("critical", "high")}
         for f in findings
     ]

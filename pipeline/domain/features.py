@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pipeline.domain.names import is_dns_label, is_dns_subdomain, literal_pattern, promql_regex, promql_string
 
@@ -27,18 +28,23 @@ BASE_METRICS: tuple[str, ...] = (
 FEATURES: tuple[str, ...] = ("value", "mean_5m", "std_5m", "min_5m", "max_5m", "lag_1", "lag_5", "diff", "pct_change")
 FEATURE_NAMES: tuple[str, ...] = tuple(f"{m}_{f}" for m in BASE_METRICS for f in FEATURES)
 
+T = TypeVar("T")
+
 STEP_S = 60  # the grid of the range queries: lags are whole steps back
 LOOKBACK_S = 600  # t-10m .. t: enough for lag_5 and the 5-minute window
 WINDOW_POINTS = 5  # the 5-minute window (t-5m, t] on a 1-minute grid: t-4m .. t
 RATE_RANGE = "5m"
 
-# What each base metric means, and how several series become one number (documented choices):
+# What each base metric means, and how several series become one number (documented choices).
+# `{nodes_only}`/`{nodes}` narrow node metrics by a node matcher; `{on_nodes}` by a join on the nodes that
+# run the scoped pods (`... and on(node) kube_pod_info{pods}`), evaluated at every point of the grid.
 BASE_QUERIES: dict[str, str] = {
     # Mean utilisation over every CPU of the nodes in scope (the nodes running the scoped pods).
-    "node_cpu_utilization": 'avg(1 - rate(node_cpu_seconds_total{{mode="idle"{nodes}}}[{rate}]))',
+    "node_cpu_utilization": 'avg((1 - rate(node_cpu_seconds_total{{mode="idle"{nodes}}}[{rate}])){on_nodes})',
     # The most memory-pressured node in scope: pressure on one node is what evicts pods.
     "node_memory_utilization": (
-        "max(1 - node_memory_MemAvailable_bytes{{{nodes_only}}} / node_memory_MemTotal_bytes{{{nodes_only}}})"
+        "max((1 - node_memory_MemAvailable_bytes{{{nodes_only}}} / node_memory_MemTotal_bytes{{{nodes_only}}})"
+        "{on_nodes})"
     ),
     # Total cores used by the pods in scope (one pod: its usage; a deployment: all its replicas).
     "pod_cpu_usage": 'sum(rate(container_cpu_usage_seconds_total{{container!=""{pods}}}[{rate}]))',
@@ -50,7 +56,9 @@ BASE_QUERIES: dict[str, str] = {
     # Restarts of all containers in scope, cumulative (a counter's current value, not a rate).
     "container_restart_count": "sum(kube_pod_container_status_restarts_total{{{pods_only}}})",
 }
-
+NODE_METRICS = ("node_cpu_utilization", "node_memory_utilization")
+# The label that tells the series of a combined query apart (see `combined`).
+PART_LABEL = "pipeline_part"
 
 
 class InvalidScope(ValueError):
@@ -119,22 +127,69 @@ def node_lookup_query(scope: Scope) -> str | None:
     return f"count by (node) (kube_pod_info{{{','.join(scope.pod_matchers())}}})"
 
 
-def base_queries(scope: Scope, nodes: Sequence[str] | None) -> dict[str, str]:
-    """PromQL per base metric. `nodes` None means every node; names were validated by `Scope`."""
+def base_queries(scope: Scope, nodes: Sequence[str] | None = None) -> dict[str, str]:
+    """PromQL per base metric. Names were validated by `Scope`.
+
+    Node metrics cover the scope's node, else the given `nodes`, else (a scope of pods) the nodes that run
+    the scoped pods, found by a join on `kube_pod_info` in the same query, else every node (the cluster).
+    """
     node_names = [scope.node] if scope.node else nodes
     node_matcher = ""
     if node_names is not None:
         checked = [n for n in node_names if is_dns_subdomain(n)]
         node_matcher = f"node=~{promql_regex('|'.join(literal_pattern(n) for n in checked))}"
     pods = scope.pod_matchers()
+    pod_only = [m for m in pods if not m.startswith("node=")]
+    joined = node_names is None and not scope.is_cluster
     values = {
         "nodes": f",{node_matcher}" if node_matcher else "",
         "nodes_only": node_matcher,
+        "on_nodes": f" and on(node) kube_pod_info{{{','.join(pod_only)}}}" if joined else "",
         "pods": "".join(f",{m}" for m in pods),
         "pods_only": ",".join(pods),
         "rate": RATE_RANGE,
     }
     return {metric: template.format(**values) for metric, template in BASE_QUERIES.items()}
+
+
+def combined(parts: Mapping[str, str]) -> str:
+    """Several expressions in one query: each result series carries `PART_LABEL="<its key>"`.
+
+    `label_replace(e, label, key, "", "")` always matches (the empty source label against the empty
+    regex), so it only adds the label; `or` keeps every series since the parts' label sets differ.
+    """
+    return " or ".join(f'label_replace({expr}, "{PART_LABEL}", "{key}", "", "")' for key, expr in parts.items())
+
+
+def vector_query(scope: Scope) -> str:
+    """The one range query (on `grid(at)`) that carries all five base metrics of the scope's vector."""
+    return combined(base_queries(scope))
+
+
+def split_parts(keys: Sequence[str], series: Sequence[tuple[Mapping[str, str], T]]) -> dict[str, list[tuple[dict[str, str], T]]]:
+    """The series of a `combined` answer per part key, with the part label removed from their labels."""
+    out: dict[str, list[tuple[dict[str, str], T]]] = {key: [] for key in keys}
+    for labels, payload in series:
+        key = labels.get(PART_LABEL)
+        if key in out:
+            out[key].append(({k: v for k, v in labels.items() if k != PART_LABEL}, payload))
+    return out
+
+
+def vector_inputs(scope: Scope, series: Sequence[tuple[Mapping[str, str], Sequence[tuple[float, float]]]]) -> dict[str, Sequence[tuple[float, float]] | str]:
+    """`compute`'s input from the answer of `vector_query`: each metric's one series, or why there is none."""
+    parts = split_parts(BASE_METRICS, series)
+    out: dict[str, Sequence[tuple[float, float]] | str] = {}
+    for metric, found in parts.items():
+        if len(found) > 1:
+            out[metric] = f"query returned {len(found)} series where one was expected"
+        elif found:
+            out[metric] = found[0][1]
+        elif metric in NODE_METRICS and not scope.is_cluster and not scope.node:
+            out[metric] = "no node metrics for the nodes running the pods in scope"
+        else:
+            out[metric] = []
+    return out
 
 
 def grid(at: float) -> list[float]:

@@ -1,8 +1,10 @@
 """`POST /api/v1/anomalies/analyze`: the 45-feature vector, per-pod anomaly rules and enriched signals.
 
-Every query runs concurrently; `time_range` sets the window the rules look at, and `label_selector`
-narrows the pods (through kube-state-metrics' `kube_pod_labels`). Until the ML scoring issue lands, the
-requested model is reported as unavailable and anomalies come from the rules in `domain/analysis.py`.
+Three concurrent queries answer an analysis (each a `combined` query carrying several expressions): the
+scope's vector, the per-pod series over `time_range`, and the instant values. `label_selector` narrows the
+pods (kube-state-metrics' `kube_pod_labels`, one more query); a deployment or pod given without its namespace
+is looked up in `kube_pod_info` (one more). Anomalies come from the rules in `domain/analysis.py` and from the
+anomaly model's verdict on the vector when a model is configured and the vector is complete.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +25,15 @@ from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, Prom
 from pipeline.adapters.scorer import ANOMALY_MODEL, Scorer, ScoringUnavailable
 from pipeline.config import Settings
 from pipeline.domain import analysis
-from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, FEATURES, InvalidScope, Scope
+from pipeline.domain.features import (
+    BASE_METRICS,
+    FEATURE_NAMES,
+    FEATURES,
+    InvalidScope,
+    Scope,
+    combined,
+    split_parts,
+)
 from pipeline.domain.scoring import model_input
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_json
@@ -30,7 +41,7 @@ from pipeline.web.requests import read_json
 ANOMALY_MODELS = {ANOMALY_MODEL}
 _MEMORY = 'resource="memory"'
 _SERVER_ERRORS = 'status=~"5.."'
-RULES_MODEL = "statistical-baseline"
+RULES_MODEL = analysis.RULES_MODEL
 
 
 def _alias(name: str) -> AliasChoices:
@@ -93,11 +104,13 @@ def router(settings: Settings, prometheus: PrometheusClient | None, scorer: Scor
             error = exc.errors(include_url=False)[0]
             field = str(error["loc"][0]) if error["loc"] else "body"
             raise _invalid(str(error["msg"]).removeprefix("Value error, "), field) from None
-        if req.model_name is not None and req.model_name not in ANOMALY_MODELS:
-            raise _invalid(f"model '{req.model_name}' is not an anomaly model: use anomaly-detector", "model_name")
         try:
-            scope = Scope(namespace=req.namespace, deployment=req.deployment, pod=req.pod)
             selector = analysis.label_selector_matchers(req.label_selector) if req.label_selector else None
+            if req.namespace or not (req.deployment or req.pod):
+                scope: Scope | None = Scope(namespace=req.namespace, deployment=req.deployment, pod=req.pod)
+            else:  # a deployment or pod without its namespace: found in Prometheus below
+                scope = None
+                Scope(namespace="x", deployment=req.deployment, pod=req.pod)  # the names are valid
         except InvalidScope as exc:
             raise _invalid(str(exc), exc.field) from None
         except analysis.InvalidSelector as exc:
@@ -116,17 +129,60 @@ def router(settings: Settings, prometheus: PrometheusClient | None, scorer: Scor
     return api
 
 
+async def _resolve_namespace(prometheus: PrometheusClient, req: AnalyzeRequest, now: float) -> Scope:
+    """The namespace of a deployment or pod named without one: the only namespace that has it, or a 4xx."""
+    probe = Scope(namespace="x", deployment=req.deployment, pod=req.pod)
+    matchers = [m for m in probe.pod_matchers() if not m.startswith("namespace=")]
+    found = await prometheus.query(f"count by (namespace) (kube_pod_info{{{','.join(matchers)}}})", now)
+    namespaces = sorted({s.labels["namespace"] for s in found if s.labels.get("namespace")})
+    what = f"pod {req.pod!r}" if req.pod else f"deployment {req.deployment!r}"
+    if not namespaces:
+        raise ApiError(404, "NOT_FOUND", f"no {what} in any namespace; give its namespace", field="namespace")
+    if len(namespaces) > 1:
+        error = ApiError(400, "AMBIGUOUS_NAMESPACE",
+                         f"{what} exists in namespaces {', '.join(namespaces)}: give namespace", field="namespace")
+        error.extra["namespaces"] = namespaces
+        raise error
+    return Scope(namespace=namespaces[0], deployment=req.deployment, pod=req.pod)
+
+
+def _per_pod_queries(pods: tuple[str, ...], range_label: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The rules' inputs: per-pod series over the range, and instant values at the end of it."""
+    containers = _sel('container!=""', *pods)
+    by_pod = "sum by (namespace, pod)"
+    over_range = {
+        "memory": (f"{by_pod} (container_memory_working_set_bytes{containers}) / "
+                   f"{by_pod} (kube_pod_container_resource_limits{_sel(_MEMORY, *pods)})"),
+        "cpu": f"{by_pod} (rate(container_cpu_usage_seconds_total{containers}[5m]))",
+    }
+    at_end = {
+        "restarts": f"{by_pod} (increase(kube_pod_container_status_restarts_total{_sel(*pods)}[{range_label}]))",
+        "throttle": (f"{by_pod} (rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                     f"{by_pod} (rate(container_cpu_cfs_periods_total{containers}[5m]))"),
+        "throttle_total": (f"sum(rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                           f"sum(rate(container_cpu_cfs_periods_total{containers}[5m]))"),
+        "http_errors": (f"sum(rate(container_http_requests_total{_sel(_SERVER_ERRORS, *pods)}[5m])) / "
+                        f"sum(rate(container_http_requests_total{_sel(*pods)}[5m]))"),
+    }
+    return over_range, at_end
+
+
 async def _analyze(
     prometheus: PrometheusClient,
     collector: FeatureCollector,
     req: AnalyzeRequest,
-    scope: Scope,
+    scope: Scope | None,
     selector: list[str] | None,
     scorer: Scorer | None = None,
 ) -> dict[str, Any]:
+    """Three queries (plus one to find a missing namespace, one for a label selector): the vector, the
+    per-pod series over the range, and every instant value, each a `combined` query."""
     started = time.perf_counter()
     now = time.time()
     queries = 0
+    if scope is None:
+        scope = await _resolve_namespace(prometheus, req, now)
+        queries += 1
     if selector is not None:
         matchers = ",".join([*scope.pod_matchers(), *selector])
         found = await prometheus.query(f"kube_pod_labels{{{matchers}}}", now)
@@ -138,49 +194,27 @@ async def _analyze(
         scope = Scope(namespace=scope.namespace, deployment=scope.deployment, pod=scope.pod, pods=matched)
     range_label = req.time_range
     range_s = analysis.TIME_RANGES[range_label]
-    step = analysis.baseline_step(range_s)
-    pods = tuple(scope.pod_matchers())
-    containers = _sel('container!=""', *pods)
-    by_pod = "sum by (namespace, pod)"
-    per_pod = {
-        "memory": (f"{by_pod} (container_memory_working_set_bytes{containers}) / "
-                   f"{by_pod} (kube_pod_container_resource_limits{_sel(_MEMORY, *pods)})"),
-        "cpu": f"{by_pod} (rate(container_cpu_usage_seconds_total{containers}[5m]))",
-    }
-    instants = {
-        "restarts": f"{by_pod} (increase(kube_pod_container_status_restarts_total{_sel(*pods)}[{range_label}]))",
-        "throttle": (f"{by_pod} (rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
-                     f"{by_pod} (rate(container_cpu_cfs_periods_total{containers}[5m]))"),
-        "throttle_total": (f"sum(rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
-                           f"sum(rate(container_cpu_cfs_periods_total{containers}[5m]))"),
-        "http_errors": (f"sum(rate(container_http_requests_total{_sel(_SERVER_ERRORS, *pods)}[5m])) / "
-                        f"sum(rate(container_http_requests_total{_sel(*pods)}[5m]))"),
-        "http_p99": ("histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
-                     f"{_sel(*_istio_matchers(scope))}[5m])))"),
-    }
-    vector_task = collector.collect(scope, now)
-    range_tasks = [prometheus.query_range(q, now - range_s, now, step) for q in per_pod.values()]
-    instant_tasks = [prometheus.query(q, now) for q in instants.values()]
-    results = await asyncio.gather(vector_task, *range_tasks, *instant_tasks, return_exceptions=True)
-    first, *rest = results
-    for result in results:
-        if isinstance(result, PrometheusUnavailable):
-            raise result
-    if isinstance(first, BaseException):
-        raise first
-    collected = cast(Collected, first)
-    ranges = dict(zip(per_pod, rest[: len(per_pod)], strict=True))
-    points = dict(zip(instants, rest[len(per_pod) :], strict=True))
-    queries += collected.queries + len(per_pod) + len(instants)
+    over_range, at_end = _per_pod_queries(tuple(scope.pod_matchers()), range_label)
+    at_end["http_p99"] = ("histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
+                          f"{_sel(*_istio_matchers(scope))}[5m])))")
+    collected, ranged, instant = await asyncio.gather(
+        collector.collect(scope, now),
+        _tolerant(prometheus.query_range(combined(over_range), now - range_s, now,
+                                         analysis.baseline_step(range_s))),
+        _tolerant(prometheus.query(combined(at_end), now)),
+    )
+    queries += collected.queries + 2
+    ranges = _parts(over_range, ranged)
+    points = _parts(at_end, instant)
 
     findings: list[analysis.Finding | None] = []
-    for series in _ok(ranges["memory"]):
+    for series in ranges["memory"]:
         findings.append(analysis.memory_leak(*_pod(series), series.samples))
-    for series in _ok(ranges["cpu"]):
+    for series in ranges["cpu"]:
         findings.append(analysis.cpu_outlier(*_pod(series), series.samples))
-    for series in _ok(points["restarts"]):
+    for series in points["restarts"]:
         findings.append(analysis.crash_loop(*_pod(series), series.last, range_label))
-    for series in _ok(points["throttle"]):
+    for series in points["throttle"]:
         findings.append(analysis.throttling(*_pod(series), series.last))
     threshold = req.threshold or analysis.DEFAULT_THRESHOLD
     model, ml_finding = await _score(scorer, collected, req, scope)
@@ -194,6 +228,7 @@ async def _analyze(
         by_severity[finding.severity] = by_severity.get(finding.severity, 0) + 1
     scores = [f.anomaly_score for f in kept]
     texts = analysis.recommendations(kept)
+    scored = model["status"] == "available"
     return {
         "status": "success",
         "time_range": range_label,
@@ -201,7 +236,7 @@ async def _analyze(
         "analyzed_at": analyzed_at,
         "scope": {**scope.as_dict(), "label_selector": req.label_selector,
                   "target_description": _describe(scope)},
-        "model_used": model["name"] if model["status"] == "available" else RULES_MODEL,
+        "model_used": model["name"] if scored else RULES_MODEL,
         "model": model,
         "anomalies_detected": len(kept),
         "anomalies": [_item(f, analyzed_at) for f in kept],
@@ -211,7 +246,7 @@ async def _analyze(
         "summary": {
             "total_metrics_analyzed": len(BASE_METRICS),
             "anomalies_found": len(kept),
-            "models_used": [RULES_MODEL, *([model["name"]] if model["status"] == "available" else [])],
+            "models_used": [RULES_MODEL, *([model["name"]] if scored else [])],
             "by_severity": by_severity,
             "max_score": max(scores, default=0.0),
             "average_score": round(statistics.fmean(scores), 4) if scores else 0.0,
@@ -227,28 +262,53 @@ async def _analyze(
             "missing": vector.missing,
             "evaluated_at": analyzed_at,
         },
-        "enriched_signals": _enriched(points),
+        "enriched_signals": _enriched(points, kept),
         "query_count": queries,
         "query_seconds": round(time.perf_counter() - started, 4),
     }
 
 
+async def _tolerant(call: Awaitable[list[Series]]) -> list[Series]:
+    """A query whose rejection (bad data, not bad luck) leaves its rules without input; unavailability raises."""
+    try:
+        return await call
+    except PrometheusUnavailable:
+        raise
+    except PrometheusError:
+        return []
+
+
+def _parts(keys: dict[str, str], series: list[Series]) -> dict[str, list[Series]]:
+    return {key: [Series(labels, s.samples) for labels, s in found]
+            for key, found in split_parts(list(keys), [(s.labels, s) for s in series]).items()}
+
+
 async def _score(
     scorer: Scorer | None, collected: Collected, req: AnalyzeRequest, scope: Scope
 ) -> tuple[dict[str, Any], analysis.Finding | None]:
-    """The model's verdict on the scope's vector, when there is a model and a complete vector."""
-    name = req.model_name or ANOMALY_MODEL
+    """The anomaly model's verdict on the scope's vector, when there is a model and a complete vector.
+
+    The anomaly model scores whatever model the request names: the MCP's tool schema fills in
+    `modelName: "predictive-analytics"` on every call, and an analysis must not fail for it. `requested`
+    says what was asked for and `name` what was used.
+    """
+    requested = req.model_name
+    model: dict[str, Any] = {"name": ANOMALY_MODEL}
+    if requested is not None:
+        model["requested"] = requested
+        if requested not in ANOMALY_MODELS:
+            model["note"] = f"'{requested}' is not an anomaly model; the analysis used {ANOMALY_MODEL}"
     if scorer is None:
-        return {"name": name, "status": "unavailable", "reason": "no ML service is configured"}, None
+        return {**model, "status": "unavailable", "reason": "no ML service is configured"}, None
     vector, missing = model_input(collected.vector.values, collected.vector.missing)
     if vector is None:
-        return {"name": name, "status": "unavailable", "reason": f"not scored: {missing}"}, None
+        return {**model, "status": "unavailable", "reason": f"not scored: {missing}"}, None
     try:
         score = await scorer.score(vector)
     except ScoringUnavailable as exc:
-        return {"name": name, "status": "unavailable", "reason": str(exc)}, None
-    model = {"name": score.model, "status": "available", "version": score.version, "source": scorer.source,
-             "prediction": score.prediction, "score": score.score, "confidence": score.confidence}
+        return {**model, "status": "unavailable", "reason": str(exc)}, None
+    model.update({"name": score.model, "status": "available", "version": score.version, "source": scorer.source,
+                  "prediction": score.prediction, "score": score.score, "confidence": score.confidence})
     if score.prediction != -1:
         return model, None
     value = score.score if score.score is not None else 1.0
@@ -259,11 +319,8 @@ async def _score(
         recommended_action="immediate_investigation" if value >= 0.8 else "review_anomaly",
         metrics={"ml_score": round(value, 4)},
         confidence=score.confidence if score.confidence is not None else 0.5,
+        model=score.model, target=_describe(scope),
     )
-
-
-def _ok(result: object) -> list[Series]:
-    return result if isinstance(result, list) else []
 
 
 def _pod(series: Series) -> tuple[str, str]:
@@ -299,27 +356,35 @@ def _item(f: analysis.Finding, timestamp: str) -> dict[str, Any]:
     return {
         "metric": f.metric, "type": f.type, "severity": f.severity, "anomaly_score": f.anomaly_score,
         "confidence": round(confidence, 4), "timestamp": timestamp, "value": f.value,
-        "expected_min": f.expected_min, "expected_max": f.expected_max, "model": RULES_MODEL,
+        "expected_min": f.expected_min, "expected_max": f.expected_max, "model": f.model,
         "metrics": f.metrics, "explanation": f.explanation, "recommended_action": f.recommended_action,
         "namespace": f.namespace, "pod": f.pod,
     }
 
 
-def _scalar(result: object) -> float | None:
-    series = _ok(result)
+def _scalar(series: list[Series]) -> float | None:
     if len(series) != 1:
         return None
     value = series[0].last
     return value if value == value and abs(value) != float("inf") else None
 
 
-def _enriched(points: dict[str, object]) -> dict[str, Any]:
-    """ADR-017's signals, with a true throttle fraction (throttled periods / periods); absent = omitted."""
+def _enriched(points: dict[str, list[Series]], kept: list[analysis.Finding]) -> dict[str, Any]:
+    """ADR-017's signals of the scope, with a true throttle fraction (throttled periods / periods).
+
+    `throttling_detected` is what the MCP's get-throttled-pods turns into one entry for the whole scope,
+    beside one entry per throttled pod listed in `anomalies` (`metrics.throttle_rate_pct`). So it is true
+    only for throttling the anomalies do not already list pod by pod: one pod, one entry. `throttled_pods`
+    counts the pods above the throttling threshold whatever the request's `threshold`.
+    """
     throttle = _scalar(points["throttle_total"])
     errors = _scalar(points["http_errors"])
     p99 = _scalar(points["http_p99"])
+    itemized = any(f.metric == "cpu_throttle_rate" for f in kept)
+    per_pod = [s.last for s in points["throttle"] if s.samples and s.last > analysis.THROTTLED_FRACTION]
     out: dict[str, Any] = {
-        "throttling_detected": throttle is not None and throttle > analysis.THROTTLED_FRACTION,
+        "throttling_detected": throttle is not None and throttle > analysis.THROTTLED_FRACTION and not itemized,
+        "throttled_pods": len(per_pod),
         "http_degraded": (errors is not None and errors > analysis.HTTP_ERROR_RATE_DEGRADED)
         or (p99 is not None and p99 > analysis.HTTP_P99_DEGRADED_MS),
     }

@@ -58,9 +58,12 @@ async def test_each_scenario_is_found_and_only_it(api: httpx.AsyncClient) -> Non
     by_metric = {a["metric"]: a for a in payments["anomalies"]}
     assert by_metric["container_restart_count"]["value"] == pytest.approx(12, abs=0.5)
     throttle = by_metric["cpu_throttle_rate"]
-    assert throttle["metrics"]["throttle_rate_pct"] == pytest.approx(60, abs=3)
+    assert throttle["metrics"]["throttle_rate_pct"] == pytest.approx(0.60, abs=0.03)  # a fraction: the MCP x100
+    assert throttle["metrics"]["throttle_rate_percent"] == pytest.approx(60, abs=3)
     assert throttle["explanation"] == f"payments/{THROTTLED_POD}"  # what the MCP's get-throttled-pods parses
-    assert payments["enriched_signals"]["throttling_detected"] is True
+    # the throttled pod is listed in the anomalies, so the scope-wide signal does not list it again
+    assert payments["enriched_signals"]["throttling_detected"] is False
+    assert payments["enriched_signals"]["throttled_pods"] == 1
     assert 0 < payments["enriched_signals"]["cpu_throttle_rate"] < 1  # a true fraction
 
     cart = await analyze(api, namespace="shop", deployment="cart")
@@ -81,7 +84,7 @@ async def test_response_carries_the_mcp_fields_and_the_vector(api: httpx.AsyncCl
     assert values["pod_memory_usage_value"] > 0.9
     assert values["pod_memory_usage_value"] > values["pod_memory_usage_lag_5"]  # real lags, not copies
     assert body["summary"]["models_used"] == ["statistical-baseline"]
-    assert body["query_count"] <= 14
+    assert body["query_count"] == 3  # the vector, the per-pod series over the range, the instant values
     item = body["anomalies"][0]
     for key in ("metric", "type", "severity", "anomaly_score", "confidence", "timestamp", "value",
                 "expected_min", "expected_max", "model", "metrics", "explanation", "recommended_action"):
@@ -115,10 +118,9 @@ async def test_time_range_and_label_selector_change_the_result(api: httpx.AsyncC
         ({"threshold": 1.5}, "threshold"),
         ({"namespace": 'shop"} or vector(1)'}, "namespace"),
         ({"namespace": "shop", "pod": "Bad_Pod"}, "pod"),
-        ({"pod": "p"}, "namespace"),
+        ({"pod": "Bad_Pod"}, "pod"),
         ({"labelSelector": "app in (a,b)"}, "label_selector"),
         ({"labelSelector": 'app="x"}'}, "label_selector"),
-        ({"modelName": "predictive-analytics"}, "model_name"),
     ],
 )
 async def test_bad_input_is_400_naming_the_field(api: httpx.AsyncClient, body: dict, field: str) -> None:
@@ -174,3 +176,81 @@ async def test_analysis_scores_the_vector_through_the_ml_path(prometheus: Promet
         assert "feature_vector" in {a["metric"] for a in leak["anomalies"]}
     assert down["model"]["status"] == "unavailable" and down["model"]["reason"]
     assert found(down) == {(LEAKY_POD, "pod_memory_usage")}  # the rules still find the leak
+
+
+# ---------------------------------------------------------------- what the MCP server's tools show
+
+
+def mcp_throttled_pods(request: dict, response: dict, threshold_pct: float = 25.0) -> list[tuple[str, str, float]]:
+    """The entries the MCP's get-throttled-pods tool builds from one analyze answer (its
+    internal/tools/get_throttled_pods.go at c710d4a, re-stated): one for the scope from
+    `enriched_signals` when `throttling_detected` (rate x100), then one per anomaly carrying
+    `metrics.throttle_rate_pct` (x100), its namespace and pod split from `explanation` "ns/pod"."""
+    entries = []
+    signals = response.get("enriched_signals") or {}
+    if signals.get("throttling_detected"):
+        rate = (signals.get("cpu_throttle_rate") or 0.0) * 100
+        if rate >= threshold_pct:
+            entries.append((request.get("namespace", ""), request.get("pod", ""), rate))
+    for anomaly in response.get("anomalies") or []:
+        raw = (anomaly.get("metrics") or {}).get("throttle_rate_pct")
+        if raw is None or raw * 100 < threshold_pct:
+            continue
+        ns, _, pod = anomaly["explanation"].partition("/")
+        entries.append((ns, pod, raw * 100))
+    return entries
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [{}, {"namespace": "payments"}, {"namespace": "payments", "deployment": "throttled"},
+     {"namespace": "payments", "pod": THROTTLED_POD}, {"deployment": "throttled"}, {"pod": THROTTLED_POD}],
+    ids=["cluster", "namespace", "deployment", "pod", "deployment-without-namespace", "pod-without-namespace"],
+)
+async def test_get_throttled_pods_shows_the_throttled_pod_once_with_its_true_rate(
+    api: httpx.AsyncClient, scope: dict
+) -> None:
+    request = {"timeRange": "1h", "metrics": ["cpu_usage"], "threshold": 0.25, **scope}  # what the tool sends
+    entries = mcp_throttled_pods(request, await analyze(api, **request))
+    assert len(entries) == 1, entries
+    (_, pod, rate) = entries[0]
+    assert pod in (THROTTLED_POD, "") and 55 < rate < 65  # the generated pod is throttled ~60 % of periods
+    if "pod" not in scope:
+        assert pod == THROTTLED_POD  # named, not the scope
+
+
+async def test_the_mcp_default_model_name_is_analysed_with_the_anomaly_model(api: httpx.AsyncClient) -> None:
+    # The MCP's SDK fills the tool schema's default into every call.
+    body = await analyze(api, timeRange="1h", metrics=["memory_usage"], threshold=0.3,
+                         modelName="predictive-analytics", namespace="shop")
+    assert found(body) == {(LEAKY_POD, "pod_memory_usage")}
+    assert body["model"]["requested"] == "predictive-analytics"
+    assert body["model"]["name"] == "anomaly-detector"
+    assert "not an anomaly model" in body["model"]["note"]
+    plain = await analyze(api, namespace="shop", model_name="anomaly-detector")
+    assert plain["model"]["requested"] == "anomaly-detector" and "note" not in plain["model"]
+
+
+async def test_a_deployment_or_pod_without_namespace_is_found_in_its_namespace(api: httpx.AsyncClient) -> None:
+    by_deployment = await analyze(api, timeRange="1h", metrics=["memory_usage"], modelName="anomaly-detector",
+                                  deployment="leaky")
+    assert by_deployment["scope"]["namespace"] == "shop" and by_deployment["scope"]["deployment"] == "leaky"
+    assert found(by_deployment) == {(LEAKY_POD, "pod_memory_usage")}
+    assert by_deployment["query_count"] == 4  # the namespace lookup, then the usual three
+    by_pod = await analyze(api, pod=CRASHY_POD)
+    assert by_pod["scope"]["namespace"] == "payments"
+    assert found(by_pod) == {(CRASHY_POD, "container_restart_count")}
+    ghost = await api.post("/api/v1/anomalies/analyze", json={"deployment": "ghost"})
+    assert ghost.status_code == 404 and ghost.json()["field"] == "namespace"
+    assert "deployment 'ghost'" in ghost.json()["error"]
+
+
+async def test_texts_the_mcp_shows_name_their_subject(api: httpx.AsyncClient) -> None:
+    body = await analyze(api, threshold=0.3)
+    for text in body["recommendations"]:
+        assert "  " not in text and " /" not in text, text
+    (throttling,) = [a for a in body["alerts"] if a["type"] == "resource_exhaustion"]
+    assert throttling["message"].startswith(f"payments/{THROTTLED_POD}: CPU throttled in 6")
+    assert "CFS periods" in throttling["message"]
+    for item in body["anomalies"]:
+        assert item["model"] == ("statistical-baseline" if item["type"] != "ml_anomaly" else "anomaly-detector")

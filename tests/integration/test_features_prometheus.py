@@ -451,15 +451,14 @@ async def test_the_scenarios_are_visible_in_the_vector(
 
 
 @pytest.mark.parametrize("name", list(SCOPES))
-async def test_a_vector_costs_at_most_six_queries(
+async def test_a_vector_costs_one_query(
     name: str, client: PrometheusClient, history: History
 ) -> None:
     scope = SCOPES[name]
     before = client.queries
     collected = await FeatureCollector(client).collect(scope, history.end)
-    # a node lookup (only when node metrics must be narrowed to the scope's nodes) + one range query per metric
-    assert collected.queries == (5 if scope.is_cluster else 6)
-    assert collected.queries <= 6
+    # one range query carries the five base metrics; the scope's nodes are joined in PromQL
+    assert collected.queries == 1
     assert client.queries - before == collected.queries  # what Prometheus really received
     assert collected.vector.complete
 
@@ -481,8 +480,7 @@ async def test_prometheus_down_every_feature_missing_with_a_reason(
             assert set(vector.missing) == set(FEATURE_NAMES)
             bad = {k: v for k, v in vector.missing.items() if not v.startswith("prometheus unavailable")}
             assert not bad, bad
-            # a failed node lookup leaves node metrics unqueried (their nodes are unknown): 1 + 3 for a pod
-            assert collected.queries == (5 if scope.is_cluster else 4)
+            assert collected.queries == 1
     finally:
         await c.aclose()
         await asyncio.to_thread(prom.start)
