@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, QueryError
+from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, QueryError, Series
 from pipeline.domain.features import (
     BASE_METRICS,
     LOOKBACK_S,
     STEP_S,
     FeatureVector,
     Scope,
+    base_queries,
+    combined,
     compute,
+    split_parts,
     vector_inputs,
-    vector_query,
 )
 
 
@@ -26,6 +28,10 @@ class Collected:
     scope: Scope
     queries: int
     seconds: float
+    # The `extra` expressions asked for with the vector: their series that have a value at the evaluation
+    # time, reduced to that one sample (what an instant query at that time would answer).
+    extra: dict[str, list[Series]] = field(default_factory=dict)
+    error: PrometheusError | None = None  # why the query failed, when it did
 
 
 class FeatureCollector:
@@ -34,19 +40,28 @@ class FeatureCollector:
     def __init__(self, client: PrometheusClient | None) -> None:
         self.client = client
 
-    async def collect(self, scope: Scope, at: float) -> Collected:
+    async def collect(self, scope: Scope, at: float, extra: Mapping[str, str] | None = None) -> Collected:
+        """The vector at `at`; `extra` expressions ride along in the same query (see `Collected.extra`)."""
         started = time.perf_counter()
         if self.client is None:
             vector = compute(at, {})
             vector.missing = dict.fromkeys(vector.missing, "prometheus not configured")
-            return Collected(vector, scope, 0, 0.0)
+            return Collected(vector, scope, 0, 0.0, dict.fromkeys(extra or (), []))
+        expr = combined({**base_queries(scope), **(extra or {})})
         try:
-            series = await self.client.query_range(vector_query(scope), at - LOOKBACK_S, at, STEP_S)
+            series = await self.client.query_range(expr, at - LOOKBACK_S, at, STEP_S)
         except PrometheusError as exc:
             inputs: dict[str, Sequence[tuple[float, float]] | str] = dict.fromkeys(BASE_METRICS, _reason(exc))
-        else:
-            inputs = vector_inputs(scope, [(s.labels, s.samples) for s in series])
-        return Collected(compute(at, inputs), scope, 1, time.perf_counter() - started)
+            return Collected(compute(at, inputs), scope, 1, time.perf_counter() - started,
+                             dict.fromkeys(extra or (), []), exc)
+        pairs = [(s.labels, s.samples) for s in series]
+        inputs = vector_inputs(scope, pairs)
+        at_end = {
+            key: [Series(labels, samples[-1:]) for labels, samples in found
+                  if samples and abs(samples[-1][0] - at) < 0.5]
+            for key, found in split_parts(list(extra or ()), pairs).items()
+        }
+        return Collected(compute(at, inputs), scope, 1, time.perf_counter() - started, at_end)
 
 
 def _reason(exc: PrometheusError) -> str:

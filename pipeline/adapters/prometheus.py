@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import stamina
 
+from pipeline.adapters.http import async_client
 from pipeline.config import Settings
 
 _TRANSIENT_STATUS = {502, 503, 504}
@@ -79,11 +80,10 @@ class PrometheusClient:
         self.url = settings.prometheus_url.rstrip("/")
         self._limit = asyncio.Semaphore(settings.prometheus_max_concurrency)
         self._token_cache: tuple[float, str] | None = None
-        self._http = httpx.AsyncClient(
+        self._http = async_client(
             timeout=settings.prometheus_timeout_s,
             verify=self._verify(settings),
             transport=transport,
-            trust_env=False,
             headers={"Accept": "application/json"},
         )
         self.queries = 0

@@ -1,7 +1,7 @@
 """`POST /api/v1/anomalies/analyze`: the 45-feature vector, per-pod anomaly rules and enriched signals.
 
-Three concurrent queries answer an analysis (each a `combined` query carrying several expressions): the
-scope's vector, the per-pod series over `time_range`, and the instant values. `label_selector` narrows the
+Two concurrent queries answer an analysis (each a `combined` query carrying several expressions): the
+scope's vector with the instant values the rules need, and the per-pod series over `time_range`. `label_selector` narrows the
 pods (kube-state-metrics' `kube_pod_labels`, one more query); a deployment or pod given without its namespace
 is looked up in `kube_pod_info` (one more). Anomalies come from the rules in `domain/analysis.py` and from the
 anomaly model's verdict on the vector when a model is configured and the vector is complete.
@@ -175,8 +175,8 @@ async def _analyze(
     selector: list[str] | None,
     scorer: Scorer | None = None,
 ) -> dict[str, Any]:
-    """Three queries (plus one to find a missing namespace, one for a label selector): the vector, the
-    per-pod series over the range, and every instant value, each a `combined` query."""
+    """Two queries (plus one to find a missing namespace, one for a label selector), each a `combined`
+    query: the vector with every instant value, and the per-pod series over the range."""
     started = time.perf_counter()
     now = time.time()
     queries = 0
@@ -197,15 +197,17 @@ async def _analyze(
     over_range, at_end = _per_pod_queries(tuple(scope.pod_matchers()), range_label)
     at_end["http_p99"] = ("histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
                           f"{_sel(*_istio_matchers(scope))}[5m])))")
-    collected, ranged, instant = await asyncio.gather(
-        collector.collect(scope, now),
+    # The instant values ride along with the vector (they are its query's values at `now`).
+    collected, ranged = await asyncio.gather(
+        collector.collect(scope, now, at_end),
         _tolerant(prometheus.query_range(combined(over_range), now - range_s, now,
                                          analysis.baseline_step(range_s))),
-        _tolerant(prometheus.query(combined(at_end), now)),
     )
-    queries += collected.queries + 2
+    if isinstance(collected.error, PrometheusUnavailable):
+        raise collected.error
+    queries += collected.queries + 1
     ranges = _parts(over_range, ranged)
-    points = _parts(at_end, instant)
+    points = collected.extra
 
     findings: list[analysis.Finding | None] = []
     for series in ranges["memory"]:

@@ -84,7 +84,7 @@ async def test_response_carries_the_mcp_fields_and_the_vector(api: httpx.AsyncCl
     assert values["pod_memory_usage_value"] > 0.9
     assert values["pod_memory_usage_value"] > values["pod_memory_usage_lag_5"]  # real lags, not copies
     assert body["summary"]["models_used"] == ["statistical-baseline"]
-    assert body["query_count"] == 3  # the vector, the per-pod series over the range, the instant values
+    assert body["query_count"] == 2  # the vector with the instant values, the per-pod series over the range
     item = body["anomalies"][0]
     for key in ("metric", "type", "severity", "anomaly_score", "confidence", "timestamp", "value",
                 "expected_min", "expected_max", "model", "metrics", "explanation", "recommended_action"):
@@ -236,7 +236,7 @@ async def test_a_deployment_or_pod_without_namespace_is_found_in_its_namespace(a
                                   deployment="leaky")
     assert by_deployment["scope"]["namespace"] == "shop" and by_deployment["scope"]["deployment"] == "leaky"
     assert found(by_deployment) == {(LEAKY_POD, "pod_memory_usage")}
-    assert by_deployment["query_count"] == 4  # the namespace lookup, then the usual three
+    assert by_deployment["query_count"] == 3  # the namespace lookup, then the usual two
     by_pod = await analyze(api, pod=CRASHY_POD)
     assert by_pod["scope"]["namespace"] == "payments"
     assert found(by_pod) == {(CRASHY_POD, "container_restart_count")}
