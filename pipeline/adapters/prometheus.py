@@ -8,9 +8,11 @@ and Thanos' `dedup` / `partial_response` parameters. Query errors (bad PromQL: 4
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import ssl
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +70,18 @@ def _float(raw: str) -> float:
         return float(raw)
     except ValueError:
         return math.nan
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(value: str) -> str:
+    """Form encoding of one value, cached: the same long PromQL is sent again and again, and quoting it is
+    a Python loop over its bytes."""
+    return urllib.parse.quote_plus(value)
+
+
+def _form(params: dict[str, Any]) -> bytes:
+    quote = urllib.parse.quote_plus
+    return "&".join(f"{k}={_quoted(v) if k == 'query' else quote(str(v))}" for k, v in params.items()).encode("ascii")
 
 
 class PrometheusClient:
@@ -165,7 +179,7 @@ class PrometheusClient:
         return self._series(body)
 
     async def _post_with_retries(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        headers = self._auth()
+        headers = {**self._auth(), "Content-Type": "application/x-www-form-urlencoded"}
         async for attempt in stamina.retry_context(
             on=(httpx.TransportError, _Transient),
             attempts=self.settings.prometheus_retry_attempts,
@@ -174,7 +188,7 @@ class PrometheusClient:
             wait_max=1.0,
         ):
             with attempt:
-                response = await self._http.post(f"{self.url}{path}", data=params, headers=headers)
+                response = await self._http.post(f"{self.url}{path}", content=_form(params), headers=headers)
                 if response.status_code in _TRANSIENT_STATUS:
                     raise _Transient(f"prometheus answered {response.status_code}")
         return self._body(response)

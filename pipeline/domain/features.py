@@ -276,7 +276,7 @@ def metric_features(
     window = [v for v in (point(i * STEP_S) for i in range(WINDOW_POINTS)) if v is not None]
     put("value", value, f"{absent} at the evaluation time")
     put("mean_5m", _safe(statistics.fmean, window), f"{absent} in the last 5 minutes")
-    put("std_5m", _safe(statistics.pstdev, window), f"{absent} in the last 5 minutes")
+    put("std_5m", _safe(_pstdev, window), f"{absent} in the last 5 minutes")
     put("min_5m", min(window) if window else None, f"{absent} in the last 5 minutes")
     put("max_5m", max(window) if window else None, f"{absent} in the last 5 minutes")
     put("lag_1", lag_1, f"{absent} 1 minute before the evaluation time")
@@ -293,6 +293,12 @@ def metric_features(
     else:
         put("pct_change", None, "lag_1 is 0: the relative change is unbounded")
     return values, reasons
+
+
+def _pstdev(values: list[float]) -> float:
+    """Population standard deviation in floats (`statistics.pstdev` computes it in exact fractions: slow)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
 
 
 def _safe(stat: Callable[[list[float]], float], window: list[float]) -> float | None:
