@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import stamina
 
+from pipeline.adapters.http import async_client
 from pipeline.domain.alertmanager import AlertmanagerWebhook
 from pipeline.ingest.alerts import AlertIngest, IngestResult
 from pipeline.observability import get_logger
@@ -41,7 +42,7 @@ def to_webhook(alerts: list[dict[str, Any]], external_url: str) -> AlertmanagerW
 
 @stamina.retry(on=httpx.TransportError, attempts=5, timeout=30.0)
 async def _fetch(url: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with async_client(timeout=10.0) as client:
         response = await client.get(f"{url.rstrip('/')}/api/v2/alerts", params={"active": "true"})
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
