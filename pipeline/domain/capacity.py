@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -136,17 +136,26 @@ def whole_days(days: float | None) -> int:
     return -1 if days is None else math.ceil(days)
 
 
-def trend_confidence(fit: LinearFit | None) -> float:
-    """The engine's data-quality score (0..1): 0.4·min(n/168, 1) + 0.4·R² + 0.2·min(span/7 d, 1).
+def history_coverage(fit: LinearFit) -> float:
+    """How much history backs a fit (0..1): ½·min(n/168, 1) + ½·min(span/7 d, 1).
 
     168 points is a week of hourly data and 7 days a full weekly cycle: more is not more informative.
     """
+    return 0.5 * min(fit.n / 168, 1.0) + 0.5 * min(fit.span_s / (7 * SECONDS_PER_DAY), 1.0)
+
+
+def trend_confidence(fit: LinearFit | None) -> float:
+    """How far a fitted line's verdict can be trusted (0..1).
+
+    A significant slope (a trend): R² × coverage — a line that explains little of the data earns little
+    confidence however many points there are (the engine's additive 0.4·min(n/168,1) + 0.4·R² + 0.2·… gave
+    0.4 to a saw-tooth). No significant slope ("stable"): coverage alone — a flat line explains none of
+    the noise around it by construction (R² ≈ 0), and the more history shows no slope, the surer it is.
+    """
     if fit is None:
         return 0.0
-    score = (
-        0.4 * min(fit.n / 168, 1.0) + 0.4 * fit.r_squared + 0.2 * min(fit.span_s / (7 * SECONDS_PER_DAY), 1.0)
-    )
-    return _round(_clamp01(score), 2)
+    quality = fit.r_squared if fit.significant else 1.0
+    return _round(_clamp01(quality * history_coverage(fit)), 2)
 
 
 Direction = Literal["increasing", "decreasing", "stable"]
@@ -164,6 +173,88 @@ def daily_change_percent(fit: LinearFit | None) -> float:
     if fit is None or fit.mean_value == 0:
         return 0.0
     return _round(fit.slope_per_day / abs(fit.mean_value) * 100, 4)
+
+
+# ----------------------------------------------------------------------------------------- trend gate
+# A line fitted to usage is only extrapolated into a forecast when it can bear it. Enough history: two
+# dozen samples over at least an hour (the leak rule's hour: warm-up and restart effects last minutes, and
+# with fewer samples R² and the slope's error are noise themselves).
+MIN_TREND_POINTS = 24
+MIN_TREND_SPAN_S = 3600.0
+# And a line that describes the data: R² ≥ 0.5, the line explains at least half of the variation. A
+# saw-tooth (a crash loop's working set, R² ≈ 0.1), a step or start-up artefacts can make a slope
+# "significant" while the line explains almost nothing; extrapolating it forecasts noise.
+MIN_TREND_R_SQUARED = 0.5
+
+TrendDirection = Literal["increasing", "decreasing", "stable", "no_trend"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrendAssessment:
+    """Whether a usage series has a trend a forecast may extrapolate, and why (or why not)."""
+
+    fit: LinearFit | None
+    direction: TrendDirection
+    daily_change_percent: float
+    growth_per_day: float  # the slope a forecast extrapolates: 0 for no significant slope or no trend
+    confidence: float
+    samples: int
+    reason: str
+
+    @property
+    def known(self) -> bool:
+        """A forecast can be made: a trend, or a series without a significant slope ("stable")."""
+        return self.direction != "no_trend"
+
+
+def assess_trend(points: Iterable[Point]) -> TrendAssessment:
+    """The line through the usage, accepted as a trend only with enough history and R² ≥ 0.5.
+
+    `no_trend`: too little history, or a significant slope the line does not describe (R² < 0.5);
+    `stable`: no significant slope, or a change under the engine's ±0.5 %/day;
+    `increasing`/`decreasing`: an accepted trend beyond ±0.5 %/day.
+    """
+    pts = finite_points(points)
+    fit = fit_line(pts)
+    change = daily_change_percent(fit)
+    span = pts[-1][0] - pts[0][0] if pts else 0.0
+    confidence = trend_confidence(fit)
+    if fit is None or len(pts) < MIN_TREND_POINTS or span < MIN_TREND_SPAN_S:
+        reason = (
+            f"too little history for a trend: {len(pts)} samples over {span / 60:.0f} min "
+            f"(needs {MIN_TREND_POINTS} over {MIN_TREND_SPAN_S / 60:.0f} min)"
+        )
+        return TrendAssessment(fit, "no_trend", change, 0.0, confidence, len(pts), reason)
+    if not fit.significant:
+        reason = f"no significant change ({change:+.2f} %/day is within the noise)"
+        return TrendAssessment(fit, "stable", change, 0.0, confidence, len(pts), reason)
+    if fit.r_squared < MIN_TREND_R_SQUARED:
+        reason = (
+            f"usage varies but not along a line (R² {fit.r_squared:.2f} < {MIN_TREND_R_SQUARED}): "
+            "no trend to extrapolate"
+        )
+        return TrendAssessment(fit, "no_trend", change, 0.0, confidence, len(pts), reason)
+    word = direction(fit, change)
+    reason = (
+        f"{change:+.2f} %/day (R² {fit.r_squared:.2f})"
+        if word != "stable"
+        else f"{change:+.2f} %/day (R² {fit.r_squared:.2f}) is within the engine's ±0.5 %/day"
+    )
+    return TrendAssessment(fit, word, change, fit.slope_per_day, confidence, len(pts), reason)
+
+
+def drop_warmup(points: Iterable[Point], range_start: float, warmup_s: float) -> list[Point]:
+    """A `rate(...[warmup_s])` series without its warm-up: when the series begins after `range_start`
+    (its data starts inside the queried range), its first `warmup_s` seconds were computed over windows
+    reaching back before the data, so they ramp up from a fraction of the real rate and fake a trend.
+
+    A series that already has a point at `range_start` had data before it: nothing is dropped.
+    """
+    pts = finite_points(points)
+    if not pts or pts[0][0] <= range_start:
+        return pts
+    first = pts[0][0]
+    return [(t, v) for t, v in pts if t >= first + warmup_s]
 
 
 # ----------------------------------------------------------------------------------------- urgency
@@ -519,45 +610,218 @@ TARGET_UTILISATION = 0.70
 
 
 @dataclass(frozen=True, slots=True)
+class BoundedGrowth:
+    """A part of the usage that grows only up to a ceiling: a leaking container grows until its memory
+    limit, where it is OOM-killed and starts over. None: no ceiling (a leak without a limit)."""
+
+    current: float
+    growth_per_day: float
+    ceiling: float | None
+
+
+def bounded_days_until(
+    base: float, base_growth: float, parts: Sequence[BoundedGrowth], threshold: float
+) -> float | None:
+    """Days until base + base_growth·d + Σ min(part.current + part.growth·d, part.ceiling) reaches
+    `threshold`: 0 when already there, None when it never does (within MAX_FORECAST_DAYS).
+
+    Piecewise linear: each part stops growing at its ceiling, so the sum is solved segment by segment.
+    """
+    values = (base, base_growth, threshold, *(x for p in parts for x in (p.current, p.growth_per_day)))
+    if not all(math.isfinite(x) for x in values):
+        return None
+
+    def part_at(p: BoundedGrowth, d: float) -> float:
+        value = p.current + max(0.0, p.growth_per_day) * d
+        return min(value, max(p.ceiling, p.current)) if p.ceiling is not None else value
+
+    def total(d: float) -> float:
+        return base + base_growth * d + math.fsum(part_at(p, d) for p in parts)
+
+    if total(0.0) >= threshold:
+        return 0.0
+    stops = sorted(
+        {
+            (p.ceiling - p.current) / p.growth_per_day
+            for p in parts
+            if p.ceiling is not None and p.growth_per_day > 0 and p.ceiling > p.current
+        }
+        | {float(MAX_FORECAST_DAYS)}
+    )
+    start = 0.0
+    for stop in stops:
+        if stop <= start:
+            continue
+        middle = (start + stop) / 2
+        slope = base_growth + math.fsum(
+            max(0.0, p.growth_per_day)
+            for p in parts
+            if p.ceiling is None or p.current + max(0.0, p.growth_per_day) * middle < p.ceiling
+        )
+        if slope > 0:
+            days = start + (threshold - total(start)) / slope
+            if days <= stop:
+                return days if math.isfinite(days) and days <= MAX_FORECAST_DAYS else None
+        start = stop
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceTrend:
-    """One resource of a namespace (or the cluster) over the window, against its capacity."""
+    """One resource of a namespace (or the cluster) over the window, against its capacity.
+
+    Days are None when no exhaustion is forecast: the usage does not grow towards the threshold, or has no
+    trend to extrapolate (`forecast_known` False: `direction` "no_trend" and `reason` say why).
+    """
 
     current: float
     capacity: float | None
     daily_change_percent: float
     weekly_change_percent: float
-    direction: Direction
+    direction: TrendDirection
     days_until_85_percent: float | None
     days_until_full: float | None
     confidence: float
     samples: int
+    r_squared: float | None = None
+    reason: str = ""
+    forecast_known: bool = True
+    # What the forecast extrapolates: `base` growing at `base_growth_per_day`, plus parts with ceilings.
+    base: float = 0.0
+    base_growth_per_day: float = 0.0
+    bounded: tuple[BoundedGrowth, ...] = ()
 
     @property
     def utilisation(self) -> float | None:
         return _finite(self.current / self.capacity) if self.capacity else None
 
+    def days_until(self, threshold: float) -> float | None:
+        """Days until the usage reaches `threshold` by this trend's forecast (0 when already there)."""
+        if self.current >= threshold:
+            return 0.0
+        return bounded_days_until(self.base, self.base_growth_per_day, self.bounded, threshold)
+
+
+def _with_forecast(trend: ResourceTrend) -> ResourceTrend:
+    cap = trend.capacity
+    return replace(
+        trend,
+        days_until_85_percent=trend.days_until(CAPACITY_WARNING_FRACTION * cap) if cap else None,
+        days_until_full=trend.days_until(cap) if cap else None,
+    )
+
 
 def resource_trend(points: Iterable[Point], capacity: float | None) -> ResourceTrend | None:
-    """Fit the usage; days until 85 % and 100 % of `capacity` from the last sample at the fitted rate."""
+    """Assess the usage's trend; days until 85 % and 100 % of `capacity` from the last sample at the
+    accepted growth (none without a trend: see `assess_trend`)."""
     pts = finite_points(points)
     if not pts:
         return None
     current = pts[-1][1]
-    fit = fit_line(pts)
-    change = daily_change_percent(fit)
+    trend = assess_trend(pts)
     cap = _finite(capacity)
-    cap = cap if cap is not None and cap > 0 else None
-    growth = fit.slope_per_day if fit is not None and fit.significant else 0.0
-    return ResourceTrend(
-        current=current,
-        capacity=cap,
-        daily_change_percent=_round(change, 2),
-        weekly_change_percent=_round(change * 7, 2),
-        direction=direction(fit, change),
-        days_until_85_percent=days_until(current, growth, CAPACITY_WARNING_FRACTION * cap) if cap else None,
-        days_until_full=days_until(current, growth, cap) if cap else None,
-        confidence=trend_confidence(fit),
-        samples=len(pts),
+    return _with_forecast(
+        ResourceTrend(
+            current=current,
+            capacity=cap if cap is not None and cap > 0 else None,
+            daily_change_percent=_round(trend.daily_change_percent, 2),
+            weekly_change_percent=_round(trend.daily_change_percent * 7, 2),
+            direction=trend.direction,
+            days_until_85_percent=None,
+            days_until_full=None,
+            confidence=trend.confidence,
+            samples=len(pts),
+            r_squared=_round(trend.fit.r_squared, 3) if trend.fit is not None else None,
+            reason=trend.reason,
+            forecast_known=trend.known,
+            base=current,
+            base_growth_per_day=trend.growth_per_day,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------------- workload issues
+IssueKind = Literal["memory_leak", "crash_loop"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIssue:
+    """A container whose usage is a defect, not demand: more replicas would not fix it."""
+
+    kind: IssueKind
+    namespace: str
+    pod: str
+    container: str
+    detail: str
+    leak: LeakAssessment | None = None  # memory leaks: the assessment
+    peak_bytes: float | None = None  # crash loops: the highest working set seen (when it was looked at)
+
+    @property
+    def name(self) -> str:
+        return f"{self.namespace}/{self.pod}"
+
+
+def leak_issue(namespace: str, pod: str, container: str, leak: LeakAssessment) -> WorkloadIssue:
+    limit = (
+        f"its {format_bytes(leak.limit_bytes)} limit in {leak.days_until_limit * 24:.1f} h"
+        if leak.limit_bytes is not None and leak.days_until_limit is not None
+        else f"at its {format_bytes(leak.limit_bytes)} limit"
+        if leak.limit_bytes is not None
+        else "no memory limit"
+    )
+    detail = f"memory leak: {leak.reason}; {limit}. Replicas would leak too: fix the leak"
+    return WorkloadIssue("memory_leak", namespace, pod, container, detail, leak)
+
+
+def crash_loop_issue(namespace: str, pod: str, container: str, restarts: float, window: str) -> WorkloadIssue:
+    detail = (
+        f"crash loop: {restarts:.0f} restarts in the last {window}. Replicas would crash too: "
+        "fix the crash first"
+    )
+    return WorkloadIssue("crash_loop", namespace, pod, container, detail)
+
+
+def bound_defects(
+    trend: ResourceTrend | None, rest: Iterable[Point], issues: Sequence[WorkloadIssue]
+) -> ResourceTrend | None:
+    """The memory forecast knowing which containers leak or crash-loop.
+
+    A leak grows until its container's limit, where an OOM kill restarts it: it adds at most its limit,
+    and extrapolating it onto the namespace's total forecasts an exhaustion that never comes. A
+    crash-looping container's working set saw-tooths between restarts: it adds at most its observed peak
+    (`peak_bytes`), not a trend. The rest of the usage (`rest`: the total without those containers) is
+    assessed on its own; each leak grows at its own rate up to its limit. Direction and changes stay the
+    total's: what the data did. Issues without the numbers (a crash loop without `peak_bytes`) are left
+    out of the decomposition, so `rest` must still hold their usage.
+    """
+    parts: list[BoundedGrowth] = []
+    names: list[str] = []
+    for i in issues:
+        if i.kind == "memory_leak" and i.leak is not None:
+            parts.append(
+                BoundedGrowth(i.leak.current_bytes, max(0.0, i.leak.daily_growth_bytes), i.leak.limit_bytes)
+            )
+            names.append(f"a memory leak in {i.name} (up to its limit)")
+        elif i.kind == "crash_loop" and i.peak_bytes is not None:
+            parts.append(BoundedGrowth(i.peak_bytes, 0.0, None))
+            names.append(f"a crash loop in {i.name} (up to its peak, {format_bytes(i.peak_bytes)})")
+    if trend is None or not parts:
+        return trend
+    rest_pts = finite_points(rest)
+    rest_trend = assess_trend(rest_pts)
+    reason = (
+        f"{trend.reason}; forecast from the containers without defects ({rest_trend.reason}) "
+        f"plus {', '.join(names)}"
+    )
+    return _with_forecast(
+        replace(
+            trend,
+            reason=reason,
+            forecast_known=trend.forecast_known and (rest_trend.known or not rest_pts),
+            base=rest_pts[-1][1] if rest_pts else 0.0,
+            base_growth_per_day=rest_trend.growth_per_day,
+            bounded=tuple(parts),
+        )
     )
 
 
@@ -567,11 +831,20 @@ class CapacityOutlook:
 
     cpu: ResourceTrend | None
     memory: ResourceTrend | None
-    days_until_85_percent: int  # the sooner resource, -1 for never
+    days_until_85_percent: int  # the sooner resource, -1 for none forecast
     projected_exhaustion_date: date | None  # the date of days_until_85_percent (the engine's meaning)
-    forecasted_exhaustion_days: int  # days until the sooner resource reaches 100 %, -1 for never
+    forecasted_exhaustion_days: int  # days until the sooner resource reaches 100 %, -1 for none forecast
     confidence: float
     recommended_replica_increase: int
+    replica_advice: str = ""  # why that many replicas (and why none, when none helps)
+    exhausting_resource: str | None = None  # the resource of forecasted_exhaustion_days
+    issues: tuple[WorkloadIssue, ...] = ()
+
+
+_BASIS_REMEDY = {
+    "quota": "the namespace's ResourceQuota bounds it: more replicas only use more of the quota; raise the quota",
+    "allocatable": "the nodes' allocatable bounds it: more replicas only use more of it; add nodes",
+}
 
 
 def capacity_outlook(
@@ -581,35 +854,37 @@ def capacity_outlook(
     today: date,
     replicas: int,
     per_replica_capacity: bool,
+    capacity_basis: str | None = None,
+    issues: Sequence[WorkloadIssue] = (),
 ) -> CapacityOutlook:
     """Combine CPU and memory: the sooner exhaustion wins, and its confidence is the one reported.
 
-    `per_replica_capacity`: the capacity grows with each replica (the sum of container limits). Against a
-    quota or the cluster's allocatable, more replicas only use more of it, so no replica increase is
-    suggested; raising the quota (or adding nodes) is the remedy there.
+    Replicas are suggested only where they help: when the capacity runs out within 30 days and grows with
+    each replica (`per_replica_capacity`: the sum of container limits), at least one, enough that usage
+    would be at 70 % when today's capacity runs out. Never for a crash loop or a leak without a limit
+    (more replicas crash or leak too), nor against a quota or the nodes' allocatable (more replicas only
+    use more of it). `replica_advice` says which.
     """
-    trends = [t for t in (cpu, memory) if t is not None]
+    trends = [(name, t) for name, t in (("cpu", cpu), ("memory", memory)) if t is not None]
     soonest_85 = min(
-        (t for t in trends if t.days_until_85_percent is not None),
+        (t for _, t in trends if t.days_until_85_percent is not None),
         key=lambda t: t.days_until_85_percent or 0.0,
         default=None,
     )
-    full_days = [t.days_until_full for t in trends if t.days_until_full is not None]
-    days_85 = soonest_85.days_until_85_percent if soonest_85 is not None else None
-    days_full = min(full_days) if full_days else None
-    confidence = (
-        soonest_85.confidence if soonest_85 is not None else max((t.confidence for t in trends), default=0.0)
+    full = sorted(
+        ((t.days_until_full, name, t) for name, t in trends if t.days_until_full is not None),
+        key=lambda x: x[0],
     )
-    increase = 0
-    if (
-        per_replica_capacity
-        and days_full is not None
-        and days_full <= SCALE_OUT_HORIZON_DAYS
-        and replicas > 0
-    ):
-        peak = max((t.utilisation or 0.0 for t in trends), default=0.0)
-        if peak > TARGET_UTILISATION:
-            increase = max(0, math.ceil(replicas * peak / TARGET_UTILISATION) - replicas)
+    days_85 = soonest_85.days_until_85_percent if soonest_85 is not None else None
+    days_full, resource, exhausting = full[0] if full else (None, None, None)
+    confidence = (
+        soonest_85.confidence
+        if soonest_85 is not None
+        else max((t.confidence for _, t in trends), default=0.0)
+    )
+    increase, advice = _replicas(
+        days_full, resource, exhausting, trends, replicas, per_replica_capacity, capacity_basis, issues
+    )
     return CapacityOutlook(
         cpu=cpu,
         memory=memory,
@@ -620,7 +895,64 @@ def capacity_outlook(
         forecasted_exhaustion_days=whole_days(days_full),
         confidence=confidence,
         recommended_replica_increase=increase,
+        replica_advice=advice,
+        exhausting_resource=resource,
+        issues=tuple(issues),
     )
+
+
+def _replicas(
+    days_full: float | None,
+    resource: str | None,
+    trend: ResourceTrend | None,
+    trends: Sequence[tuple[str, ResourceTrend]],
+    replicas: int,
+    per_replica_capacity: bool,
+    capacity_basis: str | None,
+    issues: Sequence[WorkloadIssue],
+) -> tuple[int, str]:
+    if not trends:
+        return 0, "no usage history: no forecast"
+    if days_full is None or trend is None or resource is None:
+        unknown = [f"{name}: {t.reason}" for name, t in trends if not t.forecast_known]
+        if unknown:
+            return 0, "no exhaustion forecast — " + "; ".join(unknown)
+        return 0, "no exhaustion forecast: usage does not grow towards its capacity"
+    if days_full > SCALE_OUT_HORIZON_DAYS:
+        return 0, (
+            f"{resource} capacity lasts {days_full:.0f} days at the fitted growth, beyond the "
+            f"{SCALE_OUT_HORIZON_DAYS}-day horizon: no scale-out needed yet"
+        )
+    when = "is exhausted now" if days_full == 0 else f"runs out in {days_full:.1f} days"
+    crashing = [i for i in issues if i.kind == "crash_loop"]
+    if crashing:
+        names = ", ".join(i.name for i in crashing)
+        return 0, f"{resource} {when}, but {names} crash-loops: replicas would crash too; fix the crash first"
+    unbounded = [
+        i for i in issues if i.kind == "memory_leak" and i.leak is not None and i.leak.limit_bytes is None
+    ]
+    if resource == "memory" and unbounded:
+        names = ", ".join(i.name for i in unbounded)
+        return 0, (
+            f"memory {when}, driven by a memory leak without a limit in {names}: replicas would leak "
+            "too; fix the leak (and set a memory limit)"
+        )
+    if not per_replica_capacity:
+        remedy = _BASIS_REMEDY.get(capacity_basis or "", "its capacity does not grow with replicas")
+        return 0, f"{resource} {when}: {remedy}"
+    if replicas <= 0:
+        return 0, f"{resource} {when}, but no running pods to scale"
+    peak = max(1.0, trend.utilisation or 0.0)
+    increase = max(1, math.ceil(replicas * peak / TARGET_UTILISATION) - replicas)
+    advice = (
+        f"{resource} {when}: {increase} more replica(s) ({replicas} → {replicas + increase} pods) raise the "
+        f"summed limits so that usage would be at {TARGET_UTILISATION:.0%} when today's capacity runs out"
+    )
+    if trend.capacity:
+        later = trend.days_until(trend.capacity * (replicas + increase) / replicas)
+        if later is not None:
+            advice += f"; at the fitted growth the larger capacity lasts about {later:.1f} days"
+    return increase, advice
 
 
 # ----------------------------------------------------------------------------------------- forecasts
@@ -663,7 +995,8 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
         value(t) = a + b·t + s[hour of week (or day) of t]
 
     where s are the profile's mean deviations per hour slot and a + b·t is the least-squares line through
-    the deseasonalised samples (used only when its slope is significant, else the mean). The trend is
+    the deseasonalised samples (used only for a trend `assess_trend` accepts — enough history, a
+    significant slope, R² ≥ 0.5 — else the mean). The trend is
     extrapolated at most as far past the last sample as the history reaches back: three hours of data say
     nothing about next week's growth. Confidence = fit quality (1 - RMSE / mean) × the share of the time
     from the first sample to the target that was observed. None without any finite sample; never negative.
@@ -686,25 +1019,26 @@ def forecast_usage(points: Iterable[Point], target: float) -> UsageForecast | No
     def offset(t: float) -> float:
         return offsets.get(_bucket(t, period), 0.0) if period else 0.0
 
-    fit = fit_line((t, v - offset(t)) for t, v in pts)
+    trend = assess_trend((t, v - offset(t)) for t, v in pts)
+    fit = trend.fit
+    # Only an accepted trend (enough history, a line that fits: see assess_trend) is extrapolated.
+    trending = fit is not None and trend.known and trend.growth_per_day != 0
     trend_until = min(target, pts[-1][0] + span)
-    level = fit.value_at(trend_until) if fit is not None and fit.significant else overall
+    level = fit.value_at(trend_until) if fit is not None and trending else overall
     value = max(0.0, level + offset(target))
-    model = [
-        (fit.value_at(t) if fit is not None and fit.significant else overall) + offset(t) for t, _ in pts
-    ]
+    model = [(fit.value_at(t) if fit is not None and trending else overall) + offset(t) for t, _ in pts]
     rmse = math.sqrt(math.fsum((v - m) ** 2 for (_, v), m in zip(pts, model, strict=True)) / len(pts))
     scale = math.fsum(abs(v) for _, v in pts) / len(pts)
     quality = _clamp01(1 - rmse / scale) if scale > 0 else 1.0
     horizon = max(0.0, target - pts[-1][0])
     observed = span / (span + horizon) if span + horizon > 0 else 0.0
-    change = daily_change_percent(fit)
-    word = direction(fit, change)
+    change = trend.daily_change_percent
+    word: Direction = trend.direction if trend.direction in ("increasing", "decreasing") else "stable"
     recent = [v for t, v in pts if t > pts[-1][0] - ROLLING_MEAN_S]
     name = {"week": "hour-of-week mean", "day": "hour-of-day mean", "": "mean"}[period]
     return UsageForecast(
         value=value if math.isfinite(value) else 0.0,
-        method=f"{name} + linear trend" if fit is not None and fit.significant else name,
+        method=f"{name} + linear trend" if trending else name,
         confidence=_round(quality * observed, 2),
         trend=_TREND_WORDS[word],
         daily_change_percent=_round(change, 2),

@@ -6,13 +6,16 @@ container) replace the engine's single aggregated row, which is kept as `aggrega
 
 Every input is validated before it gets near PromQL: names against the Kubernetes DNS label/subdomain
 rules, `window` against its enum, `mountpoint` against a strict path pattern; label values are still
-quoted and regex-escaped when a query is built. Independent queries run concurrently; the numbers are
+quoted and regex-escaped when a query is built. Where the MCP server promises namespace wildcards
+(`POST /api/v1/predict`, `GET /api/v1/capacity/trends`), a namespace may be a glob of label characters and
+`*`/`?`, translated to an anchored regex matcher (pipeline.domain.names.glob_pattern). Independent queries run concurrently; the numbers are
 computed by `pipeline.domain.capacity` in a worker thread, so the event loop never waits on arithmetic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import time
@@ -34,11 +37,16 @@ from pipeline.adapters.prometheus import (
 )
 from pipeline.config import Settings
 from pipeline.domain import capacity as cap
+from pipeline.domain.analysis import CRASH_LOOP_RESTARTS
 from pipeline.domain.names import (
     DNS_LABEL_MAX,
     DNS_SUBDOMAIN_MAX,
+    glob_pattern,
     is_dns_label,
     is_dns_subdomain,
+    is_glob,
+    is_namespace_glob,
+    promql_regex,
     promql_string,
 )
 from pipeline.web.errors import ApiError
@@ -54,6 +62,7 @@ POINTS_PER_SERIES = 336
 PREDICT_POINTS = 672  # hourly over four weeks
 MIN_STEP_S = 60
 MIN_RATE_RANGE_S = 120  # rate() needs at least two scrapes in its range
+CRASH_LOOP_WINDOW = "1h"  # crash loops as the anomaly analysis counts them: restarts in the last hour
 RETRY_AFTER_S = "10"
 MAX_PREDICT_BODY = 64 * 1024
 SYSTEM_NAMESPACE_PREFIXES = ("kube-", "openshift-")  # the engine leaves these and `default` out of summaries
@@ -61,6 +70,7 @@ SYSTEM_NAMESPACE_PREFIXES = ("kube-", "openshift-")  # the engine leaves these a
 _MOUNTPOINT = re.compile(r"/([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?")
 _BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 _CONTAINERS = 'container!="",container!="POD"'
+_IDS = ("namespace", "pod", "container")
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -73,13 +83,55 @@ def _name(value: str | None, field: str, *, subdomain: bool, code: str = "INVALI
     if value is None or value == "":
         return None
     valid, limit, kind = (
-        (is_dns_subdomain, DNS_SUBDOMAIN_MAX, "DNS subdomain") if subdomain else (is_dns_label, DNS_LABEL_MAX, "DNS label")
+        (is_dns_subdomain, DNS_SUBDOMAIN_MAX, "DNS subdomain")
+        if subdomain
+        else (is_dns_label, DNS_LABEL_MAX, "DNS label")
     )
     if not valid(value):
         raise _invalid(
             field, f"{field} must be a Kubernetes name (RFC 1123 {kind}, at most {limit} characters)", code
         )
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """A namespace, or a glob of them (`shop*`), as the client asked for it."""
+
+    value: str
+
+    @property
+    def glob(self) -> bool:
+        return is_glob(self.value)
+
+    @property
+    def selector(self) -> str:
+        """`,namespace="shop"` or, for a glob, `,namespace=~"^(?:shop[-a-z0-9]*)$"`."""
+        if self.glob:
+            return f",namespace=~{promql_regex(glob_pattern(self.value))}"
+        return _eq("namespace", self.value)
+
+
+def _namespaces(
+    value: str | None, field: str = "namespace", code: str = "INVALID_QUERY"
+) -> Namespaces | None:
+    """A namespace name or a namespace glob (label characters plus `*` and `?`); None when absent."""
+    if value is None or value == "":
+        return None
+    if is_glob(value):
+        if not is_namespace_glob(value):
+            raise _invalid(
+                field,
+                f"{field} must be a Kubernetes name or a glob of one ('*' and '?' as wildcards, at most "
+                f"{DNS_LABEL_MAX} characters of a-z, 0-9, '-')",
+                code,
+            )
+        return Namespaces(value)
+    return Namespaces(_name(value, field, subdomain=False, code=code) or value)
+
+
+def _ns_selector(namespaces: Namespaces | None) -> str:
+    return namespaces.selector if namespaces is not None else ""
 
 
 def _window(value: str | None, default: str) -> str:
@@ -124,9 +176,14 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
+def _rate_range(step: int) -> int:
+    """The range of the usage queries' rate()/avg_over_time() at a step: the step, at least two scrapes."""
+    return max(step, MIN_RATE_RANGE_S)
+
+
 def _usage_expr(selector: str, step: int) -> str:
     """Cores and working-set bytes in scope, averaged over each step, tagged `resource=cpu|memory`."""
-    r = _duration(max(step, MIN_RATE_RANGE_S))
+    r = _duration(_rate_range(step))
     cpu = f"sum(rate(container_cpu_usage_seconds_total{{{_CONTAINERS}{selector}}}[{r}]))"
     memory = f"sum(avg_over_time(container_memory_working_set_bytes{{{_CONTAINERS}{selector}}}[{r}]))"
     return f"{_tag(cpu, 'resource', 'cpu')} or {_tag(memory, 'resource', 'memory')}"
@@ -167,21 +224,48 @@ async def _all(*calls: Awaitable[Any]) -> list[Any]:
     return results
 
 
-async def _history(
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """What a range query returned, and the grid it was asked for (start, now, step)."""
+
+    series: list[Series]
+    start: float
+    end: float
+    step: int
+
+
+async def _history_grid(
     prom: PrometheusClient, build: Callable[[int], str], window_s: float, points: int, now: float
-) -> list[Series]:
+) -> Grid:
     """A range query over the window at about `points` steps; repeated at a finer step when the data
     covers under a quarter of the window (so a young history still gets enough samples to fit)."""
     step = max(MIN_STEP_S, int(window_s // points))
     # Whole steps back from `now`, so the last point is the current value.
-    series = await prom.query_range(build(step), now - math.ceil(window_s / step) * step, now, step)
+    start = now - math.ceil(window_s / step) * step
+    series = await prom.query_range(build(step), start, now, step)
     first = min((s.samples[0][0] for s in series if s.samples), default=None)
     if first is not None and now - first < window_s / 4:
         span = now - first + step
         fine = max(MIN_STEP_S, int(span // points))
         if fine < step:
-            series = await prom.query_range(build(fine), now - math.ceil(span / fine) * fine, now, fine)
-    return series
+            start, step = now - math.ceil(span / fine) * fine, fine
+            series = await prom.query_range(build(step), start, now, step)
+    return Grid(series, start, now, step)
+
+
+async def _history(
+    prom: PrometheusClient, build: Callable[[int], str], window_s: float, points: int, now: float
+) -> list[Series]:
+    return (await _history_grid(prom, build, window_s, points, now)).series
+
+
+def _usage_history(grid: Grid) -> dict[str, list[tuple[float, float]]]:
+    """The `_usage_expr` series by resource, CPU without its rate() warm-up (cap.drop_warmup): where the
+    data begins inside the range, the first points' rate windows reach back before it and ramp up."""
+    history = {s.labels.get("resource", ""): s.samples for s in grid.series}
+    if "cpu" in history:
+        history["cpu"] = cap.drop_warmup(history["cpu"], grid.start, _rate_range(grid.step))
+    return history
 
 
 def _value(series: Series) -> float | None:
@@ -282,9 +366,9 @@ def router(settings: Settings, prometheus: PrometheusClient | None) -> APIRouter
     @api.get("/api/v1/capacity/trends", summary="Capacity forecast of a namespace (or the cluster)")
     async def capacity_trends(request: Request) -> JSONResponse:
         q = request.query_params
-        ns = _name(q.get("namespace"), "namespace", subdomain=False)
+        namespaces = _namespaces(q.get("namespace"))
         window = _window(q.get("window"), "7d")
-        return JSONResponse(await _capacity_trends(prom(), ns, window))
+        return JSONResponse(await _capacity_trends(prom(), namespaces, window))
 
     @api.get("/api/v1/predict/disk-exhaustion", summary="Days until each filesystem is full")
     async def disk_exhaustion(request: Request) -> JSONResponse:
@@ -334,16 +418,22 @@ class PredictRequest:
         return "cluster"
 
     @property
+    def namespaces(self) -> Namespaces | None:
+        return Namespaces(self.namespace) if self.namespace is not None else None
+
+    @property
     def selector(self) -> str:
+        """The PromQL matchers of the scope; a namespace glob becomes a regex matcher."""
+        namespace = _ns_selector(self.namespaces)
         if self.scope == "pod":
-            return _eq("namespace", self.namespace) + _eq("pod", self.pod)
+            return namespace + _eq("pod", self.pod)
         if self.scope == "deployment":
             # A Deployment's pods are named <deployment>-<replicaset hash>-<suffix>.
             assert self.deployment is not None
             pods = re.escape(self.deployment) + "-[a-z0-9]+-[a-z0-9]+"
-            return _eq("namespace", self.namespace) + f",pod=~{promql_string(pods)}"
+            return namespace + f",pod=~{promql_string(pods)}"
         if self.scope == "namespace":
-            return _eq("namespace", self.namespace)
+            return namespace
         return ""
 
 
@@ -405,7 +495,7 @@ async def _predict_request(request: Request) -> PredictRequest:
         hour=hour,
         day_of_week=day,
         scope=scope,
-        namespace=_name(namespace, "namespace", subdomain=False, code="INVALID_REQUEST"),
+        namespace=(ns.value if (ns := _namespaces(namespace, code="INVALID_REQUEST")) is not None else None),
         deployment=_name(deployment, "deployment", subdomain=True, code="INVALID_REQUEST"),
         pod=_name(pod, "pod", subdomain=True, code="INVALID_REQUEST"),
         model=model,
@@ -434,13 +524,21 @@ async def _predict(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any
             'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})', "basis", "allocatable"
         )
     )
+    globbed = req.scope != "cluster" and req.namespaces is not None and req.namespaces.glob
+    if globbed:
+        # Which namespaces the glob matched, in the same instant query.
+        capacity_expr += " or " + _tag(
+            f"count by (namespace) (kube_pod_info{{{_ns_selector(req.namespaces).lstrip(',')}}})",
+            "basis",
+            "namespace",
+        )
     usage, capacity = await _all(
-        _history(prom, lambda step: _usage_expr(scoped, step), PREDICT_LOOKBACK_S, PREDICT_POINTS, now),
+        _history_grid(prom, lambda step: _usage_expr(scoped, step), PREDICT_LOOKBACK_S, PREDICT_POINTS, now),
         prom.query(capacity_expr, now),
     )
-    series = {s.labels.get("resource"): s for s in usage}
+    series = _usage_history(usage)
     forecasts = await asyncio.to_thread(
-        lambda: {r: cap.forecast_usage(s.samples, target.timestamp()) for r, s in series.items() if r}
+        lambda: {r: cap.forecast_usage(points, target.timestamp()) for r, points in series.items() if r}
     )
     cpu, memory = forecasts.get("cpu"), forecasts.get("memory")
     if cpu is None and memory is None:
@@ -484,10 +582,12 @@ async def _predict(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any
             "samples": f.samples,
         }
 
+    matched = sorted(s.labels.get("namespace", "") for s in capacity if s.labels.get("basis") == "namespace")
     return {
         "status": "success",
         "scope": req.scope,
         "target": req.target,
+        **({"matched_namespaces": matched} if globbed else {}),
         "predictions": {"cpu_percent": cpu_pct, "memory_percent": mem_pct},
         "current_metrics": {
             "cpu_rolling_mean": percent(cpu.rolling_mean if cpu else None, cpu_cap),
@@ -516,18 +616,43 @@ async def _predict(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any
 # ------------------------------------------------------------------------------------------ R17, trends
 @dataclass(frozen=True, slots=True)
 class NamespaceState:
-    """One instant query's worth of a namespace (or the cluster): quota, limits, allocatable, usage, pods."""
+    """One instant query's worth of a namespace (or a glob of them, or the cluster): quotas, limits,
+    allocatable, usage, pods, the namespaces matched and the containers crash-looping."""
 
-    quota: dict[str, float]
+    quotas: dict[str, dict[str, float]]  # namespace -> resource -> the tightest hard quota
     limits: dict[str, float]
     allocatable: dict[str, float]
     usage: dict[str, float]
     pods: int
+    namespaces: tuple[str, ...] = ()  # namespaces with pods (the scope's matches)
+    restarts: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def quota(self) -> dict[str, float]:
+        """The quotas of every namespace in scope, summed per resource."""
+        total: dict[str, float] = defaultdict(float)
+        for resources in self.quotas.values():
+            for resource, value in resources.items():
+                total[resource] += value
+        return dict(total)
+
+    def _quota_of(self, resource: str) -> float | None:
+        """The summed quota for a resource, when every namespace in scope has one (a quota on some of
+        them does not bound the others' usage)."""
+        scope = set(self.namespaces) | set(self.quotas)
+        values = []
+        for ns in scope:
+            quota = self.quotas.get(ns, {})
+            value = quota.get(f"limits.{resource}") or quota.get(resource)
+            if not value:
+                return None
+            values.append(value)
+        return math.fsum(values) if values else None
 
     def capacity(self, resource: str) -> tuple[str | None, float | None]:
         """The capacity a resource is measured against: the quota, else the summed container limits
         (which grow with replicas), else the cluster's allocatable."""
-        quota = self.quota.get(f"limits.{resource}") or self.quota.get(resource)
+        quota = self._quota_of(resource)
         if quota:
             return "quota", quota
         if self.limits.get(resource):
@@ -537,8 +662,8 @@ class NamespaceState:
         return None, None
 
 
-def _state_expr(namespace: str | None) -> str:
-    ns = _eq("namespace", namespace)
+def _state_expr(selector: str, namespaced: bool) -> str:
+    ns = selector
     parts = [
         _tag(
             'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})',
@@ -556,10 +681,19 @@ def _state_expr(namespace: str | None) -> str:
             "usage",
         ),
         _tag(_pod_count_expr(ns), "kind", "pods"),
+        # Crash loops (the anomaly analysis' rule): they make replicas pointless, whatever the forecast.
+        _tag(
+            "sum by (namespace, pod, container) (increase(kube_pod_container_status_restarts_total"
+            f'{{container!=""{ns}}}[{CRASH_LOOP_WINDOW}])) >= {CRASH_LOOP_RESTARTS}',
+            "kind",
+            "restarts",
+        ),
     ]
-    if namespace is not None:
+    if namespaced:
         # Several quotas in one namespace all apply: the tightest one binds.
-        parts.append(_tag(f'min by (resource) (kube_resourcequota{{type="hard"{ns}}})', "kind", "quota"))
+        parts.append(
+            _tag(f'min by (namespace, resource) (kube_resourcequota{{type="hard"{ns}}})', "kind", "quota")
+        )
         parts.append(
             _tag(
                 f'sum by (resource) (kube_pod_container_resource_limits{{resource=~"cpu|memory"{ns}}})',
@@ -567,11 +701,15 @@ def _state_expr(namespace: str | None) -> str:
                 "limits",
             )
         )
+        parts.append(_tag(f"count by (namespace) (kube_pod_info{{{ns.lstrip(',')}}})", "kind", "namespace"))
     return " or ".join(parts)
 
 
 def _state(series: list[Series]) -> NamespaceState:
     groups: dict[str, dict[str, float]] = defaultdict(dict)
+    quotas: dict[str, dict[str, float]] = defaultdict(dict)
+    restarts: dict[tuple[str, str, str], float] = {}
+    namespaces: set[str] = set()
     pods = 0
     for s in series:
         value = _value(s)
@@ -580,37 +718,122 @@ def _state(series: list[Series]) -> NamespaceState:
         kind = s.labels.get("kind", "")
         if kind == "pods":
             pods = int(value)
+        elif kind == "quota":
+            quotas[s.labels.get("namespace", "")][s.labels.get("resource", "")] = value
+        elif kind == "restarts":
+            restarts[
+                (s.labels.get("namespace", ""), s.labels.get("pod", ""), s.labels.get("container", ""))
+            ] = value
+        elif kind == "namespace":
+            namespaces.add(s.labels.get("namespace", ""))
         else:
             groups[kind][s.labels.get("resource", "")] = value
-    return NamespaceState(groups["quota"], groups["limits"], groups["allocatable"], groups["usage"], pods)
+    return NamespaceState(
+        dict(quotas),
+        groups["limits"],
+        groups["allocatable"],
+        groups["usage"],
+        pods,
+        tuple(sorted(namespaces)),
+        restarts,
+    )
+
+
+def _containers_expr(selector: str, step: int) -> str:
+    """Each container's working set (averaged over each step) and memory limit, for the leak check."""
+    r = _duration(_rate_range(step))
+    group = "max by (namespace, pod, container)"
+    usage = f"{group} (avg_over_time(container_memory_working_set_bytes{{{_CONTAINERS}{selector}}}[{r}]))"
+    limit = f'{group} (kube_pod_container_resource_limits{{resource="memory",{_CONTAINERS}{selector}}})'
+    return f"{_tag(usage, 'kind', 'usage')} or {_tag(limit, 'kind', 'limit')}"
+
+
+def _needs_decomposition(memory: cap.ResourceTrend | None) -> bool:
+    """Memory is forecast to run out because it grows: whether the growth is a leak (or a crash loop's
+    saw-tooth) changes the forecast."""
+    return (
+        memory is not None
+        and memory.capacity is not None
+        and memory.base_growth_per_day > 0
+        and memory.days_until_85_percent is not None
+        and memory.days_until_85_percent > 0
+    )
+
+
+def _decompose(
+    grid: Grid, now: float, crash_loops: list[cap.WorkloadIssue]
+) -> tuple[list[cap.WorkloadIssue], list[tuple[float, float]]]:
+    """Per container over the grid: the leaks (cap.assess_memory_leak over the last 24 h), the crash loops
+    with their peak working set, and the summed working set of all the other containers."""
+    usage = _by((s for s in grid.series if s.labels.get("kind") == "usage"), *_IDS)
+    limits = {
+        k: _value(s)
+        for k, s in _by((s for s in grid.series if s.labels.get("kind") == "limit"), *_IDS).items()
+    }
+    crashing = {(i.namespace, i.pod, i.container): i for i in crash_loops}
+    issues: list[cap.WorkloadIssue] = []
+    rest: dict[float, float] = defaultdict(float)
+    for key, s in sorted(usage.items()):
+        recent = [(t, v) for t, v in s.samples if t > now - LEAK_WINDOW_S and math.isfinite(v)]
+        if key in crashing and recent:
+            issues.append(dataclasses.replace(crashing.pop(key), peak_bytes=max(v for _, v in recent)))
+            continue
+        assessment = cap.assess_memory_leak(recent, limits.get(key))
+        if assessment is not None and assessment.leak_detected:
+            issues.append(cap.leak_issue(*key, assessment))
+            continue
+        for t, v in s.samples:
+            if math.isfinite(v):
+                rest[t] += v
+    return [*crashing.values(), *issues], sorted(rest.items())
 
 
 async def _outlook(
-    prom: PrometheusClient, namespace: str | None, window: str, now: float
+    prom: PrometheusClient, namespaces: Namespaces | None, window: str, now: float
 ) -> tuple[NamespaceState, cap.CapacityOutlook, dict[str, str | None]]:
+    selector = _ns_selector(namespaces)
     state_series, usage = await _all(
-        prom.query(_state_expr(namespace), now),
-        _history(
+        prom.query(_state_expr(selector, namespaces is not None), now),
+        _history_grid(
             prom,
-            lambda step: _usage_expr(_eq("namespace", namespace), step),
+            lambda step: _usage_expr(selector, step),
             WINDOWS[window],
             POINTS_PER_SERIES,
             now,
         ),
     )
     state = _state(state_series)
-    history = {s.labels.get("resource"): s.samples for s in usage}
+    history = _usage_history(usage)
     bases = {r: state.capacity(r) for r in ("cpu", "memory")}
+    issues = [
+        cap.crash_loop_issue(ns, pod, container, restarts, CRASH_LOOP_WINDOW)
+        for (ns, pod, container), restarts in sorted(state.restarts.items())
+    ]
+    cpu, memory = await asyncio.to_thread(
+        lambda: (
+            cap.resource_trend(history.get("cpu", []), bases["cpu"][1]),
+            cap.resource_trend(history.get("memory", []), bases["memory"][1]),
+        )
+    )
+    if _needs_decomposition(memory):
+        # The same grid as the usage, so the containers' sums line up with the total's timestamps.
+        (containers,) = await _all(
+            prom.query_range(_containers_expr(selector, usage.step), usage.start, now, usage.step)
+        )
+        grid = Grid(containers, usage.start, now, usage.step)
+        issues, rest = await asyncio.to_thread(_decompose, grid, now, issues)
+        memory = cap.bound_defects(memory, rest, issues)
 
     def compute() -> cap.CapacityOutlook:
-        cpu = cap.resource_trend(history.get("cpu", []), bases["cpu"][1])
-        memory = cap.resource_trend(history.get("memory", []), bases["memory"][1])
+        kinds = {kind for kind, _ in bases.values()}
         return cap.capacity_outlook(
             cpu,
             memory,
             today=datetime.fromtimestamp(now, UTC).date(),
             replicas=state.pods,
-            per_replica_capacity=all(kind == "limits" for kind, _ in bases.values()),
+            per_replica_capacity=kinds == {"limits"},
+            capacity_basis=next((k for k in ("quota", "allocatable") if k in kinds), None),
+            issues=issues,
         )
 
     return state, await asyncio.to_thread(compute), {r: kind for r, (kind, _) in bases.items()}
@@ -623,6 +846,8 @@ def _trend_json(t: cap.ResourceTrend | None, basis: str | None) -> dict[str, Any
         "daily_change_percent": t.daily_change_percent,
         "weekly_change_percent": t.weekly_change_percent,
         "direction": t.direction,
+        "reason": t.reason,
+        "r_squared": t.r_squared,
         "current": _r(t.current, 6),
         "capacity": _r(t.capacity, 6),
         "capacity_basis": basis,
@@ -631,6 +856,16 @@ def _trend_json(t: cap.ResourceTrend | None, basis: str | None) -> dict[str, Any
         "days_until_full": cap.whole_days(t.days_until_full),
         "confidence": t.confidence,
         "samples": t.samples,
+    }
+
+
+def _issue_json(i: cap.WorkloadIssue) -> dict[str, Any]:
+    return {
+        "kind": i.kind,
+        "namespace": i.namespace,
+        "pod": i.pod,
+        "container": i.container,
+        "detail": i.detail,
     }
 
 
@@ -643,21 +878,29 @@ def _outlook_json(o: cap.CapacityOutlook, bases: Mapping[str, str | None], windo
             "projected_exhaustion_date": _day(o.projected_exhaustion_date),
             "confidence": o.confidence,
             "forecasted_exhaustion_days": o.forecasted_exhaustion_days,
+            "exhausting_resource": o.exhausting_resource,
             "recommended_replica_increase": o.recommended_replica_increase,
+            "replica_advice": o.replica_advice,
+            "workload_issues": [_issue_json(i) for i in o.issues],
             "window": window,
         }
     )
 
 
-async def _capacity_trends(prom: PrometheusClient, namespace: str | None, window: str) -> dict[str, Any]:
+async def _capacity_trends(
+    prom: PrometheusClient, namespaces: Namespaces | None, window: str
+) -> dict[str, Any]:
     now = time.time()
-    _, outlook, bases = await _outlook(prom, namespace, window, now)
-    return {
+    state, outlook, bases = await _outlook(prom, namespaces, window, now)
+    body = {
         "status": "success",
-        "namespace": namespace or "",
+        "namespace": namespaces.value if namespaces is not None else "",
         "timestamp": _iso(datetime.fromtimestamp(now, UTC)),
         **_outlook_json(outlook, bases, window),
     }
+    if namespaces is not None and namespaces.glob:
+        body["matched_namespaces"] = list(state.namespaces)
+    return body
 
 
 def _infrastructure_expr() -> str:
@@ -692,7 +935,9 @@ async def _namespace_capacity(
 ) -> dict[str, Any]:
     now = time.time()
     calls: list[Awaitable[Any]] = [
-        _outlook(prom, namespace, window, now) if trending else prom.query(_state_expr(namespace), now)
+        _outlook(prom, Namespaces(namespace), window, now)
+        if trending
+        else prom.query(_state_expr(_eq("namespace", namespace), True), now)
     ]
     if infrastructure:
         calls.append(prom.query(_infrastructure_expr(), now))
@@ -901,7 +1146,9 @@ async def _disk_exhaustion(
             return f"{metric}{{{base}}}"
         # node-exporter labels the node as `node` (kube-prometheus relabelling) or `instance` (<node>:<port>).
         instance = re.escape(node) + "(:[0-9]+)?"
-        return f"{metric}{{{base}{_eq('node', node)}}} or {metric}{{{base},instance=~{promql_string(instance)}}}"
+        return (
+            f"{metric}{{{base}{_eq('node', node)}}} or {metric}{{{base},instance=~{promql_string(instance)}}}"
+        )
 
     avail, sizes = await _all(
         _history(

@@ -26,6 +26,19 @@ def line(slope_per_day: float, start: float, n: int, step: float = 60.0, noise: 
     return [(T0 + i * step, start + slope_per_day * i * step / DAY + rng.gauss(0, noise)) for i in range(n)]
 
 
+def sawtooth(
+    n: int, step: float = 60.0, period: int = 5, low: float = 40.0, high: float = 440.0, steady: float = 180.0
+) -> list[tuple[float, float]]:
+    """A crash loop's working set, as in the generated history: steady at `steady` for the first two thirds,
+    then restarting every `period` samples, growing from `low` towards `high` each time. The teeth sit
+    above the steady level, so the line through it all has a "significant" slope it does not describe."""
+    start = 2 * n // 3
+    return [
+        (T0 + i * step, steady if i < start else low + (high - low) * ((i - start) % period) / period)
+        for i in range(n)
+    ]
+
+
 # ----------------------------------------------------------------------------------------- samples and fits
 def test_finite_points_drops_nan_and_inf_sorts_and_keeps_the_last_value_per_timestamp() -> None:
     raw = [
@@ -100,14 +113,21 @@ def test_direction_needs_both_the_threshold_and_significance() -> None:
     assert cap.daily_change_percent(None) == 0.0
 
 
-def test_trend_confidence_is_the_engines_formula() -> None:
+def test_trend_confidence_scales_with_fit_quality_not_just_the_number_of_points() -> None:
     fit = cap.fit_line(line(slope_per_day=1.0, start=0.0, n=84, step=HOUR))  # 84 points over 83 hours
-    assert fit is not None
-    expected = 0.4 * 84 / 168 + 0.4 * 1.0 + 0.2 * (83 * HOUR) / (7 * DAY)
-    assert cap.trend_confidence(fit) == round(expected, 2)
+    assert fit is not None and fit.significant and fit.r_squared == pytest.approx(1.0)
+    assert cap.trend_confidence(fit) == round(0.5 * 84 / 168 + 0.5 * (83 * HOUR) / (7 * DAY), 2)
     long = cap.fit_line(line(slope_per_day=1.0, start=0.0, n=400, step=HOUR))
     assert cap.trend_confidence(long) == 1.0
     assert cap.trend_confidence(None) == 0.0
+    # A week of a saw-tooth (a crash loop's working set) has a "significant" slope the line does not
+    # describe: the engine's formula gave it >= 0.4 for the 168+ points alone; now it is at most its R².
+    saw = cap.fit_line(sawtooth(n=400, step=HOUR))
+    assert saw is not None and saw.significant and saw.r_squared < 0.2
+    assert cap.trend_confidence(saw) <= round(saw.r_squared, 2) + 0.01
+    # No significant slope: the verdict is "stable", as sure as the history is long.
+    noise = cap.fit_line(line(slope_per_day=0.0, start=100.0, n=400, step=HOUR, noise=5.0, seed=3))
+    assert noise is not None and not noise.significant and cap.trend_confidence(noise) == 1.0
 
 
 # ----------------------------------------------------------------------------------------- thresholds
@@ -638,3 +658,169 @@ def test_rightsizing_never_returns_a_non_finite_number(numbers: list[float | Non
     r = cap.recommend(cap.ContainerUsage("ns", "pod", "c", *numbers))
     assert all(math.isfinite(x) for x in _numbers(r)), r
     assert cap.format_cores(r.recommended_cpu_limit) is not None
+
+
+# ----------------------------------------------------------------------------------------- trend gate
+def test_a_trend_needs_enough_history() -> None:
+    short = cap.assess_trend(line(slope_per_day=10.0, start=1.0, n=20, step=60))  # 20 samples
+    brief = cap.assess_trend(line(slope_per_day=10.0, start=1.0, n=50, step=60))  # 49 minutes
+    for trend in (short, brief):
+        assert (trend.direction, trend.growth_per_day, trend.known) == ("no_trend", 0.0, False)
+        assert "too little history" in trend.reason
+    enough = cap.assess_trend(line(slope_per_day=10.0, start=1.0, n=61, step=60))
+    assert enough.direction == "increasing" and enough.growth_per_day == pytest.approx(10.0)
+
+
+def test_a_saw_tooth_is_no_trend_and_forecasts_no_exhaustion() -> None:
+    points = sawtooth(n=400, step=HOUR)
+    fit = cap.fit_line(points)
+    assert fit is not None and fit.significant  # the old rule called it a trend
+    trend = cap.assess_trend(points)
+    assert (trend.direction, trend.growth_per_day) == ("no_trend", 0.0)
+    assert "not along a line" in trend.reason and f"{fit.r_squared:.2f}" in trend.reason
+    memory = cap.resource_trend(points, 512.0)  # 440 of 512 at the peak, growing by the old rule
+    assert memory is not None and memory.direction == "no_trend" and not memory.forecast_known
+    assert (memory.days_until_85_percent, memory.days_until_full) == (None, None)
+    assert memory.confidence <= round(fit.r_squared, 2) + 0.01
+    o = cap.capacity_outlook(None, memory, today=date(2025, 1, 1), replicas=1, per_replica_capacity=True)
+    assert (o.forecasted_exhaustion_days, o.days_until_85_percent, o.recommended_replica_increase) == (
+        -1,
+        -1,
+        0,
+    )
+    assert "no exhaustion forecast" in o.replica_advice and "not along a line" in o.replica_advice
+
+
+def test_flat_noise_is_stable_and_a_real_trend_is_accepted() -> None:
+    flat = cap.assess_trend(line(slope_per_day=0.0, start=0.45, n=180, noise=0.01, seed=5))
+    assert flat.direction == "stable" and flat.growth_per_day == 0.0 and flat.known
+    up = cap.assess_trend(line(slope_per_day=1.0, start=1.0, n=180, noise=0.001))
+    assert up.direction == "increasing" and up.fit is not None and up.fit.r_squared >= 0.5
+    # A saw-tooth that stays above 85 % is there now: no trend needed for that.
+    high = cap.resource_trend([(t, v + 600.0) for t, v in sawtooth(n=400, step=HOUR)], 1000.0)
+    assert high is not None and high.direction == "no_trend" and high.days_until_85_percent == 0.0
+
+
+def test_rate_warm_up_points_are_dropped_only_where_the_series_starts_inside_the_range() -> None:
+    # rate(x[120s]) at 60 s steps, data from T0: the first two windows reach back before the data.
+    series = [(T0 + 60.0, 0.09), (T0 + 120.0, 0.33), *[(T0 + i * 60.0, 0.45) for i in range(3, 180)]]
+    kept = cap.drop_warmup(series, range_start=T0 - 600, warmup_s=120)
+    assert kept[0] == (T0 + 180.0, 0.45) and len(kept) == len(series) - 2
+    # Data from before the range: the first point's window was full.
+    assert cap.drop_warmup(series, range_start=T0 + 60.0, warmup_s=120) == series
+    # The warm-up alone made this flat series "increasing"; without it there is no trend.
+    assert cap.assess_trend(series).fit is not None
+    assert cap.assess_trend(kept).direction == "stable"
+    assert cap.drop_warmup([], range_start=T0, warmup_s=120) == []
+
+
+# ----------------------------------------------------------------------------------------- bounded growth
+def test_bounded_days_until_stops_each_part_at_its_ceiling() -> None:
+    leak = cap.BoundedGrowth(current=900.0, growth_per_day=1000.0, ceiling=1000.0)  # at its limit in 0.1 d
+    assert cap.bounded_days_until(600.0, 0.0, [leak], 1600.0) == pytest.approx(0.1)
+    assert cap.bounded_days_until(600.0, 0.0, [leak], 1700.0) is None  # 600 + 1000 at most
+    # The rest grows 10/day: after the leak stops, 1700 is reached when the rest has grown 100.
+    assert cap.bounded_days_until(600.0, 10.0, [leak], 1700.0) == pytest.approx(10.0)
+    unbounded = cap.BoundedGrowth(current=900.0, growth_per_day=100.0, ceiling=None)
+    assert cap.bounded_days_until(600.0, 0.0, [unbounded], 2000.0) == pytest.approx(5.0)
+    assert cap.bounded_days_until(2000.0, 0.0, [leak], 1000.0) == 0.0
+    assert cap.bounded_days_until(600.0, -10.0, [], 1000.0) is None
+    assert cap.bounded_days_until(math.nan, 0.0, [leak], 1000.0) is None
+
+
+def leaky(limit: float | None) -> cap.WorkloadIssue:
+    """A leak from 200 MiB growing 6 GiB/day (the generated history's `leaky`), at 950 MiB now."""
+    points = line(slope_per_day=6 * GiB, start=200 * MiB, n=181)
+    points = [(t, v - points[-1][1] + 950 * MiB) for t, v in points]
+    assessment = cap.assess_memory_leak(points, limit)
+    assert assessment is not None and assessment.leak_detected
+    return cap.leak_issue("shop", "leaky-6c9d8-abcde", "leaky", assessment)
+
+
+def test_a_leak_that_stops_at_its_limit_does_not_exhaust_the_namespace() -> None:
+    # shop: two flat carts (300 MiB each, 1 GiB limits) and the leak (1 GiB limit): the total grows fast,
+    # but can reach only 600 MiB + 1 GiB of the 3 GiB of limits.
+    carts = line(slope_per_day=0.0, start=600 * MiB, n=181, noise=4 * MiB, seed=2)
+    leak = leaky(1 * GiB)
+    total = [(t, v + leak.leak.current_bytes) for t, v in carts] if leak.leak else []
+    total = [(t, v + 6 * GiB * (t - total[-1][0]) / DAY) for t, v in total]
+    naive = cap.resource_trend(total, 3 * GiB)
+    assert naive is not None and naive.direction == "increasing" and naive.days_until_full is not None
+    assert naive.days_until_full < 1  # what the old forecast said: "limits reached in 1 day"
+    bounded = cap.bound_defects(naive, carts, [leak])
+    assert bounded is not None and bounded.direction == "increasing"  # what the data did
+    assert (bounded.days_until_85_percent, bounded.days_until_full) == (None, None)
+    assert "memory leak in shop/leaky-6c9d8-abcde" in bounded.reason
+    o = cap.capacity_outlook(None, bounded, today=date(2025, 1, 1), replicas=3, per_replica_capacity=True,
+                             issues=[leak])  # fmt: skip
+    assert (o.forecasted_exhaustion_days, o.recommended_replica_increase) == (-1, 0)
+    assert o.issues == (leak,) and "fix the leak" in leak.detail and "limit in" in leak.detail
+
+
+def test_a_leak_without_a_limit_exhausts_and_replicas_do_not_help() -> None:
+    carts = line(slope_per_day=0.0, start=600 * MiB, n=181, noise=4 * MiB, seed=2)
+    leak = leaky(None)
+    total = [(t, v + 950 * MiB) for t, v in carts]
+    naive = cap.resource_trend(total, 3 * GiB)
+    bounded = cap.bound_defects(naive, carts, [leak])
+    assert bounded is not None and bounded.days_until_full is not None and 0 < bounded.days_until_full < 1
+    o = cap.capacity_outlook(None, bounded, today=date(2025, 1, 1), replicas=3, per_replica_capacity=True,
+                             issues=[leak])  # fmt: skip
+    assert o.forecasted_exhaustion_days == 1 and o.recommended_replica_increase == 0
+    assert "leak" in o.replica_advice and "replicas would leak too" in o.replica_advice
+
+
+# ----------------------------------------------------------------------------------------- replicas
+def growing(util_now: float, days_to_full: float, capacity: float = 2.0) -> cap.ResourceTrend:
+    """Usage at `util_now` of `capacity` now, growing linearly to it in `days_to_full` days."""
+    rate = capacity * (1 - util_now) / days_to_full
+    points = line(slope_per_day=rate, start=0.0, n=5 * 24, step=HOUR)
+    points = [(t, v - points[-1][1] + capacity * util_now) for t, v in points]
+    trend = cap.resource_trend(points, capacity)
+    assert trend is not None and trend.days_until_full == pytest.approx(days_to_full, rel=1e-6)
+    return trend
+
+
+def test_exhaustion_within_30_days_suggests_at_least_one_replica_even_below_70_percent() -> None:
+    # 40 % used, full in 10 days: the engine's rule (only above 70 % now) said 0 replicas.
+    cpu = growing(0.4, 10.0)
+    o = cap.capacity_outlook(cpu, None, today=date(2025, 1, 1), replicas=2, per_replica_capacity=True)
+    assert o.forecasted_exhaustion_days == 10 and o.exhausting_resource == "cpu"
+    assert o.recommended_replica_increase == math.ceil(2 / 0.7) - 2 == 1
+    assert "1 more replica(s) (2 → 3 pods)" in o.replica_advice and "lasts about" in o.replica_advice
+    many = cap.capacity_outlook(cpu, None, today=date(2025, 1, 1), replicas=10, per_replica_capacity=True)
+    assert many.recommended_replica_increase == math.ceil(10 / 0.7) - 10 == 5
+    later = cap.capacity_outlook(growing(0.4, 45.0), None, today=date(2025, 1, 1), replicas=2,
+                                 per_replica_capacity=True)  # fmt: skip
+    assert (later.forecasted_exhaustion_days, later.recommended_replica_increase) == (45, 0)
+    assert "beyond the 30-day horizon" in later.replica_advice
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"per_replica_capacity": False, "capacity_basis": "quota"}, "raise the quota"),
+        ({"per_replica_capacity": False, "capacity_basis": "allocatable"}, "add nodes"),
+        (
+            {
+                "per_replica_capacity": True,
+                "issues": [cap.crash_loop_issue("payments", "crashy-1", "crashy", 12, "1h")],
+            },
+            "payments/crashy-1 crash-loops: replicas would crash too",
+        ),
+        ({"per_replica_capacity": True, "replicas": 0}, "no running pods"),
+    ],
+)
+def test_no_replicas_where_they_do_not_help_and_the_advice_says_why(
+    kwargs: dict[str, Any], says: str
+) -> None:
+    arguments: dict[str, Any] = {"today": date(2025, 1, 1), "replicas": 2, **kwargs}
+    o = cap.capacity_outlook(growing(0.4, 10.0), None, **arguments)
+    assert (o.forecasted_exhaustion_days, o.recommended_replica_increase) == (10, 0)
+    assert says in o.replica_advice and "cpu runs out in 10.0 days" in o.replica_advice
+
+
+def test_a_saw_tooth_is_not_extrapolated_by_the_usage_forecast() -> None:
+    points = sawtooth(n=400, step=HOUR)
+    f = cap.forecast_usage(points, points[-1][0] + 3 * HOUR)
+    assert f is not None and f.trend == "stable" and "trend" not in f.method
