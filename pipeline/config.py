@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     kserve_timeout_s: float = Field(
         default=10.0, gt=0, le=120, validation_alias=AliasChoices("kserve_timeout_s", "kserve_timeout")
     )
+    # The protocol our KServe client speaks: v1 (`/v1/models/<m>:predict`, the engine's) or v2, the Open
+    # Inference Protocol (`/v2/models/<m>/infer`). `KSERVE_<NAME>_PROTOCOL` overrides it for one model.
+    kserve_protocol: Literal["v1", "v2"] = "v1"
     ml_retry_attempts: int = Field(default=3, ge=1)
     ml_circuit_breaker_threshold: int = Field(default=3, ge=1)
     ml_circuit_breaker_timeout_s: float = Field(

@@ -1,4 +1,8 @@
-"""ML dependencies: KServe v1 InferenceServices (discovered from the environment) and the legacy ML service.
+"""ML dependencies: KServe InferenceServices (discovered from the environment) and the legacy ML service.
+
+KServe models are called with protocol v1 (`POST /v1/models/<m>:predict` `{"instances"}`, the engine's) or
+v2, the Open Inference Protocol (`POST /v2/models/<m>/infer` with one FP64 tensor `[n, width]`), per
+`KSERVE_PROTOCOL` or `KSERVE_<NAME>_PROTOCOL`; readiness is `GET /v1/models/<m>` or `/v2/models/<m>/ready`.
 
 Every call has one deadline (retries included), is retried with jitter on transient failures only (the
 connection was never established, or 502/503/504), and goes through its dependency's circuit breaker
@@ -19,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -97,15 +101,21 @@ class InvalidModelResponse(MLError):
 
 
 # ------------------------------------------------------------------------------------------ registry
+KServeProtocol = Literal["v1", "v2"]
+PROTOCOLS: tuple[KServeProtocol, ...] = ("v1", "v2")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelEndpoint:
-    """One KServe model: its logical name (API), service, namespace, name in KServe paths, and base URL."""
+    """One KServe model: its logical name (API), service, namespace, name in KServe paths, base URL, and
+    the protocol it is called with."""
 
     name: str
     service: str
     namespace: str
     model: str
     url: str
+    protocol: KServeProtocol = "v1"
 
 
 class ModelRegistry:
@@ -123,7 +133,7 @@ class ModelRegistry:
         KSERVE_PREDICTOR_PORT are configuration, not models. `KSERVE_<NAME>_MODEL` names the model in KServe
         paths (default: the logical name). The base URL is `http://<service>.<KSERVE_NAMESPACE>.svc.cluster.local
         :<KSERVE_PREDICTOR_PORT>` (a service containing a dot is used as the host as it is), unless
-        `KSERVE_<NAME>_URL` gives it outright.
+        `KSERVE_<NAME>_URL` gives it outright. `KSERVE_<NAME>_PROTOCOL` (v1 or v2) overrides `KSERVE_PROTOCOL`.
         """
         prefixes = set()
         for key, value in environ.items():
@@ -158,6 +168,9 @@ def _endpoint(prefix: str, environ: Mapping[str, str], settings: Settings) -> Mo
     service = environ.get(f"{prefix}_SERVICE", "").strip()
     model = environ.get(f"{prefix}_MODEL", "").strip() or name
     url = environ.get(f"{prefix}_URL", "").strip().rstrip("/")
+    protocol = environ.get(f"{prefix}_PROTOCOL", "").strip().lower() or settings.kserve_protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{prefix}_PROTOCOL must be v1 or v2, got {protocol!r}")
     namespace = settings.kserve_namespace
     if url:
         parts = urlsplit(url)
@@ -167,7 +180,14 @@ def _endpoint(prefix: str, environ: Mapping[str, str], settings: Settings) -> Mo
     else:
         host = service if "." in service or not namespace else f"{service}.{namespace}.svc.cluster.local"
         url = f"http://{host}:{settings.kserve_predictor_port}"
-    return ModelEndpoint(name=name, service=service, namespace=namespace, model=model, url=url)
+    return ModelEndpoint(
+        name=name,
+        service=service,
+        namespace=namespace,
+        model=model,
+        url=url,
+        protocol=cast(KServeProtocol, protocol),
+    )
 
 
 # ------------------------------------------------------------------------------------------ transport
@@ -298,10 +318,10 @@ def _parse(model: str, response: httpx.Response, shape: type[M]) -> M:
 # ------------------------------------------------------------------------------------------ KServe
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A KServe v1 answer: one prediction per instance (-1 anomaly, 1 normal for the anomaly-detector).
+    """A KServe answer (v1 or v2): one prediction per instance (-1 anomaly, 1 normal for the anomaly-detector).
 
     Integral values are ints whatever the server sent (`-1.0` -> `-1`); other values stay floats.
-    `scores`/`confidences` are the extras our reference service returns, when present.
+    `scores`/`confidences` are the extras our reference service returns (v1 fields, v2 outputs), when present.
     """
 
     model: str
@@ -362,8 +382,71 @@ def _integral(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+class _V2Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+
+
+class _V2Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_version: str | None = None
+    outputs: list[_V2Output]
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+
+class _Numbers(BaseModel):
+    values: list[Number]
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    """A v2 tensor's data in row-major order, whether the server sent it flat or nested."""
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flat(item) if isinstance(item, list) else [item])
+    return out
+
+
+def _v2_prediction(model: str, body: _V2Response, rows: int) -> tuple[list[float], dict[str, list[float]]]:
+    """The predictions (the output named `predictions`, or the only output, as KServe's `output-0`) and
+    the `scores`/`confidences` outputs when present, each with one value per instance."""
+    by_name = {o.name: o for o in body.outputs}
+    if "predictions" in by_name:
+        main = by_name["predictions"]
+    elif len(body.outputs) == 1:
+        main = body.outputs[0]
+    else:
+        names = ", ".join(by_name) or "none"
+        raise InvalidModelResponse(model, f"outputs: no 'predictions' output among {names}")
+    columns: dict[str, list[float]] = {}
+    for name, output in (
+        ("predictions", main),
+        *((n, by_name[n]) for n in ("scores", "confidences") if n in by_name),
+    ):
+        try:
+            values = _Numbers(values=_flat(output.data)).values
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"][1:])
+            raise InvalidModelResponse(
+                model, f"outputs[{output.name}].data.{where}: {error['msg']}"
+            ) from None
+        if len(values) != rows:
+            raise InvalidModelResponse(
+                model, f"outputs[{output.name}]: {len(values)} values for {rows} instances"
+            )
+        columns[name] = values
+    return columns.pop("predictions"), columns
+
+
 class KServeClient:
-    """Calls the registered KServe v1 models; one per process; `aclose()` when done."""
+    """Calls the registered KServe models (v1 or v2 each); one per process; `aclose()` when done."""
 
     def __init__(
         self,
@@ -402,11 +485,17 @@ class KServeClient:
         return {name: dep.breaker.snapshot() for name, dep in self._deps.items()}
 
     async def predict(self, model: str, instances: Sequence[Sequence[float]]) -> Prediction:
-        """`POST {url}/v1/models/{kserve model}:predict` with `{"instances": [[...], ...]}`."""
+        """v1: `POST {url}/v1/models/{kserve model}:predict` with `{"instances": [[...], ...]}`; v2:
+        `POST {url}/v2/models/{kserve model}/infer` with one FP64 tensor of shape [n, width].
+
+        ValueError (nothing sent) for values that are not finite, and under v2 for rows of different lengths.
+        """
         endpoint = self.registry.get(model)
         rows = [[float(v) for v in row] for row in instances]
         if not all(math.isfinite(v) for row in rows for v in row):
             raise ValueError("instances must be finite numbers")
+        if endpoint.protocol == "v2":
+            return await self._infer(endpoint, rows)
 
         def parse(response: httpx.Response) -> Prediction:
             body = _parse(model, response, _V1Response)
@@ -427,8 +516,39 @@ class KServeClient:
         url = f"{endpoint.url}/v1/models/{endpoint.model}:predict"
         return await self._deps[model].call("predict", url, {"instances": rows}, parse)
 
+    async def _infer(self, endpoint: ModelEndpoint, rows: list[list[float]]) -> Prediction:
+        width = len(rows[0]) if rows else 0
+        for i, row in enumerate(rows):
+            if len(row) != width:
+                raise ValueError(
+                    f"a v2 tensor needs rows of one length: instances[{i}] has {len(row)} values, "
+                    f"instances[0] {width}"
+                )
+        tensor = {
+            "name": "input-0",
+            "shape": [len(rows), width],
+            "datatype": "FP64",
+            "data": [v for r in rows for v in r],
+        }
+        model = endpoint.name
+
+        def parse(response: httpx.Response) -> Prediction:
+            body = _parse(model, response, _V2Response)
+            predictions, extras = _v2_prediction(model, body, len(rows))
+            return Prediction(
+                model=model,
+                predictions=[_integral(v) for v in predictions],
+                model_version=body.model_version,
+                scores=extras.get("scores"),
+                confidences=extras.get("confidences"),
+            )
+
+        url = f"{endpoint.url}/v2/models/{endpoint.model}/infer"
+        return await self._deps[model].call("predict", url, {"inputs": [tensor]}, parse)
+
     async def model_health(self, model: str) -> ModelHealth:
-        """`GET {url}/v1/models/{kserve model}`; an open circuit is `unavailable` without asking."""
+        """`GET {url}/v1/models/{kserve model}` (v2: `/v2/models/{kserve model}/ready`); an open circuit is
+        `unavailable` without asking."""
         endpoint = self.registry.get(model)
         dep = self._deps[model]
         state = dep.breaker.state.label
@@ -438,7 +558,12 @@ class KServeClient:
         if state == "open":
             message = f"circuit breaker open; next trial in {dep.breaker.retry_after_s():.1f}s"
             return replace(health, message=message)
-        ok, message = await dep.probe(f"{endpoint.url}/v1/models/{endpoint.model}")
+        path = (
+            f"/v2/models/{endpoint.model}/ready"
+            if endpoint.protocol == "v2"
+            else f"/v1/models/{endpoint.model}"
+        )
+        ok, message = await dep.probe(endpoint.url + path)
         return replace(health, status="ready" if ok else "unavailable", message=message)
 
     async def aclose(self) -> None:

@@ -1,5 +1,6 @@
-"""Which model scores a feature vector, and how: KServe v1 when an `anomaly-detector` model is registered
-(`KSERVE_ANOMALY_DETECTOR_SERVICE` / `_URL`), else the Python ML service (`ML_SERVICE_URL`), else none.
+"""Which model scores a feature vector, and how: KServe (v1 or v2, `KSERVE_PROTOCOL`) when an
+`anomaly-detector` model is registered (`KSERVE_ANOMALY_DETECTOR_SERVICE` / `_URL`), else the Python ML
+service (`ML_SERVICE_URL`), else none.
 Every failure, the circuit breaker's included, becomes `ScoringUnavailable` with a reason."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Scorer(Protocol):
 
 
 class KServeScorer:
-    """`POST /v1/models/anomaly-detector:predict` with one instance of 45 floats."""
+    """`POST /v1/models/anomaly-detector:predict` (v2: `/v2/models/anomaly-detector/infer`) with the vectors."""
 
     source = "kserve"
 
@@ -57,7 +58,9 @@ class KServeScorer:
         except MLError as exc:
             raise ScoringUnavailable(str(exc)) from None
         if len(answer.predictions) != len(vectors) or any(p not in (-1, 1) for p in answer.predictions):
-            raise ScoringUnavailable(f"{self.model} answered {answer.predictions!r}: expected one -1/1 per vector")
+            raise ScoringUnavailable(
+                f"{self.model} answered {answer.predictions!r}: expected one -1/1 per vector"
+            )
         return [
             ModelScore(
                 model=self.model,
@@ -108,7 +111,14 @@ def model_registry(settings: Settings, environ: Mapping[str, str] | None = None)
     """The KServe models from the environment, plus the embedded reference model when one is served."""
     registry = ModelRegistry.from_env(os.environ if environ is None else environ, settings)
     if settings.embedded_ml_url and ANOMALY_MODEL not in registry:
-        embedded = ModelEndpoint(ANOMALY_MODEL, "embedded-reference", "", ANOMALY_MODEL, settings.embedded_ml_url)
+        embedded = ModelEndpoint(
+            ANOMALY_MODEL,
+            "embedded-reference",
+            "",
+            ANOMALY_MODEL,
+            settings.embedded_ml_url,
+            settings.kserve_protocol,  # the reference service speaks both
+        )
         registry = ModelRegistry([*registry, embedded])
     return registry
 

@@ -1,13 +1,17 @@
 """The KServe proxy routes and ML recommendations, with the engine's semantics and JSON error bodies.
 
-* `POST /api/v1/detect` forwards `{"model","instances"}` to the model's KServe v1 predictor.
+* `POST /api/v1/detect` forwards `{"model","instances"}` to the model's KServe predictor (v1 or v2).
 * `GET /api/v1/models`, `GET /api/v1/models/{model}/health`.
 * `POST /api/v1/recommendations`: recurring incidents (the engine's historical analysis) plus the
   anomaly-detector's verdict on the current 45-feature vector; `ml_enabled` is true only when the model
   really answered, and `ml` says why not otherwise.
 
 Errors on the proxy routes carry `error` and `success: false` (the notebook client reads `error` on
-400/404/503); an unavailable model, its circuit breaker open included, is a 503 with Retry-After when known.
+400/404/503); an unavailable model, its circuit breaker open included, is a 503 at once. It carries no
+`Retry-After`: the notebook client's urllib3 `Retry` honours that header on each of its 3 retries, so the
+breaker's remaining open time (up to 30 s) became 30-60 s of blocking per call, while without it the
+client backs off 0 + 1 + 2 s and gives up, as it did with the Go engine. When the breaker is open the
+body says when the next trial is (`retry_after_s`), for clients that want to wait for it.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ def _proxy_error(status: int, code: str, message: str, headers: dict[str, str] |
 
 
 def _unavailable(exc: ModelUnavailable) -> ApiError:
-    retry = {"Retry-After": str(math.ceil(exc.retry_after_s))} if exc.retry_after_s else None
-    return _proxy_error(503, "MODEL_UNAVAILABLE", str(exc), headers=retry)
+    """503 without `Retry-After` (see the module docstring); the breaker's next trial in the body."""
+    extra = {"retry_after_s": round(exc.retry_after_s, 1)} if exc.retry_after_s else {}
+    return ApiError(503, "MODEL_UNAVAILABLE", str(exc), success=False, **extra)
 
 
 def _instances(body: dict[str, Any]) -> list[list[float]]:
@@ -141,11 +146,13 @@ def router(
     45-feature vector of a namespace (None: the cluster); without it the ML part reports itself off."""
     api = APIRouter(tags=["models"])
 
-    @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 proxy)")
+    @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 or v2 proxy)")
     async def detect(request: Request) -> JSONResponse:
         model, instances = await _detect_request(request)
         try:
             prediction = await kserve.predict(model, instances)
+        except ValueError as exc:  # nothing was sent: rows a v2 tensor cannot hold
+            raise _proxy_error(400, "INVALID_REQUEST", f"Invalid request format: {exc}") from None
         except ModelNotFound as exc:
             raise _proxy_error(404, "MODEL_NOT_FOUND", str(exc)) from None
         except ModelUnavailable as exc:

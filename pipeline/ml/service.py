@@ -1,12 +1,34 @@
-"""The reference ML service (`pipeline ml serve`): one ``ReferenceModel`` behind two protocols.
+"""The reference ML service (`pipeline ml serve`): one ``ReferenceModel`` behind three protocols.
 
-KServe v1 (what the engine's proxy and our scorer call)::
+The model answers to its name, ``anomaly-detector``, and to ``model``: the name a KServe model server
+gives a model when its runtime is not told one, which the MCP server's ``get-model-status`` asks for
+(``GET /v2/models/model`` on the ``anomaly-detector-predictor`` Service). Answers always carry the
+model's own name.
+
+KServe v1 (what the engine's proxy and our scorer call by default)::
 
     GET  /v1/models                      -> {"models": ["anomaly-detector"]}
     GET  /v1/models/anomaly-detector     -> {"name": "anomaly-detector", "ready": true, "version": "..."}
     POST /v1/models/anomaly-detector:predict   {"instances": [[45 numbers or null], ...]}
       -> {"predictions": [-1|1, ...], "scores": [...], "confidences": [...], "imputed": [[names], ...],
           "model_name": "anomaly-detector", "model_version": "..."}
+
+KServe v2, the Open Inference Protocol (the MCP server; our clients with ``KSERVE_PROTOCOL=v2``)::
+
+    GET  /v2                                  -> {"name", "version", "extensions": []}
+    GET  /v2/health/live | /v2/health/ready   -> 200 {"live": true} | {"ready": true}
+    GET  /v2/models/{m}[/versions/{v}]        -> {"name", "versions": [v], "platform": "sklearn",
+                                                  "inputs": [{"name", "datatype", "shape": [-1, 45]}], "outputs": [...]}
+    GET  /v2/models/{m}[/versions/{v}]/ready  -> {"name", "ready": true}
+    POST /v2/models/{m}[/versions/{v}]/infer  {"id"?, "inputs": [{"name", "shape": [n, 45], "datatype": "FP32"|"FP64",
+                                                "data": [n*45 numbers] | [[45 numbers], ...]}], "outputs"?: [{"name"}]}
+      -> {"model_name", "model_version", "id"?, "outputs": [{"name": "predictions", "datatype": "INT64",
+          "shape": [n], "data": [-1|1, ...]}, {"name": "scores", "datatype": "FP64", ...}, {"name": "confidences", ...}]}
+
+    One input tensor, any name; ``outputs`` narrows the answer to the named outputs. v2 tensors hold
+    numbers only: a missing value is a 400 here (the v1 route imputes ``null``). Errors are the
+    protocol's ``{"error": "..."}``: 404 for an unknown model or version, 400 naming what is wrong with the
+    tensor.
 
 The legacy Python ML-service routes (anchor §4.3), with the richer requests accepted:
 
@@ -40,12 +62,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from pipeline import __version__
 from pipeline.domain.capacity import fit_line
 from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, metric_features
-from pipeline.ml.model import InvalidVector, ReferenceModel, as_vector, train_or_load, vector_from_mapping
+from pipeline.ml.model import (
+    InvalidVector,
+    Prediction,
+    ReferenceModel,
+    as_vector,
+    train_or_load,
+    vector_from_mapping,
+)
 from pipeline.observability import configure_logging, get_logger
 from pipeline.web import errors
 from pipeline.web.errors import ApiError
@@ -517,10 +548,151 @@ def _correlations(series: dict[SeriesKey, list[Point]]) -> list[dict[str, Any]]:
     return found
 
 
+# ----------------------------------------------------------------------------- KServe v2 (pure)
+SERVED_ALIASES = ("model",)  # a KServe model server's default model name, which the MCP server asks for
+V2_DATATYPES = ("FP32", "FP64")
+V2_INPUT = "input-0"
+V2_OUTPUTS = {"predictions": "INT64", "scores": "FP64", "confidences": "FP64"}
+
+
+class V2Error(Exception):
+    """An Open Inference Protocol error: answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True, slots=True)
+class V2Request:
+    rows: list[list[float | None]]
+    outputs: tuple[str, ...]  # the outputs to answer, in the protocol's order of the request
+    id: str | None
+
+
+def v2_metadata(model: ReferenceModel) -> dict[str, Any]:
+    width = len(FEATURE_NAMES)
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "sklearn",
+        "inputs": [{"name": V2_INPUT, "datatype": "FP64", "shape": [-1, width]}],
+        "outputs": [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in V2_OUTPUTS.items()],
+    }
+
+
+def v2_request(body: Any) -> V2Request:
+    """The rows of an inference request: one FP32/FP64 tensor of shape [n, 45], data flat or nested."""
+    if not isinstance(body, dict):
+        raise V2Error(400, "the request body must be a JSON object with 'inputs'")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        got = f"{len(inputs)} tensors" if isinstance(inputs, list) else repr(inputs)
+        raise V2Error(
+            400, f"'inputs' must hold exactly one tensor of shape [n, {len(FEATURE_NAMES)}], got {got}"
+        )
+    rows = _v2_rows(inputs[0])
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise V2Error(400, "'id' must be a string")
+    return V2Request(rows, _v2_outputs(body.get("outputs")), request_id)
+
+
+def _v2_rows(tensor: Any) -> list[list[float | None]]:
+    width = len(FEATURE_NAMES)
+    if not isinstance(tensor, dict):
+        raise V2Error(400, "inputs[0] must be a tensor object with name, shape, datatype and data")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise V2Error(400, "inputs[0].name is required")
+    where = f"input {name!r}"
+    datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
+    if datatype not in V2_DATATYPES:
+        raise V2Error(400, f"{where}: datatype must be FP32 or FP64, got {datatype!r}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or shape[1] != width
+        or not 1 <= shape[0] <= MAX_INSTANCES
+    ):
+        raise V2Error(
+            400, f"{where}: shape must be [n, {width}] with 1 <= n <= {MAX_INSTANCES}, got {shape!r}"
+        )
+    count = shape[0]
+    if not isinstance(data, list):
+        raise V2Error(400, f"{where}: data must be a list of numbers, flat or nested as the shape")
+    if data and all(isinstance(row, list) for row in data):
+        if len(data) != count or any(len(row) != width for row in data):
+            sizes = sorted({len(row) for row in data})
+            raise V2Error(
+                400,
+                f"{where}: nested data has {len(data)} rows of {sizes} values; the shape says {count} x {width}",
+            )
+        rows = data
+    elif any(isinstance(v, list) for v in data):
+        raise V2Error(400, f"{where}: data mixes numbers and lists; send it flat or nested as [n][{width}]")
+    elif len(data) != count * width:
+        raise V2Error(400, f"{where}: data has {len(data)} values; shape {shape} needs {count * width}")
+    else:
+        rows = [data[i * width : (i + 1) * width] for i in range(count)]
+    vectors = []
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if value is None:
+                raise V2Error(
+                    400,
+                    f"{where}: data[{i}][{j}] ({FEATURE_NAMES[j]}) is null; a {datatype} tensor holds numbers "
+                    "(the v1 route imputes null)",
+                )
+        try:
+            vectors.append(as_vector(row, f"{where}: data[{i}]"))
+        except InvalidVector as exc:
+            raise V2Error(400, str(exc)) from None
+    return vectors
+
+
+def _v2_outputs(requested: Any) -> tuple[str, ...]:
+    if requested is None:
+        return tuple(V2_OUTPUTS)
+    if not isinstance(requested, list) or not requested:
+        raise V2Error(400, "'outputs' must be a non-empty list of {\"name\": ...} objects")
+    names = []
+    for i, output in enumerate(requested):
+        name = output.get("name") if isinstance(output, dict) else None
+        if name not in V2_OUTPUTS:
+            raise V2Error(400, f"outputs[{i}].name: unknown output {name!r} (known: {', '.join(V2_OUTPUTS)})")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def v2_response(model: ReferenceModel, request: V2Request, answers: Sequence[Prediction]) -> dict[str, Any]:
+    columns = {
+        "predictions": [a.prediction for a in answers],
+        "scores": [a.score for a in answers],
+        "confidences": [a.confidence for a in answers],
+    }
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request.id is not None:
+        body["id"] = request.id
+    body["outputs"] = [
+        {"name": name, "datatype": V2_OUTPUTS[name], "shape": [len(answers)], "data": columns[name]}
+        for name in request.outputs
+    ]
+    return body
+
+
 # ----------------------------------------------------------------------------- the app
 def _model_or_404(model: ReferenceModel, name: str) -> None:
-    if name != model.name:
+    if name != model.name and name not in SERVED_ALIASES:
         raise ApiError(404, "MODEL_NOT_FOUND", f"model not found: {name}", model=name)
+
+
+def _v2_model(model: ReferenceModel, name: str, version: str | None = None) -> None:
+    if name != model.name and name not in SERVED_ALIASES:
+        raise V2Error(404, f"model not found: {name}")
+    if version is not None and version != model.version:
+        raise V2Error(404, f"model {model.name} has no version {version}; it serves {model.version}")
 
 
 def _instances(body: Any) -> list[list[float | None]]:
@@ -577,6 +749,46 @@ def create_app(model: ReferenceModel) -> FastAPI:
             "model_name": model.name,
             "model_version": model.version,
         }
+
+    @app.exception_handler(V2Error)
+    async def v2_error(_: Request, exc: V2Error) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.get("/v2", tags=["kserve-v2"])
+    async def v2_server() -> dict[str, Any]:
+        return {"name": "pipeline-reference-ml", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live", tags=["kserve-v2"])
+    async def v2_live() -> dict[str, Any]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["kserve-v2"])
+    async def v2_ready() -> dict[str, Any]:
+        return {"ready": True}  # the model is loaded before the server listens
+
+    @app.get("/v2/models/{name}", tags=["kserve-v2"])
+    @app.get("/v2/models/{name}/versions/{version}", tags=["kserve-v2"])
+    async def v2_model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        _v2_model(model, name, version)
+        return v2_metadata(model)
+
+    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"])
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["kserve-v2"])
+    async def v2_model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        _v2_model(model, name, version)
+        return {"name": model.name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer", tags=["kserve-v2"])
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["kserve-v2"])
+    async def v2_infer(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+        _v2_model(model, name, version)
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            raise V2Error(400, f"request body is not JSON: {exc}") from None
+        inference = v2_request(body)
+        answers = await run_in_threadpool(model.predict, inference.rows)
+        return v2_response(model, inference, answers)
 
     @app.post("/api/v1/anomaly/detect", tags=["ml-service"])
     async def anomaly_detect(request: Request) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The model is trained once for the module (`train_or_load` into a fresh directory
 real Prometheus, the project's FeatureCollector). The scenario vectors come from a second real Prometheus
 serving the default history ending now, collected at the scenario's end, exactly as the enrich stage
 would. The service runs in this process under uvicorn on a free loopback port, and once more as
-`python -m pipeline.cli ml serve` to show the version survives a reload.
+`python -m pipeline.cli ml serve` to show the version survives a reload. Both KServe protocols are
+checked: v1, and v2 (the Open Inference Protocol, which the MCP server's get-model-status speaks).
 
 Needs the binaries from scripts/install-components.sh; fails (never skips) without them.
 """
@@ -207,6 +208,117 @@ async def test_a_body_that_is_not_json_is_a_400(http: httpx.AsyncClient) -> None
     for path in (PREDICT, "/api/v1/anomaly/detect", "/api/v1/prediction/predict", "/api/v1/pattern/analyze"):
         response = await http.post(path, content=b"{instances:", headers={"Content-Type": "application/json"})
         assert response.status_code == 400 and response.json()["code"] == "INVALID_JSON"
+
+
+# ============================================================================ KServe v2 (Open Inference Protocol)
+def v2_tensor(rows: list[list[float | None]], datatype: str = "FP64", nested: bool = False) -> dict[str, Any]:
+    data: list[Any] = [list(r) for r in rows] if nested else [v for r in rows for v in r]
+    return {"name": "input-0", "shape": [len(rows), len(FEATURE_NAMES)], "datatype": datatype, "data": data}
+
+
+async def test_v2_health_metadata_and_the_name_the_mcp_server_asks_for(
+    http: httpx.AsyncClient, model: ReferenceModel
+) -> None:
+    assert (await http.get("/v2/health/live")).json() == {"live": True}
+    assert (await http.get("/v2/health/ready")).json() == {"ready": True}
+    server = (await http.get("/v2")).json()
+    assert server["name"] and server["version"] and server["extensions"] == []
+    expected = {
+        "name": MODEL_NAME,
+        "versions": [model.version],
+        "platform": "sklearn",
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 45]}],
+        "outputs": [
+            {"name": "predictions", "datatype": "INT64", "shape": [-1]},
+            {"name": "scores", "datatype": "FP64", "shape": [-1]},
+            {"name": "confidences", "datatype": "FP64", "shape": [-1]},
+        ],
+    }
+    # The MCP server's get-model-status: GET /v2/models/model, ready iff 200, the name from `name`.
+    for name in ("model", MODEL_NAME):
+        for path in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{model.version}"):
+            response = await http.get(path)
+            assert response.status_code == 200 and response.json() == expected, path
+        for path in (f"/v2/models/{name}/ready", f"/v2/models/{name}/versions/{model.version}/ready"):
+            assert (await http.get(path)).json() == {"name": MODEL_NAME, "ready": True}
+    for path in ("/v2/models/predictive-analytics", "/v2/models/predictive-analytics/ready"):
+        unknown = await http.get(path)
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "model not found: predictive-analytics"}
+    old = await http.get(f"/v2/models/{MODEL_NAME}/versions/0000/ready")
+    assert old.status_code == 404
+    assert old.json() == {"error": f"model {MODEL_NAME} has no version 0000; it serves {model.version}"}
+
+
+async def test_v2_infer_answers_what_v1_answers_flat_or_nested_fp32_or_fp64(
+    http: httpx.AsyncClient, vectors: dict[str, list[float | None]], model: ReferenceModel
+) -> None:
+    rows = [vectors[name] for name in ("leaky", "crashy", "cart-0", "cart-1")]
+    v1 = await predict(http, rows)
+    for body in (
+        {"inputs": [v2_tensor(rows)]},
+        {"inputs": [v2_tensor(rows, nested=True)]},
+        {"inputs": [{**v2_tensor(rows, "FP32"), "name": "anything"}]},
+    ):
+        response = await http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert (answer["model_name"], answer["model_version"]) == (MODEL_NAME, model.version)
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        assert list(outputs) == ["predictions", "scores", "confidences"]
+        assert outputs["predictions"] == {
+            "name": "predictions",
+            "datatype": "INT64",
+            "shape": [4],
+            "data": [-1, -1, 1, 1],
+        }
+        assert (
+            outputs["scores"]["data"] == v1["scores"] and outputs["confidences"]["data"] == v1["confidences"]
+        )
+    narrowed = await http.post(
+        f"/v2/models/model/versions/{model.version}/infer",
+        json={"id": "req-7", "inputs": [v2_tensor(rows[:1])], "outputs": [{"name": "scores"}]},
+    )
+    assert narrowed.json() == {
+        "model_name": MODEL_NAME,
+        "model_version": model.version,
+        "id": "req-7",
+        "outputs": [{"name": "scores", "datatype": "FP64", "shape": [1], "data": v1["scores"][:1]}],
+    }
+
+
+ROW = [0.1] * 45
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"inputs": []}, "'inputs' must hold exactly one tensor of shape [n, 45], got 0 tensors"),
+        ({"instances": [ROW]}, "'inputs' must hold exactly one tensor of shape [n, 45], got None"),
+        ({"inputs": [{"shape": [1, 45], "datatype": "FP64", "data": ROW}]}, "inputs[0].name is required"),
+        ({"inputs": [{**v2_tensor([ROW]), "datatype": "INT64"}]}, "input 'input-0': datatype must be FP32 or FP64, got 'INT64'"),
+        ({"inputs": [{**v2_tensor([ROW]), "shape": [1, 44]}]}, "input 'input-0': shape must be [n, 45] with 1 <= n <= 10000, got [1, 44]"),
+        ({"inputs": [{**v2_tensor([ROW]), "shape": [2, 45]}]}, "input 'input-0': data has 45 values; shape [2, 45] needs 90"),
+        ({"inputs": [{**v2_tensor([ROW, ROW[:44]], nested=True)}]}, "input 'input-0': nested data has 2 rows of [44, 45] values; the shape says 2 x 45"),
+        ({"inputs": [v2_tensor([[*ROW[:10], "high", *ROW[11:]]])]}, "input 'input-0': data[0][10]: node_memory_utilization_mean_5m is not a number: 'high'"),
+        ({"inputs": [v2_tensor([[*ROW[:44], None]])]}, "input 'input-0': data[0][44] (container_restart_count_pct_change) is null; a FP64 tensor holds numbers (the v1 route imputes null)"),
+        ({"inputs": [v2_tensor([ROW])], "outputs": [{"name": "imputed"}]}, "outputs[0].name: unknown output 'imputed' (known: predictions, scores, confidences)"),
+        ([ROW], "the request body must be a JSON object with 'inputs'"),
+    ],
+)  # fmt: skip
+async def test_v2_rejects_what_is_not_one_tensor_of_45_numbers_saying_what_is_wrong(
+    http: httpx.AsyncClient, body: Any, error: str
+) -> None:
+    response = await http.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+
+
+async def test_v2_errors_for_bodies_that_are_not_json_and_unknown_models(http: httpx.AsyncClient) -> None:
+    garbled = await http.post("/v2/models/model/infer", content=b"{inputs:")
+    assert garbled.status_code == 400 and garbled.json()["error"].startswith("request body is not JSON")
+    unknown = await http.post("/v2/models/predictive-analytics/infer", json={"inputs": [v2_tensor([ROW])]})
+    assert unknown.status_code == 404 and unknown.json() == {"error": "model not found: predictive-analytics"}
 
 
 # ============================================================================ the ML-service routes
@@ -440,6 +552,8 @@ async def test_the_version_is_stable_across_a_reload(
         assert ready["model_version"] == model.version and ready["url"].startswith("http://127.0.0.1:")
         async with httpx.AsyncClient(base_url=ready["url"], timeout=30.0, trust_env=False) as reloaded:
             assert (await reloaded.get("/health")).json()["model_version"] == model.version
+            mcp = await reloaded.get("/v2/models/model")  # what the MCP server's get-model-status asks
+            assert mcp.status_code == 200 and mcp.json()["versions"] == [model.version]
             again = (await reloaded.post(PREDICT, json={"instances": [vectors["leaky"]]})).json()
         here = await predict(http, [vectors["leaky"]])
         assert again == here

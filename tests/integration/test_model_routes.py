@@ -1,8 +1,10 @@
 """The KServe proxy routes and recommendations, with the models behind real HTTP servers.
 
-Each route test runs against two backends:
+Each route test runs against three backends:
 * `reference`: the project's reference ML service (`pipeline.ml.service.create_app` over the cached
-  reference model, trained on first use with a real Prometheus) under uvicorn;
+  reference model, trained on first use with a real Prometheus) under uvicorn, called over KServe v1;
+* `reference-v2`: the same service called over KServe v2, the Open Inference Protocol
+  (`KSERVE_PROTOCOL=v2`);
 * `fake`: the FAKE KServe of tests/unit/test_ml_clients.py, which can also be made to fail, stall or
   answer garbage (a real KServe cannot run here).
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +26,7 @@ import pytest
 from fastapi import FastAPI
 
 from pipeline.adapters.breaker import BreakerState
-from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
+from pipeline.adapters.ml import KServeClient, KServeProtocol, ModelEndpoint, ModelRegistry
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
 from pipeline.embedded.process import free_port
@@ -40,17 +42,21 @@ pytestmark = pytest.mark.timeout(300)
 
 @dataclass
 class Backend:
-    """A KServe v1 server with a vector it calls normal (1) and one it calls anomalous (-1)."""
+    """A KServe server with a vector it calls normal (1) and one it calls anomalous (-1), and the protocol
+    the gateway calls it with."""
 
     name: str
     served: Served
     normal: list[float]
     anomalous: list[float]
     fake: FakeKServe | None = None
+    protocol: KServeProtocol = "v1"
+
+    def endpoint(self, name: str, service: str, model: str, url: str | None = None) -> ModelEndpoint:
+        return ModelEndpoint(name, service, "models", model, url or self.served.url, self.protocol)
 
     def registry(self, *extra: ModelEndpoint) -> ModelRegistry:
-        own = ModelEndpoint(MODEL, f"{MODEL}-predictor", "models", MODEL, self.served.url)
-        return ModelRegistry([own, *extra])
+        return ModelRegistry([self.endpoint(MODEL, f"{MODEL}-predictor", MODEL), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,11 @@ async def reference_kserve() -> AsyncIterator[Backend]:
 
 
 @pytest.fixture(scope="module")
+def reference_v2_kserve(reference_kserve: Backend) -> Backend:
+    return replace(reference_kserve, name="reference-v2", protocol="v2")
+
+
+@pytest.fixture(scope="module")
 async def fake_kserve() -> AsyncIterator[Backend]:
     fake = FakeKServe()
     served = await Served(fake.app).start()
@@ -70,10 +81,10 @@ async def fake_kserve() -> AsyncIterator[Backend]:
     await served.stop()
 
 
-@pytest.fixture(params=["reference", "fake"])
+@pytest.fixture(params=["reference", "reference-v2", "fake"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each backend in turn, the fake reset to behave."""
-    chosen: Backend = request.getfixturevalue(f"{request.param}_kserve")
+    chosen: Backend = request.getfixturevalue(f"{request.param.replace('-', '_')}_kserve")
     if chosen.fake is not None:
         chosen.fake.reset()
     return chosen
@@ -146,7 +157,7 @@ def notebook_error(response: httpx.Response, status: int) -> str:
 
 # ------------------------------------------------------------------------------------------ models / health
 async def test_models_lists_the_registered_models(backend: Backend, make_gateway: MakeGateway) -> None:
-    other = ModelEndpoint("predictive-analytics", "pa", "models", "predictive-analytics", backend.served.url)
+    other = backend.endpoint("predictive-analytics", "pa", "predictive-analytics")
     g = await make_gateway(backend.registry(other))
     response = await g.http.get("/api/v1/models")
     assert response.status_code == 200
@@ -158,8 +169,8 @@ async def test_models_lists_the_registered_models(backend: Backend, make_gateway
 async def test_model_health_ready_unavailable_and_unknown(
     backend: Backend, make_gateway: MakeGateway
 ) -> None:
-    down = ModelEndpoint("down", "down-predictor", "models", "down", f"http://127.0.0.1:{free_port()}")
-    missing = ModelEndpoint("missing", "missing-predictor", "models", "no-such-model", backend.served.url)
+    down = backend.endpoint("down", "down-predictor", "down", f"http://127.0.0.1:{free_port()}")
+    missing = backend.endpoint("missing", "missing-predictor", "no-such-model")
     g = await make_gateway(backend.registry(down, missing))
     ready = await g.http.get(f"/api/v1/models/{MODEL}/health")
     assert ready.status_code == 200
@@ -190,7 +201,7 @@ async def test_detect_forwards_instances_and_answers_int_predictions(backend: Ba
     body = response.json()
     assert body["predictions"] == [1, -1] and all(type(p) is int for p in body["predictions"])
     assert body["model_name"] == MODEL
-    if backend.name == "reference":
+    if backend.fake is None:  # the reference service, over either protocol
         assert body["model_version"] and len(body["scores"]) == len(body["confidences"]) == 2
         assert body["scores"][1] > 0.5 > body["scores"][0]
 
@@ -198,7 +209,7 @@ async def test_detect_forwards_instances_and_answers_int_predictions(backend: Ba
 async def test_detect_answers_with_the_logical_name_of_an_aliased_model(
     backend: Backend, make_gateway: MakeGateway
 ) -> None:
-    alias = ModelEndpoint("detector", "ad-stable", "models", MODEL, backend.served.url)
+    alias = backend.endpoint("detector", "ad-stable", MODEL)
     g = await make_gateway(ModelRegistry([alias]))
     response = await g.http.post("/api/v1/detect", json={"model": "detector", "instances": [backend.normal]})
     assert response.status_code == 200, response.text
@@ -239,7 +250,7 @@ async def test_detect_unknown_model_is_404(gw: Gateway, backend: Backend) -> Non
 
 
 async def test_detect_unreachable_model_is_503(make_gateway: MakeGateway, backend: Backend) -> None:
-    down = ModelEndpoint(MODEL, "ad", "models", MODEL, f"http://127.0.0.1:{free_port()}")
+    down = backend.endpoint(MODEL, "ad", MODEL, f"http://127.0.0.1:{free_port()}")
     g = await make_gateway(ModelRegistry([down]))
     response = await g.http.post("/api/v1/detect", json={"model": MODEL, "instances": [backend.normal]})
     assert notebook_error(response, 503).startswith("model unavailable: anomaly-detector: ConnectError")
@@ -248,13 +259,14 @@ async def test_detect_unreachable_model_is_503(make_gateway: MakeGateway, backen
 async def test_detect_a_model_its_server_does_not_serve_is_503(
     backend: Backend, make_gateway: MakeGateway
 ) -> None:
-    misnamed = ModelEndpoint(MODEL, "ad", "models", "no-such-model", backend.served.url)
+    misnamed = backend.endpoint(MODEL, "ad", "no-such-model")
     g = await make_gateway(ModelRegistry([misnamed]))
     response = await g.http.post("/api/v1/detect", json={"model": MODEL, "instances": [backend.normal]})
     error = notebook_error(response, 503)
-    assert error.startswith(
-        f"model unavailable: anomaly-detector: {backend.served.url}/v1/models/no-such-model:predict"
+    path = (
+        "/v2/models/no-such-model/infer" if backend.protocol == "v2" else "/v1/models/no-such-model:predict"
     )
+    assert error.startswith(f"model unavailable: anomaly-detector: {backend.served.url}{path}")
     assert "answered 404" in error and error.endswith("is the model deployed under that name?")
 
 
@@ -268,6 +280,17 @@ async def test_input_the_model_refuses_is_400(backend: Backend, gw: Gateway) -> 
     error = notebook_error(response, 400)
     assert error.startswith("Prediction failed: model anomaly-detector rejected the request (HTTP 400)")
     assert gw.kserve.breaker(MODEL).state is BreakerState.CLOSED
+
+
+async def test_rows_a_v2_tensor_cannot_hold_are_400_before_calling_the_model(
+    reference_v2_kserve: Backend, make_gateway: MakeGateway
+) -> None:
+    g = await make_gateway(reference_v2_kserve.registry())
+    ragged = {"model": MODEL, "instances": [reference_v2_kserve.normal, [0.1, 0.2]]}
+    error = notebook_error(await g.http.post("/api/v1/detect", json=ragged), 400)
+    assert error == (
+        "Invalid request format: a v2 tensor needs rows of one length: instances[1] has 2 values, instances[0] 45"
+    )
 
 
 async def test_breaker_opens_when_the_model_goes_away_and_half_opens_when_it_returns(
@@ -284,7 +307,8 @@ async def test_breaker_opens_when_the_model_goes_away_and_half_opens_when_it_ret
             "model unavailable: anomaly-detector: circuit breaker open after 3 consecutive failures; "
             "next trial in 30.0s"
         )
-        assert fast.headers["retry-after"] == "30"
+        # No Retry-After: clients that honour it (the notebook's urllib3 Retry) would block on it per retry.
+        assert "retry-after" not in fast.headers and fast.json()["retry_after_s"] == 30.0
         health = (await gw.http.get(f"/api/v1/models/{MODEL}/health")).json()
         assert (health["status"], health["circuit_breaker"]) == ("unavailable", "open")
     finally:
@@ -497,7 +521,7 @@ async def test_recommendations_ml_is_honest_about_why_it_is_off(
     body = (await declined.http.post("/api/v1/recommendations", json={"include_predictions": False})).json()
     assert (body["ml_enabled"], body["ml"]["message"]) == (False, "predictions not requested")
 
-    down = ModelEndpoint(MODEL, "ad", "models", MODEL, f"http://127.0.0.1:{free_port()}")
+    down = backend.endpoint(MODEL, "ad", MODEL, f"http://127.0.0.1:{free_port()}")
     unreachable = await make_gateway(
         ModelRegistry([down]), features=features(backend.anomalous), incidents=history(HISTORY)
     )

@@ -1,11 +1,11 @@
 """The model registry (env discovery) and the ML clients against real HTTP servers.
 
-The servers here are FAKES: `FakeKServe` speaks the KServe v1 protocol and `FakeMLService` the legacy ML
-service's routes in both response variants. A real KServe needs a Kubernetes cluster with its controller
+The servers here are FAKES: `FakeKServe` speaks the KServe v1 and v2 protocols and `FakeMLService` the
+legacy ML service's routes in both response variants. A real KServe needs a Kubernetes cluster with its controller
 and runtimes, which cannot run here; the fakes can also be told to fail, stall or answer garbage on demand,
 which no real server does. They run under uvicorn on a loopback port, so the clients' real HTTP stack,
 timeouts and retries are exercised. tests/integration/test_model_routes.py also runs the proxy routes
-against the project's reference ML service.
+against the project's reference ML service, over both protocols.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pipeline.adapters.breaker import BreakerState
 from pipeline.adapters.ml import (
     InvalidModelResponse,
     KServeClient,
+    KServeProtocol,
     MetricSample,
     MLServiceClient,
     ModelEndpoint,
@@ -81,13 +82,20 @@ class Served:
 
 
 class FakeKServe:
-    """A FAKE KServe v1 predictor serving `models` (a real KServe cannot run here).
+    """A FAKE KServe v1 and v2 predictor serving `models` (a real KServe cannot run here).
 
     `POST /v1/models/{m}:predict` answers `-1` for an instance whose largest value exceeds 0.9, else `1`;
     `GET /v1/models/{m}` is the readiness check. `mode` makes it misbehave: `floats` answers like our
     reference service (float predictions plus scores/confidences), `status` answers `status` with a text
     body, `slow` stalls until `release` is set, and `not_json`, `wrong_shape`, `short`, `strings` send
     bodies no client should accept. `fail_next` makes only the next N predict calls answer `status`.
+
+    v2: `POST /v2/models/{m}/infer` answers like KServe's sklearn server, one output `output-0` (INT64,
+    shape [n]) computed the same way from the FP64 tensor; `floats` answers like our reference service
+    (outputs `predictions`, `scores`, `confidences`), `nested` sends the predictions nested as [n, 1],
+    `two_outputs` two outputs of which neither is `predictions`, `short` and `strings` bad data, `v1_body`
+    a v1 answer;
+    `GET /v2/models/{m}/ready` is its readiness check.
     """
 
     def __init__(self, models: tuple[str, ...] = (MODEL,)) -> None:
@@ -96,6 +104,8 @@ class FakeKServe:
         self.reset()
         self.app.add_api_route("/v1/models/{model}:predict", self._predict, methods=["POST"])
         self.app.add_api_route("/v1/models/{model}", self._ready, methods=["GET"])
+        self.app.add_api_route("/v2/models/{model}/infer", self._infer, methods=["POST"])
+        self.app.add_api_route("/v2/models/{model}/ready", self._ready, methods=["GET"])
 
     def reset(self) -> None:
         self.mode, self.status, self.fail_next = "ok", 503, 0
@@ -133,6 +143,41 @@ class FakeKServe:
         elif self.mode == "strings":
             answer["predictions"] = [str(p) for p in predictions]
         return JSONResponse(answer)
+
+    async def _infer(self, model: str, request: Request) -> Response:
+        self.predict_calls += 1
+        body = await request.json()
+        self.bodies.append(body)
+        if model not in self.models:
+            return JSONResponse({"error": f"Model with name {model} does not exist."}, status_code=404)
+        if self.mode == "status":
+            return JSONResponse({"error": f"fake failure {self.status}"}, status_code=self.status)
+        (tensor,) = body["inputs"]
+        count, width = tensor["shape"]
+        rows = [tensor["data"][i * width : (i + 1) * width] for i in range(count)]
+        predictions = [-1 if max(row) > 0.9 else 1 for row in rows]
+
+        def output(name: str, data: list[Any], datatype: str = "INT64") -> dict[str, Any]:
+            return {"name": name, "shape": [len(data)], "datatype": datatype, "data": data}
+
+        outputs = [output("output-0", predictions)]
+        if self.mode == "floats":
+            outputs = [
+                output("predictions", predictions),
+                output("scores", [round(max(row), 3) for row in rows], "FP64"),
+                output("confidences", [0.9 for _ in rows], "FP64"),
+            ]
+        elif self.mode == "nested":
+            outputs = [{**outputs[0], "shape": [count, 1], "data": [[p] for p in predictions]}]
+        elif self.mode == "two_outputs":
+            outputs = [output("labels", predictions), output("probabilities", [0.5] * count, "FP64")]
+        elif self.mode == "short":
+            outputs = [output("output-0", predictions[:-1])]
+        elif self.mode == "strings":
+            outputs = [output("output-0", [str(p) for p in predictions])]
+        elif self.mode == "v1_body":
+            return JSONResponse({"predictions": predictions})
+        return JSONResponse({"model_name": model, "model_version": "v2", "outputs": outputs})
 
     async def _ready(self, model: str) -> Response:
         self.health_calls += 1
@@ -266,8 +311,6 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-
-
 def ml_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "kserve_timeout_s": 2.0,
@@ -279,8 +322,10 @@ def ml_settings(**overrides: Any) -> Settings:
     return Settings(**{**base, **overrides})
 
 
-def registry_for(url: str, *models: str) -> ModelRegistry:
-    return ModelRegistry(ModelEndpoint(m, f"{m}-predictor", "test", m, url) for m in (models or (MODEL,)))
+def registry_for(url: str, *models: str, protocol: KServeProtocol = "v1") -> ModelRegistry:
+    return ModelRegistry(
+        ModelEndpoint(m, f"{m}-predictor", "test", m, url, protocol) for m in (models or (MODEL,))
+    )
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -354,6 +399,23 @@ def test_registry_url_override_and_fully_qualified_services() -> None:
     assert registry.get("elsewhere").url == "http://ad.other-ns.svc:8081"
     with pytest.raises(ValueError, match="KSERVE_BAD_URL must be an http"):
         ModelRegistry.from_env({"KSERVE_BAD_URL": "ftp://x"}, Settings())
+
+
+def test_registry_protocol_is_v1_by_default_set_by_kserve_protocol_or_per_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {"KSERVE_ANOMALY_DETECTOR_SERVICE": "ad", "KSERVE_PREDICTIVE_ANALYTICS_SERVICE": "pa"}
+    monkeypatch.delenv("KSERVE_PROTOCOL", raising=False)
+    assert {e.protocol for e in ModelRegistry.from_env(env, Settings())} == {"v1"}
+    monkeypatch.setenv("KSERVE_PROTOCOL", "v2")
+    assert {e.protocol for e in ModelRegistry.from_env(env, Settings())} == {"v2"}
+    mixed = ModelRegistry.from_env({**env, "KSERVE_PREDICTIVE_ANALYTICS_PROTOCOL": "V1"}, Settings())
+    assert (mixed.get(MODEL).protocol, mixed.get("predictive-analytics").protocol) == ("v2", "v1")
+    with pytest.raises(ValueError, match="KSERVE_ANOMALY_DETECTOR_PROTOCOL must be v1 or v2, got 'grpc'"):
+        ModelRegistry.from_env({**env, "KSERVE_ANOMALY_DETECTOR_PROTOCOL": "grpc"}, Settings())
+    monkeypatch.setenv("KSERVE_PROTOCOL", "v3")
+    with pytest.raises(ValueError, match="kserve_protocol"):
+        Settings()
 
 
 def test_unregistered_models_are_not_found() -> None:
@@ -561,6 +623,81 @@ async def test_non_finite_instances_are_refused_before_sending(
     with pytest.raises(ValueError, match="finite"):
         await kserve.predict(MODEL, [[float("nan")]])
     assert fake.predict_calls == 0
+
+
+# ------------------------------------------------------------------------------------------ KServe v2
+@pytest.fixture
+async def kserve_v2(kserve_server: tuple[FakeKServe, Served], clock: Clock) -> AsyncIterator[KServeClient]:
+    client = KServeClient(ml_settings(), registry_for(kserve_server[1].url, protocol="v2"), clock=clock)
+    yield client
+    await client.aclose()
+
+
+async def test_v2_predict_sends_one_fp64_tensor_and_reads_kserves_single_output(
+    fake: FakeKServe, kserve_v2: KServeClient
+) -> None:
+    result = await kserve_v2.predict(MODEL, [[0.1, 0.2], [0.95, 0.1]])
+    assert fake.bodies == [
+        {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [0.1, 0.2, 0.95, 0.1]}]}
+    ]
+    assert (result.model, result.predictions, result.model_version) == (MODEL, [1, -1], "v2")
+    assert all(type(p) is int for p in result.predictions)
+    assert result.scores is None and result.confidences is None
+
+
+@pytest.mark.parametrize("mode", ["floats", "nested"])
+async def test_v2_reads_named_outputs_and_nested_data(
+    fake: FakeKServe, kserve_v2: KServeClient, mode: str
+) -> None:
+    fake.mode = mode
+    result = await kserve_v2.predict(MODEL, [[0.1], [0.99]])
+    assert result.predictions == [1, -1]
+    if mode == "floats":
+        assert (result.scores, result.confidences) == ([0.1, 0.99], [0.9, 0.9])
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("two_outputs", "outputs: no 'predictions' output among labels, probabilities"),
+        ("short", r"outputs\[output-0\]: 1 values for 2 instances"),
+        ("strings", r"outputs\[output-0\].data.0: Input should be a valid number"),
+        ("v1_body", "outputs: Field required"),
+    ],
+)
+async def test_v2_malformed_answers_are_clear_errors(
+    fake: FakeKServe, kserve_v2: KServeClient, mode: str, message: str
+) -> None:
+    fake.mode = mode
+    with pytest.raises(InvalidModelResponse, match=message):
+        await kserve_v2.predict(MODEL, [[0.1], [0.2]])
+    assert kserve_v2.breaker(MODEL).state is BreakerState.CLOSED
+
+
+async def test_v2_rows_of_different_lengths_are_refused_before_sending(
+    fake: FakeKServe, kserve_v2: KServeClient
+) -> None:
+    with pytest.raises(ValueError, match=r"instances\[1\] has 3 values, instances\[0\] 2"):
+        await kserve_v2.predict(MODEL, [[0.1, 0.2], [0.1, 0.2, 0.3]])
+    assert fake.predict_calls == 0
+
+
+async def test_v2_errors_health_and_a_model_the_server_does_not_serve(
+    kserve_server: tuple[FakeKServe, Served], fake: FakeKServe, clock: Clock
+) -> None:
+    client = KServeClient(
+        ml_settings(), registry_for(kserve_server[1].url, MODEL, "missing", protocol="v2"), clock=clock
+    )
+    assert (await client.model_health(MODEL)).status == "ready"
+    missing = await client.model_health("missing")
+    assert (missing.status, missing.message) == ("unavailable", "Health check returned status 404")
+    with pytest.raises(ModelUnavailable, match=r"/v2/models/missing/infer answered 404 .*does not exist"):
+        await client.predict("missing", [[0.1]])
+    fake.mode, fake.status = "status", 400
+    with pytest.raises(PredictionRejected, match=r"HTTP 400\): \{\"error\":\"fake failure 400\"\}"):
+        await client.predict(MODEL, [[0.1]])
+    assert fake.health_calls == 2
+    await client.aclose()
 
 
 # ------------------------------------------------------------------------------------------ ML service
