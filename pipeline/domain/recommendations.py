@@ -1,13 +1,23 @@
 """Recommendations (the engine's R7): issues seen repeatedly in the incident history, and the model's
-verdict on the current feature vector. Pure: the gateway supplies incidents and the model's answer."""
+verdict on the current feature vector. Pure: the gateway supplies incidents, the model's answer and the
+per-pod findings of the analysis rules (`pipeline.domain.analysis`).
+
+The model says *that* a namespace's vector is anomalous, not *what* is wrong: when it flags the vector,
+the issue type comes from the per-pod findings over the timeframe (memory leak, crash loop, CPU
+throttling), one recommendation per issue found, strongest first. The engine typed it `memory_pressure`
+or `cpu_throttling` from node CPU vs node memory alone, so a namespace with a leaking pod on a busy node
+got "increase the CPU limit". When the model flags the vector and no rule explains it, the issue type is
+`ml_anomaly` with investigation actions, and the evidence says what was checked.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.domain.analysis import Finding
 from pipeline.domain.features import FeatureVector
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import Incident
@@ -20,10 +30,18 @@ _ACTIONS = {
     "pod_crash_loop": ["check_container_logs", "verify_resource_limits", "review_health_probes"],
     "memory_pressure": ["increase_memory_limit", "add_horizontal_scaling", "optimize_memory_usage"],
     "cpu_throttling": ["increase_cpu_limit", "optimize_cpu_usage", "consider_vertical_scaling"],
+    "memory_leak": ["investigate_memory_leak", "increase_memory_limit", "schedule_rolling_restart"],
     "high": ["investigate_root_cause", "increase_resources", "review_deployment_config"],
     "critical": ["immediate_investigation", "scale_resources", "contact_on_call"],
 }
 _DEFAULT_ACTIONS = ["investigate_issue", "review_logs", "check_metrics"]
+# The analysis rules' findings that name an issue, by the metric they are about.
+ISSUE_OF_FINDING = {
+    "pod_memory_usage": "memory_leak",
+    "container_restart_count": "pod_crash_loop",
+    "cpu_throttle_rate": "cpu_throttling",
+}
+UNEXPLAINED = "ml_anomaly"
 
 
 def _by_count(count: int) -> tuple[str, float]:
@@ -73,32 +91,78 @@ def historical_recommendations(incidents: Iterable[Incident], namespace: str) ->
     return recs
 
 
-def ml_recommendation(
-    vector: FeatureVector, score: ModelScore, timeframe: str, namespace: str, now: datetime
-) -> dict[str, Any] | None:
-    """A recommendation when the anomaly-detector flags the vector (-1); None when it is normal."""
+def ml_recommendations(
+    vector: FeatureVector,
+    score: ModelScore,
+    timeframe: str,
+    namespace: str,
+    now: datetime,
+    findings: Sequence[Finding] | None,
+    findings_error: str = "",
+) -> list[dict[str, Any]]:
+    """When the anomaly-detector flags the vector (-1): one recommendation per issue the rules found (per
+    namespace when the request names none), strongest first; else one `ml_anomaly` recommendation.
+    `findings` None means the rules could not be evaluated (`findings_error` says why). Normal: []."""
     if score.prediction != -1:
-        return None
-    cpu = vector.get("node_cpu_utilization_value") or 0.0
-    memory = vector.get("node_memory_utilization_value") or 0.0
-    issue, level = ("memory_pressure", memory) if memory > cpu else ("cpu_throttling", cpu)
-    confidence = score.confidence if score.confidence is not None else min(0.7 + 0.25 * max(cpu, memory), 0.95)
-    evidence = [
-        f"{score.model} flags the current 45-feature vector as anomalous",
-        f"Node CPU utilisation {cpu * 100:.1f}%, node memory utilisation {memory * 100:.1f}%",
-    ]
+        return []
+    model_evidence = [f"{score.model} flags the current 45-feature vector as anomalous"]
     if score.score is not None:
-        evidence.append(f"Anomaly score {score.score:.3f}")
-    return {
-        "id": "rec-ml-001",
-        "type": "proactive",
-        "issue_type": issue,
-        "target": namespace or "cluster-resources",
-        "namespace": namespace,
-        "severity": _by_level(level),
-        "confidence": round(confidence, 4),
-        "predicted_time": (now + TIMEFRAMES[timeframe]).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "recommended_actions": _ACTIONS[issue],
-        "evidence": evidence,
-        "source": "ml_prediction",
-    }
+        model_evidence.append(f"Anomaly score {score.score:.3f}")
+    predicted = (now + TIMEFRAMES[timeframe]).strftime("%Y-%m-%dT%H:%M:%SZ")
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for finding in sorted(findings or (), key=lambda f: (-f.anomaly_score, f.namespace, f.pod)):
+        issue = ISSUE_OF_FINDING.get(finding.metric)
+        if issue and (not namespace or finding.namespace == namespace):
+            groups.setdefault((issue, finding.namespace), []).append(finding)
+    recs: list[dict[str, Any]] = []
+    for (issue, where), found in groups.items():
+        top = found[0]
+        recs.append(
+            {
+                "id": f"rec-ml-{len(recs) + 1:03d}",
+                "type": "proactive",
+                "issue_type": issue,
+                "target": where,
+                "namespace": where,
+                "severity": top.severity,
+                "confidence": round(top.confidence, 4),
+                "predicted_time": predicted,
+                "recommended_actions": _ACTIONS[issue],
+                "evidence": [*model_evidence, *(f.message or f.explanation for f in found)],
+                "pods": [f.pod for f in found],
+                "source": "ml_prediction",
+            }
+        )
+    if recs:
+        return recs
+    cpu = vector.get("node_cpu_utilization_value")
+    memory = vector.get("node_memory_utilization_value")
+    scope = f"namespace {namespace}" if namespace else "the cluster"
+    if findings is None:
+        checked = f"The per-pod rules could not be evaluated ({findings_error or 'no metrics source'})"
+    else:
+        checked = (
+            f"No pod in {scope} shows a memory leak, crash loop or CPU throttling over the last {timeframe}"
+        )
+    evidence = [*model_evidence, checked]
+    if cpu is not None and memory is not None:
+        evidence.append(f"Node CPU utilisation {cpu * 100:.1f}%, node memory utilisation {memory * 100:.1f}%")
+    # Without the model's own numbers, the engine's: severity and confidence from the busier node resource.
+    node = max(cpu or 0.0, memory or 0.0)
+    level = score.score if score.score is not None else node
+    confidence = score.confidence if score.confidence is not None else min(0.7 + 0.25 * node, 0.95)
+    return [
+        {
+            "id": "rec-ml-001",
+            "type": "proactive",
+            "issue_type": UNEXPLAINED,
+            "target": namespace or "cluster-resources",
+            "namespace": namespace,
+            "severity": _by_level(level),
+            "confidence": round(confidence, 4),
+            "predicted_time": predicted,
+            "recommended_actions": _DEFAULT_ACTIONS,
+            "evidence": evidence,
+            "source": "ml_prediction",
+        }
+    ]

@@ -3,8 +3,9 @@
 * `POST /api/v1/detect` forwards `{"model","instances"}` to the model's KServe predictor (v1 or v2).
 * `GET /api/v1/models`, `GET /api/v1/models/{model}/health`.
 * `POST /api/v1/recommendations`: recurring incidents (the engine's historical analysis) plus the
-  anomaly-detector's verdict on the current 45-feature vector; `ml_enabled` is true only when the model
-  really answered, and `ml` says why not otherwise.
+  anomaly-detector's verdict on the current 45-feature vector, typed by the per-pod findings of the
+  analysis rules over the timeframe (`pipeline.domain.recommendations`); `ml_enabled` is true only when
+  the model really answered, and `ml` says why not otherwise.
 
 Errors on the proxy routes carry `error` and `success: false` (the notebook client reads `error` on
 400/404/503); an unavailable model, its circuit breaker open included, is a 503 at once. It carries no
@@ -34,9 +35,11 @@ from pipeline.adapters.ml import (
     ModelUnavailable,
     PredictionRejected,
 )
+from pipeline.adapters.prometheus import PrometheusError
 from pipeline.config import Settings
+from pipeline.domain.analysis import Finding
 from pipeline.domain.features import FeatureVector
-from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendation
+from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import Incident
 from pipeline.web.errors import ApiError
@@ -47,6 +50,8 @@ ANOMALY_MODEL = "anomaly-detector"
 
 IncidentsProvider = Callable[[], Iterable[Incident]]
 FeaturesProvider = Callable[[str | None], Awaitable[FeatureVector]]
+# (namespace or None for the cluster, timeframe "1h"/"6h"/"24h", now) -> the analysis rules' findings.
+FindingsProvider = Callable[[str | None, str, float], Awaitable[list[Finding]]]
 
 
 def _proxy_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
@@ -141,9 +146,12 @@ def router(
     *,
     incidents_provider: IncidentsProvider | None = None,
     features_provider: FeaturesProvider | None = None,
+    findings_provider: FindingsProvider | None = None,
 ) -> APIRouter:
     """The KServe proxy trio and recommendations. `features_provider(namespace)` returns the current
-    45-feature vector of a namespace (None: the cluster); without it the ML part reports itself off."""
+    45-feature vector of a namespace (None: the cluster); without it the ML part reports itself off.
+    `findings_provider` gives the per-pod findings that type an ML recommendation; without it, or when it
+    fails, a flagged vector is recommended as `ml_anomaly` and the evidence says the rules were not run."""
     api = APIRouter(tags=["models"])
 
     @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 or v2 proxy)")
@@ -197,13 +205,21 @@ def router(
         except MLError as exc:
             return {**status, "status": exc.outcome, "message": str(exc)}, []
         score = ModelScore(
-            model=prediction.model, version=prediction.model_version or "unknown",
+            model=prediction.model,
+            version=prediction.model_version or "unknown",
             prediction=int(prediction.predictions[0]),
             score=prediction.scores[0] if prediction.scores else None,
             confidence=prediction.confidences[0] if prediction.confidences else None,
         )
-        rec = ml_recommendation(vector, score, req.timeframe, req.namespace, now)
-        return status, [rec] if rec else []
+        findings: list[Finding] | None = None
+        error = "no metrics source configured"
+        if score.prediction == -1 and findings_provider is not None:
+            try:
+                findings = await findings_provider(req.namespace or None, req.timeframe, now.timestamp())
+            except PrometheusError as exc:  # the model's verdict stands; the evidence says why it is untyped
+                error = f"{type(exc).__name__}: {exc}"
+        recs = ml_recommendations(vector, score, req.timeframe, req.namespace, now, findings, error)
+        return status, recs
 
     @api.post("/api/v1/recommendations", summary="Remediation recommendations: history and ML")
     async def recommendations(request: Request) -> JSONResponse:

@@ -126,12 +126,18 @@ def _models_router(parts: Parts) -> Any:
     async def features(namespace: str | None) -> FeatureVector:
         return (await collector.collect(Scope(namespace=namespace), time.time())).vector
 
+    findings = None
+    if parts.prometheus is not None:  # the per-pod rules that type an ML recommendation
+        from pipeline.adapters.findings import NamespaceFindings
+
+        findings = NamespaceFindings(parts.prometheus).collect
     return models_router(
         parts.settings,
         parts.kserve.registry,
         parts.kserve,
         incidents_provider=(lambda: projection.projection.values()) if projection is not None else None,
         features_provider=features,
+        findings_provider=findings,
     )
 
 

@@ -28,10 +28,11 @@ from fastapi import FastAPI
 from pipeline.adapters.breaker import BreakerState
 from pipeline.adapters.ml import KServeClient, KServeProtocol, ModelEndpoint, ModelRegistry
 from pipeline.config import Settings
+from pipeline.domain import analysis
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
 from pipeline.embedded.process import free_port
 from pipeline.events import Incident, Severity
-from pipeline.gateway.models import FeaturesProvider, IncidentsProvider, router
+from pipeline.gateway.models import FeaturesProvider, FindingsProvider, IncidentsProvider, router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
 from pipeline.web import errors
@@ -114,7 +115,7 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def make_gateway(clock: Clock) -> AsyncIterator[MakeGateway]:
-    """`await make_gateway(registry, incidents=..., features=..., **settings)`: the routes in an app."""
+    """`await make_gateway(registry, incidents=..., features=..., findings=..., **settings)`: the routes."""
     made: list[Gateway] = []
 
     async def make(
@@ -122,13 +123,21 @@ async def make_gateway(clock: Clock) -> AsyncIterator[MakeGateway]:
         *,
         incidents: IncidentsProvider | None = None,
         features: FeaturesProvider | None = None,
+        findings: FindingsProvider | None = None,
         **settings: Any,
     ) -> Gateway:
         kserve = KServeClient(ml_settings(**settings), registry, clock=clock)
         app = FastAPI()
         errors.install(app)
         app.include_router(
-            router(Settings(), registry, kserve, incidents_provider=incidents, features_provider=features)
+            router(
+                Settings(),
+                registry,
+                kserve,
+                incidents_provider=incidents,
+                features_provider=features,
+                findings_provider=findings,
+            )
         )
         made.append(
             Gateway(httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway"), kserve)
@@ -488,7 +497,11 @@ async def test_recommendations_ml_flags_an_anomalous_vector(
         "shop",
         "shop",
     )
-    assert rec["issue_type"] in ("cpu_throttling", "memory_pressure") and rec["severity"] == "critical"
+    # No per-pod rules here (tests/integration/test_recommendations_findings.py has them): the model says
+    # something is wrong, nothing says what, and the recommendation says so instead of guessing.
+    assert rec["issue_type"] == "ml_anomaly" and rec["severity"] == "critical"
+    assert rec["recommended_actions"] == ["investigate_issue", "review_logs", "check_metrics"]
+    assert "The per-pod rules could not be evaluated (no metrics source configured)" in rec["evidence"]
     assert 0.7 <= rec["confidence"] <= 1.0
     predicted = datetime.fromisoformat(rec["predicted_time"])
     stamped = datetime.fromisoformat(body["timestamp"])
@@ -497,6 +510,38 @@ async def test_recommendations_ml_flags_an_anomalous_vector(
     normal = await make_gateway(backend.registry(), features=features(backend.normal))
     calm = (await normal.http.post("/api/v1/recommendations")).json()
     assert calm["ml_enabled"] is True and calm["recommendations"] == []
+
+
+async def test_recommendations_ml_takes_its_type_from_the_findings_of_the_namespace_asked(
+    backend: Backend, make_gateway: MakeGateway
+) -> None:
+    asked: list[tuple[str | None, str]] = []
+
+    async def findings(namespace: str | None, timeframe: str, now: float) -> list[analysis.Finding]:
+        asked.append((namespace, timeframe))
+        found = [
+            analysis.crash_loop("payments", "crashy-1", 12, timeframe),
+            analysis.throttling("shop", "cart-1", 0.6),
+            analysis.cpu_outlier("shop", "cart-2", [(float(t), 0.1) for t in range(20)]),  # none: steady
+        ]
+        return [f for f in found if f is not None]
+
+    g = await make_gateway(backend.registry(), features=features(backend.anomalous), findings=findings)
+    body = (
+        await g.http.post("/api/v1/recommendations", json={"timeframe": "6h", "namespace": "shop"})
+    ).json()
+    (rec,) = body["recommendations"]
+    assert (rec["issue_type"], rec["pods"], rec["recommended_actions"][0]) == (
+        "cpu_throttling",
+        ["cart-1"],
+        "increase_cpu_limit",
+    )
+    assert asked == [("shop", "6h")]
+    calm = await make_gateway(backend.registry(), features=features(backend.normal), findings=findings)
+    assert (await calm.http.post("/api/v1/recommendations", json={"namespace": "shop"})).json()[
+        "recommendations"
+    ] == []
+    assert asked == [("shop", "6h")]  # a normal vector needs no explanation: the rules are not run
 
 
 async def test_recommendations_ml_is_honest_about_why_it_is_off(
