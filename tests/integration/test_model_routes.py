@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from pipeline.adapters.breaker import BreakerState
 from pipeline.adapters.ml import KServeClient, KServeProtocol, ModelEndpoint, ModelRegistry
+from pipeline.adapters.scorer import KServeScorer, model_registry, scorer_from_settings
 from pipeline.config import Settings
 from pipeline.domain import analysis
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
@@ -391,6 +392,25 @@ async def test_malformed_model_answers_are_clear_500s(
     assert body["error"].startswith(
         f"Prediction failed: model anomaly-detector answered an invalid response: {detail}"
     )
+
+
+async def test_the_score_stages_scorer_speaks_v2_to_the_embedded_reference_model(
+    reference_v2_kserve: Backend,
+) -> None:
+    settings = ml_settings(kserve_protocol="v2", embedded_ml_url=reference_v2_kserve.served.url)
+    registry = model_registry(settings, environ={})
+    assert registry.get(MODEL).protocol == "v2"
+    scorer = scorer_from_settings(settings, environ={})
+    assert isinstance(scorer, KServeScorer)
+    try:
+        normal, anomalous = await scorer.score_many(
+            [reference_v2_kserve.normal, reference_v2_kserve.anomalous]
+        )
+    finally:
+        await scorer.aclose()
+    assert (normal.prediction, anomalous.prediction) == (1, -1)
+    assert normal.score is not None and anomalous.score is not None and anomalous.score > 0.5 > normal.score
+    assert normal.version == anomalous.version != "unknown"
 
 
 # ------------------------------------------------------------------------------------------ recommendations
