@@ -13,6 +13,7 @@ import math
 import os
 import ssl
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -216,3 +217,11 @@ class PrometheusClient:
         if kind == "scalar":
             return [Series({}, [(float(result[0]), _float(result[1]))])]
         raise QueryError(f"unexpected result type {kind!r}")
+
+
+def split_combined(keys: Sequence[str], series: Sequence[Series]) -> dict[str, list[Series]]:
+    """The answer of a `domain.features.combined` query, per part key (the part label removed)."""
+    from pipeline.domain.features import split_parts
+
+    found = split_parts(keys, [(s.labels, s.samples) for s in series])
+    return {key: [Series(labels, samples) for labels, samples in pairs] for key, pairs in found.items()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,51 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 class InvalidSelector(ValueError):
     """A label selector we cannot translate safely (set-based, or not Kubernetes label syntax)."""
+
+
+def braces(*matchers: str) -> str:
+    """`{a,b}`, or empty when there is nothing to match (a bare metric name selects every series)."""
+    return "{" + ",".join(matchers) + "}" if matchers else ""
+
+
+def rule_queries(pods: Sequence[str], range_label: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The rules' inputs for the pods matched by `pods` (PromQL matchers, already validated): per-pod series
+    over the range (`memory`: working set / limit; `cpu`: cores), and per-pod values at its end
+    (`restarts` over the range, `throttle`: throttled CFS periods / periods over 5 minutes)."""
+    containers = braces('container!=""', *pods)
+    limits = braces('resource="memory"', *pods)
+    by_pod = "sum by (namespace, pod)"
+    over_range = {
+        "memory": (f"{by_pod} (container_memory_working_set_bytes{containers}) / "
+                   f"{by_pod} (kube_pod_container_resource_limits{limits})"),
+        "cpu": f"{by_pod} (rate(container_cpu_usage_seconds_total{containers}[5m]))",
+    }
+    at_end = {
+        "restarts": f"{by_pod} (increase(kube_pod_container_status_restarts_total{braces(*pods)}[{range_label}]))",
+        "throttle": (f"{by_pod} (rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                     f"{by_pod} (rate(container_cpu_cfs_periods_total{containers}[5m]))"),
+    }
+    return over_range, at_end
+
+
+Samples = Sequence[tuple[float, float]]
+Answers = Mapping[str, Sequence[tuple[Mapping[str, str], Samples]]]  # per query key: (labels, samples)
+
+
+def _each(parts: Answers, key: str) -> Iterator[tuple[str, str, Samples]]:
+    for labels, samples in parts.get(key, ()):
+        if samples:
+            yield labels.get("namespace", ""), labels.get("pod", ""), samples
+
+
+def rule_findings(over_range: Answers, at_end: Answers, range_label: str) -> list[Finding]:
+    """Every rule over the answers of `rule_queries` (absent keys are skipped), strongest first."""
+    each = _each
+    found = [memory_leak(ns, pod, samples) for ns, pod, samples in each(over_range, "memory")]
+    found += [cpu_outlier(ns, pod, samples) for ns, pod, samples in each(over_range, "cpu")]
+    found += [crash_loop(ns, pod, samples[-1][1], range_label) for ns, pod, samples in each(at_end, "restarts")]
+    found += [throttling(ns, pod, samples[-1][1]) for ns, pod, samples in each(at_end, "throttle")]
+    return sorted((f for f in found if f is not None), key=lambda f: (-f.anomaly_score, f.namespace, f.pod, f.metric))
 
 
 def baseline_step(range_s: int) -> int:

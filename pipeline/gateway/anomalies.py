@@ -21,7 +21,13 @@ from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.adapters.features import Collected, FeatureCollector
-from pipeline.adapters.prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable, Series
+from pipeline.adapters.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusUnavailable,
+    Series,
+    split_combined,
+)
 from pipeline.adapters.scorer import ANOMALY_MODEL, Scorer, ScoringUnavailable
 from pipeline.config import Settings
 from pipeline.domain import analysis
@@ -32,14 +38,12 @@ from pipeline.domain.features import (
     InvalidScope,
     Scope,
     combined,
-    split_parts,
 )
 from pipeline.domain.scoring import model_input
 from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_json
 
 ANOMALY_MODELS = {ANOMALY_MODEL}
-_MEMORY = 'resource="memory"'
 _SERVER_ERRORS = 'status=~"5.."'
 RULES_MODEL = analysis.RULES_MODEL
 
@@ -146,27 +150,6 @@ async def _resolve_namespace(prometheus: PrometheusClient, req: AnalyzeRequest, 
     return Scope(namespace=namespaces[0], deployment=req.deployment, pod=req.pod)
 
 
-def _per_pod_queries(pods: tuple[str, ...], range_label: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The rules' inputs: per-pod series over the range, and instant values at the end of it."""
-    containers = _sel('container!=""', *pods)
-    by_pod = "sum by (namespace, pod)"
-    over_range = {
-        "memory": (f"{by_pod} (container_memory_working_set_bytes{containers}) / "
-                   f"{by_pod} (kube_pod_container_resource_limits{_sel(_MEMORY, *pods)})"),
-        "cpu": f"{by_pod} (rate(container_cpu_usage_seconds_total{containers}[5m]))",
-    }
-    at_end = {
-        "restarts": f"{by_pod} (increase(kube_pod_container_status_restarts_total{_sel(*pods)}[{range_label}]))",
-        "throttle": (f"{by_pod} (rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
-                     f"{by_pod} (rate(container_cpu_cfs_periods_total{containers}[5m]))"),
-        "throttle_total": (f"sum(rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
-                           f"sum(rate(container_cpu_cfs_periods_total{containers}[5m]))"),
-        "http_errors": (f"sum(rate(container_http_requests_total{_sel(_SERVER_ERRORS, *pods)}[5m])) / "
-                        f"sum(rate(container_http_requests_total{_sel(*pods)}[5m]))"),
-    }
-    return over_range, at_end
-
-
 async def _analyze(
     prometheus: PrometheusClient,
     collector: FeatureCollector,
@@ -194,9 +177,16 @@ async def _analyze(
         scope = Scope(namespace=scope.namespace, deployment=scope.deployment, pod=scope.pod, pods=matched)
     range_label = req.time_range
     range_s = analysis.TIME_RANGES[range_label]
-    over_range, at_end = _per_pod_queries(tuple(scope.pod_matchers()), range_label)
+    pods = tuple(scope.pod_matchers())
+    over_range, at_end = analysis.rule_queries(pods, range_label)
+    containers = analysis.braces('container!=""', *pods)
+    # ADR-017's signals of the whole scope: throttled CFS periods / periods, 5xx share, p99 latency.
+    at_end["throttle_total"] = (f"sum(rate(container_cpu_cfs_throttled_periods_total{containers}[5m])) / "
+                                f"sum(rate(container_cpu_cfs_periods_total{containers}[5m]))")
+    at_end["http_errors"] = (f"sum(rate(container_http_requests_total{analysis.braces(_SERVER_ERRORS, *pods)}[5m])) / "
+                             f"sum(rate(container_http_requests_total{analysis.braces(*pods)}[5m]))")
     at_end["http_p99"] = ("histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket"
-                          f"{_sel(*_istio_matchers(scope))}[5m])))")
+                          f"{analysis.braces(*_istio_matchers(scope))}[5m])))")
     # The instant values ride along with the vector (they are its query's values at `now`).
     collected, ranged = await asyncio.gather(
         collector.collect(scope, now, at_end),
@@ -206,18 +196,14 @@ async def _analyze(
     if isinstance(collected.error, PrometheusUnavailable):
         raise collected.error
     queries += collected.queries + 1
-    ranges = _parts(over_range, ranged)
+    ranges = split_combined(list(over_range), ranged)
     points = collected.extra
 
-    findings: list[analysis.Finding | None] = []
-    for series in ranges["memory"]:
-        findings.append(analysis.memory_leak(*_pod(series), series.samples))
-    for series in ranges["cpu"]:
-        findings.append(analysis.cpu_outlier(*_pod(series), series.samples))
-    for series in points["restarts"]:
-        findings.append(analysis.crash_loop(*_pod(series), series.last, range_label))
-    for series in points["throttle"]:
-        findings.append(analysis.throttling(*_pod(series), series.last))
+    findings: list[analysis.Finding | None] = list(analysis.rule_findings(
+        {key: [(s.labels, s.samples) for s in found] for key, found in ranges.items()},
+        {key: [(s.labels, s.samples) for s in found] for key, found in points.items()},
+        range_label,
+    ))
     threshold = req.threshold or analysis.DEFAULT_THRESHOLD
     model, ml_finding = await _score(scorer, collected, req, scope)
     findings.append(ml_finding)
@@ -280,11 +266,6 @@ async def _tolerant(call: Awaitable[list[Series]]) -> list[Series]:
         return []
 
 
-def _parts(keys: dict[str, str], series: list[Series]) -> dict[str, list[Series]]:
-    return {key: [Series(labels, s.samples) for labels, s in found]
-            for key, found in split_parts(list(keys), [(s.labels, s) for s in series]).items()}
-
-
 async def _score(
     scorer: Scorer | None, collected: Collected, req: AnalyzeRequest, scope: Scope
 ) -> tuple[dict[str, Any], analysis.Finding | None]:
@@ -323,15 +304,6 @@ async def _score(
         confidence=score.confidence if score.confidence is not None else 0.5,
         model=score.model, target=_describe(scope),
     )
-
-
-def _pod(series: Series) -> tuple[str, str]:
-    return series.labels.get("namespace", ""), series.labels.get("pod", "")
-
-
-def _sel(*matchers: str) -> str:
-    """`{a,b}`, or empty when there is nothing to match (a bare metric name selects every series)."""
-    return "{" + ",".join(matchers) + "}" if matchers else ""
 
 
 def _istio_matchers(scope: Scope) -> list[str]:
