@@ -10,11 +10,32 @@ talks to in-cluster services it is configured for.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 
+import aiohttp
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+
+
+class _Transport(AiohttpTransport):
+    """httpx-aiohttp's transport, with its errors told apart: it reports every aiohttp connection error
+    that is not a timeout (refused, reset, closed by the server) as `httpx.ConnectTimeout`, so callers
+    would wait out their timeout retrying a refused connection and report "timed out"."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if cause is None or isinstance(cause, asyncio.TimeoutError):
+                raise httpx.ConnectTimeout(str(exc), request=request) from cause
+            if isinstance(cause, aiohttp.ClientConnectorError):
+                raise httpx.ConnectError(str(exc) or "connection failed", request=request) from cause
+            if isinstance(cause, aiohttp.ServerDisconnectedError):
+                raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from cause
+            raise httpx.ReadError(str(exc) or type(cause).__name__, request=request) from cause
 
 
 def async_client(
@@ -27,12 +48,11 @@ def async_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An `httpx.AsyncClient`; `transport` replaces the aiohttp one (tests, ASGI apps)."""
+    limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
     return HttpxAiohttpClient(
         timeout=timeout,
-        verify=verify,
         headers=dict(headers or {}),
         base_url=base_url,
-        limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        transport=transport,
+        transport=transport or _Transport(verify=verify, limits=limits, trust_env=False),
         trust_env=False,
     )

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from pipeline.adapters.breaker import CircuitBreaker, CircuitOpen
+from pipeline.adapters.http import async_client
 from pipeline.config import Settings
 from pipeline.observability import ML_REQUEST_SECONDS, ML_REQUESTS
 
@@ -290,10 +291,9 @@ class _Dependency:
 
 
 def _http(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    return async_client(
         timeout=timeout_s,
         transport=transport,
-        trust_env=False,
         headers={"Accept": "application/json"},
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=10),
     )
