@@ -662,6 +662,13 @@ check_render score-only "Deployment=1 Service=1 $no_kube Pod=0 ConfigMap=0 Job=0
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
   --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets" \
   --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].url=http://anomaly-detector.example:8080
+check_render score-kserve-v2 "Deployment=1 Service=1 $no_kube Pod=0 ConfigMap=0 Job=0 \
+  env:KSERVE_PROTOCOL=v1 env:KSERVE_ANOMALY_DETECTOR_PROTOCOL=v2" \
+  -f "$chart/ci/minimal-values.yaml" \
+  --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets" \
+  --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].service=anomaly-detector-predictor \
+  --set ml.kserve.models[0].protocol=v2
 check_render remediation-only "Deployment=3 Service=3 ServiceAccount=2 Role=1 RoleBinding=1 ClusterRole=1 \
   ClusterRoleBinding=1 token:remediate Pod=0 ConfigMap=1 Job=0 $default_policy $default_executor" \
   -f "$chart/ci/minimal-values.yaml" \
@@ -719,6 +726,8 @@ check_fails prometheus-two-tokens "mutually exclusive" \
   --set prometheus.useServiceAccountToken=true
 check_fails monitoring-view-without-token "prometheus.openshiftMonitoringView needs" \
   -f "$chart/ci/minimal-values.yaml" --set prometheus.openshiftMonitoringView=true
+check_fails kserve-protocol-v3 "ml.kserve.protocol" \
+  -f "$chart/ci/minimal-values.yaml" --set ml.kserve.protocol=v3
 check_fails misspelt-value "Additional property serviceMonitors is not allowed" \
   -f "$chart/ci/minimal-values.yaml" --set serviceMonitors.enabled=true
 check_fails misspelt-ml-value "Additional property resetSecond is not allowed" \

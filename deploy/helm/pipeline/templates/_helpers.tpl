@@ -340,6 +340,12 @@ KSERVE_PREDICTOR_PORT*) rather than as a model.
   value: {{ $ml.kserve.predictorPort | quote }}
 - name: KSERVE_TIMEOUT_S
   value: {{ $ml.kserve.timeoutSeconds | quote }}
+{{- $protocol := default "v1" $ml.kserve.protocol }}
+{{- if not (has $protocol (list "v1" "v2")) }}
+{{- fail (printf "ml.kserve.protocol must be v1 or v2, got %s" $protocol) }}
+{{- end }}
+- name: KSERVE_PROTOCOL
+  value: {{ $protocol | quote }}
 {{- $seen := dict }}
 {{- range $i, $m := $ml.kserve.models }}
 {{- $env := printf "KSERVE_%s" ($m.name | upper | replace "-" "_") }}
@@ -363,6 +369,13 @@ KSERVE_PREDICTOR_PORT*) rather than as a model.
 {{- end }}
 {{- with $m.url }}
 - name: {{ $env }}_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $m.protocol }}
+{{- if not (has . (list "v1" "v2")) }}
+{{- fail (printf "ml.kserve.models[%d] (%s): protocol must be v1 or v2, got %s" $i $m.name .) }}
+{{- end }}
+- name: {{ $env }}_PROTOCOL
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
