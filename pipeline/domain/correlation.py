@@ -1,7 +1,9 @@
 """Correlation: signals about one resource become one incident.
 
 An incident opens on the first firing signal for a resource, later signals attach to it, and it
-resolves when every attached alert has resolved. The state of one resource is a `CorrelationState`;
+resolves when every attached alert has resolved. Its `confidence` is 1.0 (`incidents.OBSERVED`): every
+signal is an observation (an alert that fired, an object state or event read from the API server), attached by
+exact resource key, never by inference. The state of one resource is a `CorrelationState`;
 `correlate` is a pure function of that state and a signal, so the stage can replay it from the log.
 Handling is idempotent: a signal id seen recently, or a signal that changes nothing, yields no change.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from pipeline.domain.incidents import OBSERVED
 from pipeline.events import (
     AttachedSignal,
     CorrelationState,
@@ -106,6 +109,7 @@ def _open(signal: Signal) -> Incident:
         labels=signal.labels,
         affected_resources=[resource.ref],
         tags=sorted({signal.source, signal.name}),
+        confidence=OBSERVED,
         created_at=signal.observed_at,
         updated_at=signal.observed_at,
         signal_count=1,

@@ -118,23 +118,92 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def with_workflow(incident: Incident, workflow_id: str, action: str, status: str,
-                  completed_at: datetime | None) -> Incident:
-    """The incident as the MCP server should see it while a workflow remediates it: `running` while the workflow
-    runs, `completed` or `failed` from its outcome (its alerts' resolution still completes it); otherwise the
-    incident's own status. Carries the workflow's id and action."""
-    update: dict[str, Any] = {"workflow_id": workflow_id, "action_type": action}
-    if incident.status == IncidentStatus.ACTIVE:
-        if status == "running":
+# How sure the pipeline is that an incident is real, when nobody stated it. Alert and Kubernetes incidents are
+# built only from observations -- an alert Alertmanager reports firing, an object state or event read from the
+# API server -- attached by exact resource key (pipeline/domain/correlation.py): nothing is inferred, so 1.0.
+# An incident created through the API or an anomaly report carries the caller's confidence; without one, it
+# is taken as stated (1.0, the Python engine's default for anomaly reports too).
+OBSERVED = 1.0
+
+# `action_type` when no action is or was carried out for the incident (the MCP server decodes it into a
+# string, so a null would show as "" as if it were data).
+NO_ACTION = "none"
+# The remediation states (`remediation_status`): a proposal not decided yet by arbitration, one waiting for a
+# human, one approved (`pending` until a remediator runs it, then `running`, `completed`, `failed`), and the
+# ones where nothing is done (`rejected`, `superseded`, `skipped`, `cancelled`).
+PENDING_DECISION = "pending_decision"
+AWAITING_APPROVAL = "awaiting_approval"
+ACTED = frozenset({"pending", "running", "completed", "failed"})  # approved: the action is or was carried out
+REMEDIATION_STATES = (PENDING_DECISION, AWAITING_APPROVAL, *sorted(ACTED), "rejected", "superseded", "skipped",
+                      "cancelled")
+
+
+def confidence_of(incident: Incident) -> float:
+    """The incident's confidence: the stated one, else OBSERVED (see above)."""
+    return OBSERVED if incident.confidence is None else incident.confidence
+
+
+@dataclass(frozen=True, slots=True)
+class Remediation:
+    """What is being done about an incident: its chosen proposal's action and state (one of REMEDIATION_STATES),
+    the workflow id, when it finished, and whether it is a dry run."""
+
+    state: str
+    action: str
+    workflow_id: str | None = None
+    completed_at: datetime | None = None
+    dry_run: bool = False
+
+    @property
+    def rank(self) -> int:
+        """Which of an incident's proposals speaks for it: an approved action over one waiting for a human over
+        one not decided over one where nothing is done."""
+        if self.state in ACTED:
+            return 3
+        return {AWAITING_APPROVAL: 2, PENDING_DECISION: 1}.get(self.state, 0)
+
+
+def action_type(remediation: Remediation | None) -> str:
+    """`action_type` as the MCP server shows it: the action once approved (pending, running, completed, failed),
+    `awaiting_approval` or `pending_decision` while it waits, else `none`."""
+    if remediation is None:
+        return NO_ACTION
+    if remediation.state in ACTED:
+        return remediation.action
+    if remediation.state in (AWAITING_APPROVAL, PENDING_DECISION):
+        return remediation.state
+    return NO_ACTION
+
+
+def with_remediation(incident: Incident, remediation: Remediation | None) -> Incident:
+    """The incident as the MCP server should see it: `action_type` always a string (see `action_type`), the
+    workflow id, and the MCP status vocabulary while an approved action works on it -- `running` while it runs,
+    `completed` or `failed` from its outcome (its alerts' resolution still completes it). A dry run never changes
+    the incident's status: it changed nothing in the cluster."""
+    if remediation is None:
+        return incident  # `to_api` shows `none`
+    update: dict[str, Any] = {"action_type": action_type(remediation)}
+    if remediation.workflow_id:
+        update["workflow_id"] = remediation.workflow_id
+    if incident.status == IncidentStatus.ACTIVE and not remediation.dry_run:
+        if remediation.state == "running":
             update["status"] = IncidentStatus.RUNNING
-        elif status in ("completed", "failed"):
-            update["status"] = IncidentStatus(status)
-            update["resolved_at"] = completed_at
+        elif remediation.state in ("completed", "failed"):
+            update["status"] = IncidentStatus(remediation.state)
+            update["resolved_at"] = remediation.completed_at
     return incident.model_copy(update=update)
 
 
-def to_api(incident: Incident) -> dict[str, Any]:
-    """One incident in the list shape: the MCP server's fields plus the engine's."""
+def with_workflow(incident: Incident, workflow_id: str, action: str, status: str,
+                  completed_at: datetime | None) -> Incident:
+    """`with_remediation` for a workflow a remediator has (its status is the remediation state)."""
+    return with_remediation(incident, Remediation(status, action, workflow_id, completed_at))
+
+
+def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[str, Any]:
+    """One incident in the list shape: the MCP server's fields plus the engine's and ours. Every field the MCP
+    server decodes into a non-pointer Go type is never null (`action_type`, `confidence`); `completed_at` and
+    `duration_seconds` (Go pointers) are null until the incident is finished."""
     finished = incident.resolved_at if incident.status != IncidentStatus.ACTIVE else None
     duration = (finished - incident.created_at).total_seconds() if finished else None
     return {
@@ -145,9 +214,9 @@ def to_api(incident: Incident) -> dict[str, Any]:
         "status": incident.status.value,
         "priority": incident.severity.priority,
         "target": incident.target,
-        "action_type": incident.action_type,
+        "action_type": incident.action_type or action_type(remediation),
         "source": incident.source,
-        "confidence": incident.confidence,
+        "confidence": confidence_of(incident),
         "parameters": incident.parameters,
         "created_at": _iso(incident.created_at),
         "updated_at": _iso(incident.updated_at),
@@ -160,6 +229,9 @@ def to_api(incident: Incident) -> dict[str, Any]:
         "resource": incident.resource,
         "issue_type": incident.issue_type,
         "workflow_id": incident.workflow_id,
+        "remediation_status": (remediation.state if remediation
+                               else NO_ACTION if incident.workflow_id is None else None),
+        "remediation_dry_run": remediation.dry_run if remediation else None,
         "labels": incident.labels,
         "affected_resources": incident.affected_resources,
         "correlation_id": incident.correlation_id,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from pipeline.domain.arbitration import (
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Proposal, RemediationProposed, Severity
 from pipeline.gateway.projection import publish_visible
-from pipeline.gateway.remediation_view import LAYERS, RemediationView, workflow_view
+from pipeline.gateway.remediation_view import LAYERS, RemediationView, go_duration, workflow_view
 from pipeline.gateway.routes import MAX_WRITE_BODY, _camel
 from pipeline.stages.arbitrate import policy_from_settings
 from pipeline.web.errors import ApiError, from_pydantic
@@ -136,9 +137,12 @@ def _workflow_id(request_id: str) -> str:
 
 
 def router(settings: Settings, view: RemediationView, producer: EventProducer, started: float,
-           control: ControlState | None = None, detector: Any = None) -> APIRouter:
+           control: ControlState | None = None, detector: Any = None,
+           workers: Callable[[], Awaitable[int]] | None = None) -> APIRouter:
     """`control` is the followed control topic (kill switch, pause, approvals); `detector` (adapters.detection)
-    tells a trigger's deployment method when this gateway can read the cluster."""
+    tells a trigger's deployment method when this gateway can read the cluster; `workers` counts the remediate
+    stage's consumers (the processes that execute approved actions) -- without it `/api/v1/cluster/status`
+    answers 503, as it cannot tell."""
     api = APIRouter(tags=["remediation"])
     control = control if control is not None else ControlState()
     topic = settings.topic("remediation")
@@ -339,20 +343,34 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
 
     @api.get("/api/v1/cluster/status", summary="The cluster status the MCP server reads")
     async def cluster_status() -> JSONResponse:
-        c = view.counts(datetime.now(UTC))
+        try:
+            if workers is None:
+                raise RuntimeError("this gateway has no Kafka admin client")
+            workers_count = await workers()
+        except Exception as exc:  # noqa: BLE001 - any failure: the count is unknown, and we say so
+            raise ApiError(503, "KAFKA_UNAVAILABLE",
+                           f"cannot count the remediate workers: {type(exc).__name__}: {exc}",
+                           headers={"Retry-After": "5"}) from None
+        now = datetime.now(UTC)
+        c = view.counts(now)
         s = c["statuses"]
         conflicts = sum(c["conflicts"].values())
         pending = s.get("pending", 0) + s.get("awaiting_approval", 0)
-        remediators = len(control.remediators)
+        killed = policy.kill_switch or control.killed
+        reasons = [why for why, yes in (("kill switch on: every proposal is rejected", killed),
+                                        ("paused: no workflow starts", control.paused),
+                                        ("no remediate worker: approved actions wait", workers_count == 0)) if yes]
+        up = uptime()
         return JSONResponse({
-            "status": "healthy",
-            "timestamp": datetime.now(UTC).isoformat(),
+            "status": "degraded" if reasons else "healthy",
+            "reasons": reasons,
+            "timestamp": now.isoformat(),
             "actions": {"total": c["total"], "pending": pending, "running": s.get("running", 0),
                         "completed": s.get("completed", 0), "failed": s.get("failed", 0),
                         "rejected": s.get("rejected", 0) + s.get("superseded", 0), "skipped": s.get("skipped", 0)},
             "conflicts": {"total": conflicts, "resolved": conflicts},
-            "engine": {"running": not (policy.kill_switch or control.killed), "queue_length": pending,
-                       "workers_count": remediators or None, "uptime": uptime()},
+            "engine": {"running": not killed, "queue_length": pending, "workers_count": workers_count,
+                       "uptime": go_duration(int(up)), "uptime_seconds": up},
         })
 
     return api

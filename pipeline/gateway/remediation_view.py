@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.domain.incidents import PENDING_DECISION, Remediation
 from pipeline.events import (
     ActionReleased,
     Decision,
@@ -115,7 +116,7 @@ class RemediationView:
     workflows: dict[str, str] = field(default_factory=dict)  # workflow id -> proposal id
     by_target: dict[str, list[str]] = field(default_factory=dict)  # target -> proposal ids
     requests: dict[str, str] = field(default_factory=dict)  # manual request key -> proposal id
-    by_incident: dict[str, str] = field(default_factory=dict)  # incident id -> its latest workflow's proposal id
+    by_incident: dict[str, list[str]] = field(default_factory=dict)  # incident id -> its proposal ids, in order
     action_timeout: timedelta = timedelta(seconds=1800)
     applied: AppliedIds = field(default_factory=AppliedIds)
 
@@ -127,8 +128,7 @@ class RemediationView:
             p = payload.proposal
             entry = self.entries.get(p.id)
             if entry is None:
-                self.entries[p.id] = Entry(p, at)
-                self.by_target.setdefault(p.target, []).append(p.id)
+                self._add(Entry(p, at))
                 if p.workflow_id:
                     self.workflows[p.workflow_id] = p.id
                 if isinstance(key := p.parameters.get("request_key"), str):
@@ -137,8 +137,7 @@ class RemediationView:
             p = payload.decision.proposal
             entry = self.entries.get(p.id)
             if entry is None:
-                entry = self.entries[p.id] = Entry(p, payload.decision.decided_at)
-                self.by_target.setdefault(p.target, []).append(p.id)
+                entry = self._add(Entry(p, payload.decision.decided_at))
             if p.workflow_id:
                 self.workflows.setdefault(p.workflow_id, p.id)
             if entry.decision is None:
@@ -150,20 +149,32 @@ class RemediationView:
             w = payload.workflow
             entry = self.entries.get(w.proposal_id)
             if entry is None:
-                entry = self.entries[w.proposal_id] = Entry(w.decision.proposal, w.created_at, decision=w.decision)
-                self.by_target.setdefault(w.target, []).append(w.proposal_id)
+                entry = self._add(Entry(w.decision.proposal, w.created_at, decision=w.decision))
             if entry.decision is None:
                 entry.decision = w.decision
             if entry.workflow is None or payload.sequence >= entry.sequence:
                 entry.workflow, entry.sequence = w, payload.sequence
             self.workflows.setdefault(w.id, w.proposal_id)
-            if w.incident_id:
-                self.by_incident[w.incident_id] = w.proposal_id
+            if w.incident_id and w.incident_id != entry.proposal.incident_id:
+                self._index_incident(w.incident_id, w.proposal_id)
         else:
             return False
         self.applied.add(event_id)
         self.applied.notify(event_id)
         return True
+
+    def _add(self, entry: Entry) -> Entry:
+        p = entry.proposal
+        self.entries[p.id] = entry
+        self.by_target.setdefault(p.target, []).append(p.id)
+        if p.incident_id:
+            self._index_incident(p.incident_id, p.id)
+        return entry
+
+    def _index_incident(self, incident_id: str, proposal_id: str) -> None:
+        ids = self.by_incident.setdefault(incident_id, [])
+        if proposal_id not in ids:
+            ids.append(proposal_id)
 
     def _release(self, released: ActionReleased) -> None:
         for pid in self.by_target.get(released.target, ()):
@@ -178,9 +189,22 @@ class RemediationView:
                 entry.released, entry.released_at = released.reason, released.released_at
 
     def for_incident(self, incident_id: str) -> Entry | None:
-        """The latest workflow of an incident."""
-        pid = self.by_incident.get(incident_id)
-        return self.entries.get(pid) if pid else None
+        """The proposal that speaks for an incident: the highest `Remediation.rank` (an approved action over one
+        waiting for a human over one not decided over a rejected or skipped one), the latest among equals -- so a
+        duplicate rejected after an approved action never hides it."""
+        best: tuple[int, int] | None = None
+        chosen: Entry | None = None
+        for order, pid in enumerate(self.by_incident.get(incident_id, ())):
+            entry = self.entries[pid]
+            key = (remediation_of(entry).rank, order)
+            if best is None or key > best:
+                best, chosen = key, entry
+        return chosen
+
+    def remediation(self, incident_id: str) -> Remediation | None:
+        """What is being done about an incident (domain.incidents.Remediation), None when nothing was proposed."""
+        entry = self.for_incident(incident_id)
+        return remediation_of(entry) if entry is not None else None
 
     def workflow(self, workflow_id: str) -> Entry | None:
         pid = self.workflows.get(workflow_id)
@@ -226,8 +250,34 @@ class RemediationView:
         }
 
 
-def _go_duration(seconds: float) -> str:
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+def remediation_of(entry: Entry) -> Remediation:
+    """An entry as an incident's remediation: `pending_decision` until arbitration decides, then the workflow's or
+    the decision's status."""
+    p, w = entry.proposal, entry.workflow
+    state = PENDING_DECISION if entry.decision is None else entry.status
+    completed_at = w.completed_at if w is not None else (
+        entry.released_at if entry.released in ("completed", "failed") else None)
+    return Remediation(state=state, action=w.action if w is not None else p.action,
+                       workflow_id=w.id if w is not None else p.workflow_id, completed_at=completed_at,
+                       dry_run=w.dry_run if w is not None else p.dry_run)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go's `time.Duration.String()` writes it, to the millisecond: `1h2m3.5s`, `2m0s`, `45s`,
+    `250ms`, `0s` -- what a person reads, and what Go's `time.ParseDuration` reads back."""
+    ms = round(seconds * 1000)
+    sign, ms = ("-", -ms) if ms < 0 else ("", ms)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{sign}{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    out = f"{hours}h" if hours else ""
+    if hours or minutes:
+        out += f"{minutes}m"
+    return f"{sign}{out}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "") + "s"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -271,7 +321,7 @@ def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
         "approved_by": w.approved_by,
         "started_at": _iso(w.started_at),
         "completed_at": _iso(end),
-        "duration": _go_duration(((end or w.updated_at) - w.started_at).total_seconds()) if w.started_at else None,
+        "duration": go_duration(((end or w.updated_at) - w.started_at).total_seconds()) if w.started_at else None,
         "deployment": w.deployment,
         "steps": [
             {"order": s.order, "id": s.id, "layer": s.layer, "action": s.action, "description": s.description,

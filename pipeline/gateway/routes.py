@@ -15,10 +15,12 @@ from pipeline.config import Settings
 from pipeline.domain.incidents import (
     IncidentQuery,
     InvalidQuery,
+    Remediation,
     new_manual_incident,
     select,
     summary,
     to_api,
+    with_remediation,
 )
 from pipeline.events import Event, Incident, IncidentOpened, Severity
 from pipeline.gateway.projection import IncidentProjection, publish_visible
@@ -71,10 +73,10 @@ class CreateIncident(BaseModel):
 
 def router(
     settings: Settings, projection: IncidentProjection, producer: EventProducer,
-    overlay: Callable[[Incident], Incident] | None = None,
+    remediation: Callable[[str], Remediation | None] | None = None,
 ) -> APIRouter:
-    """`overlay` shows an incident with its remediation (workflow id, action, running/completed/failed)."""
-    shown = overlay or (lambda incident: incident)
+    """`remediation` tells what is being done about an incident (by id): its action, workflow and state."""
+    lookup = remediation or (lambda incident_id: None)
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
 
@@ -87,10 +89,15 @@ def router(
             )
         except InvalidQuery as exc:
             raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
-        matching, page = select([shown(i) for i in projection.values()], query)
+        shown: dict[str, Remediation | None] = {}
+        incidents: list[Incident] = []
+        for incident in projection.values():
+            shown[incident.id] = found = lookup(incident.id)
+            incidents.append(with_remediation(incident, found))
+        matching, page = select(incidents, query)
         return JSONResponse(
             {
-                "incidents": [to_api(i) for i in page],
+                "incidents": [to_api(i, shown[i.id]) for i in page],
                 "total": len(matching),
                 "count": len(page),
                 "limit": query.limit,

@@ -21,6 +21,7 @@ from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.web import errors
 from pipeline.web.health import KafkaProbe, prometheus_status
+from pipeline.web.prefix import DoubledPrefix
 
 
 @dataclass
@@ -44,6 +45,7 @@ def build_app(parts: Parts) -> FastAPI:
     settings = parts.settings
     app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None)
     errors.install(app)
+    app.add_middleware(DoubledPrefix)  # the MCP chart's base URL ends in /api/v1: /api/v1/api/v1/... (prefix.py)
 
     @app.get("/health", tags=["health"], summary="Liveness: no dependency calls")
     async def health() -> dict[str, str]:
@@ -74,11 +76,14 @@ def build_app(parts: Parts) -> FastAPI:
 
         remediation = parts.projection.remediation
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer,
-                                           overlay=lambda incident: _with_workflow(remediation, incident)))
+                                           remediation=remediation.remediation))
         from pipeline.gateway.remediation import router as remediation_router
 
-        app.include_router(remediation_router(settings, remediation, parts.producer, parts.started_monotonic,
-                                              control=parts.projection.control, detector=parts.detector))
+        app.include_router(remediation_router(
+            settings, remediation, parts.producer, parts.started_monotonic, control=parts.projection.control,
+            detector=parts.detector,
+            # the remediate stage's consumer group (pipeline/bus/stage.py): its members execute approved actions
+            workers=lambda: parts.probe.group_members(f"{settings.topic_prefix}remediate")))
         from pipeline.gateway.detection import router as detection_router
 
         app.include_router(detection_router(lambda: parts.detector))
@@ -91,17 +96,6 @@ def build_app(parts: Parts) -> FastAPI:
         if parts.kserve is not None:
             app.include_router(_models_router(parts))
     return app
-
-
-def _with_workflow(view: Any, incident: Any) -> Any:
-    """An incident as the MCP server should see it: with its latest workflow's id, action and outcome."""
-    from pipeline.domain.incidents import with_workflow
-
-    entry = view.for_incident(incident.id)
-    if entry is None or entry.workflow is None:
-        return incident
-    w = entry.workflow
-    return with_workflow(incident, w.id, w.action, w.status, w.completed_at)
 
 
 def _scorer(parts: Parts) -> Any:

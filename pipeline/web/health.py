@@ -53,12 +53,33 @@ class KafkaProbe:
         latency = (time.perf_counter() - started) * 1000
         return DependencyStatus("kafka", status, message, latency, datetime.now(UTC))
 
-    async def _describe(self) -> int:
+    async def group_members(self, group_id: str) -> int:
+        """How many consumers are in a consumer group now (0 for an empty or unknown group); raises when Kafka
+        does not answer within CHECK_TIMEOUT_S or refuses (e.g. not authorised to describe the group)."""
+        async with self._lock:
+            return await asyncio.wait_for(self._members(group_id), CHECK_TIMEOUT_S)
+
+    async def _members(self, group_id: str) -> int:
+        admin = await self._client()
+        count = 0
+        for response in await admin.describe_consumer_groups([group_id]):
+            for group in response.groups:  # (error_code, group, state, protocol_type, protocol, members, ...)
+                error_code, _, state, *_ = group
+                if error_code:
+                    raise RuntimeError(f"describing consumer group {group_id} failed: Kafka error {error_code}")
+                if state != "Dead":
+                    count += len(group[5])
+        return count
+
+    async def _client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = kafka.admin(self.settings)
             await admin.start()
             self._admin = admin
-        cluster = await self._admin.describe_cluster()
+        return self._admin
+
+    async def _describe(self) -> int:
+        cluster = await (await self._client()).describe_cluster()
         return len(cluster["brokers"])
 
     async def close(self) -> None:

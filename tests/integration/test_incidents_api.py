@@ -36,6 +36,9 @@ async def test_post_returns_201_with_top_level_fields_and_is_readable_at_once(ht
     assert item["target"] == "shop"  # derived: the MCP server may omit target
     assert item["affected_resources"] == ["Deployment/checkout"]
     assert item["correlation_id"] == "corr-42" and item["confidence"] == 0.8 and item["source"] == "manual"
+    assert (item["action_type"], item["remediation_status"]) == ("none", "none")  # a string the MCP shows; no action
+    unstated = await http.post("/api/v1/incidents", json={k: v for k, v in MCP_CREATE.items() if k != "confidence"})
+    assert unstated.json()["incident"]["confidence"] == 1.0  # taken as stated, never a null the MCP shows as 0
 
 
 async def test_post_validation_uses_the_engine_limits_and_names_the_field(http: httpx.AsyncClient) -> None:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from pipeline.config import Settings
 from pipeline.runner import Plan
 from pipeline.stages import stage_classes
-from tests.support import PipelineUnderTest, eventually, read_topic, sample
+from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
 ARBITRATION_ONLY = Plan(stages=[s for s in stage_classes() if s != "remediate"], ingest=True, gateway=True,
                         apply_topics=True)
@@ -164,6 +164,13 @@ async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(h
     status = await eventually(approved)
     assert status["actions"]["total"] == 1 and status["engine"]["running"] is True
     assert status["actions"]["running"] == 0  # nothing executes it in this layout: never "running"
+    # no remediate worker consumes the decisions: the MCP's cluster status says so, with a number
+    assert status["engine"]["workers_count"] == 0 and status["status"] == "degraded"
+    assert status["reasons"] == ["no remediate worker: approved actions wait"]
+    (incident,) = (await incidents(http))["incidents"]
+    assert (incident["status"], incident["action_type"], incident["remediation_status"]) == (
+        "active", "scale_resources", "pending")  # approved: the action the MCP shows, waiting to run
+    assert incident["confidence"] == 1.0  # an alert that fired: an observation
     detail = (await http.get("/api/v1/status")).json()
     assert detail["actions"]["by_source"] == {"deterministic": 1} and detail["active_actions"] == 0
     assert detail["layers"]["application"]["pending"] == 1 and detail["queue"]["pending"] == 1
@@ -178,6 +185,9 @@ async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(h
 
     status = await eventually(cancelled)  # the incident resolved before anything ran: released, cancelled
     assert status["actions"]["pending"] == 0 and status["actions"]["completed"] == 0
+    (incident,) = (await incidents(http))["incidents"]
+    assert (incident["status"], incident["action_type"], incident["remediation_status"]) == (
+        "completed", "none", "cancelled")  # its alerts resolved; no action was carried out
     metrics = (await http.get("/metrics")).text
     assert 'coordination_actions_total{action="scale_resources",outcome="approved",source="deterministic"}' in metrics
     assert "coordination_resolution_time_seconds_count" in metrics and "coordination_active_actions" in metrics
@@ -192,3 +202,53 @@ async def test_conflicting_commands_are_counted_as_conflicts(http: httpx.AsyncCl
     assert status["actions"]["total"] == 3
     assert status["actions"]["pending"] == 1 and status["actions"]["running"] == 0
     assert status["actions"]["rejected"] + status["actions"]["superseded"] == 2
+
+
+async def test_an_incident_shows_its_approved_action_not_a_later_rejected_one(http: httpx.AsyncClient) -> None:
+    """Two commands for one incident's target: the approved restart speaks for the incident, not the oom_kill
+    rejected after it as target_busy."""
+    created = await http.post("/api/v1/incidents", json={"title": "db restarts", "description": "d",
+                                                         "severity": "high", "labels": {"namespace": "shop"}})
+    incident_id = created.json()["incident_id"]
+    listed = (await incidents(http))["incidents"]
+    assert [(i["action_type"], i["remediation_status"]) for i in listed] == [("none", "none")]  # nothing proposed
+    first = await http.post("/api/v1/remediation/trigger",
+                            json=trigger_body("db", kind="Deployment", incident_id=incident_id))
+    second = await http.post("/api/v1/remediation/trigger",
+                             json=trigger_body("db", kind="Deployment", issue="oom_kill", incident_id=incident_id))
+    assert (await decided(http, first.json()["workflow_id"]))["decision"]["outcome"] == "approved"
+    assert (await decided(http, second.json()["workflow_id"]))["status"] == "rejected"
+    (incident,) = (await incidents(http))["incidents"]
+    assert (incident["action_type"], incident["remediation_status"], incident["workflow_id"]) == (
+        "restart_deployment", "pending", first.json()["workflow_id"])
+
+
+async def test_an_action_waiting_for_a_human_says_so(settings: Settings) -> None:
+    everything_needs_approval = settings.model_copy(update={"remediation_approval": [{"name": "all"}]})
+    async with PipelineUnderTest(everything_needs_approval, ARBITRATION_ONLY) as running:
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=15) as client:
+            assert (await client.post("/api/v1/alerts", json=FIRING)).status_code == 200
+
+            async def waiting() -> list[dict[str, Any]] | None:
+                found = (await incidents(client))["incidents"]
+                ok = len(found) == 2 and all(i["remediation_status"] == "awaiting_approval" for i in found)
+                return found if ok else None
+
+            found = await eventually(waiting)
+    assert {(i["status"], i["action_type"]) for i in found} == {("active", "awaiting_approval")}
+
+
+async def test_an_action_not_decided_yet_says_so(settings: Settings) -> None:
+    """Without the arbitrate stage, a proposal is never decided: `pending_decision`, not an action."""
+    no_arbitration = Plan(stages=["correlate", "propose"], ingest=True, gateway=True, apply_topics=True)
+    async with PipelineUnderTest(settings, no_arbitration) as running:
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=15) as client:
+            assert (await client.post("/api/v1/alerts", json=FIRING)).status_code == 200
+
+            async def proposed() -> list[dict[str, Any]] | None:
+                found = (await incidents(client))["incidents"]
+                ok = len(found) == 2 and all(i["remediation_status"] == "pending_decision" for i in found)
+                return found if ok else None
+
+            found = await eventually(proposed)
+    assert {(i["status"], i["action_type"]) for i in found} == {("active", "pending_decision")}

@@ -1,0 +1,84 @@
+"""What an incident shows the MCP server about its remediation (`action_type`, `remediation_status`, status) and
+how sure it is (`confidence`), as pure functions of the read models; Go-style durations. No broker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pipeline.domain.arbitration import ApprovalRule, Policy, resolve
+from pipeline.domain.correlation import correlate
+from pipeline.domain.incidents import Remediation, action_type, new_manual_incident, to_api, with_remediation
+from pipeline.events import DecisionMade, IncidentStatus, RemediationProposed, Severity, TargetState
+from pipeline.gateway.remediation_view import RemediationView, go_duration
+from tests.unit.test_proposals_and_view import NOW, incident, proposal
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0, "0s"), (0.25, "250ms"), (45, "45s"), (120, "2m0s"), (3723.5, "1h2m3.5s"), (3600, "1h0m0s"),
+    (90061, "25h1m1s"), (1.0004, "1s"),
+])  # fmt: skip
+def test_go_duration_is_what_go_prints(seconds: float, shown: str) -> None:
+    assert go_duration(seconds) == shown
+
+
+def test_the_action_type_vocabulary() -> None:
+    assert action_type(None) == "none"
+    for state in ("pending", "running", "completed", "failed"):
+        assert action_type(Remediation(state, "restart_pod")) == "restart_pod"
+    assert action_type(Remediation("pending_decision", "restart_pod")) == "pending_decision"
+    assert action_type(Remediation("awaiting_approval", "restart_pod")) == "awaiting_approval"
+    for state in ("rejected", "superseded", "skipped", "cancelled"):
+        assert action_type(Remediation(state, "restart_pod")) == "none"
+
+
+def test_an_incident_follows_its_approved_action_but_not_a_dry_run() -> None:
+    open_ = incident()
+    running = with_remediation(open_, Remediation("running", "restart_pod", "wf-1"))
+    assert (running.status, running.action_type, running.workflow_id) == (IncidentStatus.RUNNING, "restart_pod", "wf-1")
+    done_at = NOW + timedelta(minutes=3)
+    failed = to_api(with_remediation(open_, r := Remediation("failed", "restart_pod", "wf-1", done_at)), r)
+    assert (failed["status"], failed["completed_at"], failed["duration_seconds"]) == ("failed", "2026-11-22T12:03:00Z",
+                                                                                       180.0)
+    assert failed["remediation_status"] == "failed"
+    dry = with_remediation(open_, Remediation("completed", "restart_pod", "wf-2", done_at, dry_run=True))
+    assert dry.status == IncidentStatus.ACTIVE and dry.action_type == "restart_pod"  # changed nothing in the cluster
+    resolved = incident(status=IncidentStatus.COMPLETED, resolved_at=done_at)
+    assert with_remediation(resolved, Remediation("running", "restart_pod")).status == IncidentStatus.COMPLETED
+    shown = to_api(open_)
+    assert (shown["action_type"], shown["remediation_status"], shown["completed_at"]) == ("none", "none", None)
+
+
+def test_confidence_is_observed_for_signals_and_as_stated_otherwise() -> None:
+    from tests.unit.test_correlation import signal
+
+    opened = correlate(None, signal("a", "firing")).change
+    assert opened is not None and opened.incident.confidence == 1.0
+    legacy = incident(confidence=None)  # an incident event written before the field was set
+    assert to_api(legacy)["confidence"] == 1.0
+    kw: dict[str, Any] = {"title": "t", "description": "d", "severity": Severity.LOW, "now": NOW}
+    assert to_api(new_manual_incident(**kw, confidence=0.4))["confidence"] == 0.4
+    assert to_api(new_manual_incident(**kw))["confidence"] == 1.0
+
+
+def test_the_view_picks_the_proposal_that_speaks_for_the_incident() -> None:
+    view = RemediationView()
+    assert view.remediation("inc-1") is None
+    first = proposal("p1", target="shop/Deployment/db", action="restart_deployment", workflow_id="wf-1")
+    view.apply("e1", RemediationProposed(namespace="shop", proposal=first), NOW)
+    assert view.remediation("inc-1") == Remediation("pending_decision", "restart_deployment", "wf-1")
+    later = proposal("p2", target="shop/Deployment/db", action="scale_resources", workflow_id="wf-2")
+    decisions = {d.outcome: d for d in resolve([first, later], TargetState(), Policy(approval=()), NOW)}
+    assert set(decisions) == {"approved", "superseded"}
+    winner = decisions["approved"].proposal.id
+    view.apply("e2", DecisionMade(namespace="shop", decision=decisions["approved"], resolution_seconds=0.0), NOW)
+    view.apply("e3", DecisionMade(namespace="shop", decision=decisions["superseded"], resolution_seconds=0.0), NOW)
+    chosen = view.remediation("inc-1")
+    assert chosen is not None and chosen.state == "pending"  # the approved one, not the later superseded one
+    assert chosen.workflow_id == ("wf-1" if winner == "p1" else "wf-2")
+    human = proposal("p3", target="shop/Pod/other", workflow_id="wf-3")
+    (waiting,) = resolve([human], TargetState(), Policy(approval=(ApprovalRule(name="all"),)), NOW)
+    view.apply("e4", DecisionMade(namespace="shop", decision=waiting, resolution_seconds=0.0), NOW)
+    assert view.remediation("inc-1").state == "pending"  # type: ignore[union-attr]  # approved beats waiting
