@@ -124,7 +124,9 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
             return JSONResponse(control.view()[kind])
 
         api.add_api_route(path, read, methods=["GET"], summary=f"The {kind.replace('_', ' ')}")
-        api.add_api_route(path, write, methods=["POST", "PUT"], summary=f"Turn the {kind.replace('_', ' ')} on or off")
+        for method in ("POST", "PUT"):  # one route per method: each its own OpenAPI operation id
+            api.add_api_route(path, write, methods=[method], operation_id=f"{method.lower()}_{kind}",
+                              summary=f"Turn the {kind.replace('_', ' ')} on or off")
 
     switch_route("/api/v1/remediation/kill-switch", "kill_switch", "kill-switch")
     switch_route("/api/v1/remediation/pause", "pause", "pause")

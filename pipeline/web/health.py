@@ -74,7 +74,11 @@ class KafkaProbe:
     async def _client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = kafka.admin(self.settings)
-            await admin.start()
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
             self._admin = admin
         return self._admin
 

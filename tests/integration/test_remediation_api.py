@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -252,3 +253,32 @@ async def test_an_action_not_decided_yet_says_so(settings: Settings) -> None:
 
             found = await eventually(proposed)
     assert {(i["status"], i["action_type"]) for i in found} == {("active", "pending_decision")}
+
+
+async def test_cluster_status_answers_503_when_kafka_cannot_count_the_workers(tmp_path: Path) -> None:
+    """The route asks Kafka for the remediate consumer group; a broker that does not answer (a closed port here)
+    is a 503 that says why, never a made-up workers_count."""
+    from fastapi import FastAPI
+
+    from pipeline.bus.producer import EventProducer
+    from pipeline.embedded.process import free_port
+    from pipeline.gateway.remediation import router
+    from pipeline.gateway.remediation_view import RemediationView
+    from pipeline.web import errors
+    from pipeline.web.health import KafkaProbe
+
+    nowhere = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", data_dir=tmp_path)
+    probe, producer = KafkaProbe(nowhere), EventProducer(nowhere)  # the producer is never started: no POSTs here
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(router(nowhere, RemediationView(), producer, 0.0,
+                              workers=lambda: probe.group_members("pipeline.remediate")))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as client:
+            response = await client.get("/api/v1/cluster/status")
+    finally:
+        await probe.close()
+        await producer.stop()
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    body = response.json()
+    assert body["code"] == "KAFKA_UNAVAILABLE" and body["error"].startswith("cannot count the remediate workers")
