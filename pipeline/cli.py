@@ -121,17 +121,48 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_ml(args: argparse.Namespace) -> int:
-    """The reference ML service: `serve` it (training the model the first time), or (re)`train` it."""
+    """The reference ML service: `serve` it (training the model the first time), (re)`train` it from
+    generated history or a real cluster's Prometheus, or `evaluate` it on held-out generated histories."""
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
     if args.action == "serve":
         from pipeline.ml.service import run as serve_ml
 
         return serve_ml(args.host, args.port, model_dir)
+    if args.action == "evaluate":
+        return _ml_evaluate(args, model_dir)
+    if args.prometheus:
+        from pipeline.ml.cluster import main as train_from_cluster
+
+        return train_from_cluster(args.prometheus, since=args.since, every=args.every, namespaces=args.namespace,
+                                  model_dir=model_dir)
+    if args.since or args.every or args.namespace:
+        sys.exit("--since, --every and --namespace need --prometheus URL")
     from pipeline.ml.model import default_model_dir, train
 
     model = train(model_dir)
     print(json.dumps({"model": model.name, "model_version": model.version,
                       "model_dir": str(model_dir or default_model_dir()), "training": model.training}))
+    return 0
+
+
+def _ml_evaluate(args: argparse.Namespace, model_dir: Path | None) -> int:
+    from pipeline.ml.evaluate import EVALUATION_SEEDS, evaluate, print_report
+    from pipeline.ml.model import ReferenceModel, default_model_dir, train_or_load
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(EVALUATION_SEEDS)
+    except ValueError:
+        sys.exit(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    # The model `pipeline ml serve --model-dir` would serve (trained the first time, like serve does).
+    model = train_or_load(model_dir) if not args.no_train else ReferenceModel.load(model_dir or default_model_dir())
+    try:
+        result = evaluate(model, seeds, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        sys.exit(str(exc))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print_report(result, detail=args.detail)
     return 0
 
 
@@ -168,11 +199,21 @@ def parser() -> argparse.ArgumentParser:
     broker.add_argument("--data-dir")
     broker.set_defaults(func=cmd_broker)
 
-    ml = sub.add_parser("ml", help="the reference ML service (KServe v1 + legacy ML routes), or train its model")
-    ml.add_argument("action", choices=["serve", "train"])
-    ml.add_argument("--host", default="127.0.0.1")
-    ml.add_argument("--port", type=int, default=8090)
+    ml = sub.add_parser("ml", help="the reference ML service (KServe v1 + legacy ML routes), train or evaluate its model")
+    ml.add_argument("action", choices=["serve", "train", "evaluate"])
+    ml.add_argument("--host", default="127.0.0.1", help="serve: address to bind")
+    ml.add_argument("--port", type=int, default=8090, help="serve: port")
     ml.add_argument("--model-dir", help="default: ~/.cache/pipeline/ml/anomaly-detector")
+    ml.add_argument("--prometheus", metavar="URL",
+                    help="train: from this Prometheus/Thanos (a real cluster's history) instead of generated history")
+    ml.add_argument("--since", metavar="DURATION", help="train --prometheus: how far back, e.g. 6h, 2d (default 24h)")
+    ml.add_argument("--every", metavar="DURATION", help="train --prometheus: one vector per scope every (default 5m)")
+    ml.add_argument("--namespace", action="append",
+                    help="train --prometheus: only these namespaces' pods and deployments (repeatable; default all)")
+    ml.add_argument("--seeds", help="evaluate: held-out history seeds, comma-separated (default 101,102)")
+    ml.add_argument("--detail", action="store_true", help="evaluate: also a line per history and scope")
+    ml.add_argument("--json", action="store_true", help="evaluate: the counts as JSON instead of the table")
+    ml.add_argument("--no-train", action="store_true", help="evaluate: the model in --model-dir as it is, never retrain")
     ml.set_defaults(func=cmd_ml)
 
     from pipeline.bench import add_arguments

@@ -18,6 +18,17 @@ four deployments and five pods, with three scenarios in the data:
   and the deployment unavailable for 30 s after each restart;
 * ``payments/throttled`` — CPU pinned at its 0.5-core limit, ~60 % of CFS periods throttled.
 
+``generate_history(healthy=[...])`` replaces the named scenarios (``leaky``, ``crashy``, ``throttled``) with
+healthy behaviour — the same pod, node, limits and labels, so every query sees the same series:
+
+* healthy ``leaky``: working set flat around 200 MiB (its leak's starting point), ~0.05 cores;
+* healthy ``crashy``: never restarts (as before its first restart: ~0.3 cores, ~180 MiB, always available);
+* healthy ``throttled``: ~0.25 cores of its 0.5-core limit, throttled as rarely as ``cart``.
+
+The reference model (``pipeline.ml``) trains and is evaluated on such histories, where deployments,
+namespaces and the cluster are healthy as a whole. The default (``healthy=()``) is the history above,
+sample for sample.
+
 Label sets (exactly these labels, values are ``str``):
 
 * node-exporter: ``node_cpu_seconds_total{cpu,mode,instance,node}`` (counter, modes idle/user/system),
@@ -48,7 +59,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -97,6 +108,8 @@ __all__ = [
     "THROTTLED_CPU_LIMIT_CORES",
     "THROTTLED_FRACTION",
     "CFS_PERIOD_S",
+    "HEALTHY_THROTTLED_CPU_CORES",
+    "SCENARIOS",
     "PODS",
     "DEPLOYMENTS",
     "FAMILIES",
@@ -183,6 +196,10 @@ THROTTLED_DEPLOYMENT = "throttled"
 THROTTLED_POD = "throttled-84c5d7f96-p2r5s"
 THROTTLED_CPU_LIMIT_CORES = 0.5
 THROTTLED_FRACTION = 0.6  # throttled periods / periods
+HEALTHY_THROTTLED_CPU_CORES = 0.25  # generate_history(healthy=["throttled"]): half its limit
+
+# The deployments whose behaviour is a scenario; generate_history(healthy=...) names some of them.
+SCENARIOS: tuple[str, ...] = (LEAKY_DEPLOYMENT, CRASHY_DEPLOYMENT, THROTTLED_DEPLOYMENT)
 
 PODS: tuple[PodSpec, ...] = (
     PodSpec(CART_NAMESPACE, CART_DEPLOYMENT, CART_PODS[0], "node-a", 0.25, 1.0, 256 * MiB, 1 * GiB),
@@ -318,8 +335,9 @@ class History:
     seed: int
     samples: dict[SeriesKey, list[Sample]]
     openmetrics: str
-    crashy_restart_times: tuple[float, ...]
+    crashy_restart_times: tuple[float, ...]  # empty when crashy is healthy
     generate_s: float  # wall time spent generating samples and rendering the text
+    healthy: frozenset[str] = frozenset()  # scenarios replaced by healthy behaviour (see the module doc)
 
     @property
     def start(self) -> float:
@@ -386,18 +404,30 @@ def generate_history(
     duration_s: int = DEFAULT_DURATION_S,
     step_s: int = DEFAULT_STEP_S,
     seed: int = DEFAULT_SEED,
+    healthy: Collection[str] = (),
+    leak_end_bytes: int = LEAKY_MEMORY_END_BYTES,
 ) -> History:
     """Generate the cluster's history from ``end - duration_s`` to ``end`` inclusive, one sample per
     series every ``step_s`` seconds. Same arguments ⇒ identical samples and text.
 
     ``end`` defaults to :func:`aligned_now`; it is rounded down to whole seconds. ``duration_s`` must be a
     multiple of ``step_s``; both are whole seconds. Keep ``duration_s`` ≥ 1 h for the crash loop to fit.
+    ``healthy`` names scenarios (of :data:`SCENARIOS`) that behave healthily instead; the default keeps all
+    three. ``leak_end_bytes`` is where the leak's working set ends (below the 1 GiB limit).
     """
     t0 = time.perf_counter()
     step_s = int(step_s)
     duration_s = int(duration_s)
     if step_s <= 0 or duration_s <= 0 or duration_s % step_s:
         raise ValueError(f"duration_s ({duration_s}) must be a positive multiple of step_s ({step_s})")
+    healthy = frozenset(healthy)
+    unknown = sorted(healthy - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"healthy names unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    if not LEAKY_MEMORY_START_BYTES <= leak_end_bytes < LEAKY_MEMORY_LIMIT_BYTES:
+        raise ValueError(
+            f"leak_end_bytes must be in [{LEAKY_MEMORY_START_BYTES}, {LEAKY_MEMORY_LIMIT_BYTES})"
+        )
     end = float(math.floor(aligned_now(step_s) if end is None else end))
     start = end - duration_s
     n = duration_s // step_s + 1
@@ -408,6 +438,7 @@ def generate_history(
     restarts = tuple(
         end - _CRASHY_LAST_RESTART_BEFORE_END_S - (CRASHY_RESTARTS - 1 - k) * CRASHY_RESTART_INTERVAL_S
         for k in range(CRASHY_RESTARTS)
+        if CRASHY_DEPLOYMENT not in healthy
     )
 
     def crashy_restarts_at(t: float) -> int:
@@ -432,9 +463,12 @@ def generate_history(
             if spec.deployment == CART_DEPLOYMENT:
                 cores = CART_CPU_CORES + _noise(rng, 0.01, 0.03)
                 ws = CART_MEMORY_BYTES + round(_noise(rng, 4 * MiB, 12 * MiB))
+            elif spec.deployment == LEAKY_DEPLOYMENT and LEAKY_DEPLOYMENT in healthy:
+                cores = 0.05 + _noise(rng, 0.003, 0.01)
+                ws = LEAKY_MEMORY_START_BYTES + round(_noise(rng, 4 * MiB, 12 * MiB))
             elif spec.deployment == LEAKY_DEPLOYMENT:
                 cores = 0.05 + _noise(rng, 0.003, 0.01)
-                linear = LEAKY_MEMORY_START_BYTES + frac * (LEAKY_MEMORY_END_BYTES - LEAKY_MEMORY_START_BYTES)
+                linear = LEAKY_MEMORY_START_BYTES + frac * (leak_end_bytes - LEAKY_MEMORY_START_BYTES)
                 ws = round(linear + _noise(rng, 256 * 1024, 1 * MiB))
             elif spec.deployment == CRASHY_DEPLOYMENT:
                 last = crashy_last_restart(t)
@@ -446,6 +480,9 @@ def generate_history(
                     ws = 180 * MiB + round(_noise(rng, 3 * MiB, 9 * MiB))
                 else:  # a fresh container: small working set growing towards the limit until the next crash
                     ws = 40 * MiB + round((t - last) * (400 * MiB / CRASHY_RESTART_INTERVAL_S))
+            elif THROTTLED_DEPLOYMENT in healthy:  # throttled, healthy: half its limit
+                cores = HEALTHY_THROTTLED_CPU_CORES + _noise(rng, 0.01, 0.03)
+                ws = 150 * MiB + round(_noise(rng, 2 * MiB, 6 * MiB))
             else:  # throttled: pinned at the limit
                 cores = THROTTLED_CPU_LIMIT_CORES - abs(_noise(rng, 0.002, 0.006))
                 ws = 150 * MiB + round(_noise(rng, 2 * MiB, 6 * MiB))
@@ -456,17 +493,14 @@ def generate_history(
 
     for spec in PODS:
         labels = spec.labels
+        pinned = spec.deployment == THROTTLED_DEPLOYMENT and THROTTLED_DEPLOYMENT not in healthy
         periods_per_step = step_s / CFS_PERIOD_S
         active = {CART_DEPLOYMENT: 0.6, LEAKY_DEPLOYMENT: 0.3, CRASHY_DEPLOYMENT: 0.5}.get(
             spec.deployment, 1.0
         )
         cpu_total = round(rng.uniform(500, 5000), 3)
         periods = float(rng.randrange(10_000, 200_000))
-        throttled = (
-            float(rng.randrange(0, 50))
-            if spec.deployment != THROTTLED_DEPLOYMENT
-            else round(periods * THROTTLED_FRACTION)
-        )
+        throttled = float(rng.randrange(0, 50)) if not pinned else round(periods * THROTTLED_FRACTION)
         throttled_s = round(throttled * 0.05, 3)
         for i, t in enumerate(timestamps):
             if i:
@@ -475,10 +509,10 @@ def generate_history(
                     new_periods = 0
                 else:
                     new_periods = round(periods_per_step * active * (1 + _noise(rng, 0.03, 0.08)))
-                if spec.deployment == THROTTLED_DEPLOYMENT:
+                if pinned:
                     new_throttled = round(new_periods * (THROTTLED_FRACTION + _noise(rng, 0.02, 0.05)))
                     new_throttled_s = new_throttled * (0.05 + _noise(rng, 0.003, 0.01))
-                elif spec.deployment == CART_DEPLOYMENT:
+                elif spec.deployment in (CART_DEPLOYMENT, THROTTLED_DEPLOYMENT):
                     new_throttled = 1 if rng.random() < 0.05 else 0
                     new_throttled_s = new_throttled * 0.004
                 else:
@@ -592,6 +626,7 @@ def generate_history(
         openmetrics=text,
         crashy_restart_times=restarts,
         generate_s=time.perf_counter() - t0,
+        healthy=healthy,
     )
 
 

@@ -1,7 +1,12 @@
 """The reference anomaly detector: ``RobustScaler`` + ``IsolationForest`` over the 45-feature vector.
 
-The same pipeline as the platform's notebook (anchor §3.4), trained on the project's own normal vectors
-(``pipeline.ml.training``). What it adds to the KServe sklearn server's bare ``-1|1``:
+The same pipeline as the platform's notebook (anchor §3.4) but for one parameter, trained on the project's
+own normal vectors of every kind of scope (``pipeline.ml.training``; or on a real cluster's history,
+``pipeline.ml.cluster``). Each tree sees the whole training set (``max_samples=1.0`` where the notebook
+has ``"auto"``, 256 rows): pods, deployments, namespaces, nodes and the cluster are separate groups in the
+45-feature space, and 256 rows hold too few of the smaller groups for their points to look normal. The
+training set is about 1,500 rows, so fitting stays under a second. What it adds to the KServe sklearn
+server's bare ``-1|1``:
 
 * **score** (0..1, higher = more anomalous) from ``decision_function`` ``d`` (negative = anomalous):
   ``score = 1 / (1 + exp(SCORE_SLOPE * d))``. ``d = 0`` — the model's own boundary, set by
@@ -12,11 +17,14 @@ The same pipeline as the platform's notebook (anchor §3.4), trained on the proj
   prediction names every imputed feature, so nobody mistakes an imputed vector for a measured one.
 
 A limitation to know: features that were constant in training (the restart counts are always 0 for
-normal pods) cannot be split on by the forest, so they do not move the score; the scoring rules
-(``pipeline.domain.scoring``) cover restarts. ``deviations()`` still shows them.
+normal scopes of the generated histories) cannot be split on by the forest, so they do not move the score;
+the scoring rules (``pipeline.domain.scoring``) cover restarts. ``deviations()`` still shows them.
 
 The model directory holds ``model.joblib`` (the fitted pipeline) and ``model.json`` (version, medians,
 training report, and the SHA-256 of ``model.joblib``, written last so a half-written model never loads).
+The version is a hash of the training vectors, so it changes whenever the training set does; a cached
+model trained from generated history by another recipe (``training.recipe_id``) is retrained by
+``train_or_load``, and one trained from a real cluster is served as it is.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ PARAMS: dict[str, Any] = {
     "scaler": "RobustScaler",
     "n_estimators": 200,
     "contamination": 0.05,
-    "max_samples": "auto",
+    "max_samples": 1.0,
     "max_features": 1.0,
     "random_state": 42,
 }
@@ -310,32 +318,35 @@ class ReferenceModel:
 
 
 def train(model_dir: Path | None = None) -> ReferenceModel:
-    """Collect the training set (a real Prometheus over generated history), fit, save."""
+    """Collect the training set (real Prometheus servers over generated histories), fit, save."""
     from pipeline.ml.training import build_training_set
 
     training = build_training_set()
-    pods: dict[str, int] = {}
-    for pod, _ in training.rows:
-        pods[pod] = pods.get(pod, 0) + 1
-    model = ReferenceModel.fit(
-        training.vectors,
-        {
-            "history": training.history,
-            "pods": pods,
-            "seconds": round(training.seconds, 3),
-            "timings": {k: round(v, 3) for k, v in training.timings.items()},
-        },
-    )
+    model = ReferenceModel.fit(training.vectors, training.report())
     model.save(model_dir or default_model_dir())
     return model
 
 
+def is_stale(model: ReferenceModel) -> bool:
+    """A model trained from generated history by another recipe than today's (or before recipes existed).
+    A model trained on a real cluster (``training.source == "prometheus"``) is never stale."""
+    if model.training.get("source") == "prometheus":
+        return False
+    from pipeline.ml.training import recipe_id
+
+    return model.training.get("recipe") != recipe_id()
+
+
 def train_or_load(model_dir: Path | None = None, *, retrain: bool = False) -> ReferenceModel:
-    """The cached model, or train it once (needs the Prometheus binaries) and cache it."""
+    """The cached model, or train it (needs the Prometheus binaries) and cache it: the first time, and
+    whenever the cached one came from another training recipe."""
     directory = model_dir or default_model_dir()
     if not retrain:
         try:
-            return ReferenceModel.load(directory)
+            model = ReferenceModel.load(directory)
         except ModelUnavailable:
             pass
+        else:
+            if not is_stale(model):
+                return model
     return train(directory)

@@ -1,5 +1,6 @@
 """The reference model's pure parts: score mapping, input checks, imputation, versioning, persistence,
-the training set's normal windows, and the legacy routes' series arithmetic. No servers."""
+the training set's rows and labels at every kind of scope, the evaluation's counts, and the legacy routes'
+series arithmetic. No servers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ import numpy as np
 import pytest
 
 from pipeline.domain.features import FEATURE_NAMES, metric_features
-from pipeline.embedded.history import CART_PODS, CRASHY_POD, generate_history
+from pipeline.embedded.history import (
+    CART_PODS,
+    CRASHY_POD,
+    LEAKY_DEPLOYMENT,
+    LEAKY_POD,
+    SCENARIOS,
+    THROTTLED_POD,
+    History,
+    MiB,
+    generate_history,
+)
+from pipeline.ml.evaluate import Counts, evaluation_histories, score, table
 from pipeline.ml.model import (
     InvalidVector,
     ModelError,
@@ -22,6 +34,7 @@ from pipeline.ml.model import (
     as_vector,
     confidence,
     impute,
+    is_stale,
     model_version,
     training_medians,
     vector_from_mapping,
@@ -39,7 +52,17 @@ from pipeline.ml.service import (
     severity,
     vector_from_metrics,
 )
-from pipeline.ml.training import WARMUP_S, evaluation_times, evaluations, normal_windows
+from pipeline.ml.training import (
+    EVALUATION_EVERY_S,
+    TRAINING_HISTORIES,
+    WARMUP_S,
+    HistorySpec,
+    Row,
+    is_anomalous,
+    plan_rows,
+    recipe_id,
+    targets,
+)
 
 N = len(FEATURE_NAMES)
 
@@ -220,21 +243,141 @@ def test_a_missing_torn_or_foreign_model_is_unavailable(fitted: ReferenceModel, 
         ReferenceModel.load(tmp_path / "foreign")
 
 
-# ----------------------------------------------------------------------------- the training set's windows
-def test_training_keeps_cart_throughout_crashy_before_its_first_restart_and_nothing_else() -> None:
-    history = generate_history(end=1_704_067_200.0, duration_s=2 * 3600)
-    windows = {w.pod: w for w in normal_windows(history)}
-    assert set(windows) == {*CART_PODS, CRASHY_POD}
-    assert windows[CART_PODS[0]].start == history.start + WARMUP_S
-    assert windows[CRASHY_POD].end == history.crashy_restart_times[0]
-    crashy_times = evaluation_times(history, windows[CRASHY_POD])
-    assert max(crashy_times) < history.crashy_restart_times[0]
-    cart_times = evaluation_times(history, windows[CART_PODS[0]])
-    assert cart_times[-1] == history.end and cart_times[0] >= history.start + WARMUP_S
-    assert {b - a for a, b in zip(cart_times, cart_times[1:], strict=False)} == {120.0}
-    plan = list(evaluations(history))
-    assert len(plan) == 2 * len(cart_times) + len(crashy_times)
-    assert plan == list(evaluations(history))
+# ----------------------------------------------------------------------------- the training set's rows
+HOUR = 3600
+
+
+def scope_rows(history: History, spec: HistorySpec, *, normal_only: bool) -> dict[str, list[float]]:
+    rows: dict[str, list[float]] = {}
+    for row in plan_rows(history, spec, normal_only=normal_only):
+        rows.setdefault(f"{row.target.kind} {row.target.name}", []).append(row.at)
+    return rows
+
+
+def test_the_scenario_cluster_trains_on_cart_throughout_and_crashy_before_its_first_restart() -> None:
+    spec = HistorySpec(duration_s=2 * HOUR)
+    history = spec.generate()
+    normal = scope_rows(history, spec, normal_only=True)
+    assert set(normal) == {
+        f"pod shop/{CART_PODS[0]}",
+        f"pod shop/{CART_PODS[1]}",
+        "deployment shop/cart",
+        f"pod payments/{CRASHY_POD}",
+        "deployment payments/crashy",
+    }  # shop always holds the leak, payments the throttled pod: no namespace, node or cluster is healthy
+    cart = normal["deployment shop/cart"]
+    assert cart[-1] == history.end and cart[0] >= history.start + WARMUP_S
+    assert {b - a for a, b in zip(cart, cart[1:], strict=False)} == {float(EVALUATION_EVERY_S)}
+    assert max(normal["deployment payments/crashy"]) < history.crashy_restart_times[0]
+    assert plan_rows(history, spec) == plan_rows(history, spec)  # a stable order
+
+
+def test_healthy_variants_add_namespaces_nodes_and_the_cluster() -> None:
+    spec = HistorySpec(healthy=SCENARIOS, duration_s=HOUR, every=(("pod", 600), ("cluster", 60)))
+    history = spec.generate()
+    assert history.crashy_restart_times == ()
+    every = scope_rows(history, spec, normal_only=False)
+    normal = scope_rows(history, spec, normal_only=True)
+    assert normal == every and len(normal) == len(targets()) == 14
+    # after the 15-minute warm-up: every minute for the cluster, every 10 minutes for a pod
+    assert (len(normal["cluster cluster"]), len(normal[f"pod payments/{THROTTLED_POD}"])) == (46, 5)
+    shop_healthy = HistorySpec(healthy=(LEAKY_DEPLOYMENT,), duration_s=HOUR)
+    normal = scope_rows(shop_healthy.generate(), shop_healthy, normal_only=True)
+    assert {"namespace shop", "node node-a", f"pod shop/{LEAKY_POD}"} <= set(normal)
+    assert not {"namespace payments", "node node-b", "cluster cluster"} & set(normal)
+
+
+def test_a_scope_is_anomalous_while_one_of_its_pods_is() -> None:
+    history = HistorySpec(duration_s=2 * HOUR).generate()
+    by_name = {t.name: t for t in targets()}
+    first_restart = history.crashy_restart_times[0]
+    assert not is_anomalous(history, by_name["payments/crashy"], first_restart - 1)
+    assert is_anomalous(history, by_name["payments/crashy"], first_restart)
+    assert is_anomalous(history, by_name["payments"], history.start)  # throttled from the start
+    assert is_anomalous(history, by_name["node-a"], history.start)  # the leak runs on node-a
+    assert not is_anomalous(history, by_name["shop/cart"], history.end)
+
+
+def test_healthy_scenarios_behave_healthily_in_the_generated_samples() -> None:
+    end = 1_704_067_200.0
+    sick, healthy = (
+        generate_history(end=end, duration_s=HOUR),
+        generate_history(end=end, duration_s=HOUR, healthy=SCENARIOS),
+    )
+    leak = [v for _, v in healthy.series("container_memory_working_set_bytes", pod=LEAKY_POD)]
+    assert max(leak) - min(leak) < 40 * MiB
+    assert sick.instant("kube_pod_container_status_restarts_total", end, pod=CRASHY_POD) == 12
+    assert healthy.instant("kube_pod_container_status_restarts_total", end, pod=CRASHY_POD) == 0
+    cpu = healthy.series("container_cpu_usage_seconds_total", pod=THROTTLED_POD)
+    cores = (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])
+    assert cores == pytest.approx(0.25, abs=0.02)
+    throttled = healthy.series("container_cpu_cfs_throttled_periods_total", pod=THROTTLED_POD)
+    periods = healthy.series("container_cpu_cfs_periods_total", pod=THROTTLED_POD)
+    assert (throttled[-1][1] - throttled[0][1]) / (periods[-1][1] - periods[0][1]) < 0.01
+    assert set(sick.samples) == set(healthy.samples)  # the same series: only the values differ
+    with pytest.raises(ValueError, match="unknown scenarios"):
+        generate_history(end=end, duration_s=HOUR, healthy=["cart"])
+
+
+def test_the_default_history_is_unchanged_by_the_options() -> None:
+    end = 1_704_067_200.0
+    assert (
+        generate_history(end=end, duration_s=HOUR).openmetrics
+        == generate_history(end=end, duration_s=HOUR, healthy=(), leak_end_bytes=950 * MiB).openmetrics
+    )
+
+
+def test_the_recipe_names_the_training_histories_and_evaluation_uses_other_seeds() -> None:
+    assert recipe_id() == recipe_id(TRAINING_HISTORIES)
+    assert recipe_id(TRAINING_HISTORIES[:-1]) != recipe_id()
+    training_seeds = {h.seed for h in TRAINING_HISTORIES}
+    assert not training_seeds & {h.seed for h in evaluation_histories()}
+    with pytest.raises(ValueError, match="training seeds"):
+        evaluation_histories([TRAINING_HISTORIES[0].seed])
+
+
+def test_a_cached_model_from_another_recipe_is_stale_and_one_from_a_cluster_never(
+    fitted: ReferenceModel,
+) -> None:
+    current = ReferenceModel(
+        fitted.pipeline, fitted.medians, "v", {"source": "generated", "recipe": recipe_id()}
+    )
+    older = ReferenceModel(
+        fitted.pipeline, fitted.medians, "v", {"history": {}, "pods": {}}
+    )  # before recipes
+    cluster = ReferenceModel(fitted.pipeline, fitted.medians, "v", {"source": "prometheus"})
+    assert not is_stale(current) and is_stale(older) and not is_stale(cluster)
+
+
+# ----------------------------------------------------------------------------- evaluation counts
+def test_precision_recall_and_false_positive_rate_say_when_they_are_unknown() -> None:
+    counts = Counts()
+    for flagged, anomalous in [(True, True), (True, False), (False, True), (False, False), (False, False)]:
+        counts.add(flagged, anomalous)
+    assert (counts.precision, counts.recall, counts.false_positive_rate) == (0.5, 0.5, 1 / 3)
+    nothing = Counts(true_negative=4)
+    assert nothing.precision is None and nothing.recall is None and nothing.false_positive_rate == 0.0
+
+
+def test_scoring_counts_the_models_verdicts_per_kind_and_scope(fitted: ReferenceModel) -> None:
+    history = HistorySpec(healthy=SCENARIOS, duration_s=HOUR).generate()
+    by_name = {t.name: t for t in targets()}
+    rows = [
+        Row(0, by_name["shop/cart"], history.end, False),
+        Row(0, by_name["cluster"], history.end, True),
+        Row(0, by_name["cluster"], history.end - 60, False),
+    ]
+    vectors = np.array([[0.3] * 36 + [0.0] * 9, [5.0] * N, [5.0] * N])
+    result = score(fitted, [history], rows, vectors)
+    assert result.by_kind["deployment"].true_negative == 1
+    assert (result.by_kind["cluster"].true_positive, result.by_kind["cluster"].false_positive) == (1, 1)
+    assert result.by_kind["pod"].rows == 0 and result.overall.rows == 3
+    assert result.by_scope[(0, "cluster", "cluster")].precision == 0.5
+    text = table(result)
+    assert (
+        "| cluster | 2 | 1 | 2 | 0.50 | 1.00 | 1.00 |" in text
+        and "| pod | 0 | 0 | 0 | n/a | n/a | n/a |" in text
+    )
 
 
 # ----------------------------------------------------------------------------- legacy routes' arithmetic
