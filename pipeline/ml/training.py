@@ -27,12 +27,14 @@ Missing values stay NaN here; the model imputes them (``pipeline.ml.model``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,7 @@ from pipeline.embedded.history import (
 from pipeline.embedded.prometheus import PrometheusServer
 
 # Bump when what counts as normal, or how a row is made, changes without the plan below changing.
-TRAINING_REVISION = 2
+TRAINING_REVISION = 3
 SCOPE_KINDS: tuple[str, ...] = ("pod", "deployment", "namespace", "node", "cluster")
 HISTORY_END = 1_704_067_200.0  # 2024-01-01T00:00:00Z: fixed, so the histories (and the model) never change
 HISTORY_DURATION_S = 3 * 3600  # the default history's length: the leak's slope is the one users see
@@ -71,6 +73,7 @@ EVALUATION_EVERY_S = 120
 # The first evaluation needs the 10-minute grid and a full rate window before its first point.
 WARMUP_S = LOOKBACK_S + 300  # RATE_RANGE is 5m
 COLLECT_CONCURRENCY = 16
+SIGNIFICANT_DIGITS = 9
 
 
 @dataclass(frozen=True)
@@ -314,23 +317,59 @@ def collect_histories(
     rows: list[Row] = []
     blocks: list[np.ndarray] = []
     timings: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory(prefix="ml-history-", dir=workdir) as tmp:
-        for index, spec in enumerate(specs):
-            history = spec.generate()
-            planned = plan_rows(history, spec, index, normal_only=normal_only)
-            if on_history is not None:
-                on_history(index, history, len(planned))
-            with PrometheusServer(Path(tmp), history) as prometheus:
-                started = time.perf_counter()
-                plan = [(r.target.scope, r.at) for r in planned]
-                blocks.append(asyncio.run(collect_vectors(prometheus.url, plan)))
-                timings["collect_s"] += time.perf_counter() - started
-                for key in ("generate_s", "import_s", "start_s"):
-                    timings[key] += prometheus.timings.get(key, 0.0)
-            histories.append(history)
-            rows.extend(planned)
+
+    def prepare(spec: HistorySpec, tmp: str) -> PrometheusServer:
+        """Generate a history and start a Prometheus serving it (runs while the previous one is collected)."""
+        server = PrometheusServer(Path(tmp), spec.generate())
+        try:
+            return server.start()
+        except BaseException:
+            server.stop()
+            raise
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-history-", dir=workdir) as tmp,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-history") as pool,
+    ):
+        upcoming = pool.submit(prepare, specs[0], tmp) if specs else None
+        try:
+            for index, spec in enumerate(specs):
+                assert upcoming is not None
+                prometheus = upcoming.result()
+                upcoming = pool.submit(prepare, specs[index + 1], tmp) if index + 1 < len(specs) else None
+                try:
+                    history = prometheus.history
+                    planned = plan_rows(history, spec, index, normal_only=normal_only)
+                    if on_history is not None:
+                        on_history(index, history, len(planned))
+                    started = time.perf_counter()
+                    plan = [(r.target.scope, r.at) for r in planned]
+                    blocks.append(asyncio.run(collect_vectors(prometheus.url, plan)))
+                    timings["collect_s"] += time.perf_counter() - started
+                    for key in ("generate_s", "import_s", "start_s"):
+                        timings[key] += prometheus.timings.get(key, 0.0)
+                finally:
+                    prometheus.stop()
+                histories.append(history)
+                rows.extend(planned)
+        finally:
+            if upcoming is not None:  # a failure: stop the server started for the next history
+                with contextlib.suppress(Exception):
+                    upcoming.result().stop()
     vectors = np.concatenate(blocks) if blocks else np.empty((0, 45))
     return histories, rows, vectors, dict(timings)
+
+
+def significant(vectors: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
+    """Each value to ``digits`` significant digits (NaN kept).
+
+    Prometheus sums the series of an aggregation (``avg`` over a deployment's nodes) in no fixed order, so
+    a multi-node scope's value can differ in its last bit from one run to the next; rounded, the training
+    set — and the model version, a hash of it — is the same on every run.
+    """
+    return np.array([float(f"{v:.{digits}g}") for v in vectors.ravel()], dtype=np.float64).reshape(
+        vectors.shape
+    )
 
 
 def build_training_set(
@@ -341,7 +380,7 @@ def build_training_set(
     specs = list(histories)
     generated, rows, vectors, timings = collect_histories(specs, normal_only=True, workdir=workdir)
     return TrainingSet(
-        vectors=vectors,
+        vectors=significant(vectors),
         rows=tuple((r.target.kind, r.target.name, r.at) for r in rows),
         histories=tuple(
             {

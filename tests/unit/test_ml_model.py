@@ -61,6 +61,7 @@ from pipeline.ml.training import (
     is_anomalous,
     plan_rows,
     recipe_id,
+    significant,
     targets,
 )
 
@@ -467,3 +468,10 @@ def test_patterns_find_a_trend_a_spike_a_level_shift_and_a_correlation() -> None
 def test_an_alternating_series_is_not_a_level_shift() -> None:
     flapping = samples("ready", [float(i % 2) for i in range(10)])
     assert analyze(PatternRequest(metrics=flapping, analysis_type="level_shift"))["patterns"] == []
+
+
+def test_training_values_keep_nine_significant_digits_so_the_version_is_stable() -> None:
+    a = np.array([[0.1 + 0.2, 1e-17, np.nan, 123456.7890123]])
+    b = np.array([[0.3, 1.0000000000000001e-17, np.nan, 123456.7890124]])
+    assert model_version(significant(a)) == model_version(significant(b))
+    assert significant(a)[0, 3] == 123456.789 and np.isnan(significant(a)[0, 2])
