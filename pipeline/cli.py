@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     broker.add_argument("--data-dir")
     broker.set_defaults(func=cmd_broker)
 
-    ml = sub.add_parser("ml", help="the reference ML service (KServe v1 + legacy ML routes), train or evaluate its model")
+    ml = sub.add_parser("ml", help="the reference ML service (KServe v1 and v2 + legacy ML routes), train or evaluate its model")
     ml.add_argument("action", choices=["serve", "train", "evaluate"])
     ml.add_argument("--host", default="127.0.0.1", help="serve: address to bind")
     ml.add_argument("--port", type=int, default=8090, help="serve: port")
