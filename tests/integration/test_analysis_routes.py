@@ -12,7 +12,7 @@ Needs the binaries from scripts/install-components.sh; fails (never skips) witho
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,6 @@ from pipeline.embedded.history import (
     GiB,
     History,
     MiB,
-    generate_history,
 )
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.analysis import router
@@ -58,19 +57,8 @@ TRENDS_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def history() -> History:
-    return generate_history()
-
-
-@pytest.fixture(scope="module")
-def server(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), history) as prom:
-        yield prom
-
-
-@pytest.fixture(scope="module")
-async def prometheus(server: PrometheusServer) -> AsyncIterator[PrometheusClient]:
-    client = PrometheusClient(Settings(prometheus_url=server.url, prometheus_retry_attempts=2))
+async def prometheus(prom: PrometheusServer) -> AsyncIterator[PrometheusClient]:
+    client = PrometheusClient(Settings(prometheus_url=prom.url, prometheus_retry_attempts=2))
     yield client
     await client.aclose()
 
@@ -547,9 +535,9 @@ async def test_without_prometheus_every_route_is_503() -> None:
 
 
 async def test_a_stopped_prometheus_is_503_with_retry_after(
-    http: httpx.AsyncClient, server: PrometheusServer
+    http: httpx.AsyncClient, prom: PrometheusServer
 ) -> None:
-    server.stop()
+    prom.stop()
     try:
         for method, url in ROUTES:
             response = await http.request(method, url, json={"hour": 1, "day_of_week": 1})
@@ -558,6 +546,6 @@ async def test_a_stopped_prometheus_is_503_with_retry_after(
             assert (body["status"], body["code"]) == ("error", "PROMETHEUS_UNAVAILABLE")
             assert body["error"] and response.headers["Retry-After"].isdigit()
     finally:
-        server.start()
+        prom.start()
     response = await http.get("/api/v1/predict/memory-leak")
     assert response.status_code == 200 and response.json()["leak_count"] == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,22 +12,15 @@ from fastapi import FastAPI
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES
-from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD, generate_history
+from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.anomalies import router
 from pipeline.web import errors
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    # The history ends now: the analysis evaluates at the current time, like a live cluster.
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), generate_history()) as server:
-        yield server
-
-
 @pytest.fixture
-async def api(prometheus: PrometheusServer) -> AsyncIterator[httpx.AsyncClient]:
-    client = PrometheusClient(Settings(prometheus_url=prometheus.url))
+async def api(prom: PrometheusServer) -> AsyncIterator[httpx.AsyncClient]:
+    client = PrometheusClient(Settings(prometheus_url=prom.url))
     app = FastAPI()
     errors.install(app)
     app.include_router(router(Settings(), client))
@@ -129,12 +122,12 @@ async def test_bad_input_is_400_naming_the_field(api: httpx.AsyncClient, body: d
     assert response.json()["code"] == "INVALID_REQUEST" and response.json()["field"] == field
 
 
-async def test_prometheus_down_is_503_with_retry_after(api: httpx.AsyncClient, prometheus: PrometheusServer) -> None:
-    prometheus.stop()
+async def test_prometheus_down_is_503_with_retry_after(api: httpx.AsyncClient, prom: PrometheusServer) -> None:
+    prom.stop()
     try:
         response = await api.post("/api/v1/anomalies/analyze", json={"namespace": "shop"})
     finally:
-        prometheus.start()
+        prom.start()
     assert response.status_code == 503
     assert response.json()["code"] == "PROMETHEUS_UNAVAILABLE" and response.headers["retry-after"]
 
@@ -148,14 +141,14 @@ async def test_not_configured_is_503() -> None:
     assert response.status_code == 503 and response.json()["code"] == "PROMETHEUS_UNAVAILABLE"
 
 
-async def test_analysis_scores_the_vector_through_the_ml_path(prometheus: PrometheusServer, tmp_path: Path) -> None:
+async def test_analysis_scores_the_vector_through_the_ml_path(prom: PrometheusServer, tmp_path: Path) -> None:
     """With the reference model registered (real HTTP), the analysis reports its verdict on the vector."""
     from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
     from pipeline.adapters.scorer import KServeScorer
     from pipeline.embedded.ml import ReferenceMLServer
 
     service = ReferenceMLServer(tmp_path).start()
-    client = PrometheusClient(Settings(prometheus_url=prometheus.url))
+    client = PrometheusClient(Settings(prometheus_url=prom.url))
     registry = ModelRegistry([ModelEndpoint("anomaly-detector", "reference", "", "anomaly-detector", service.url)])
     kserve = KServeClient(Settings(), registry)
     app = FastAPI()

@@ -14,7 +14,7 @@ Needs the binaries from scripts/install-components.sh; fails (never skips) witho
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -39,14 +39,8 @@ def history() -> History:
 
 
 @pytest.fixture(scope="module")
-def server(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), history) as prom:
-        yield prom
-
-
-@pytest.fixture(scope="module")
-async def prometheus(server: PrometheusServer) -> AsyncIterator[PrometheusClient]:
-    client = PrometheusClient(Settings(prometheus_url=server.url, prometheus_retry_attempts=2))
+async def prometheus(prom: PrometheusServer) -> AsyncIterator[PrometheusClient]:
+    client = PrometheusClient(Settings(prometheus_url=prom.url, prometheus_retry_attempts=2))
     yield client
     await client.aclose()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +44,6 @@ from pipeline.embedded.history import (
     THROTTLED_NAMESPACE,
     THROTTLED_POD,
     History,
-    generate_history,
 )
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.events import FeaturesComputed, IncidentOpened, decode
@@ -282,18 +281,6 @@ def assert_vector(expected: dict[str, float | None], collected: Collected) -> No
 
 
 # ============================================================================ fixtures
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    """Generated right before the module's tests, ending at "now" (aligned to 15 s)."""
-    return generate_history()
-
-
-@pytest.fixture(scope="module")
-def prom(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus-features"), history) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.embedded.history import NODES, THROTTLED_POD, generate_history
+from pipeline.embedded.history import NODES, THROTTLED_POD
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.runner import Plan
@@ -256,21 +256,14 @@ CALLS = [
 
 # ------------------------------------------------------------------------------------------------- the stack
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    # The history ends now: the analysis routes evaluate at the current time, like a live cluster.
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), generate_history()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def gateway(
-    kafka_bootstrap: str, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str, prom: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`pipeline run` on the session broker: every stage, ingest, the gateway and the reference ML model; with
     alert incidents whose remediation has been decided and finished, one of them resolved, and a manual one."""
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.", host="127.0.0.1",
-        port=free_port(), data_dir=Path(tmp_path_factory.mktemp("mcp")) / "data", prometheus_url=prometheus.url,
+        port=free_port(), data_dir=Path(tmp_path_factory.mktemp("mcp")) / "data", prometheus_url=prom.url,
         kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=500, ingest_produce_timeout_s=3.0,
         gateway_write_timeout_s=10.0, stage_batch_timeout_ms=20,
     )  # fmt: skip

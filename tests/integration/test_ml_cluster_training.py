@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,7 @@ import pytest
 from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
-from pipeline.embedded.history import History, generate_history
+from pipeline.embedded.history import History
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.ml import cluster
@@ -36,17 +36,6 @@ SICK_PODS = (
     "payments/crashy-7f9c6d5b8-m4n7q",
     "payments/throttled-84c5d7f96-p2r5s",
 )
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    return generate_history()
-
-
-@pytest.fixture(scope="module")
-def prom(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus-ml-cluster"), history) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pytest
 from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
-from pipeline.embedded.history import History, generate_history
+from pipeline.embedded.history import History
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
@@ -45,17 +45,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(model_dir: Path) -> ReferenceModel:
     return train_or_load(model_dir)
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    return generate_history()
-
-
-@pytest.fixture(scope="module")
-def prom(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus-ml-scopes"), history) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

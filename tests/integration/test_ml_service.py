@@ -16,7 +16,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ from pipeline.embedded.history import (
     LEAKY_NAMESPACE,
     LEAKY_POD,
     History,
-    generate_history,
 )
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
@@ -61,17 +60,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model(model_dir: Path) -> ReferenceModel:
     """Trained here (not from a cache): the test covers training too."""
     return train_or_load(model_dir)
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    return generate_history()
-
-
-@pytest.fixture(scope="module")
-def prom(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus-ml"), history) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,8 @@ from pipeline.embedded.history import (
     THROTTLED_POD,
     History,
     MiB,
-    generate_history,
 )
 from pipeline.embedded.prometheus import PrometheusServer
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    return generate_history()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import httpx
@@ -27,7 +27,7 @@ from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.config import Settings
 from pipeline.domain.features import FeatureVector, Scope
-from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD, generate_history
+from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.models import router
@@ -38,12 +38,6 @@ from pipeline.web.app import Parts, _models_router
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    with PrometheusServer(tmp_path_factory.mktemp("prometheus-recs"), generate_history()) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
