@@ -7,10 +7,12 @@ series' last sample, so each module gets its own history (a module may override 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.config import Settings
 from pipeline.embedded.history import History, generate_history
 from pipeline.embedded.prometheus import PrometheusServer
 
@@ -26,3 +28,11 @@ def prom(history: History, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A real Prometheus serving `history`."""
     with PrometheusServer(tmp_path_factory.mktemp("prometheus"), history) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def prometheus(prom: PrometheusServer) -> AsyncIterator[PrometheusClient]:
+    """The pipeline's client of `prom`."""
+    client = PrometheusClient(Settings(prometheus_url=prom.url))
+    yield client
+    await client.aclose()

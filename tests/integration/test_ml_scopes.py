@@ -24,10 +24,8 @@ import pytest
 
 from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
-from pipeline.config import Settings
 from pipeline.embedded.history import History
 from pipeline.embedded.process import free_port
-from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
 from pipeline.ml.service import create_app
 from pipeline.ml.training import SCOPE_KINDS, Target, is_anomalous, targets
@@ -48,10 +46,8 @@ def model(model_dir: Path) -> ReferenceModel:
 
 
 @pytest.fixture(scope="module")
-async def collector(prom: PrometheusServer) -> AsyncIterator[FeatureCollector]:
-    client = PrometheusClient(Settings(prometheus_url=prom.url))
-    yield FeatureCollector(client)
-    await client.aclose()
+def collector(prometheus: PrometheusClient) -> FeatureCollector:
+    return FeatureCollector(prometheus)
 
 
 @pytest.fixture(scope="module")

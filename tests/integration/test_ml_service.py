@@ -26,7 +26,6 @@ import pytest
 
 from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
-from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, LOOKBACK_S, STEP_S, Scope, base_queries, node_lookup_query
 from pipeline.embedded.history import (
     CART_NAMESPACE,
@@ -39,7 +38,6 @@ from pipeline.embedded.history import (
     History,
 )
 from pipeline.embedded.process import free_port
-from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
 from pipeline.ml.service import create_app
 from pipeline.web.app import server
@@ -60,13 +58,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model(model_dir: Path) -> ReferenceModel:
     """Trained here (not from a cache): the test covers training too."""
     return train_or_load(model_dir)
-
-
-@pytest.fixture(scope="module")
-async def prometheus(prom: PrometheusServer) -> AsyncIterator[PrometheusClient]:
-    client = PrometheusClient(Settings(prometheus_url=prom.url))
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from pipeline.config import Settings
 from pipeline.domain.features import FeatureVector, Scope
 from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.process import free_port
-from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.models import router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
@@ -38,13 +37,6 @@ from pipeline.web.app import Parts, _models_router
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-async def prometheus(prom: PrometheusServer) -> AsyncIterator[PrometheusClient]:
-    client = PrometheusClient(Settings(prometheus_url=prom.url))
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")
