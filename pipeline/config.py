@@ -38,6 +38,11 @@ def go_duration_seconds(text: str) -> float:
     return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
 
 
+# The POST routes that compute (model, Prometheus) without writing state: API_TOKEN protects them unless
+# API_OPEN_ROUTES opens them (pipeline/web/app.py).
+COMPUTE_ROUTES = ("/api/v1/detect", "/api/v1/predict", "/api/v1/anomalies/analyze", "/api/v1/recommendations")
+
+
 class Settings(BaseSettings):
     """All settings of every stage, the gateway and the embedded default."""
 
@@ -66,6 +71,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     api_token: SecretStr = SecretStr("")
+    # Compute routes (POST detect, predict, anomalies/analyze, recommendations) named here stay open without
+    # the token when API_TOKEN is set, e.g. for the MCP server, which sends none (comma-separated paths).
+    api_open_routes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Ingest.
     ingest_max_body_bytes: int = Field(default=1 << 20, ge=1024)
@@ -181,6 +189,16 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("api_open_routes", mode="before")
+    @classmethod
+    def _open_routes(cls, value: object) -> object:
+        routes = [v.strip().rstrip("/") for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        unknown = [r for r in routes or [] if r not in COMPUTE_ROUTES]
+        if unknown:
+            raise ValueError(f"API_OPEN_ROUTES may only name the compute routes {', '.join(COMPUTE_ROUTES)}; "
+                             f"not {', '.join(map(str, unknown))}")
+        return routes
 
     @field_validator("topic_prefix")
     @classmethod

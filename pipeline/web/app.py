@@ -10,18 +10,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.bus.producer import EventProducer
-from pipeline.config import Settings
+from pipeline.config import COMPUTE_ROUTES, Settings
 from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.web import errors
 from pipeline.web.health import KafkaProbe, prometheus_status
 from pipeline.web.prefix import DoubledPrefix
+from pipeline.web.requests import require_token
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Parts:
 
 def build_app(parts: Parts) -> FastAPI:
     settings = parts.settings
-    app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None,
+                  dependencies=[Depends(_compute_token_guard(settings))])
     errors.install(app)
     app.add_middleware(DoubledPrefix)  # the MCP chart's base URL ends in /api/v1: /api/v1/api/v1/... (prefix.py)
 
@@ -96,6 +98,19 @@ def build_app(parts: Parts) -> FastAPI:
         if parts.kserve is not None:
             app.include_router(_models_router(parts))
     return app
+
+
+def _compute_token_guard(settings: Settings) -> Any:
+    """With API_TOKEN set, the compute routes (POST, COMPUTE_ROUTES) need the token too, unless API_OPEN_ROUTES
+    names them. A dependency of every route, so it runs after routing (the doubled prefix is already undone)
+    and before the body is read; its 401 is the usual JSON error."""
+    guarded = frozenset(COMPUTE_ROUTES) - frozenset(settings.api_open_routes)
+
+    async def compute_token(request: Request) -> None:
+        if request.method == "POST" and request.scope["path"] in guarded:
+            require_token(request, settings.bearer_token)
+
+    return compute_token
 
 
 def _scorer(parts: Parts) -> Any:
