@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     api_token: SecretStr = SecretStr("")
+    # Slow and idle clients (pipeline/web/app.py): a request's line and headers must arrive within
+    # HTTP_HEADER_TIMEOUT_S of its first byte (or of the connection), its body within HTTP_BODY_TIMEOUT_S of
+    # its headers (408 and close otherwise); an idle keep-alive connection is closed after HTTP_KEEP_ALIVE_S;
+    # headers over HTTP_MAX_HEADER_BYTES get 431; past HTTP_MAX_CONNECTIONS open connections a request gets 503.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_keep_alive_s: float = Field(default=5.0, gt=0)
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    http_max_connections: int = Field(default=4096, ge=1)
     # Compute routes (POST detect, predict, anomalies/analyze, recommendations) named here stay open without
     # the token when API_TOKEN is set, e.g. for the MCP server, which sends none (comma-separated paths).
     api_open_routes: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -177,6 +186,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    # The same logger + message at warning or above at most once per this many seconds (with a count of the
+    # suppressed repeats on the next line); 0 logs every repeat.
+    log_repeat_window_s: float = Field(default=10.0, ge=0)
+    # How often each process checks that the broker is reachable, to log one line when it goes away and one
+    # when it is back.
+    broker_watch_interval_s: float = Field(default=5.0, gt=0)
     version: str = __version__
 
     @field_validator("ml_timeout_s", "kserve_timeout_s", "ml_circuit_breaker_timeout_s", mode="before")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -31,15 +34,93 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure structlog and the stdlib loggers (aiokafka, uvicorn) once per process."""
+class RepeatLimiter:
+    """The same logger + level + message (its template, for stdlib records) at most once per `window_s`;
+    the next line that is let through says how many were suppressed (`repeats_suppressed`). Only warnings
+    and above are limited: info lines carry distinct facts under one event name."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._seen: dict[tuple[str, str, str], list[float]] = {}  # key -> [last line's monotonic time, suppressed]
+        self._lock = threading.Lock()
+
+    def admit(self, key: tuple[str, str, str]) -> int | None:
+        """None: drop this line; otherwise how many repeats were suppressed since the key's last line."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.window_s:
+                entry[1] += 1
+                return None
+            if len(self._seen) >= self.MAX_KEYS:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+            self._seen[key] = [now, 0]
+            return int(entry[1]) if entry is not None else 0
+
+
+_LIMITED_LEVELS = {"warning", "error", "critical", "exception"}
+_repeats = RepeatLimiter(10.0)
+
+
+def _limit_repeats(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's own events: drop a repeated warning or error inside the window (see RepeatLimiter)."""
+    level = str(event.get("level", ""))
+    if level in _LIMITED_LEVELS:
+        suppressed = _repeats.admit((str(event.get("logger_name", "")), level, str(event.get("event", ""))))
+        if suppressed is None:
+            raise structlog.DropEvent
+        if suppressed:
+            event["repeats_suppressed"] = suppressed
+    return event
+
+
+class _RepeatFilter(logging.Filter):
+    """The same for stdlib records (aiokafka, uvicorn), keyed by the unformatted message template, so that
+    "Unable connect to node with id 1: ..." with a new error text each time is still one repeated line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        suppressed = _repeats.admit((record.name, record.levelname.lower(), str(record.msg)))
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.repeats_suppressed = suppressed
+        return True
+
+
+def _stdlib_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A stdlib record's logger name and suppressed-repeat count, under the names structlog's lines use."""
+    record = event.get("_record")
+    if record is not None and not event.get("_from_structlog"):
+        event.setdefault("logger_name", record.name)
+        suppressed = getattr(record, "repeats_suppressed", 0)
+        if suppressed:
+            event["repeats_suppressed"] = suppressed
+    return event
+
+
+_HANDLER_NAME = "pipeline-structlog"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", repeat_window_s: float = 10.0) -> None:
+    """Configure structlog and route the stdlib loggers (aiokafka, uvicorn, ...) through the same renderer:
+    one JSON object per line on stderr, whoever logs. Repeated warnings and errors are limited to one line
+    per `repeat_window_s` per logger and message."""
+    _repeats.window_s = repeat_window_s
     renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            *shared,
+            _limit_repeats,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -47,7 +128,42 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler(_Stderr())  # type: ignore[arg-type]
+    handler.set_name(_HANDLER_NAME)
+    handler.addFilter(_RepeatFilter())
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, _stdlib_fields, structlog.processors.format_exc_info],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))  # fmt: skip
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME or type(h) is logging.StreamHandler]:
+        root.removeHandler(old)  # ours from an earlier call, or basicConfig's plain-text one
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+_broker_log = structlog.get_logger(logger_name="pipeline.broker")
+
+
+class BrokerState:
+    """One line per change of the broker's reachability, never one per failed attempt: "broker unavailable
+    since <time>" when it goes away (or is away at start), "broker recovered after <duration>" when it is
+    back. Fed by whatever notices (runner.py's periodic probe; a producer or consumer may call it too)."""
+
+    def __init__(self) -> None:
+        self.down_since: datetime | None = None
+        self._down_monotonic = 0.0
+
+    def update(self, reachable: bool, reason: str = "") -> None:
+        if not reachable and self.down_since is None:
+            self.down_since, self._down_monotonic = datetime.now(UTC), time.monotonic()
+            since = self.down_since.isoformat().replace("+00:00", "Z")
+            _broker_log.error(f"broker unavailable since {since}", since=since, reason=reason)
+        elif reachable and self.down_since is not None:
+            seconds = round(time.monotonic() - self._down_monotonic, 1)
+            since = self.down_since.isoformat().replace("+00:00", "Z")
+            self.down_since = None
+            _broker_log.warning(f"broker recovered after {seconds} s", since=since, down_seconds=seconds)
 
 
 def get_logger(name: str, **bound: Any) -> Any:
@@ -78,6 +194,12 @@ INGEST_SECONDS = Histogram(
     "pipeline_ingest_request_seconds",
     "Webhook request time including broker acknowledgement",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+INCIDENTS_TRUNCATED = Counter(
+    "pipeline_incidents_truncated_total",
+    "Incidents that received alerts from a webhook Alertmanager truncated (truncatedAlerts > 0): alerts of their "
+    "group were cut; counted by correlate when an incident records a larger truncatedAlerts",
 )
 
 # Gateway projection.

@@ -59,6 +59,7 @@ class Process:
         await self._start_stages()
         await self._start_watch()
         await self._start_http()
+        self._start_broker_watch()
         self.ready.set()
         log.info("ready", seconds=round(time.perf_counter() - started, 3), url=self.url, plan=self.plan.__dict__)
 
@@ -72,6 +73,31 @@ class Process:
         self._stops.append(lambda: asyncio.to_thread(broker.stop))
         self.settings = self.settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
         log.info("embedded kafka started", bootstrap=bootstrap, data_dir=str(self.settings.data_dir / "kafka"))
+
+    def _start_broker_watch(self) -> None:
+        """Every process checks the broker every BROKER_WATCH_INTERVAL_S and logs one line when it becomes
+        unreachable and one when it is back (observability.BrokerState), while the Kafka clients' own
+        per-attempt errors are rate-limited."""
+        from pipeline.observability import BrokerState
+        from pipeline.web.health import KafkaProbe
+
+        probe, state = KafkaProbe(self.settings), BrokerState()
+
+        async def watch() -> None:
+            while True:
+                status = await probe.check()
+                state.update(status.status == "ok", status.message)
+                await asyncio.sleep(self.settings.broker_watch_interval_s)
+
+        task = asyncio.create_task(watch(), name="broker-watch")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await probe.close()
+
+        self._stops.append(stop)
 
     async def _start_embedded_ml(self) -> None:
         """The reference model as the embedded default's KServe `anomaly-detector` (trained once, cached)."""
@@ -193,7 +219,7 @@ class Process:
     async def _serve(self, app: Any, port: int) -> str:
         from pipeline.web.app import server
 
-        srv = server(app, self.settings.host, port)
+        srv = server(app, self.settings.host, port, self.settings)
         task = asyncio.create_task(srv.serve(), name="http")
         while not srv.started:
             if task.done():
@@ -247,7 +273,7 @@ async def serve_until_signal(settings: Settings, plan: Plan) -> int:
 
 
 def run(settings: Settings, plan: Plan) -> int:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s)
     try:
         import uvloop
 
