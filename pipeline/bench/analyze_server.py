@@ -25,8 +25,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from pipeline.adapters.prometheus import PrometheusClient, PrometheusError
-from pipeline.bench.enrich import ANCHOR_BASE
 from pipeline.adapters.scorer import ScoringUnavailable, scorer_from_settings
+from pipeline.bench.enrich import ANCHOR_BASE
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, Scope
 from pipeline.gateway.anomalies import router as anomalies_router
