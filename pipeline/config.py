@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     stage_batch_size: int = Field(default=500, ge=1)
     stage_batch_timeout_ms: int = Field(default=100, ge=1)
     stage_max_attempts: int = Field(default=3, ge=1)
+    # A partition held on the same offset while input waits for longer than this is reported stuck
+    # (/api/v1/health, pipeline_stage_stuck_seconds); a dead letter's payload above this many bytes is cut.
+    stage_stuck_after_s: float = Field(default=60.0, ge=0)
+    deadletter_max_payload_bytes: int = Field(default=65536, ge=0)
 
     # Prometheus / Thanos Querier (the engine's PROMETHEUS_URL). Empty: enrichment reports every feature
     # missing with reason "prometheus not configured".

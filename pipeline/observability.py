@@ -184,6 +184,11 @@ STAGE_HANDLER_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 STAGE_LAG = Gauge("pipeline_stage_lag", "Records behind the high-water mark", ["stage", "topic", "partition"])
+STAGE_STUCK_SECONDS = Gauge(
+    "pipeline_stage_stuck_seconds",
+    "Seconds a partition has been held on the same offset while input waits (0 when it moves)",
+    ["stage", "topic", "partition"],
+)
 
 # Ingest.
 INGEST_REQUESTS = Counter("pipeline_ingest_requests_total", "Webhook requests by outcome", ["route", "code"])

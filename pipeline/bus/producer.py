@@ -10,10 +10,16 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import (
+    CorruptRecordException,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    RecordTooLargeError,
     UnknownProducerId,
+    UnsupportedForMessageFormatError,
 )
 
 from pipeline.bus import kafka
@@ -60,6 +66,40 @@ class Output:
         ]
         return cls(topic, record.key, record.value, [*(record.headers or ()), *origin])
 
+    def truncated(self, limit: int) -> Output:
+        """This dead letter with at most `limit` bytes of its payload, saying so in `dlq_truncated`."""
+        value = self.value or b""
+        note = f"payload cut from {len(value)} to {min(limit, len(value))} bytes".encode()
+        return Output(
+            self.topic, self.key, value[:limit], [*self.headers, ("dlq_truncated", note)], self.partition
+        )
+
+
+# Refusals that retrying cannot fix: the record itself is wrong for the topic (too large, malformed). Not here:
+# timeouts, unreachable brokers, authorisation or missing topics, which a retry (or an operator) can fix.
+PERMANENT = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    UnsupportedForMessageFormatError,
+)
+
+
+class RecordRejected(Exception):
+    """The broker (or the client, before sending) refused one record for good: `outputs[index]`."""
+
+    def __init__(self, index: int, output: Output, cause: BaseException) -> None:
+        self.index, self.output, self.cause = index, output, cause
+        size = (
+            len(output.value or b"")
+            + len(output.key or b"")
+            + sum(len(k) + len(v) for k, v in output.headers)
+        )
+        self.reason = f"{type(cause).__name__}: {cause} (record for {output.topic}, about {size} bytes)"
+        super().__init__(self.reason)
+
 
 # After these, an idempotent producer's sequence numbers no longer match the broker's (typically after
 # batches failed while the broker was away) and every later send fails the same way: start a new producer,
@@ -83,15 +123,31 @@ class EventProducer:
         await self._producer.stop()
 
     async def publish(self, outputs: Sequence[Output]) -> None:
-        """Send every record (in order, each to its key's partition), then wait for all acks."""
+        """Send every record (in order, each to its key's partition), then wait for all acks.
+
+        Raises `RecordRejected` naming the first record refused for a PERMANENT reason (the others may have been
+        stored); any other error is transient: the caller retries the whole call.
+        """
         producer = self._producer
         try:
-            futures = [
-                await producer.send(o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition)
-                for o in outputs
-            ]
+            futures = []
+            for index, o in enumerate(outputs):
+                try:
+                    futures.append(
+                        await producer.send(
+                            o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition
+                        )
+                    )
+                except PERMANENT as exc:  # e.g. larger than max_request_size: refused before sending
+                    raise RecordRejected(index, o, exc) from exc
             if futures:
-                await asyncio.gather(*futures)
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+                for index, error in failed:
+                    if isinstance(error, PERMANENT):
+                        raise RecordRejected(index, outputs[index], error) from error
+                if failed:
+                    raise failed[0][1]
         except _POISONED:
             await self._replace(producer)
             raise

@@ -7,12 +7,20 @@ the outputs are produced and acknowledged, the stage's changelog is produced and
 stage's in-memory state is committed, and only then the consumer offsets. If producing fails, the
 batch's state changes are rolled back and the partitions are rewound, so nothing is lost (at least
 once; handlers are idempotent and output ids are derived from input ids, so duplicates are harmless).
+
+A record the broker refuses for good (too large, malformed: `producer.RecordRejected`) is not retried: the
+batch is handled again one record at a time, and the input record whose outputs were refused is dead-lettered
+with its origin and the reason (its payload cut to DEADLETTER_MAX_PAYLOAD_BYTES if the dead letter itself is
+refused), so the partition moves on. Transient failures (broker away, `TransientError` from a stage) keep
+retrying; a partition held on one offset is measured (`pipeline_stage_stuck_seconds`) and, past
+STAGE_STUCK_AFTER_S, reported stuck in `/api/v1/health` (`stuck_partitions`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -25,7 +33,7 @@ from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from pipeline.bus import kafka
-from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.producer import EventProducer, Output, RecordRejected
 from pipeline.config import Settings
 from pipeline.events import Event, InvalidEvent, decode
 from pipeline.observability import (
@@ -36,11 +44,32 @@ from pipeline.observability import (
     STAGE_HANDLER_SECONDS,
     STAGE_LAG,
     STAGE_PRODUCED,
+    STAGE_STUCK_SECONDS,
     get_logger,
 )
 
 SEEN_IDS = 100_000
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+_RUNNING: weakref.WeakSet[StageRuntime] = weakref.WeakSet()
+
+
+class TransientError(Exception):
+    """Raised by a stage's `prepare` or `handle` when a later retry can succeed (a dependency is away): the batch
+    is retried and the partition waits; the record is never dead-lettered for it."""
+
+
+def running_stages() -> list[str]:
+    """Names of the stages running in this process."""
+    return sorted({runtime.stage.name for runtime in list(_RUNNING)})
+
+
+def stuck_partitions() -> list[dict[str, Any]]:
+    """Partitions of the stages running in this process held on one offset for longer than STAGE_STUCK_AFTER_S."""
+    stuck: list[dict[str, Any]] = []
+    for runtime in list(_RUNNING):
+        stuck.extend(runtime.stuck())
+    return sorted(stuck, key=lambda s: (s["stage"], s["topic"], s["partition"]))
 
 
 class Stage(ABC):
@@ -158,6 +187,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.runtime.state_lock:
             self.runtime.stage.release(sorted({tp.partition for tp in revoked}))
+        for tp in revoked:
+            self.runtime._held.pop(tp, None)  # no longer ours to wait on
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in assigned})
@@ -180,6 +211,9 @@ class StageRuntime:
         self.assigned = asyncio.Event()
         self.state_lock = asyncio.Lock()  # a batch's state changes vs a rebalance's release/restore
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._held: dict[
+            TopicPartition, tuple[int, float]
+        ] = {}  # partition -> (offset waiting, since monotonic)
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"{settings.kafka_client_id}-{stage.name}",
@@ -206,10 +240,13 @@ class StageRuntime:
         await self.producer.start()
         await self.stage.start()
         await self.broker.start()
+        _RUNNING.add(self)
         self.log.info("stage started", inputs=[self.settings.topic(t) for t in self.stage.inputs])
 
     async def stop(self) -> None:
+        _RUNNING.discard(self)
         await self.broker.stop()
+        self._held.clear()
         await self.producer.stop()
         await self.stage.close()
         self.log.info("stage stopped")
@@ -220,19 +257,78 @@ class StageRuntime:
         if not records:
             return
         started = time.perf_counter()
-        for attempt in range(len(RETRY_BACKOFF_S) + 1):
+        self._hold(records)
+        if not await self._with_retries(records, consumer):
+            return
+        STAGE_HANDLER_SECONDS.labels(self.stage.name).observe(time.perf_counter() - started)
+        self._record_lag(records, consumer)
+
+    async def _with_retries(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> bool:
+        """Process the records, retrying transient failures; False when it gave up for now (rewound)."""
+        rejected: RecordRejected | None = None
+        attempt = 0
+        while True:
             try:
-                await self._process(records, consumer)
-                break
+                if rejected is not None:
+                    await self._dead_letter_rejected(records[0], rejected, consumer)
+                else:
+                    await self._process(records, consumer)
+                return True
+            except RecordRejected as exc:
+                self.stage.rollback()
+                if len(records) > 1:
+                    # Which input caused it? Handle the batch one record at a time: only that one is dead-lettered.
+                    self.log.warning(
+                        "a record was refused for good; handling the batch record by record", error=exc.reason
+                    )
+                    for record in records:
+                        if not await self._with_retries([record], consumer):
+                            return False
+                    return True
+                rejected = exc
+                continue
             except Exception as exc:  # noqa: BLE001 - any broker failure: roll back, rewind, retry
                 self.stage.rollback()
                 self.log.warning("batch failed, will retry", error=repr(exc), attempt=attempt + 1)
                 if attempt == len(RETRY_BACKOFF_S):
                     self._rewind(records, consumer)
-                    return
+                    return False
                 await asyncio.sleep(RETRY_BACKOFF_S[attempt])
-        STAGE_HANDLER_SECONDS.labels(self.stage.name).observe(time.perf_counter() - started)
-        self._record_lag(records, consumer)
+                attempt += 1
+
+    async def _dead_letter_rejected(
+        self, record: ConsumerRecord, rejected: RecordRejected, consumer: AIOKafkaConsumer
+    ) -> None:
+        """Dead-letter the input whose output the broker refused for good, then move past it. A dead letter the
+        broker refuses too (too large for the dead-letter topic) goes again with its payload cut, then empty."""
+        reason = f"output refused for good: {rejected.reason}"
+        dead = Output.dead_letter(
+            self.deadletter_topic, record, stage=self.stage.name, error=reason, attempts=1
+        )
+        candidates = [dead, dead.truncated(self.settings.deadletter_max_payload_bytes), dead.truncated(0)]
+        for candidate in candidates:
+            try:
+                await self.producer.publish([candidate])
+                break
+            except RecordRejected as exc:
+                self.log.warning("dead letter refused, cutting its payload", error=exc.reason)
+        else:
+            self.log.error(
+                "dead letter refused even without payload; record skipped",
+                origin_topic=record.topic,
+                origin_partition=record.partition,
+                origin_offset=record.offset,
+            )
+        STAGE_DEAD_LETTERED.labels(self.stage.name).inc()
+        self.log.error(
+            "dead-lettered",
+            origin_topic=record.topic,
+            origin_partition=record.partition,
+            origin_offset=record.offset,
+            error=reason,
+            attempts=1,
+        )
+        await self._commit(consumer, {TopicPartition(record.topic, record.partition): record.offset + 1})
 
     async def _process(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         decoded = [(record, self._decode(record)) for record in records]
@@ -253,14 +349,56 @@ class StageRuntime:
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        await self._commit(consumer, offsets)
+        for output in [*outputs, *changelog]:
+            STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced under us: the new owner re-reads these records and, our outputs
             # having the same derived ids, its duplicates are dropped downstream. Nothing to retry here.
             self.log.warning("offset commit refused after a rebalance", error=repr(exc))
-        for output in [*outputs, *changelog]:
-            STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
+        for tp, offset in offsets.items():
+            held = self._held.get(tp)
+            if held is not None and held[0] < offset:
+                del self._held[tp]  # the partition moved
+
+    def _hold(self, records: Sequence[ConsumerRecord]) -> None:
+        """Input waits at these offsets: remember since when (kept while the same offset comes back)."""
+        now = time.monotonic()
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for tp, offset in first.items():
+            held = self._held.get(tp)
+            if held is not None and held[0] == offset:
+                continue
+            self._held[tp] = (offset, now)
+            gauge = STAGE_STUCK_SECONDS.labels(self.stage.name, tp.topic, str(tp.partition))
+            gauge.set_function(lambda tp=tp: self.held_seconds(tp))
+
+    def held_seconds(self, tp: TopicPartition) -> float:
+        held = self._held.get(tp)
+        return 0.0 if held is None else time.monotonic() - held[1]
+
+    def stuck(self) -> list[dict[str, Any]]:
+        """This stage's partitions held on one offset for longer than STAGE_STUCK_AFTER_S."""
+        out = []
+        for tp, (offset, _) in list(self._held.items()):
+            seconds = self.held_seconds(tp)
+            if seconds > self.settings.stage_stuck_after_s:
+                out.append(
+                    {
+                        "stage": self.stage.name,
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "offset": offset,
+                        "held_seconds": round(seconds, 1),
+                    }
+                )
+        return out
 
     @staticmethod
     def _decode(record: ConsumerRecord) -> Event | InvalidEvent:
@@ -280,6 +418,8 @@ class StageRuntime:
         for attempt in range(1, self.settings.stage_max_attempts + 1):
             try:
                 outputs = self.stage.handle(event, record)
+            except TransientError:
+                raise  # retry the batch later; never dead-letter for it
             except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the partition
                 STAGE_FAILED.labels(self.stage.name).inc()
                 self.log.warning("handler failed", event_id=event_id, attempt=attempt, error=repr(exc))
@@ -300,7 +440,9 @@ class StageRuntime:
             error=repr(error),
             attempts=attempts,
         )
-        return Output.dead_letter(self.deadletter_topic, record, stage=self.stage.name, error=error, attempts=attempts)
+        return Output.dead_letter(
+            self.deadletter_topic, record, stage=self.stage.name, error=error, attempts=attempts
+        )
 
     def _remember(self, event_id: str) -> None:
         self._seen[event_id] = None

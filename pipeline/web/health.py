@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ class DependencyStatus:
     message: str
     latency_ms: float
     checked_at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,7 +33,21 @@ class DependencyStatus:
             "message": self.message,
             "latency_ms": round(self.latency_ms, 2),
             "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
+            **self.details,
         }
+
+
+def stages_status() -> dict[str, Any] | None:
+    """The stream stages this process runs and their stuck partitions (held on one offset while input waits for
+    longer than STAGE_STUCK_AFTER_S); None when it runs none (a gateway-only process never imports them)."""
+    stage = sys.modules.get("pipeline.bus.stage")
+    if stage is None:
+        return None
+    running = stage.running_stages()
+    if not running:
+        return None
+    stuck = stage.stuck_partitions()
+    return {"status": "stuck" if stuck else "ok", "running": running, "stuck": stuck}
 
 
 class KafkaProbe:
@@ -51,7 +67,19 @@ class KafkaProbe:
         except Exception as exc:  # noqa: BLE001 - any failure means the broker is not usable
             status, message = "down", f"kafka unreachable: {type(exc).__name__}"
         latency = (time.perf_counter() - started) * 1000
-        return DependencyStatus("kafka", status, message, latency, datetime.now(UTC))
+        details: dict[str, Any] = {}
+        stages = stages_status()
+        if stages is not None:
+            # The broker answers, but a stage of this process may be held on a batch: say so beside it.
+            details["stages"] = stages
+            if stages["stuck"]:
+                held = ", ".join(
+                    f"{s['stage']} {s['topic']}/{s['partition']} at offset {s['offset']} for "
+                    f"{s['held_seconds']:g}s"
+                    for s in stages["stuck"]
+                )
+                message = f"{message}; stage partition(s) stuck: {held}"
+        return DependencyStatus("kafka", status, message, latency, datetime.now(UTC), details)
 
     async def group_members(self, group_id: str) -> int:
         """How many consumers are in a consumer group now (0 for an empty or unknown group); raises when Kafka
@@ -66,7 +94,9 @@ class KafkaProbe:
             for group in response.groups:  # (error_code, group, state, protocol_type, protocol, members, ...)
                 error_code, _, state, *_ = group
                 if error_code:
-                    raise RuntimeError(f"describing consumer group {group_id} failed: Kafka error {error_code}")
+                    raise RuntimeError(
+                        f"describing consumer group {group_id} failed: Kafka error {error_code}"
+                    )
                 if state != "Dead":
                     count += len(group[5])
         return count
