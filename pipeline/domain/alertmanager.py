@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.events import Resource, Severity, Signal
+from pipeline.events import CorrelationState, Resource, Severity, Signal
 
 # Alertmanager sends this for "no end yet".
 ZERO_TIME_YEAR = 1
@@ -95,12 +96,53 @@ def severity_of(labels: dict[str, str]) -> Severity:
 
 def alert_instance_key(alert: WebhookAlert) -> str:
     """Alertmanager is at least once; this identifies one delivery's content: fingerprint, start, status."""
-    return f"{alert.fingerprint}|{alert.startsAt.isoformat()}|{alert.status}"
+    return f"{alert.fingerprint}|{alert.startsAt.isoformat()}|{alert.status}"  # see instance_signal_id
 
 
 def signal_id(alert: WebhookAlert) -> str:
     """Deterministic, so a redelivered alert maps to the same signal id everywhere downstream."""
     return str(uuid.uuid5(_SIGNAL_NAMESPACE, alert_instance_key(alert)))
+
+
+def instance_signal_id(fingerprint: str, starts_at: datetime, status: str) -> str:
+    """`signal_id` of the alert instance `fingerprint`/`starts_at` in `status`, without its webhook."""
+    return str(uuid.uuid5(_SIGNAL_NAMESPACE, f"{fingerprint}|{starts_at.isoformat()}|{status}"))
+
+
+def lost_resolutions(
+    states: Iterable[CorrelationState], active: Collection[str], origin: str, now: datetime
+) -> list[Signal]:
+    """Resolved signals for the firing Alertmanager alerts of open incidents whose fingerprint is not among
+    Alertmanager's unresolved alerts (`active`, from `GET /api/v2/alerts`): their resolve notification was lost.
+    Each has the id the real resolve notification would have (so one arriving later is a duplicate), no
+    `ends_at` (Alertmanager no longer says when it ended), `observed_at` now and `inferred_by="reconcile"`."""
+    out: list[Signal] = []
+    for state in states:
+        incident = state.incident
+        if incident is None:
+            continue
+        namespace, kind, name = state.resource_key.split("/", 2)
+        for alert in incident.signals.values():
+            if alert.source != "alertmanager" or alert.status != "firing" or alert.fingerprint in active:
+                continue
+            out.append(
+                Signal(
+                    signal_id=instance_signal_id(alert.fingerprint, alert.starts_at, "resolved"),
+                    source="alertmanager",
+                    origin=origin,
+                    resource=Resource(namespace=namespace, kind=kind, name=name),
+                    name=alert.name,
+                    status="resolved",
+                    severity=alert.severity,
+                    summary=alert.summary,
+                    labels={"alertname": alert.name},
+                    fingerprint=alert.fingerprint,
+                    starts_at=alert.starts_at,
+                    observed_at=now,
+                    inferred_by="reconcile",
+                )
+            )
+    return out
 
 
 def to_signal(alert: WebhookAlert, webhook: AlertmanagerWebhook, observed_at: datetime) -> Signal:
@@ -123,4 +165,5 @@ def to_signal(alert: WebhookAlert, webhook: AlertmanagerWebhook, observed_at: da
         ends_at=ends_at,
         generator_url=alert.generatorURL,
         observed_at=observed_at,
+        truncated_alerts=max(webhook.truncatedAlerts, 0),
     )

@@ -6,12 +6,23 @@ signal is an observation (an alert that fired, an object state or event read fro
 exact resource key, never by inference. The state of one resource is a `CorrelationState`;
 `correlate` is a pure function of that state and a signal, so the stage can replay it from the log.
 Handling is idempotent: a signal id seen recently, or a signal that changes nothing, yields no change.
+
+Times are the alerts' own: an incident's `created_at` is the earliest `starts_at` of its alerts and its
+`resolved_at` the latest `ends_at` (the resolving signal's receive time when no alert says when it ended);
+`received_at` is when the pipeline received the opening signal and `updated_at` when it last changed the
+incident (receive time, so the read model orders changes by it whatever the alerts' clocks say).
+
+An alert first received already resolved (its firing never arrived) is recorded: with nothing open for its
+resource, as an incident opened and completed at once (`IncidentResolved`, the alert's `firing_seen` false);
+with an incident open, attached to it as resolved. `truncated_alerts` keeps the most alerts Alertmanager said
+it cut from a webhook that brought alerts to the incident.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from pipeline.domain.incidents import OBSERVED
 from pipeline.events import (
@@ -52,22 +63,25 @@ def correlate(state: CorrelationState | None, signal: Signal) -> Outcome:
     incident = state.incident
 
     if incident is None:
-        if signal.status != "firing":
-            return Outcome(state.model_copy(update={"recent_signal_ids": seen}), None)
         opened = _open(signal)
+        if signal.status != "firing":  # first seen resolved: recorded as a finished incident
+            resolved = _resolved(opened, signal)
+            return Outcome(_state(state, None, seen), IncidentResolved(incident=resolved, signal_id=signal.signal_id))
         return Outcome(_state(state, opened, seen), IncidentOpened(incident=opened, signal_id=signal.signal_id))
 
     attached = incident.signals.get(signal.fingerprint)
-    if attached is None and signal.status == "resolved":
+    if attached is not None and signal.starts_at < attached.starts_at:  # an older instance of the alert: stale
         return Outcome(state.model_copy(update={"recent_signal_ids": seen}), None)
+    truncated = max(incident.truncated_alerts, signal.truncated_alerts)
     if attached is not None and (attached.status, attached.starts_at) == (signal.status, signal.starts_at):
-        return Outcome(state.model_copy(update={"recent_signal_ids": seen}), None)
+        if truncated == incident.truncated_alerts:
+            return Outcome(state.model_copy(update={"recent_signal_ids": seen}), None)
+        noted = incident.model_copy(update={"truncated_alerts": truncated, "updated_at": _later(incident, signal)})
+        return Outcome(_state(state, noted, seen), IncidentUpdated(incident=noted, signal_id=signal.signal_id))
 
     updated = _attach(incident, signal)
     if all(s.status == "resolved" for s in updated.signals.values()):
-        resolved = updated.model_copy(
-            update={"status": IncidentStatus.COMPLETED, "resolved_at": signal.observed_at}
-        )
+        resolved = _resolved(updated, signal)
         return Outcome(_state(state, None, seen), IncidentResolved(incident=resolved, signal_id=signal.signal_id))
     return Outcome(_state(state, updated, seen), IncidentUpdated(incident=updated, signal_id=signal.signal_id))
 
@@ -76,7 +90,22 @@ def _state(state: CorrelationState, incident: Incident | None, seen: list[str]) 
     return CorrelationState(resource_key=state.resource_key, incident=incident, recent_signal_ids=seen)
 
 
-def _attached(signal: Signal) -> AttachedSignal:
+def _later(incident: Incident, signal: Signal) -> datetime:
+    """`updated_at` never goes back, so the read model keeps the newest change."""
+    return max(incident.updated_at, signal.observed_at)
+
+
+def _resolved(incident: Incident, signal: Signal) -> Incident:
+    """The incident completed: it ended when its last alert ended (`ends_at`), else when the resolving signal
+    was received; never before it started."""
+    ended = max(s.ends_at or signal.observed_at for s in incident.signals.values())
+    return incident.model_copy(
+        update={"status": IncidentStatus.COMPLETED, "resolved_at": max(ended, incident.created_at)}
+    )
+
+
+def _attached(signal: Signal, *, firing_seen: bool = True) -> AttachedSignal:
+    resolved = signal.status == "resolved"
     return AttachedSignal(
         fingerprint=signal.fingerprint,
         name=signal.name,
@@ -87,16 +116,22 @@ def _attached(signal: Signal) -> AttachedSignal:
         ends_at=signal.ends_at,
         last_signal_id=signal.signal_id,
         summary=signal.summary,
+        firing_seen=firing_seen,
+        resolved_by=(signal.inferred_by or "source") if resolved else None,
     )
 
 
 def _open(signal: Signal) -> Incident:
     resource = signal.resource
     where = f"{resource.namespace}/{resource.ref}" if resource.namespace else resource.ref
+    firing = signal.status == "firing"
+    description = signal.summary or signal.description or f"{signal.name} is firing for {where}"
+    if not firing:
+        description += " (received only as resolved: its firing notification never arrived)"
     return Incident(
         id=incident_id_for(signal.signal_id),
         title=f"{signal.name} on {where}",
-        description=signal.summary or signal.description or f"{signal.name} is firing for {where}",
+        description=description,
         severity=signal.severity,
         status=IncidentStatus.ACTIVE,
         source=signal.source,
@@ -105,27 +140,34 @@ def _open(signal: Signal) -> Incident:
         resource_key=resource.key,
         target=resource.namespace or resource.name,
         issue_type=signal.name,
-        signals={signal.fingerprint: _attached(signal)},
+        signals={signal.fingerprint: _attached(signal, firing_seen=firing)},
         labels=signal.labels,
         affected_resources=[resource.ref],
         tags=sorted({signal.source, signal.name}),
         confidence=OBSERVED,
-        created_at=signal.observed_at,
+        created_at=signal.starts_at,
         updated_at=signal.observed_at,
+        received_at=signal.observed_at,
         signal_count=1,
+        truncated_alerts=signal.truncated_alerts,
     )
 
 
 def _attach(incident: Incident, signal: Signal) -> Incident:
-    signals = {**incident.signals, signal.fingerprint: _attached(signal)}
+    before = incident.signals.get(signal.fingerprint)
+    same_instance = before is not None and before.starts_at == signal.starts_at
+    firing_seen = signal.status == "firing" or (same_instance and before is not None and before.firing_seen)
+    signals = {**incident.signals, signal.fingerprint: _attached(signal, firing_seen=firing_seen)}
     firing = [s for s in signals.values() if s.status == "firing"]
     severity = max((s.severity for s in firing), key=lambda s: s.rank, default=incident.severity)
     return incident.model_copy(
         update={
             "signals": signals,
             "severity": severity,
-            "updated_at": signal.observed_at,
+            "created_at": min(incident.created_at, signal.starts_at),
+            "updated_at": _later(incident, signal),
             "signal_count": incident.signal_count + 1,
             "tags": sorted({*incident.tags, signal.source, signal.name}),
+            "truncated_alerts": max(incident.truncated_alerts, signal.truncated_alerts),
         }
     )

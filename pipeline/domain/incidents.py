@@ -203,7 +203,8 @@ def with_workflow(incident: Incident, workflow_id: str, action: str, status: str
 def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[str, Any]:
     """One incident in the list shape: the MCP server's fields plus the engine's and ours. Every field the MCP
     server decodes into a non-pointer Go type is never null (`action_type`, `confidence`); `completed_at` and
-    `duration_seconds` (Go pointers) are null until the incident is finished."""
+    `duration_seconds` (Go pointers) are null until the incident is finished. `created_at`/`started_at` and
+    `completed_at` are the alerts' own times (startsAt, endsAt); `received_at` is when the pipeline got it."""
     finished = incident.resolved_at if incident.status != IncidentStatus.ACTIVE else None
     duration = (finished - incident.created_at).total_seconds() if finished else None
     return {
@@ -223,6 +224,7 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
         "started_at": _iso(incident.created_at),
         "completed_at": _iso(finished),
         "resolved_at": _iso(incident.resolved_at),
+        "received_at": _iso(incident.received_at),
         "duration_seconds": duration,
         "tags": incident.tags,
         "namespace": incident.namespace,
@@ -237,6 +239,7 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
         "correlation_id": incident.correlation_id,
         "external_id": incident.external_id,
         "signal_count": incident.signal_count,
+        "truncated_alerts": incident.truncated_alerts,
         "alerts": [
             {
                 "fingerprint": s.fingerprint,
@@ -247,6 +250,8 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
                 "starts_at": _iso(s.starts_at),
                 "ends_at": _iso(s.ends_at),
                 "summary": s.summary,
+                "firing_seen": s.firing_seen,
+                "resolved_by": s.resolved_by,
             }
             for s in incident.signals.values()
         ],
@@ -291,4 +296,5 @@ def new_manual_incident(
         created_by=created_by,
         created_at=now,
         updated_at=now,
+        received_at=now,
     )

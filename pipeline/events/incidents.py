@@ -52,7 +52,15 @@ class Signal(Payload):
     starts_at: datetime
     ends_at: datetime | None = None
     generator_url: str = ""
-    observed_at: datetime
+    observed_at: datetime = Field(description="When the pipeline received it (not when it happened: starts_at)")
+    truncated_alerts: int = Field(
+        0, ge=0, description="Alerts Alertmanager cut from the webhook that carried this alert (its truncatedAlerts)"
+    )
+    inferred_by: Literal["reconcile"] | None = Field(
+        None,
+        description="Set when the pipeline produced this signal instead of its source: `reconcile` resolves an "
+        "open alert that Alertmanager no longer lists as active (its resolve notification was lost)",
+    )
 
     @property
     def resource_key(self) -> str:
@@ -71,6 +79,10 @@ class AttachedSignal(BaseModel):
     ends_at: datetime | None = None
     last_signal_id: str
     summary: str = ""
+    firing_seen: bool = Field(True, description="False when the alert was first received already resolved")
+    resolved_by: Literal["source", "reconcile"] | None = Field(
+        None, description="Who said it resolved: its source, or reconcile (absent from Alertmanager's active alerts)"
+    )
 
 
 class Incident(BaseModel):
@@ -98,10 +110,15 @@ class Incident(BaseModel):
     created_by: str | None = None
     workflow_id: str | None = None
     action_type: str | None = Field(None, description="The action of the incident's latest workflow")
-    created_at: datetime
-    updated_at: datetime
-    resolved_at: datetime | None = None
+    created_at: datetime = Field(description="When it started: the earliest startsAt of its alerts (event time)")
+    updated_at: datetime = Field(description="When the pipeline last changed it (receive time; orders the changes)")
+    resolved_at: datetime | None = Field(None, description="When it ended: the latest endsAt of its alerts")
+    received_at: datetime | None = Field(None, description="When the pipeline received its first signal")
     signal_count: int = 0
+    truncated_alerts: int = Field(
+        0, ge=0, description="The most alerts Alertmanager cut (truncatedAlerts) from a webhook that brought alerts "
+        "to this incident: alerts of the same group may be missing"
+    )
 
 
 class IncidentChange(Payload):

@@ -1,14 +1,27 @@
-"""On start, ask Alertmanager for its active alerts: alerts that fired during our outage get ingested."""
+"""On start, ask Alertmanager for its active alerts: alerts that fired during our outage get ingested, and the
+firing alerts of open incidents that Alertmanager no longer lists (their resolve notification was lost while we
+were down) get resolved signals (`inferred_by: reconcile`), so no incident stays open forever.
+
+The open incidents are read from the correlate stage's changelog before Alertmanager is asked, so an alert that
+fires in between is never taken for a resolved one. Only alerts received from Alertmanager are resolved; with
+several independent Alertmanagers (not an HA pair) feeding one pipeline, set `ALERTMANAGER_URL` on none of them.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import stamina
 
 from pipeline.adapters.http import async_client
-from pipeline.domain.alertmanager import AlertmanagerWebhook
+from pipeline.bus import kafka
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import ChangelogReader
+from pipeline.config import Settings
+from pipeline.domain.alertmanager import AlertmanagerWebhook, lost_resolutions
+from pipeline.events import CorrelationState, Event
 from pipeline.ingest.alerts import AlertIngest, IngestResult
 from pipeline.observability import get_logger
 
@@ -48,13 +61,48 @@ async def _fetch(url: str) -> list[dict[str, Any]]:
         return response.json()  # type: ignore[no-any-return]
 
 
+async def open_incidents(settings: Settings) -> list[CorrelationState]:
+    """The latest correlate state of every resource with an open incident (its compacted changelog)."""
+    topic = settings.topic("correlate.state")
+    parts = (await kafka.partitions(settings, topic)).get(topic) or []
+    latest: dict[str, CorrelationState] = {}
+    for _, event in await ChangelogReader(settings).read(topic, parts):
+        if event is not None and isinstance(event.payload, CorrelationState):
+            latest[event.payload.resource_key] = event.payload
+    return [s for s in latest.values() if s.incident is not None]
+
+
 async def reconcile(ingest: AlertIngest, alertmanager_url: str) -> IngestResult | None:
-    """Ingest Alertmanager's active alerts; duplicates of what we already have are dropped downstream."""
+    """Ingest Alertmanager's active alerts (duplicates of what we already have are dropped downstream) and
+    resolve the open incidents' alerts it no longer has."""
+    try:
+        states = await open_incidents(ingest.settings)
+    except Exception as exc:  # noqa: BLE001 - still ingest the active alerts; resolving waits for the next start
+        log.warning("open incidents not readable: lost resolutions are not reconciled", error=repr(exc))
+        states = None
     try:
         alerts = await _fetch(alertmanager_url)
     except (httpx.HTTPError, ValueError) as exc:
         log.warning("alertmanager reconcile failed", url=alertmanager_url, error=repr(exc))
         return None
     result = await ingest.accept(to_webhook(alerts, alertmanager_url))
-    log.info("alertmanager reconciled", active=len(alerts), accepted=result.accepted)
+    resolved = []
+    if states is not None:
+        unresolved = {a["fingerprint"] for a in alerts if a.get("fingerprint")}
+        resolved = lost_resolutions(states, unresolved, alertmanager_url, datetime.now(UTC))
+    if resolved:
+        try:
+            await ingest.producer.publish(
+                [
+                    Output.event(
+                        ingest.topic,
+                        Event.of(s, source=alertmanager_url, id=s.signal_id, subject=s.resource_key),
+                    )
+                    for s in resolved
+                ]
+            )
+        except Exception as exc:  # noqa: BLE001 - the incidents stay open until the next start reconciles
+            log.warning("lost resolutions not stored", error=repr(exc), signals=len(resolved))
+            resolved = []
+    log.info("alertmanager reconciled", active=len(alerts), accepted=result.accepted, resolved=len(resolved))
     return result

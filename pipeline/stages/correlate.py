@@ -9,6 +9,9 @@ from pipeline.bus.stage import ChangelogReader, Stage
 from pipeline.config import Settings
 from pipeline.domain.correlation import correlate
 from pipeline.events import CorrelationState, Event, Signal
+from pipeline.observability import INCIDENTS_TRUNCATED, get_logger
+
+log = get_logger("pipeline.correlate")
 
 
 class CorrelateStage(Stage):
@@ -32,10 +35,17 @@ class CorrelateStage(Stage):
         signal = event.payload
         if not isinstance(signal, Signal):
             return []
-        outcome = correlate(self._current(record.partition, signal.resource_key), signal)
+        before = self._current(record.partition, signal.resource_key)
+        outcome = correlate(before, signal)
         self._pending[(record.partition, signal.resource_key)] = outcome.state
         if outcome.change is None:
             return []
+        incident = outcome.change.incident
+        was = before.incident.truncated_alerts if before is not None and before.incident is not None else 0
+        if incident.truncated_alerts > was:
+            INCIDENTS_TRUNCATED.inc()
+            log.warning("alertmanager truncated a webhook: alerts of this incident's group are missing",
+                        incident_id=incident.id, truncated_alerts=incident.truncated_alerts, origin=signal.origin)
         out = Event.of(
             outcome.change,
             source="pipeline/correlate",

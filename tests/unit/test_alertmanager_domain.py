@@ -62,3 +62,34 @@ def test_signal_id_identifies_an_alert_instance_and_status() -> None:
     resolved = alert.model_copy(update={"status": "resolved"})
     restarted = alert.model_copy(update={"startsAt": NOW})
     assert len({signal_id(alert), signal_id(resolved), signal_id(restarted)}) == 3
+
+
+def test_a_truncated_webhook_says_on_every_signal_how_many_alerts_alertmanager_cut() -> None:
+    webhook = AlertmanagerWebhook.model_validate({**sample("alertmanager-webhook-firing.json"), "truncatedAlerts": 3})
+    assert {to_signal(a, webhook, NOW).truncated_alerts for a in webhook.alerts} == {3}
+    whole = AlertmanagerWebhook.model_validate(sample("alertmanager-webhook-firing.json"))
+    assert {to_signal(a, whole, NOW).truncated_alerts for a in whole.alerts} == {0}
+
+
+def test_lost_resolutions_resolve_only_open_alertmanager_alerts_alertmanager_no_longer_has() -> None:
+    from pipeline.domain.alertmanager import lost_resolutions
+    from pipeline.domain.correlation import correlate
+
+    webhook = AlertmanagerWebhook.model_validate(sample("alertmanager-webhook-firing.json"))
+    states = {}
+    for alert in webhook.alerts:
+        s = to_signal(alert, webhook, NOW)
+        states[s.resource_key] = correlate(states.get(s.resource_key), s).state
+    fingerprints = [a.fingerprint for a in webhook.alerts]
+    assert len(fingerprints) >= 2
+    still_active = fingerprints[1:]
+    later = datetime(2026, 11, 23, tzinfo=UTC)
+    (lost,) = lost_resolutions(states.values(), still_active, "http://am:9093", later)
+    gone = webhook.alerts[0]
+    assert (lost.fingerprint, lost.status, lost.inferred_by) == (gone.fingerprint, "resolved", "reconcile")
+    assert lost.resource == resource_of(gone.labels) and lost.starts_at == gone.startsAt
+    assert lost.ends_at is None and lost.observed_at == later  # Alertmanager no longer says when it ended
+    # The same id as the real resolve notification would have: one arriving later is a duplicate.
+    real_resolve = gone.model_copy(update={"status": "resolved"})
+    assert lost.signal_id == signal_id(real_resolve)
+    assert lost_resolutions(states.values(), fingerprints, "http://am:9093", later) == []

@@ -57,9 +57,17 @@ def test_first_firing_signal_opens_an_incident() -> None:
     assert state is not None and state.incident == incident
 
 
-def test_a_resolved_signal_for_nothing_open_opens_nothing() -> None:
-    state, changes = run([signal("a", "resolved")])
-    assert changes == [] and state is not None and state.incident is None
+def test_an_alert_first_seen_resolved_is_recorded_as_a_finished_incident() -> None:
+    first_seen_resolved = signal("a", "resolved").model_copy(update={"ends_at": T0 + timedelta(minutes=3)})
+    state, (change,) = run([first_seen_resolved])
+    assert isinstance(change, IncidentResolved)  # not opened: nothing to enrich or remediate
+    incident = change.incident
+    assert incident.status == IncidentStatus.COMPLETED
+    assert (incident.created_at, incident.resolved_at) == (T0, T0 + timedelta(minutes=3))
+    assert incident.signals["a"].firing_seen is False and incident.signals["a"].resolved_by == "source"
+    assert "never arrived" in incident.description
+    assert state is not None and state.incident is None
+    assert run([first_seen_resolved, first_seen_resolved])[1] == [change]  # redelivered: recorded once
 
 
 def test_later_signals_attach_and_raise_severity() -> None:
@@ -88,9 +96,52 @@ def test_firing_again_after_resolution_opens_a_new_incident() -> None:
     assert changes[0].incident.id != changes[2].incident.id
 
 
-def test_resolving_an_alert_not_attached_changes_nothing() -> None:
+def test_an_alert_first_seen_resolved_attaches_to_the_open_incident_without_closing_it() -> None:
     _, changes = run([signal("a", "firing"), signal("zzz", "resolved")])
-    assert len(changes) == 1
+    assert [type(c) for c in changes] == [IncidentOpened, IncidentUpdated]
+    incident = changes[1].incident
+    assert incident.status == IncidentStatus.ACTIVE
+    assert (incident.signals["zzz"].status, incident.signals["zzz"].firing_seen) == ("resolved", False)
+    assert incident.signals["a"].firing_seen is True
+
+
+def test_incident_times_are_the_alerts_times_and_the_receive_time_is_kept_apart() -> None:
+    late = timedelta(hours=2)  # a backlog: every signal received two hours after it happened
+    a_fires = signal("a", "firing").model_copy(update={"observed_at": T0 + late})
+    b_fires = signal("b", "firing", n=-5).model_copy(update={"observed_at": T0 + late + timedelta(seconds=1)})
+    a_ends = signal("a", "resolved").model_copy(
+        update={"ends_at": T0 + timedelta(minutes=10), "observed_at": T0 + late + timedelta(seconds=2)}
+    )
+    b_ends = signal("b", "resolved", n=-5).model_copy(
+        update={"ends_at": T0 + timedelta(minutes=7), "observed_at": T0 + late + timedelta(seconds=3)}
+    )
+    _, changes = run([a_fires, b_fires, a_ends, b_ends])
+    opened, resolved = changes[0].incident, changes[-1].incident
+    assert (opened.created_at, opened.received_at) == (T0, T0 + late)
+    assert resolved.created_at == T0 - timedelta(minutes=5)  # b started earlier than a
+    assert resolved.resolved_at == T0 + timedelta(minutes=10)  # the last alert's endsAt, not the receive time
+    assert resolved.received_at == T0 + late and resolved.updated_at == T0 + late + timedelta(seconds=3)
+
+
+def test_a_stale_resolve_of_an_older_alert_instance_does_not_close_the_newer_one() -> None:
+    _, changes = run([signal("a", "firing", n=5), signal("a", "resolved", n=0)])
+    assert [type(c) for c in changes] == [IncidentOpened]
+
+
+def test_truncation_reported_by_alertmanager_is_kept_on_the_incident() -> None:
+    cut = signal("a", "firing").model_copy(update={"truncated_alerts": 3})
+    _, changes = run([cut])
+    assert changes[0].incident.truncated_alerts == 3
+    later_cut = signal("b", "firing", n=1).model_copy(update={"truncated_alerts": 7})
+    uncut = signal("c", "firing", n=2)
+    _, changes = run([cut, later_cut, uncut])
+    assert [c.incident.truncated_alerts for c in changes] == [3, 7, 7]  # the most ever cut; never forgotten
+    same_alert_cut_more = signal("a", "firing").model_copy(
+        update={"signal_id": "a-again", "truncated_alerts": 9}
+    )
+    _, changes = run([signal("a", "firing"), same_alert_cut_more])
+    assert [type(c) for c in changes] == [IncidentOpened, IncidentUpdated]
+    assert changes[1].incident.truncated_alerts == 9 and changes[1].incident.signal_count == 1
 
 
 alert_signals = st.lists(

@@ -36,3 +36,25 @@ def test_event_round_trips_through_key_value_and_headers() -> None:
 def test_records_that_are_not_our_events_are_refused_with_a_reason(value, headers, message) -> None:
     with pytest.raises(InvalidEvent, match=message):
         decode(value, headers)
+
+
+def _headers(event_type: str) -> list[tuple[str, bytes]]:
+    return [("ce_id", b"1"), ("ce_type", event_type.encode()), ("ce_source", b"x"), ("ce_specversion", b"1.0")]
+
+
+def test_records_written_before_the_alert_semantics_fields_still_decode() -> None:
+    """Signals and incidents on the topics from before truncated_alerts, inferred_by, received_at, firing_seen and
+    resolved_by: they decode, nothing cut, no inference, receive time unknown (null), firing seen."""
+    old_signal = (b'{"signal_id":"s-1","source":"alertmanager","resource":{"namespace":"ns","kind":"Pod","name":"p"},'
+                  b'"name":"A","status":"firing","severity":"high","fingerprint":"f",'
+                  b'"starts_at":"2026-01-01T00:00:00Z","observed_at":"2026-01-01T00:00:05Z"}')
+    signal = decode(old_signal, _headers("pipeline.signal.observed.v1")).payload
+    assert isinstance(signal, Signal) and (signal.truncated_alerts, signal.inferred_by) == (0, None)
+    old_incident = (b'{"incident":{"id":"inc-1","title":"A on ns/Pod/p","severity":"high","source":"alertmanager",'
+                    b'"signals":{"f":{"fingerprint":"f","name":"A","source":"alertmanager","status":"firing",'
+                    b'"severity":"high","starts_at":"2026-01-01T00:00:00Z","last_signal_id":"s-1"}},'
+                    b'"created_at":"2026-01-01T00:00:05Z","updated_at":"2026-01-01T00:00:05Z","signal_count":1},'
+                    b'"signal_id":"s-1"}')
+    incident = decode(old_incident, _headers("pipeline.incident.opened.v1")).payload.incident  # type: ignore[attr-defined]
+    assert (incident.received_at, incident.truncated_alerts) == (None, 0)
+    assert (incident.signals["f"].firing_seen, incident.signals["f"].resolved_by) == (True, None)
