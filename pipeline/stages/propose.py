@@ -53,7 +53,9 @@ class ProposeStage(Stage):
             target = Target.of_incident(change.incident)
             payloads = [ActionReleased(namespace=target.namespace, target=target.key, incident_id=target.incident_id,
                                        reason="incident_resolved",
-                                       released_at=change.incident.resolved_at or datetime.now(UTC))]
+                                       # when the pipeline learnt of it (resolved_at is the alert's endsAt,
+                                       # which after a backlog would start the cooldown in the past)
+                                       released_at=change.incident.updated_at or datetime.now(UTC))]
         elif isinstance(change, ScoreComputed) and change.verdict == "anomaly" and change.model:
             scored = Target.of_score(change)
             if scored is not None:
