@@ -4,8 +4,11 @@ Closed: calls go through; `threshold` consecutive failures open the circuit. Ope
 `CircuitOpen` until `reset_timeout_s` has passed. Half-open: exactly one trial call goes through (the
 others still fail fast); its success closes the circuit, its failure opens it again for another period.
 
-Only exceptions of the `failures` types count against the dependency; any other outcome (a value, or an
-exception such as "the model rejected this input") shows the dependency answered, and counts as success.
+Only exceptions of the `failures` types count against the dependency; exceptions of the `neutral` types
+(the caller's own mistake, e.g. "the model rejected this input") count neither way: they neither add to nor
+reset the failures, and a half-open trial that ends in one frees the slot without deciding, so one bad caller
+can neither open the circuit for everyone nor close it on a broken model. Any other outcome (a value, or
+another exception) shows the dependency answered, and counts as success.
 The state is computed from the injected clock, so tests drive time and scrapes always see the truth.
 """
 
@@ -57,11 +60,12 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
         *,
         failures: tuple[type[BaseException], ...] = (Exception,),
+        neutral: tuple[type[BaseException], ...] = (),
     ) -> None:
         if threshold < 1 or reset_timeout_s <= 0:
             raise ValueError("threshold must be >= 1 and reset_timeout_s > 0")
         self.name, self.threshold, self.reset_timeout_s = name, threshold, reset_timeout_s
-        self._clock, self._failure_types = clock, failures
+        self._clock, self._failure_types, self._neutral_types = clock, failures, neutral
         self._consecutive_failures = 0
         self._opened_at: float | None = None
         self._trial_in_flight = False
@@ -91,6 +95,8 @@ class CircuitBreaker:
         trial = self._admit()
         try:
             result = await fn()
+        except self._neutral_types:
+            raise  # the caller's mistake: says nothing about the dependency
         except self._failure_types:
             self._record_failure(trial)
             raise

@@ -11,14 +11,24 @@ connection was never established, or 502/503/504), and goes through its dependen
     MLError
     ├── ModelNotFound          the logical model is not registered: a configuration question
     ├── ModelUnavailable       transport error, timeout, 5xx, or circuit open: try again later
-    ├── PredictionRejected     the dependency answered 4xx: this input will not work, retrying cannot help
+    ├── PredictionRejected     the dependency answered 4xx, or a 500 whose body says the input was wrong:
+    │                          this input will not work, retrying cannot help
     └── InvalidModelResponse   a 2xx whose body is not JSON or has the wrong shape
+
+Only ModelUnavailable counts against a breaker; a PredictionRejected is the caller's mistake and counts neither
+way (one bad caller must not open the circuit for everyone). KServe's Python runtimes answer a wrong input with
+500 `{"error": "<the library's message>"}` (their InferenceError handler), e.g. scikit-learn's "X has 3
+features, but StandardScaler is expecting 45 features as input.": `CALLER_ERRORS` are the messages of input
+validation we recognise in such a body. Under v2 the expected width is read from the model's metadata
+(`GET /v2/models/<m>`, `inputs[0].shape`), and a request of another width is refused before sending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,7 +50,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.adapters.breaker import CircuitBreaker, CircuitOpen
+from pipeline.adapters.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from pipeline.adapters.http import async_client
 from pipeline.config import Settings
 from pipeline.observability import ML_REQUEST_SECONDS, ML_REQUESTS
@@ -53,6 +63,8 @@ _TRANSIENT_STATUS = {502, 503, 504}
 _CONFIG_PREFIXES = ("KSERVE_NAMESPACE", "KSERVE_TIMEOUT", "KSERVE_PREDICTOR_PORT")
 _SNIPPET = 300
 PROBE_TIMEOUT_S = 5.0  # the engine's health-check client timeout
+METADATA_TTL_S = 300.0  # a v2 model's metadata (its input width) is read again after this
+METADATA_RETRY_S = 30.0  # ... or after this when it could not be read
 
 
 class MLError(Exception):
@@ -82,7 +94,8 @@ class ModelUnavailable(MLError):
 
 
 class PredictionRejected(MLError):
-    """The dependency answered 4xx: it refused this input (wrong feature count, bad values...)."""
+    """The dependency refused this input (wrong feature count, bad values...): a 4xx, or a 500 whose body names
+    an input error (`CALLER_ERRORS`). Not held against the model's circuit breaker."""
 
     outcome = "rejected"
 
@@ -192,6 +205,39 @@ def _endpoint(prefix: str, environ: Mapping[str, str], settings: Settings) -> Mo
 
 
 # ------------------------------------------------------------------------------------------ transport
+# Input-validation messages of the libraries KServe's runtimes wrap into a 500 {"error": ...}: the request was
+# wrong, the model is fine. Anything else on a 5xx is the model's failure.
+CALLER_ERRORS = re.compile(
+    "|".join(
+        (
+            r"\bhas \d+ features?, but \w+ is expecting \d+ features?",  # scikit-learn, wrong width
+            r"\bexpected 2d array, got",  # scikit-learn, wrong rank
+            r"\binput (?:x )?contains (?:nan|infinity)",  # scikit-learn, bad values
+            r"\bcould not convert string to float",  # numpy / scikit-learn
+            r"\bcannot reshape array of size \d+ into shape",  # numpy, v2 tensor decoding
+            r"\bfeature shape mismatch, expected: \d+, got \d+",  # XGBoost
+            r"\bnumber of features in data \(\d+\) is not the same as it was in training data",  # LightGBM
+            r"\bunexpected shape for input\b",  # Triton / v2 servers
+        )
+    ),
+    re.IGNORECASE,
+)
+
+
+def caller_error(response: httpx.Response) -> str | None:
+    """The message of a 500 that says the request was wrong (see CALLER_ERRORS), else None."""
+    if response.status_code != 500:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    message = body.get("error", body.get("detail")) if isinstance(body, dict) else None
+    if isinstance(message, str) and CALLER_ERRORS.search(message):
+        return message
+    return None
+
+
 class _Transient(Exception):
     """A 502/503/504: worth another attempt."""
 
@@ -268,9 +314,9 @@ class _Dependency:
             raise ModelUnavailable(
                 self.name, f"{type(exc).__name__}: {str(exc) or 'connection failed'}"
             ) from None
-        if response.status_code >= 500:
+        if response.status_code >= 500 and caller_error(response) is None:
             raise ModelUnavailable(self.name, f"HTTP {response.status_code}: {_snippet(response)}")
-        return response
+        return response  # a 500 naming an input error goes on to `_parse`: PredictionRejected, not the model's fault
 
     async def _post_with_retries(self, url: str, body: Any) -> httpx.Response:
         # Only failures where the request certainly did no work are retried; a read timeout is not (the
@@ -301,7 +347,7 @@ def _http(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx
 
 def _parse(model: str, response: httpx.Response, shape: type[M]) -> M:
     """404 -> ModelUnavailable (nothing serves that path: a deployment or naming problem, not this input);
-    other 4xx -> PredictionRejected; a body that is not `shape` -> InvalidModelResponse naming the field."""
+    other 4xx, and a 500 naming an input error -> PredictionRejected; a body that is not `shape` -> InvalidModelResponse naming the field."""
     if response.status_code == 404:
         cause = f"{response.request.url} answered 404 ({_snippet(response)}): is the model deployed under that name?"
         raise ModelUnavailable(model, cause)
@@ -457,6 +503,8 @@ class KServeClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.registry = registry
+        self._clock = clock
+        self._widths: dict[str, tuple[int | None, float]] = {}  # model -> (v2 input width or unknown, until)
         self._http = _http(settings.kserve_timeout_s, transport)
         self._deps = {
             endpoint.name: _Dependency(
@@ -471,6 +519,7 @@ class KServeClient:
                     settings.ml_circuit_breaker_timeout_s,
                     clock,
                     failures=(ModelUnavailable,),
+                    neutral=(PredictionRejected,),
                 ),
             )
             for endpoint in registry
@@ -488,7 +537,8 @@ class KServeClient:
         """v1: `POST {url}/v1/models/{kserve model}:predict` with `{"instances": [[...], ...]}`; v2:
         `POST {url}/v2/models/{kserve model}/infer` with one FP64 tensor of shape [n, width].
 
-        ValueError (nothing sent) for values that are not finite, and under v2 for rows of different lengths.
+        ValueError (nothing sent) for values that are not finite, and under v2 for rows of different lengths;
+        PredictionRejected (nothing sent) under v2 for rows of another width than the model's metadata declares.
         """
         endpoint = self.registry.get(model)
         rows = [[float(v) for v in row] for row in instances]
@@ -524,6 +574,13 @@ class KServeClient:
                     f"a v2 tensor needs rows of one length: instances[{i}] has {len(row)} values, "
                     f"instances[0] {width}"
                 )
+        expected = await self._expected_width(endpoint)
+        if expected is not None and rows and width != expected:
+            # What the model would answer (400 from a v2 server, 500 from KServe's sklearn runtime), without
+            # the round trip; like any rejection, not held against its breaker.
+            name = endpoint.name
+            detail = f"refused before sending: instances[0] has {width} values, {name}'s v2 metadata declares {expected}"
+            raise PredictionRejected(name, 400, detail)
         tensor = {
             "name": "input-0",
             "shape": [len(rows), width],
@@ -545,6 +602,32 @@ class KServeClient:
 
         url = f"{endpoint.url}/v2/models/{endpoint.model}/infer"
         return await self._deps[model].call("predict", url, {"inputs": [tensor]}, parse)
+
+    async def _expected_width(self, endpoint: ModelEndpoint) -> int | None:
+        """The input width a v2 model declares (`GET /v2/models/<m>`: `inputs[0].shape` [-1, width]), cached;
+        None when it declares none or cannot be asked now (then the model itself judges the request)."""
+        now = self._clock()
+        cached = self._widths.get(endpoint.name)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        dep = self._deps[endpoint.name]
+        if dep.breaker.state is not BreakerState.CLOSED:
+            return cached[0] if cached is not None else None  # do not knock on a failing model
+        width, until = None, now + METADATA_RETRY_S
+        try:
+            response = await dep.http.get(
+                f"{endpoint.url}/v2/models/{endpoint.model}", timeout=min(dep.timeout_s, PROBE_TIMEOUT_S)
+            )
+            if response.status_code < 500:
+                until = now + METADATA_TTL_S  # an answer, with or without a width: ask again later
+            if response.status_code == 200:
+                shape = response.json()["inputs"][0]["shape"]
+                if len(shape) == 2 and type(shape[1]) is int and shape[1] > 0:
+                    width = shape[1]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            pass  # unreadable metadata: the model judges each request itself
+        self._widths[endpoint.name] = (width, until)
+        return width
 
     async def model_health(self, model: str) -> ModelHealth:
         """`GET {url}/v1/models/{kserve model}` (v2: `/v2/models/{kserve model}/ready`); an open circuit is
@@ -753,6 +836,7 @@ class MLServiceClient:
             settings.ml_circuit_breaker_timeout_s,
             clock,
             failures=(ModelUnavailable,),
+            neutral=(PredictionRejected,),
         )
         self._dep = _Dependency(
             self.NAME, self.NAME, self._http, settings.ml_timeout_s, settings.ml_retry_attempts, self.breaker

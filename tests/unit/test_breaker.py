@@ -90,6 +90,38 @@ async def test_exceptions_that_are_not_failures_count_as_answers() -> None:
     assert b.state is BreakerState.CLOSED and b.consecutive_failures == 0
 
 
+def caller_breaker(clock: Clock) -> CircuitBreaker:
+    return CircuitBreaker(
+        f"test-{uuid.uuid4().hex[:8]}", 3, 30.0, clock, failures=(Down,), neutral=(Refused,)
+    )
+
+
+async def test_neutral_exceptions_neither_count_as_failures_nor_reset_them() -> None:
+    b = caller_breaker(Clock())
+    for _ in range(10):  # one bad caller, many times: the circuit stays closed for everyone
+        with pytest.raises(Refused):
+            await b.call(refused)
+    assert b.state is BreakerState.CLOSED and b.consecutive_failures == 0
+    await fail(b, 2)
+    with pytest.raises(Refused):
+        await b.call(refused)  # ... and it does not hide the model's own failures either
+    assert b.consecutive_failures == 2
+    await fail(b, 1)
+    assert b.state is BreakerState.OPEN
+
+
+async def test_a_neutral_trial_frees_the_slot_without_deciding() -> None:
+    clock = Clock()
+    b = caller_breaker(clock)
+    await fail(b, 3)
+    clock.advance(30)
+    with pytest.raises(Refused):
+        await b.call(refused)  # the half-open trial was a bad request: the model is not judged by it
+    assert b.state is BreakerState.HALF_OPEN and b.consecutive_failures == 3
+    assert await b.call(ok) == "ok"  # the next caller is the trial
+    assert b.state is BreakerState.CLOSED
+
+
 async def test_half_open_after_the_reset_timeout_and_a_successful_trial_closes() -> None:
     clock = Clock()
     b = breaker(clock)

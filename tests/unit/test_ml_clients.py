@@ -96,6 +96,10 @@ class FakeKServe:
     `two_outputs` two outputs of which neither is `predictions`, `short` and `strings` bad data, `v1_body`
     a v1 answer;
     `GET /v2/models/{m}/ready` is its readiness check.
+
+    `caller_500` (v1 and v2) answers a wrong feature count the way KServe's sklearn server does: 500 with
+    `{"error": "X has N features, but StandardScaler is expecting 45 features as input."}` (its
+    InferenceError handler wraps scikit-learn's ValueError), the case a real runtime gives for a bad caller.
     """
 
     def __init__(self, models: tuple[str, ...] = (MODEL,)) -> None:
@@ -122,6 +126,8 @@ class FakeKServe:
         if self.fail_next > 0:
             self.fail_next -= 1
             return PlainTextResponse("upstream connect error", status_code=self.status)
+        if self.mode == "caller_500":
+            return self._sklearn_width_error(len(body["instances"][0]))
         if self.mode == "status":
             return PlainTextResponse(f"fake failure {self.status}", status_code=self.status)
         if self.mode == "slow":
@@ -152,6 +158,8 @@ class FakeKServe:
             return JSONResponse({"error": f"Model with name {model} does not exist."}, status_code=404)
         if self.mode == "status":
             return JSONResponse({"error": f"fake failure {self.status}"}, status_code=self.status)
+        if self.mode == "caller_500":
+            return self._sklearn_width_error(body["inputs"][0]["shape"][1])
         (tensor,) = body["inputs"]
         count, width = tensor["shape"]
         rows = [tensor["data"][i * width : (i + 1) * width] for i in range(count)]
@@ -178,6 +186,11 @@ class FakeKServe:
         elif self.mode == "v1_body":
             return JSONResponse({"predictions": predictions})
         return JSONResponse({"model_name": model, "model_version": "v2", "outputs": outputs})
+
+    @staticmethod
+    def _sklearn_width_error(width: int) -> Response:
+        message = f"X has {width} features, but StandardScaler is expecting 45 features as input."
+        return JSONResponse({"error": message}, status_code=500)
 
     async def _ready(self, model: str) -> Response:
         self.health_calls += 1
@@ -519,6 +532,44 @@ async def test_4xx_is_a_rejection_not_retried_and_not_held_against_the_model(
             await kserve.predict(MODEL, [[0.1]])
     assert fake.predict_calls == 4
     assert kserve.breaker(MODEL).state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+async def test_a_500_naming_a_wrong_feature_count_is_the_callers_error_not_held_against_the_model(
+    kserve_server: tuple[FakeKServe, Served], fake: FakeKServe, clock: Clock, protocol: KServeProtocol
+) -> None:
+    client = KServeClient(ml_settings(), registry_for(kserve_server[1].url, protocol=protocol), clock=clock)
+    try:
+        fake.mode, fake.status = "status", 500
+        for _ in range(2):  # the model really fails twice
+            with pytest.raises(ModelUnavailable, match="HTTP 500: .*fake failure 500"):
+                await client.predict(MODEL, [[0.1, 0.2, 0.3]])
+        fake.mode = "caller_500"
+        for _ in range(5):  # one bad caller, again and again: more than the threshold
+            with pytest.raises(
+                PredictionRejected, match=r"\(HTTP 500\): .*X has 3 features, but StandardScaler"
+            ):
+                await client.predict(MODEL, [[0.1, 0.2, 0.3]])
+        breaker = client.breaker(MODEL)
+        assert breaker.state is BreakerState.CLOSED and breaker.consecutive_failures == 2
+        assert client.snapshot()[MODEL]["state"] == "closed"
+        fake.mode = "status"  # a third real failure still opens it: the bad caller hid nothing
+        with pytest.raises(ModelUnavailable):
+            await client.predict(MODEL, [[0.1, 0.2, 0.3]])
+        assert breaker.state is BreakerState.OPEN
+        assert fake.predict_calls == 8  # the caller's 500s were not retried either
+    finally:
+        await client.aclose()
+
+
+async def test_a_500_with_any_other_body_is_still_the_models_failure(
+    fake: FakeKServe, kserve: KServeClient
+) -> None:
+    fake.mode, fake.status = "status", 500  # a text body, not KServe's {"error": ...}
+    for _ in range(3):
+        with pytest.raises(ModelUnavailable):
+            await kserve.predict(MODEL, [[0.1]])
+    assert kserve.breaker(MODEL).state is BreakerState.OPEN
 
 
 @pytest.mark.parametrize(
