@@ -14,6 +14,7 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     InvalidTimestampError,
+    KafkaError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     RecordListTooLargeError,
@@ -87,8 +88,9 @@ PERMANENT = (
 )
 
 
-class RecordRejected(Exception):
-    """The broker (or the client, before sending) refused one record for good: `outputs[index]`."""
+class RecordRejected(KafkaError):
+    """The broker (or the client, before sending) refused one record for good: `outputs[index]`; `cause` is the
+    client's error. A KafkaError, so callers that treat any broker error alike keep doing so."""
 
     def __init__(self, index: int, output: Output, cause: BaseException) -> None:
         self.index, self.output, self.cause = index, output, cause
