@@ -211,9 +211,8 @@ class StageRuntime:
         self.assigned = asyncio.Event()
         self.state_lock = asyncio.Lock()  # a batch's state changes vs a rebalance's release/restore
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._held: dict[
-            TopicPartition, tuple[int, float]
-        ] = {}  # partition -> (offset waiting, since monotonic)
+        # partition -> (the offset where input waits, since when: monotonic)
+        self._held: dict[TopicPartition, tuple[int, float]] = {}
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"{settings.kafka_client_id}-{stage.name}",
