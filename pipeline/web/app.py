@@ -159,6 +159,11 @@ async def _deep_health(parts: Parts) -> JSONResponse:
     dependencies: dict[str, Any] = {"kafka": kafka.as_dict()}
     components: dict[str, Any] = {}
     status = "healthy" if kafka.status == "ok" else "unhealthy"
+    stages = dependencies["kafka"].get("stages") or {}
+    if stages:
+        components["stages"] = stages
+        if stages.get("status") == "stuck" and status == "healthy":
+            status = "degraded"  # a partition held on one offset: its later records wait (STAGE_STUCK_AFTER_S)
     if parts.prometheus is not None:
         prometheus = await prometheus_status(parts.prometheus)
         dependencies["prometheus"] = prometheus.as_dict()

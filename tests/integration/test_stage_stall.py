@@ -163,11 +163,13 @@ async def test_a_partition_held_by_a_transient_failure_is_reported_stuck_in_heal
                 async def stuck_in_health() -> dict | None:
                     body = (await client.get("/api/v1/health")).json()
                     stages = body["dependencies"]["kafka"].get("stages", {})
-                    return stages if stages.get("stuck") else None
+                    return body if stages.get("stuck") else None
 
-                stages = await eventually(stuck_in_health, timeout=30)
+                health = await eventually(stuck_in_health, timeout=30)
+                stages = health["dependencies"]["kafka"]["stages"]
                 metrics = (await client.get("/metrics")).text
         assert stages["status"] == "stuck" and "waiting" in stages["running"]
+        assert health["status"] == "degraded" and health["components"]["stages"] == stages
         [held] = [s for s in stages["stuck"] if s["stage"] == "waiting"]
         assert held["topic"] == settings.topic("signals") and held["offset"] == 0
         assert [s["stage"] for s in stuck_partitions()] == ["waiting"]
