@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     ingest_max_in_flight: int = Field(default=1024, ge=1)
     ingest_produce_timeout_s: float = Field(default=10.0, gt=0)
     ingest_dedup_size: int = Field(default=100_000, ge=0)
+    # What one webhook may carry (UTF-8 bytes; label and annotation totals count names and values). A webhook
+    # past any of them is refused whole with 413 naming the field, before anything is stored. The signal
+    # record limit must stay below the broker's message.max.bytes (1 MiB by default).
+    ingest_max_alerts: int = Field(default=10_000, ge=1, le=10_000)
+    ingest_max_label_value_bytes: int = Field(default=2048, ge=64)
+    ingest_max_labels_bytes: int = Field(default=16 * 1024, ge=64)
+    ingest_max_annotation_value_bytes: int = Field(default=16 * 1024, ge=64)
+    ingest_max_annotations_bytes: int = Field(default=64 * 1024, ge=64)
+    ingest_max_url_bytes: int = Field(default=8 * 1024, ge=64)
+    ingest_max_signal_bytes: int = Field(default=256 * 1024, ge=4096)
     alertmanager_url: str = ""
 
     # Stages.

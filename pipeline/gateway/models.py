@@ -39,6 +39,7 @@ from pipeline.adapters.prometheus import PrometheusError
 from pipeline.config import Settings
 from pipeline.domain.analysis import Finding
 from pipeline.domain.features import FeatureVector
+from pipeline.domain.names import DNS_LABEL_MAX, is_dns_label
 from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import Incident
@@ -46,6 +47,7 @@ from pipeline.web.errors import ApiError
 from pipeline.web.requests import read_json
 
 MAX_DETECT_BODY = 4 << 20
+MAX_RECOMMENDATIONS_BODY = 64 << 10
 ANOMALY_MODEL = "anomaly-detector"
 
 IncidentsProvider = Callable[[], Iterable[Incident]]
@@ -94,7 +96,8 @@ async def _detect_request(request: Request) -> tuple[str, list[list[float]]]:
     try:
         body = await read_json(request, MAX_DETECT_BODY)
     except ApiError as exc:
-        raise _proxy_error(exc.status, "INVALID_REQUEST", f"Invalid request format: {exc.message}") from None
+        message = f"Invalid request format: {exc.message}"
+        raise ApiError(exc.status, "INVALID_REQUEST", message, field=exc.field, success=False) from None
     if not isinstance(body, dict):
         raise _proxy_error(400, "INVALID_REQUEST", "Invalid request format: a JSON object is required")
     model = body.get("model")
@@ -116,16 +119,26 @@ class RecommendationsRequest(BaseModel):
 
 
 async def _recommendations_request(request: Request) -> RecommendationsRequest:
-    body = await request.body()
-    if not body.strip():
-        req = RecommendationsRequest()
-    else:
-        try:
-            req = RecommendationsRequest.model_validate_json(body)
-        except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in error["loc"]) or "body"
-            raise ApiError(400, "INVALID_REQUEST", f"invalid request body: {where}: {error['msg']}") from None
+    try:
+        body = await read_json(request, MAX_RECOMMENDATIONS_BODY, empty={})
+    except ApiError as exc:
+        if exc.status != 400:
+            raise
+        message = f"invalid request body: body: Invalid JSON: {exc.message}"
+        raise ApiError(400, "INVALID_REQUEST", message, field="body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "invalid request body: must be a JSON object", field="body")
+    try:
+        req = RecommendationsRequest.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        raise ApiError(
+            400, "INVALID_REQUEST", f"invalid request body: {where}: {error['msg']}", field=where
+        ) from None
+    if req.namespace and not is_dns_label(req.namespace):
+        message = f"invalid namespace: must be a Kubernetes namespace name (DNS label, at most {DNS_LABEL_MAX})"
+        raise ApiError(400, "INVALID_REQUEST", message, field="namespace")
     req.timeframe = req.timeframe or "6h"
     req.confidence_threshold = req.confidence_threshold or 0.7
     if req.timeframe not in TIMEFRAMES:

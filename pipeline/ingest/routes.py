@@ -1,7 +1,11 @@
 """`POST /api/v1/alerts` and `POST /api/v1/anomalies`: Alertmanager webhook v4 receivers.
 
 `/api/v1/anomalies` is also the Python engine's anomaly-report route: a body without `alerts` is handed to
-`anomaly_report` (the gateway's, when it runs in this process), else answered 422 naming `alerts`."""
+`anomaly_report` (the gateway's, when it runs in this process), else answered 422 naming `alerts`.
+
+Both take JSON only: a Content-Type other than `application/json` (UTF-8) is 415; a request without one is
+read as JSON. An alert past a size limit refuses the whole webhook with 413 naming the field (nothing stored,
+no retry advice); 503 + Retry-After is only for what a retry can fix (broker down or slow, in-flight limit)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pipeline.domain.alertmanager import AlertmanagerWebhook
-from pipeline.ingest.alerts import AlertIngest, BrokerUnavailable
+from pipeline.ingest.alerts import AlertIngest, BrokerRejected, BrokerUnavailable, IngestRefused
 from pipeline.observability import INGEST_REQUESTS, INGEST_SECONDS
 from pipeline.web.errors import ApiError, from_pydantic
-from pipeline.web.requests import read_json, require_token
+from pipeline.web.requests import read_json, require_json_content_type, require_token
 
 RETRY_AFTER_S = "5"
 
@@ -34,9 +38,15 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> 
         code = 500
         try:
             require_token(request, settings.bearer_token)
+            require_json_content_type(request)
             body = await read_json(request, settings.ingest_max_body_bytes)
             if not isinstance(body, dict):
                 raise ApiError(422, "VALIDATION_FAILED", "body must be a JSON object", field="body")
+            alerts = body.get("alerts")
+            if isinstance(alerts, list) and len(alerts) > settings.ingest_max_alerts:
+                raise ApiError(413, "LIMIT_EXCEEDED", f"alerts: {len(alerts)} in one webhook; at most "
+                               f"{settings.ingest_max_alerts}", field="alerts",
+                               limit=settings.ingest_max_alerts, size=len(alerts))
             if route == "anomalies" and "alerts" not in body:  # not a webhook: an anomaly report
                 if anomaly_report is None:
                     raise ApiError(422, "VALIDATION_FAILED", "not an Alertmanager webhook (`alerts` is "
@@ -51,6 +61,11 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> 
                 raise from_pydantic(exc) from None
             try:
                 result = await ingest.accept(webhook, traceparent=request.headers.get("traceparent"))
+            except IngestRefused as exc:
+                raise ApiError(413, "LIMIT_EXCEEDED", str(exc), field=exc.field, limit=exc.limit,
+                               size=exc.size) from None
+            except BrokerRejected as exc:
+                raise ApiError(500, "BROKER_REJECTED", str(exc)) from None
             except BrokerUnavailable as exc:
                 raise ApiError(
                     503, "BROKER_UNAVAILABLE", str(exc), headers={"Retry-After": RETRY_AFTER_S}
