@@ -692,6 +692,9 @@ check_render remediate-approve-helm "$base ConfigMap=2 Job=1 ClusterRoleBinding=
 check_render watch-disabled "Deployment=8 Service=8 ServiceAccount=3 Role=1 RoleBinding=1 ClusterRole=2 \
   ClusterRoleBinding=2 token:remediate,gateway Pod=1 ConfigMap=2 Job=1 ServiceMonitor=8" \
   -f "$chart/ci/minimal-values.yaml" --set watch.enabled=false,serviceMonitor.enabled=true
+check_render prometheus-rule "Deployment=9 Service=9 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 \
+  ClusterRoleBinding=3 token:remediate,gateway,watch Pod=1 ConfigMap=2 Job=1 PrometheusRule=1" \
+  -f "$chart/ci/minimal-values.yaml" --set prometheusRule.enabled=true
 check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
   ClusterRoleBinding=1 Pod=0 ConfigMap=0 Job=0 ServiceMonitor=1 token:watch $default_watch" \
   -f "$chart/ci/minimal-values.yaml" \

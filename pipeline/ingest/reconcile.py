@@ -85,7 +85,7 @@ async def reconcile(ingest: AlertIngest, alertmanager_url: str) -> IngestResult 
     except (httpx.HTTPError, ValueError) as exc:
         log.warning("alertmanager reconcile failed", url=alertmanager_url, error=repr(exc))
         return None
-    result = await ingest.accept(to_webhook(alerts, alertmanager_url))
+    result = await ingest.accept(to_webhook(alerts, alertmanager_url), skip_refused=True)
     resolved = []
     if states is not None:
         unresolved = {a["fingerprint"] for a in alerts if a.get("fingerprint")}
