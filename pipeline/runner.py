@@ -32,6 +32,9 @@ class Plan:
     watch: bool = False  # the Kubernetes watcher (under leader election)
 
 
+STOP_STEP_TIMEOUT_S = 20.0
+
+
 class Process:
     """Owns every part started in this process, and stops them in reverse order."""
 
@@ -237,12 +240,18 @@ class Process:
         return f"http://{self.settings.host}:{bound}"
 
     async def stop(self) -> None:
+        """Stop every part, last started first. Each step is bounded by STOP_STEP_TIMEOUT_S: a client that
+        hangs while closing (a Kafka admin client cancelled mid-connect, a connection that never drains) is
+        logged by name and left behind, so SIGTERM always ends the process."""
         while self._stops:
             stop = self._stops.pop()
+            name = getattr(stop, "__qualname__", repr(stop))
             try:
-                await stop()
+                await asyncio.wait_for(stop(), STOP_STEP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("stop step timed out; left behind", step=name, timeout_s=STOP_STEP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
-                log.warning("stop failed", error=repr(exc))
+                log.warning("stop failed", step=name, error=repr(exc))
         log.info("stopped")
 
 
