@@ -125,6 +125,8 @@ class Settings(BaseSettings):
 
     # Gateway.
     gateway_write_timeout_s: float = Field(default=10.0, gt=0)
+    # Alerts an incident lists in the read model (firing ones first); `alerts_total` counts them all.
+    incident_alerts_listed: int = Field(default=100, ge=1)
 
     # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
     # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_env`. Durations accept

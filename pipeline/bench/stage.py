@@ -25,7 +25,7 @@ from pipeline.bus.producer import EventProducer, Output, derived_id
 from pipeline.bus.stage import Stage, StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
-from pipeline.domain.correlation import correlate
+from pipeline.domain.correlation import changelog_records, correlate
 from pipeline.events import CorrelationState, Event, Resource, Severity, Signal, decode, utcnow
 from pipeline.stages.correlate import CorrelateStage
 
@@ -152,9 +152,14 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
         event = decode(record.value, record.headers)
         signal = event.payload
         assert isinstance(signal, Signal)
-        outcome = correlate(state.get(signal.resource_key), signal)
+        before = state.get(signal.resource_key)
+        outcome = correlate(before, signal)
         state[signal.resource_key] = outcome.state
-        out = [Output.event(changelog, Event.of(outcome.state, source="bench"), partition=record.partition)]
+        closed = before.incident.signals if before and before.incident and not outcome.state.incident else ()
+        header, alerts, gone = changelog_records(outcome.state, outcome.alerts, closed)
+        out = [Output(changelog, key.encode(), None, partition=record.partition) for key in gone]
+        out += [Output.event(changelog, Event.of(p, source="bench"), partition=record.partition)
+                for p in (*alerts, header)]
         if outcome.change is not None:
             change = Event.of(outcome.change, source="bench", id=derived_id(event.envelope.id))
             out.insert(0, Output.event(incidents, change))

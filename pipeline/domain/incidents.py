@@ -1,4 +1,5 @@
-"""Incidents as the REST API shows them: filters, paging, the summary, and manual creation."""
+"""Incidents as the REST API shows them: the read model's fold of the change records, filters, paging, the
+summary, and manual creation."""
 
 from __future__ import annotations
 
@@ -8,12 +9,47 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.events import Incident, IncidentStatus, Severity
+from pipeline.events import AttachedSignal, Incident, IncidentStatus, Severity
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 # Words clients use for an incident whose alerts resolved, and for one still open.
 _STATUS_ALIASES = {"resolved": IncidentStatus.COMPLETED, "open": IncidentStatus.ACTIVE}
+
+
+def fold(current: Incident | None, change: Incident, listed: int) -> Incident:
+    """The read model's incident after a change record. The record carries only the alerts its change touched;
+    they are merged into the ones listed, at most `listed` of them (`list_alerts`). The newest record (by
+    `updated_at`) gives every other field; an older one arriving late only adds alerts not listed yet. A record
+    written before records carried deltas holds every alert: its counts are taken from them."""
+    if change.alerts_total < len(change.signals):  # a whole incident (older records): count its alerts
+        firing = sum(1 for a in change.signals.values() if a.status == "firing")
+        change = change.model_copy(update={"alerts_total": len(change.signals), "alerts_firing": firing})
+    if current is None:
+        return change.model_copy(update={"signals": list_alerts({}, change.signals, listed)})
+    if change.updated_at >= current.updated_at:
+        return change.model_copy(update={"signals": list_alerts(current.signals, change.signals, listed)})
+    late = {fp: a for fp, a in change.signals.items() if fp not in current.signals}
+    return current.model_copy(update={"signals": list_alerts(current.signals, late, listed)}) if late else current
+
+
+def list_alerts(
+    listed: dict[str, AttachedSignal], changed: dict[str, AttachedSignal], limit: int
+) -> dict[str, AttachedSignal]:
+    """The alerts an incident lists after some changed: a listed one is updated; a new one is added while fewer
+    than `limit` are listed, else a firing one takes the place of the earliest-listed resolved one and a
+    resolved one (or a firing one with every listed alert firing) is counted, not listed."""
+    out = dict(listed)
+    for fingerprint, alert in changed.items():
+        if fingerprint not in out and len(out) >= limit:
+            if alert.status != "firing":
+                continue
+            resolved = next((fp for fp, a in out.items() if a.status != "firing"), None)
+            if resolved is None:
+                continue
+            del out[resolved]
+        out[fingerprint] = alert
+    return out
 
 
 class InvalidQuery(ValueError):
@@ -239,6 +275,9 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
         "correlation_id": incident.correlation_id,
         "external_id": incident.external_id,
         "signal_count": incident.signal_count,
+        "alerts_total": max(incident.alerts_total, len(incident.signals)),
+        "alerts_firing": incident.alerts_firing,
+        "alerts_listed": len(incident.signals),
         "truncated_alerts": incident.truncated_alerts,
         "alerts": [
             {

@@ -31,6 +31,7 @@ from pipeline.events.base import (
 )
 from pipeline.events.incidents import (
     AttachedSignal,
+    CorrelatedAlert,
     CorrelationState,
     FeaturesComputed,
     Incident,
@@ -42,6 +43,7 @@ from pipeline.events.incidents import (
     Resource,
     ScoreComputed,
     Signal,
+    alert_key,
 )
 from pipeline.events.remediation import (
     ActionReleased,
@@ -79,7 +81,7 @@ from pipeline.events.workflows import (
 EVENT_TYPES: dict[str, type[Payload]] = {
     model.event_type: model
     for model in (
-        Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, FeaturesComputed, ScoreComputed,
+        Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, CorrelatedAlert, FeaturesComputed, ScoreComputed,
         RemediationProposed, ActionReleased, DecisionMade, ArbitrationState, WatchState, WorkflowChanged,
         ControlChanged,
     )
@@ -109,6 +111,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ControlChanged",
     "ControlKind",
+    "CorrelatedAlert",
     "CorrelationState",
     "Decision",
     "DecisionMade",
@@ -149,6 +152,7 @@ __all__ = [
     "WorkflowCheckpoint",
     "WorkflowStatus",
     "WorkflowStep",
+    "alert_key",
     "decode",
     "new_id",
     "utcnow",

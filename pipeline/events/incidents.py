@@ -99,7 +99,13 @@ class Incident(BaseModel):
     resource_key: str = ""
     target: str = ""
     issue_type: str = ""
-    signals: dict[str, AttachedSignal] = Field(default_factory=dict)
+    signals: dict[str, AttachedSignal] = Field(
+        default_factory=dict,
+        description="Alerts by fingerprint. In a change record on the `incidents` topic: only the alerts that change "
+        "attached or changed (a delta, so a record's size does not grow with the incident; fold the records, as the "
+        "read model does). In the read model: at most INCIDENT_ALERTS_LISTED of them, firing ones first; "
+        "`alerts_total` and `alerts_firing` count them all",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     affected_resources: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
@@ -114,7 +120,9 @@ class Incident(BaseModel):
     updated_at: datetime = Field(description="When the pipeline last changed it (receive time; orders the changes)")
     resolved_at: datetime | None = Field(None, description="When it ended: the latest endsAt of its alerts")
     received_at: datetime | None = Field(None, description="When the pipeline received its first signal")
-    signal_count: int = 0
+    signal_count: int = Field(0, description="Signals attached (every state change of every alert)")
+    alerts_total: int = Field(0, ge=0, description="Distinct alerts (fingerprints) attached")
+    alerts_firing: int = Field(0, ge=0, description="Attached alerts firing now")
     truncated_alerts: int = Field(
         0, ge=0, description="The most alerts Alertmanager cut (truncatedAlerts) from a webhook that brought alerts "
         "to this incident: alerts of the same group may be missing"
@@ -122,7 +130,9 @@ class Incident(BaseModel):
 
 
 class IncidentChange(Payload):
-    """An incident changed; the payload carries the whole incident after the change (event-carried state)."""
+    """An incident changed; the payload carries the incident after the change (event-carried state), with only
+    the alerts this change attached or changed in `incident.signals` (a delta: its size stays constant however
+    many alerts the incident has; `alerts_total`/`alerts_firing` count them all)."""
 
     key_field: ClassVar[str] = "incident_id"
     incident: Incident
@@ -152,13 +162,39 @@ class IncidentResolved(IncidentChange):
 
 
 class CorrelationState(Payload):
-    """Changelog record of the correlate stage: the open incident of one resource (compacted topic)."""
+    """The correlate stage's state of one resource: its open incident (with every attached alert) and the
+    signal ids it saw last. On its compacted changelog the incident's alerts are not in this record
+    (`incident.signals` is empty there): each alert is its own `CorrelatedAlert` record, so a record's size
+    does not grow with the incident (`domain.correlation.StateAssembly` puts them back together)."""
 
     event_type: ClassVar[str] = "pipeline.correlation.state.v1"
     key_field: ClassVar[str] = "resource_key"
     resource_key: str
     incident: Incident | None = None
     recent_signal_ids: list[str] = Field(default_factory=list)
+    firing_by_severity: dict[str, int] = Field(
+        default_factory=dict, description="Firing alerts of the open incident per severity (its severity is the highest)"
+    )
+
+
+class CorrelatedAlert(Payload):
+    """Changelog record of the correlate stage: one alert of a resource's open incident (compacted topic, key
+    `resource key#fingerprint`; a tombstone once the incident resolves)."""
+
+    event_type: ClassVar[str] = "pipeline.correlation.alert.v1"
+    key_field: ClassVar[str] = "key"
+    resource_key: str
+    incident_id: str
+    alert: AttachedSignal
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.resource_key, self.alert.fingerprint)
+
+
+def alert_key(resource_key: str, fingerprint: str) -> str:
+    """The changelog key of one alert of a resource's incident."""
+    return f"{resource_key}#{fingerprint}"
 
 
 class FeaturesComputed(Payload):

@@ -21,6 +21,7 @@ from pipeline.bus import kafka
 from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.config import Settings
+from pipeline.domain.incidents import fold
 from pipeline.events import (
     ControlChanged,
     Event,
@@ -52,20 +53,20 @@ async def publish_visible(producer: EventProducer, topic: str, event: Event, app
 
 
 class IncidentProjection:
-    """Incidents by id, applied from IncidentChange events (each carries the whole incident)."""
+    """Incidents by id, folded from IncidentChange events (each carries the incident and the alerts its change
+    touched; `domain.incidents.fold`), listing at most `alerts_listed` alerts per incident."""
 
-    def __init__(self) -> None:
+    def __init__(self, alerts_listed: int = 100) -> None:
         self.incidents: dict[str, Incident] = {}
         self.applied = AppliedIds()
+        self.alerts_listed = alerts_listed
 
     def apply(self, event_id: str, change: IncidentChange) -> bool:
         """Apply one change; False when the event id was already applied (at-least-once delivery)."""
         if not self.applied.add(event_id):
             return False
         incident = change.incident
-        current = self.incidents.get(incident.id)
-        if current is None or incident.updated_at >= current.updated_at:
-            self.incidents[incident.id] = incident
+        self.incidents[incident.id] = fold(self.incidents.get(incident.id), incident, self.alerts_listed)
         self.applied.notify(event_id)
         return True
 
@@ -89,7 +90,7 @@ class ProjectionRunner:
         self.topics = [self.topic, settings.topic("remediation"), settings.topic("decisions"),
                        settings.topic("workflows"), settings.topic("control")]
         self.control = ControlState()
-        self.projection = projection or IncidentProjection()
+        self.projection = projection or IncidentProjection(settings.incident_alerts_listed)
         self.remediation = RemediationView(action_timeout=timedelta(seconds=settings.remediation_action_timeout_s))
         self.ready = asyncio.Event()
         self.caught_up_at: dict[TopicPartition, int] = {}

@@ -24,6 +24,7 @@ from pipeline.domain.alertmanager import AlertmanagerWebhook, lost_resolutions
 from pipeline.events import CorrelationState, Event
 from pipeline.ingest.alerts import AlertIngest, IngestResult
 from pipeline.observability import get_logger
+from pipeline.stages.correlate import read_states
 
 log = get_logger("pipeline.ingest.reconcile")
 
@@ -65,11 +66,8 @@ async def open_incidents(settings: Settings) -> list[CorrelationState]:
     """The latest correlate state of every resource with an open incident (its compacted changelog)."""
     topic = settings.topic("correlate.state")
     parts = (await kafka.partitions(settings, topic)).get(topic) or []
-    latest: dict[str, CorrelationState] = {}
-    for _, event in await ChangelogReader(settings).read(topic, parts):
-        if event is not None and isinstance(event.payload, CorrelationState):
-            latest[event.payload.resource_key] = event.payload
-    return [s for s in latest.values() if s.incident is not None]
+    states = await read_states(ChangelogReader(settings), topic, parts)
+    return [s for by_key in states.values() for s in by_key.values() if s.incident is not None]
 
 
 async def reconcile(ingest: AlertIngest, alertmanager_url: str) -> IngestResult | None:

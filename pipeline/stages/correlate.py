@@ -1,4 +1,7 @@
-"""Correlate stage: signals -> incidents, state per resource in a compacted, co-partitioned changelog."""
+"""Correlate stage: signals -> incidents, state per resource in a compacted, co-partitioned changelog.
+
+The changelog holds a header record per resource and a record per alert of its open incident (deleted by a
+tombstone when the incident resolves), so what a batch writes does not grow with the incident."""
 
 from __future__ import annotations
 
@@ -7,11 +10,23 @@ from aiokafka import ConsumerRecord
 from pipeline.bus.producer import Output, derived_id
 from pipeline.bus.stage import ChangelogReader, Stage
 from pipeline.config import Settings
-from pipeline.domain.correlation import correlate
-from pipeline.events import CorrelationState, Event, Signal
+from pipeline.domain.correlation import StateAssembly, changelog_records, correlate
+from pipeline.events import AttachedSignal, CorrelationState, Event, Signal
 from pipeline.observability import INCIDENTS_TRUNCATED, get_logger
 
 log = get_logger("pipeline.correlate")
+
+
+async def read_states(
+    reader: ChangelogReader, topic: str, partitions: list[int]
+) -> dict[int, dict[str, CorrelationState]]:
+    """The correlate states of the resources of some changelog partitions, by partition and resource key."""
+    assemblies = {partition: StateAssembly() for partition in partitions}
+    for record, event in await reader.read(topic, partitions):
+        if record.value is None or event is not None:  # a tombstone, or one of ours
+            key = record.key.decode() if record.key else ""
+            assemblies[record.partition].add(key, event.payload if event is not None else None)
+    return {partition: assembly.result() for partition, assembly in assemblies.items()}
 
 
 class CorrelateStage(Stage):
@@ -26,6 +41,10 @@ class CorrelateStage(Stage):
         self.changelog_topic = settings.topic("correlate.state")
         self._state: dict[int, dict[str, CorrelationState]] = {}
         self._pending: dict[tuple[int, str], CorrelationState] = {}
+        # per resource of the batch: its open incident's alerts that changed, and the fingerprints of the alerts of
+        # an incident that resolved (their changelog records are deleted)
+        self._changed: dict[tuple[int, str], dict[str, AttachedSignal]] = {}
+        self._closed: dict[tuple[int, str], set[str]] = {}
 
     def _current(self, partition: int, key: str) -> CorrelationState | None:
         pending = self._pending.get((partition, key))
@@ -37,9 +56,15 @@ class CorrelateStage(Stage):
             return []
         before = self._current(record.partition, signal.resource_key)
         outcome = correlate(before, signal)
-        self._pending[(record.partition, signal.resource_key)] = outcome.state
+        where = (record.partition, signal.resource_key)
+        self._pending[where] = outcome.state
         if outcome.change is None:
             return []
+        if before is not None and before.incident is not None and outcome.state.incident is None:
+            self._closed.setdefault(where, set()).update(before.incident.signals)
+            self._changed.pop(where, None)
+        elif outcome.state.incident is not None:
+            self._changed.setdefault(where, {}).update((a.fingerprint, a) for a in outcome.alerts)
         incident = outcome.change.incident
         was = before.incident.truncated_alerts if before is not None and before.incident is not None else 0
         if incident.truncated_alerts > was:
@@ -58,25 +83,30 @@ class CorrelateStage(Stage):
         return [Output.event(self.incidents_topic, out)]
 
     def changelog(self) -> list[Output]:
-        return [
-            Output.event(self.changelog_topic, Event.of(state, source="pipeline/correlate"), partition=partition)
-            for (partition, _), state in self._pending.items()
-        ]
+        out: list[Output] = []
+        for where, state in self._pending.items():
+            partition = where[0]
+            header, alerts, gone = changelog_records(
+                state, self._changed.get(where, {}).values(), self._closed.get(where, ()))
+            out.extend(Output(self.changelog_topic, key.encode(), None, partition=partition) for key in gone)
+            out.extend(Output.event(self.changelog_topic, Event.of(alert, source="pipeline/correlate"),
+                                    partition=partition) for alert in alerts)
+            out.append(Output.event(self.changelog_topic, Event.of(header, source="pipeline/correlate"),
+                                    partition=partition))
+        return out
 
     def commit(self) -> None:
         for (partition, key), state in self._pending.items():
             self._state.setdefault(partition, {})[key] = state
-        self._pending.clear()
+        self.rollback()
 
     def rollback(self) -> None:
         self._pending.clear()
+        self._changed.clear()
+        self._closed.clear()
 
     async def restore(self, reader: ChangelogReader, partitions: list[int]) -> None:
-        for partition in partitions:
-            self._state[partition] = {}
-        for record, event in await reader.read(self.changelog_topic, partitions):
-            if event is not None and isinstance(event.payload, CorrelationState):
-                self._state[record.partition][event.payload.resource_key] = event.payload
+        self._state.update(await read_states(reader, self.changelog_topic, partitions))
 
     def release(self, partitions: list[int]) -> None:
         for partition in partitions:
