@@ -80,6 +80,7 @@ from pipeline.ml.model import (
 from pipeline.observability import configure_logging, get_logger
 from pipeline.web import errors
 from pipeline.web.errors import ApiError
+from pipeline.web.requests import read_json
 
 log = get_logger("pipeline.ml")
 
@@ -154,11 +155,13 @@ async def _body(request: Request, model: type[M]) -> M:
         raise errors.from_pydantic(exc, status=400) from None
 
 
+MAX_BODY_BYTES = 32 << 20  # a scoring batch or a detect request with its series: generous, still bounded
+
+
 async def _json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError as exc:
-        raise ApiError(400, "INVALID_JSON", f"request body is not JSON: {exc}") from None
+    """The body as JSON: 413 past MAX_BODY_BYTES, 400 when not JSON or nested deeper than 64 levels (the
+    gateway's own reader, so a hostile body cannot exhaust the parser here either)."""
+    return await read_json(request, MAX_BODY_BYTES)
 
 
 # ----------------------------------------------------------------------------- series helpers (pure)
@@ -783,9 +786,9 @@ def create_app(model: ReferenceModel) -> FastAPI:
     async def v2_infer(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
         _v2_model(model, name, version)
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            raise V2Error(400, f"request body is not JSON: {exc}") from None
+            body = await _json(request)
+        except ApiError as exc:
+            raise V2Error(exc.status, exc.message) from None
         inference = v2_request(body)
         answers = await run_in_threadpool(model.predict, inference.rows)
         return v2_response(model, inference, answers)

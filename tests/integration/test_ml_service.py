@@ -189,6 +189,18 @@ async def test_a_body_that_is_not_json_is_a_400(http: httpx.AsyncClient) -> None
         assert response.status_code == 400 and response.json()["code"] == "INVALID_JSON"
 
 
+async def test_deeply_nested_json_is_a_400_on_every_post_route_and_the_service_keeps_answering(
+    http: httpx.AsyncClient,
+) -> None:
+    nested = b"[" * 10_000 + b"]" * 10_000
+    for path in (PREDICT, "/api/v1/anomaly/detect", "/api/v1/prediction/predict", "/api/v1/pattern/analyze",
+                 "/v2/models/model/infer"):
+        response = await http.post(path, content=nested, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, (path, response.text)
+        assert "deeper than 64 levels" in response.json()["error"]
+    assert (await http.get("/health")).status_code == 200
+
+
 # ============================================================================ KServe v2 (Open Inference Protocol)
 def v2_tensor(rows: list[list[float | None]], datatype: str = "FP64", nested: bool = False) -> dict[str, Any]:
     data: list[Any] = [list(r) for r in rows] if nested else [v for r in rows for v in r]
@@ -295,7 +307,7 @@ async def test_v2_rejects_what_is_not_one_tensor_of_45_numbers_saying_what_is_wr
 
 async def test_v2_errors_for_bodies_that_are_not_json_and_unknown_models(http: httpx.AsyncClient) -> None:
     garbled = await http.post("/v2/models/model/infer", content=b"{inputs:")
-    assert garbled.status_code == 400 and garbled.json()["error"].startswith("request body is not JSON")
+    assert garbled.status_code == 400 and garbled.json()["error"].startswith("request body is not valid JSON")
     unknown = await http.post("/v2/models/predictive-analytics/infer", json={"inputs": [v2_tensor([ROW])]})
     assert unknown.status_code == 404 and unknown.json() == {"error": "model not found: predictive-analytics"}
 
