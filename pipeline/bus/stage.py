@@ -300,10 +300,7 @@ class StageRuntime:
     ) -> None:
         """Dead-letter the input whose output the broker refused for good, then move past it. A dead letter the
         broker refuses too (too large for the dead-letter topic) goes again with its payload cut, then empty."""
-        reason = f"output refused for good: {rejected.reason}"
-        dead = Output.dead_letter(
-            self.deadletter_topic, record, stage=self.stage.name, error=reason, attempts=1
-        )
+        dead = self._dead_letter(record, f"output refused for good: {rejected.reason}", attempts=1)
         candidates = [dead, dead.truncated(self.settings.deadletter_max_payload_bytes), dead.truncated(0)]
         for candidate in candidates:
             try:
@@ -318,15 +315,6 @@ class StageRuntime:
                 origin_partition=record.partition,
                 origin_offset=record.offset,
             )
-        STAGE_DEAD_LETTERED.labels(self.stage.name).inc()
-        self.log.error(
-            "dead-lettered",
-            origin_topic=record.topic,
-            origin_partition=record.partition,
-            origin_offset=record.offset,
-            error=reason,
-            attempts=1,
-        )
         await self._commit(consumer, {TopicPartition(record.topic, record.partition): record.offset + 1})
 
     async def _process(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
@@ -429,14 +417,15 @@ class StageRuntime:
         assert error is not None
         return [self._dead_letter(record, error, attempts=self.settings.stage_max_attempts)]
 
-    def _dead_letter(self, record: ConsumerRecord, error: BaseException, attempts: int) -> Output:
+    def _dead_letter(self, record: ConsumerRecord, error: BaseException | str, attempts: int) -> Output:
+        """The dead letter of an input record, counted and logged with its origin."""
         STAGE_DEAD_LETTERED.labels(self.stage.name).inc()
         self.log.error(
             "dead-lettered",
             origin_topic=record.topic,
             origin_partition=record.partition,
             origin_offset=record.offset,
-            error=repr(error),
+            error=error if isinstance(error, str) else repr(error),
             attempts=attempts,
         )
         return Output.dead_letter(
