@@ -29,8 +29,10 @@ def sample(name: str) -> dict[str, Any]:
     return json.loads(local.read_text())  # type: ignore[no-any-return]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, every: float = 0.05) -> T:
-    """Poll until `check` returns something truthy; fail with the last value when the deadline passes."""
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, every: float = 0.05, *,
+                     what: str = "condition", on_fail: Callable[[], str] | None = None) -> T:
+    """Poll until `check` returns something truthy; fail naming `what` with the last value (and what `on_fail`
+    gives, e.g. the logs of the processes involved) when the deadline passes."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -38,7 +40,8 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
         if last:
             return last
         await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+    extra = f"\n{on_fail()}" if on_fail is not None else ""
+    raise AssertionError(f"{what} not met within {timeout}s; last value: {last!r}{extra}")
 
 
 class PipelineUnderTest:

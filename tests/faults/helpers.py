@@ -29,6 +29,7 @@ import httpx
 from pipeline.config import Settings
 from pipeline.embedded.kafka import LocalKafka
 from pipeline.embedded.process import free_port
+from tests import support
 from tests.support import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -357,16 +358,8 @@ def duplicates(values: Iterable[str]) -> dict[str, int]:
 
 
 async def eventually(check: Any, what: str, timeout: float = 90.0, every: float = 0.3, on_fail: Any = None) -> Any:
-    """Poll `check()` (async) until truthy; fail naming `what` with the last value (and `on_fail()`)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    extra = on_fail() if on_fail is not None else ""
-    raise AssertionError(f"{what}: not within {timeout}s; last value {last!r}\n{extra}")
+    """`tests.support.eventually` with the fault suite's patience (processes restart, brokers recover)."""
+    return await support.eventually(check, timeout, every, what=what, on_fail=on_fail)
 
 
 @dataclass
