@@ -88,7 +88,14 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(default=1 << 20, ge=1024)
     ingest_max_in_flight: int = Field(default=1024, ge=1)
     ingest_produce_timeout_s: float = Field(default=10.0, gt=0)
+    # Redeliveries (pipeline/ingest/dedup.py): the ids of at most INGEST_DEDUP_SIZE recent signals are
+    # remembered (0: none; only copies in flight at the same time are then recognised), read at start from
+    # the newest records of the signals topic (with INGEST_DEDUP_WINDOW_S > 0 only those of the last that many
+    # seconds; 0: no time limit) and from then on from the topic as any instance publishes. Ingest waits at
+    # most INGEST_DEDUP_SEED_TIMEOUT_S for that start-up read before answering webhooks.
     ingest_dedup_size: int = Field(default=100_000, ge=0)
+    ingest_dedup_window_s: float = Field(default=0.0, ge=0)
+    ingest_dedup_seed_timeout_s: float = Field(default=15.0, ge=0)
     # What one webhook may carry (UTF-8 bytes; label and annotation totals count names and values). A webhook
     # past any of them is refused whole with 413 naming the field, before anything is stored. The signal
     # record limit must stay below the broker's message.max.bytes (1 MiB by default).

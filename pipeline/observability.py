@@ -194,6 +194,13 @@ STAGE_STUCK_SECONDS = Gauge(
 INGEST_REQUESTS = Counter("pipeline_ingest_requests_total", "Webhook requests by outcome", ["route", "code"])
 INGEST_SIGNALS = Counter("pipeline_ingest_signals_total", "Signals acknowledged by the broker", ["source"])
 INGEST_DUPLICATES = Counter("pipeline_ingest_duplicates_total", "Alert instances already delivered", ["source"])
+INGEST_DEDUP_READ = Counter(
+    "pipeline_ingest_dedup_ids_read_total", "Signal ids ingest read from the signals topic (seed and tail)", ["topic"]
+)
+INGEST_DEDUP_SEED_IDS = Gauge("pipeline_ingest_dedup_seed_ids", "Signal ids read from the signals topic at start")
+INGEST_DEDUP_SEED_SECONDS = Gauge(
+    "pipeline_ingest_dedup_seed_seconds", "Seconds from start until the recent signal ids were read"
+)
 INGEST_IN_FLIGHT = Gauge("pipeline_ingest_in_flight", "Webhook requests waiting for broker acks")
 INGEST_SECONDS = Histogram(
     "pipeline_ingest_request_seconds",

@@ -167,8 +167,14 @@ class Process:
         parts = Parts(self.settings, probe, producer, watch=self.watch)
         if self.plan.ingest:
             from pipeline.ingest.alerts import AlertIngest
+            from pipeline.ingest.dedup import RecentIds, SignalIdTail
 
-            parts.ingest = AlertIngest(self.settings, producer)
+            recent = RecentIds(self.settings.ingest_dedup_size)
+            if recent.size:  # redeliveries recognised across instances and restarts (pipeline/ingest/dedup.py)
+                tail = SignalIdTail(self.settings, recent)
+                self._stops.append(tail.stop)
+                await tail.start()  # waits for the recent ids, at most INGEST_DEDUP_SEED_TIMEOUT_S
+            parts.ingest = AlertIngest(self.settings, producer, recent)
         if self.plan.gateway:
             from pipeline.gateway.projection import ProjectionRunner
 

@@ -9,7 +9,6 @@ retry can fix is `BrokerUnavailable` (503 + Retry-After); a broker refusal no re
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,8 +30,9 @@ from aiokafka.errors import (
 
 from pipeline.bus.producer import EventProducer, Output, RecordRejected
 from pipeline.config import Settings
-from pipeline.domain.alertmanager import AlertmanagerWebhook, WebhookAlert, alert_instance_key, to_signal
+from pipeline.domain.alertmanager import AlertmanagerWebhook, WebhookAlert, signal_id, to_signal
 from pipeline.events import Event
+from pipeline.ingest.dedup import RecentIds
 from pipeline.observability import INGEST_DUPLICATES, INGEST_IN_FLIGHT, INGEST_SIGNALS, get_logger
 
 log = get_logger("pipeline.ingest")
@@ -125,13 +125,17 @@ class IngestResult:
 
 
 class AlertIngest:
-    """Publishes the signals of a webhook; remembers acknowledged alert instances to drop redeliveries."""
+    """Publishes the signals of a webhook, each alert instance once: an instance whose signal id is remembered
+    (`RecentIds`: published here, or read from the signals topic by `dedup.SignalIdTail`) or in the same
+    webhook already is a duplicate; one whose publish is in flight for another request waits for that publish
+    and is a duplicate if it succeeded (else this request publishes it itself)."""
 
-    def __init__(self, settings: Settings, producer: EventProducer) -> None:
+    def __init__(self, settings: Settings, producer: EventProducer, recent: RecentIds | None = None) -> None:
         self.settings = settings
         self.producer = producer
         self.topic = settings.topic("signals")
-        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self.recent = recent if recent is not None else RecentIds(settings.ingest_dedup_size)
+        self._pending: dict[str, asyncio.Future[bool]] = {}  # signal id -> its publish in flight: True if stored
         self._in_flight = 0
 
     async def accept(
@@ -144,7 +148,7 @@ class AlertIngest:
         settings = self.settings
         check_url(settings, "externalURL", webhook.externalURL)
         now = datetime.now(UTC)
-        fresh: dict[str, tuple[int, Output]] = {}
+        candidates: dict[str, tuple[int, Output]] = {}  # signal id -> (alert index, record)
         refused: list[str] = []
         duplicates = 0
         for index, alert in enumerate(webhook.alerts):
@@ -157,27 +161,80 @@ class AlertIngest:
                         size=len(webhook.alerts),
                     )
                 check_alert(settings, index, alert)
-                key = alert_instance_key(alert)
-                if key in self._delivered or key in fresh:
+                sid = signal_id(alert)
+                if sid in candidates or self.recent.seen(sid):
                     duplicates += 1
                     continue
-                fresh[key] = (index, self._record(index, alert, webhook, now, traceparent))
+                candidates[sid] = (index, self._record(index, alert, webhook, now, traceparent))
             except IngestRefused as exc:
                 if not skip_refused:
                     raise
                 log.warning("alert refused", field=exc.field, limit=exc.limit, size=exc.size)
                 refused.append(exc.field)
-        if self._in_flight >= settings.ingest_max_in_flight:
+        if candidates and self._in_flight >= settings.ingest_max_in_flight:
             raise BrokerUnavailable("too many requests waiting for the broker")
+        published: list[tuple[int, str]] = []
+        if candidates:
+            self._in_flight += 1
+            INGEST_IN_FLIGHT.inc()
+            try:
+                duplicates += await self._deliver(candidates, published)
+            finally:
+                self._in_flight -= 1
+                INGEST_IN_FLIGHT.dec()
         if duplicates:
             INGEST_DUPLICATES.labels("alertmanager").inc(duplicates)
-        if fresh:
-            await self._publish(list(fresh.values()))
-            for key in fresh:
-                self._remember(key)
-            INGEST_SIGNALS.labels("alertmanager").inc(len(fresh))
-        ids = [dict(output.headers)["ce_id"].decode() for _, output in fresh.values()]
-        return IngestResult(len(fresh), duplicates, ids, tuple(refused))
+        if published:
+            INGEST_SIGNALS.labels("alertmanager").inc(len(published))
+        ids = [sid for _, sid in sorted(published)]
+        return IngestResult(len(ids), duplicates, ids, tuple(refused))
+
+    async def _deliver(self, candidates: dict[str, tuple[int, Output]], published: list[tuple[int, str]]) -> int:
+        """Publish the candidates no other request is publishing, and wait for those another one is; returns
+        how many turned out to be duplicates. A candidate whose other publish failed is published here, once:
+        if yet another request is publishing it by then and that fails too, this request fails with
+        `BrokerUnavailable` (a retry publishes it)."""
+        duplicates = 0
+        for last_round in (False, True):
+            own: dict[str, tuple[int, Output]] = {}
+            waits: dict[str, asyncio.Future[bool]] = {}
+            for sid, record in candidates.items():
+                if sid in self.recent:  # stored meanwhile (by a request that finished, or read from the topic)
+                    duplicates += 1
+                elif (future := self._pending.get(sid)) is not None:
+                    waits[sid] = future
+                else:
+                    own[sid] = record
+            if own:  # registered before the first await: a copy arriving now waits for this publish
+                await self._publish_own(own)
+                published.extend((index, sid) for sid, (index, _) in own.items())
+            if waits:
+                await asyncio.wait(waits.values())  # not cancelled with this request: other requests own them
+            failed = {sid: candidates[sid] for sid, future in waits.items() if not future.result()}
+            duplicates += len(waits) - len(failed)
+            if not failed:
+                break
+            if last_round:
+                raise BrokerUnavailable("the broker did not acknowledge a concurrent delivery of the same alerts")
+            candidates = failed
+        return duplicates
+
+    async def _publish_own(self, own: dict[str, tuple[int, Output]]) -> None:
+        """Publish `own`, letting requests with copies of them wait for the outcome."""
+        loop = asyncio.get_running_loop()
+        futures = {sid: loop.create_future() for sid in own}
+        self._pending.update(futures)
+        stored = False
+        try:
+            await self._publish(sorted(own.values(), key=lambda r: r[0]))
+            for sid in own:
+                self.recent.add(sid)
+            stored = True
+        finally:  # also when this request is cancelled: a waiting copy then publishes the alert itself
+            for sid, future in futures.items():
+                if self._pending.get(sid) is future:
+                    del self._pending[sid]
+                future.set_result(stored)
 
     def _record(
         self, index: int, alert: WebhookAlert, webhook: AlertmanagerWebhook, now: datetime, traceparent: str | None
@@ -203,8 +260,6 @@ class AlertIngest:
         return output
 
     async def _publish(self, records: list[tuple[int, Output]]) -> None:
-        self._in_flight += 1
-        INGEST_IN_FLIGHT.inc()
         try:
             outputs = [output for _, output in records]
             await asyncio.wait_for(self.producer.publish(outputs), self.settings.ingest_produce_timeout_s)
@@ -213,9 +268,6 @@ class AlertIngest:
             if failure is exc:
                 raise
             raise failure from exc
-        finally:
-            self._in_flight -= 1
-            INGEST_IN_FLIGHT.dec()
 
     def _failure(self, exc: Exception, records: list[tuple[int, Output]]) -> Exception:
         """What a failed publish means for the caller: the producer's `RecordRejected` names the record it
@@ -246,10 +298,3 @@ class AlertIngest:
     @property
     def in_flight(self) -> int:
         return self._in_flight
-
-    def _remember(self, key: str) -> None:
-        if self.settings.ingest_dedup_size == 0:
-            return
-        self._delivered[key] = None
-        if len(self._delivered) > self.settings.ingest_dedup_size:
-            self._delivered.popitem(last=False)
