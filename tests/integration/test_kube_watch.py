@@ -146,8 +146,10 @@ async def test_pod_events_and_an_alert_on_the_same_pod_become_one_incident(
                 assert health["leading"] and health["synced"] and health["firing_objects"] == 1
         assert incident["resource"] == "Pod/cart" and incident["namespace"] == ns
         changes = [json.loads(r.value) for r in await read_topic(s, "incidents")]
-        last = [c["incident"] for c in changes if c["incident"]["id"] == incident["id"]][-1]
-        assert sorted((a["source"], a["name"]) for a in last["signals"].values()) == [
+        # each change record carries the alerts it touched: together they are the incident's alerts
+        alerts = {fp: a for c in changes if c["incident"]["id"] == incident["id"]
+                  for fp, a in c["incident"]["signals"].items()}
+        assert sorted((a["source"], a["name"]) for a in alerts.values()) == [
             ("alertmanager", "KubePodCrashLooping"), ("kubernetes", "CrashLoopBackOff"), ("kubernetes", "OOMKilled")]
         # Status churn that changes no condition emits nothing more.
         await core.patch_namespaced_pod_status("cart", ns, oom_status(restarts=9))

@@ -159,9 +159,9 @@ async def test_an_alert_becomes_an_arbitrated_action_released_when_it_resolves(h
     assert (await http.post("/api/v1/alerts", json=firing)).status_code == 200
 
     async def approved() -> dict[str, Any] | None:
-        # `pending` counts a proposal from the moment it is submitted; wait until arbitration has decided it
+        # `pending` counts a proposal from the moment it is submitted; wait until arbitration has approved it
         listed = (await incidents(http))["incidents"]
-        if not listed or listed[0]["remediation_status"] == "pending_decision":
+        if not listed or listed[0]["remediation_status"] != "pending":
             return None
         body = (await http.get("/api/v1/cluster/status")).json()
         return body if body["actions"]["pending"] == 1 else None
