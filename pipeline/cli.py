@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.runner import Plan, run
+    from pipeline.compose.process import Plan, run
     from pipeline.stages import stage_classes
 
     settings = _settings(args)
@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from pipeline.runner import Plan, run
+    from pipeline.compose.process import Plan, run
 
     settings = _settings(args)
     _require_broker(settings)
@@ -50,7 +50,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from pipeline.runner import Plan, run
+    from pipeline.compose.process import Plan, run
 
     settings = _settings(args)
     _require_broker(settings)

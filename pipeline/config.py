@@ -39,7 +39,7 @@ def go_duration_seconds(text: str) -> float:
 
 
 # The POST routes that compute (model, Prometheus) without writing state: API_TOKEN protects them unless
-# API_OPEN_ROUTES opens them (pipeline/web/app.py).
+# API_OPEN_ROUTES opens them (pipeline/compose/app.py).
 COMPUTE_ROUTES = ("/api/v1/detect", "/api/v1/predict", "/api/v1/anomalies/analyze", "/api/v1/recommendations")
 
 
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     api_token: SecretStr = SecretStr("")
-    # Slow and idle clients (pipeline/web/app.py): a request's line and headers must arrive within
+    # Slow and idle clients (pipeline/web/server.py): a request's line and headers must arrive within
     # HTTP_HEADER_TIMEOUT_S of its first byte (or of the connection), its body within HTTP_BODY_TIMEOUT_S of
     # its headers (408 and close otherwise); an idle keep-alive connection is closed after HTTP_KEEP_ALIVE_S;
     # headers over HTTP_MAX_HEADER_BYTES get 431; past HTTP_MAX_CONNECTIONS open connections a request gets 503.

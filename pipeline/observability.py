@@ -148,7 +148,7 @@ _broker_log = structlog.get_logger(logger_name="pipeline.broker")
 class BrokerState:
     """One line per change of the broker's reachability, never one per failed attempt: "broker unavailable
     since <time>" when it goes away (or is away at start), "broker recovered after <duration>" when it is
-    back. Fed by whatever notices (runner.py's periodic probe; a producer or consumer may call it too)."""
+    back. Fed by whatever notices (compose/process.py's periodic probe; a producer or consumer may call it too)."""
 
     def __init__(self) -> None:
         self.down_since: datetime | None = None

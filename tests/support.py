@@ -14,9 +14,9 @@ from aiokafka import TopicPartition
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
+from pipeline.compose.process import Plan, Process
 from pipeline.config import Settings
 from pipeline.events import Event
-from pipeline.runner import Plan, Process
 from pipeline.stages import stage_classes
 
 T = TypeVar("T")

@@ -26,12 +26,12 @@ from fastapi.responses import JSONResponse
 
 from pipeline.adapters.prometheus import PrometheusClient, PrometheusError
 from pipeline.adapters.scorer import ScoringUnavailable, scorer_from_settings
+from pipeline.api import errors
 from pipeline.bench.enrich import ANCHOR_BASE
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, Scope
 from pipeline.gateway.anomalies import router as anomalies_router
-from pipeline.web import errors
-from pipeline.web.app import server
+from pipeline.web.server import server
 
 _DEFAULTS = (0.5, 0.5, 0.1, 0.3, 0.7, 0.5, 0.5, 0.0, 0.0)
 _WEIGHTS = (0.2, 0.2, 0.2, 0.25, 0.15)

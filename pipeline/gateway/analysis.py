@@ -35,6 +35,8 @@ from pipeline.adapters.prometheus import (
     QueryError,
     Series,
 )
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_json
 from pipeline.config import Settings
 from pipeline.domain import capacity as cap
 from pipeline.domain.analysis import CRASH_LOOP_RESTARTS
@@ -49,8 +51,6 @@ from pipeline.domain.names import (
     promql_regex,
     promql_string,
 )
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_json
 
 WINDOWS = {"7d": 7 * 86_400, "14d": 14 * 86_400, "30d": 30 * 86_400, "90d": 90 * 86_400}
 DISK_WINDOW = "7d"  # the engine's deriv() window for fill rates

@@ -29,6 +29,8 @@ from pipeline.adapters.prometheus import (
     split_combined,
 )
 from pipeline.adapters.scorer import ANOMALY_MODEL, Scorer, ScoringUnavailable
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_json
 from pipeline.config import Settings
 from pipeline.domain import analysis
 from pipeline.domain.features import (
@@ -40,8 +42,6 @@ from pipeline.domain.features import (
     combined,
 )
 from pipeline.domain.scoring import model_input
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_json
 
 ANOMALY_MODELS = {ANOMALY_MODEL}
 _SERVER_ERRORS = 'status=~"5.."'

@@ -31,6 +31,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.api.errors import ApiError, from_pydantic
+from pipeline.api.requests import read_json, require_token
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.arbitration import FALLBACK_ACTION, Rules, load_rules, proposal_id
@@ -39,8 +41,6 @@ from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Incident, IncidentOpened, Proposal, RemediationProposed, Severity
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.gateway.remediation_view import RemediationView, decision_view, workflow_view
-from pipeline.web.errors import ApiError, from_pydantic
-from pipeline.web.requests import read_json, require_token
 
 MAX_BODY = 256 * 1024
 DETERMINISTIC, AI_DRIVEN = "deterministic", "ai_driven"

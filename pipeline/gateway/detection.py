@@ -21,10 +21,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from pipeline.adapters.detection import Detector, Forbidden, NotFound
+from pipeline.api.errors import ApiError
 from pipeline.domain.detection import to_api
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.observability import get_logger
-from pipeline.web.errors import ApiError
 
 log = get_logger("pipeline.gateway.detection")
 

@@ -36,6 +36,8 @@ from pipeline.adapters.ml import (
     PredictionRejected,
 )
 from pipeline.adapters.prometheus import PrometheusError
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_json
 from pipeline.config import Settings
 from pipeline.domain.analysis import Finding
 from pipeline.domain.features import FeatureVector
@@ -43,8 +45,6 @@ from pipeline.domain.names import DNS_LABEL_MAX, is_dns_label
 from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import Incident
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_json
 
 MAX_DETECT_BODY = 4 << 20
 MAX_RECOMMENDATIONS_BODY = 64 << 10

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.api.errors import ApiError
 from pipeline.bus import kafka
 from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer, Output
@@ -33,7 +34,6 @@ from pipeline.events import (
 )
 from pipeline.gateway.remediation_view import AppliedIds, RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
-from pipeline.web.errors import ApiError
 
 log = get_logger("pipeline.gateway.projection")
 

@@ -21,6 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.api.errors import ApiError, from_pydantic
+from pipeline.api.requests import read_model, require_token
 from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
@@ -38,8 +40,6 @@ from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import LAYERS, RemediationView, go_duration, workflow_view
 from pipeline.gateway.routes import MAX_WRITE_BODY, _camel
 from pipeline.stages.arbitrate import policy_from_settings
-from pipeline.web.errors import ApiError, from_pydantic
-from pipeline.web.requests import read_model, require_token
 
 REPEAT_WINDOW = timedelta(minutes=5)  # an identical request within it returns the same workflow
 _WORKFLOW_NAMESPACE = uuid.UUID("0b9b7f63-2f0e-4c55-9a53-3c1d2a6f4e80")

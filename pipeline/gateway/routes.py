@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_model, require_token
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.incidents import (
@@ -24,8 +26,6 @@ from pipeline.domain.incidents import (
 )
 from pipeline.events import Event, Incident, IncidentOpened, Severity
 from pipeline.gateway.projection import IncidentProjection, publish_visible
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_model, require_token
 
 MAX_WRITE_BODY = 256 * 1024
 

@@ -17,6 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_model, require_token
 from pipeline.bus.control import ControlState
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
@@ -25,8 +27,6 @@ from pipeline.events import ControlChanged, Event, Proposal
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import Entry, RemediationView
 from pipeline.gateway.routes import MAX_WRITE_BODY
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_model, require_token
 
 _NS = 1_000_000_000  # the engine serialises durations as integer nanoseconds
 

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from pipeline.api.errors import ApiError, from_pydantic
+from pipeline.api.requests import read_json, require_json_content_type, require_token
 from pipeline.domain.alertmanager import AlertmanagerWebhook
 from pipeline.ingest.alerts import AlertIngest, BrokerRejected, BrokerUnavailable, IngestRefused
 from pipeline.observability import INGEST_REQUESTS, INGEST_SECONDS
-from pipeline.web.errors import ApiError, from_pydantic
-from pipeline.web.requests import read_json, require_json_content_type, require_token
 
 RETRY_AFTER_S = "5"
 

@@ -45,7 +45,7 @@ The legacy Python ML-service routes (anchor §4.3), with the richer requests acc
   ``analysis_type`` naming one of them narrows the analysis, any other value runs all (and says so).
 * ``GET /health`` -> ``{"status": "healthy", "model": "anomaly-detector", "model_version": "..."}``.
 
-Malformed requests get 400 with the JSON error of ``pipeline.web.errors`` naming the field.
+Malformed requests get 400 with the JSON error of ``pipeline.api.errors`` naming the field.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from pipeline import __version__
+from pipeline.api import errors
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_json
 from pipeline.domain.capacity import fit_line
 from pipeline.domain.features import BASE_METRICS, FEATURE_NAMES, metric_features
 from pipeline.ml.model import (
@@ -78,9 +81,6 @@ from pipeline.ml.model import (
     vector_from_mapping,
 )
 from pipeline.observability import configure_logging, get_logger
-from pipeline.web import errors
-from pipeline.web.errors import ApiError
-from pipeline.web.requests import read_json
 
 log = get_logger("pipeline.ml")
 
@@ -810,7 +810,7 @@ def create_app(model: ReferenceModel) -> FastAPI:
 
 async def serve(model: ReferenceModel, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM; prints one JSON line (url, model, version) once listening."""
-    from pipeline.web.app import server
+    from pipeline.web.server import server
 
     srv = server(create_app(model), host, port)
     loop = asyncio.get_running_loop()

@@ -1,1 +1,1 @@
-"""HTTP plumbing shared by ingest and the gateway: errors, auth, body limits, the app factory, the server."""
+"""HTTP serving helpers (uvicorn with guards, the doubled-prefix middleware); imports no feature package."""

@@ -21,6 +21,7 @@ import pytest
 from fastapi import FastAPI
 
 from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.domain import capacity as cap
 from pipeline.embedded.history import (
@@ -41,7 +42,6 @@ from pipeline.embedded.history import (
 )
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.analysis import router
-from pipeline.web import errors
 
 WORKING_SET = "container_memory_working_set_bytes"
 RIGHTSIZING_FIELDS = {

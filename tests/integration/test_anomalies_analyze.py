@@ -10,12 +10,12 @@ import pytest
 from fastapi import FastAPI
 
 from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES
 from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.anomalies import router
-from pipeline.web import errors
 
 
 @pytest.fixture

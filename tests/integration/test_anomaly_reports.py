@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
 FIRING = sample("alertmanager-webhook-firing.json")

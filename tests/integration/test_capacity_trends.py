@@ -22,11 +22,11 @@ import pytest
 from fastapi import FastAPI
 
 from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.embedded.history import CART_PODS, CRASHY_POD, LEAKY_POD, PODS, History, generate_history
 from pipeline.embedded.prometheus import PrometheusServer
 from pipeline.gateway.analysis import router
-from pipeline.web import errors
 
 # History ends 582 s after "now": the grid's phase against the data is (elapsed + 18) s, i.e. 18–35 s for
 # the first 17 s of the module, where the warm-up points are lowest (see the module docstring).

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from pipeline.compose.process import Plan
 from pipeline.config import COMPUTE_ROUTES, Settings
 from pipeline.domain.features import FEATURE_NAMES
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest
 
 pytestmark = pytest.mark.timeout(300)

@@ -27,11 +27,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
+from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.gateway.models import router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
-from pipeline.web import errors
 from tests.support import Clock
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 

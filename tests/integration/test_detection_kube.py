@@ -29,9 +29,9 @@ from kubernetes_asyncio.client import (
 )
 
 from pipeline.adapters.detection import Detector
+from pipeline.api import errors
 from pipeline.embedded.kube import ADMIN_USER, RESTRICTED_USER, KubeAPIServer
 from pipeline.gateway.detection import router
-from pipeline.web import errors
 from tests.components.kube import FAKE_NODE, create_namespace
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"

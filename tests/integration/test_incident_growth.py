@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic
 
 ONLY_CORRELATE = Plan(stages=["correlate"], ingest=True, gateway=True, apply_topics=True)

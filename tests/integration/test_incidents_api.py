@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from pydantic import SecretStr
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, incidents, sample
 
 MCP_CREATE = {

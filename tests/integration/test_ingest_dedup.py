@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.domain.alertmanager import AlertmanagerWebhook, to_signal
 from pipeline.embedded.kafka import LocalKafka
@@ -22,7 +23,6 @@ from pipeline.embedded.process import free_port
 from pipeline.events import Event
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.ingest.dedup import RecentIds
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, publish, read_topic, sample
 
 

@@ -34,11 +34,11 @@ from kubernetes_asyncio.client import (
 
 from pipeline.bus.producer import EventProducer
 from pipeline.bus.topics import apply
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.embedded.kube import KubeAPIServer
 from pipeline.ingest.kube import WatchService
 from pipeline.observability import WATCH_RELISTS
-from pipeline.runner import Plan
 from tests.components.alertmanager import AlertmanagerServer
 from tests.components.kube import crashloop_status, create_namespace, pod_manifest, unique_name
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic

@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.embedded.history import NODES, THROTTLED_POD
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
-from pipeline.runner import Plan
 from pipeline.stages import stage_classes
 from tests.support import PipelineUnderTest, eventually, incidents, sample
 

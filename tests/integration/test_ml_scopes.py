@@ -29,7 +29,7 @@ from pipeline.embedded.process import free_port
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
 from pipeline.ml.service import create_app
 from pipeline.ml.training import SCOPE_KINDS, Target, is_anomalous, targets
-from pipeline.web.app import server
+from pipeline.web.server import server
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 HEALTHY = {"shop/cart-5c7d9f8b6-x2k8p", "shop/cart-5c7d9f8b6-q9w4z", "shop/cart"}

@@ -40,7 +40,7 @@ from pipeline.embedded.history import (
 from pipeline.embedded.process import free_port
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
 from pipeline.ml.service import create_app
-from pipeline.web.app import server
+from pipeline.web.server import server
 
 LEAKY = Scope(namespace=LEAKY_NAMESPACE, pod=LEAKY_POD)
 CRASHY = Scope(namespace=CRASHY_NAMESPACE, pod=CRASHY_POD)

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from pipeline.adapters.breaker import BreakerState
 from pipeline.adapters.ml import KServeClient, KServeProtocol, ModelEndpoint, ModelRegistry
 from pipeline.adapters.scorer import KServeScorer, model_registry, scorer_from_settings
+from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.domain import analysis
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
@@ -36,7 +37,6 @@ from pipeline.events import Incident, Severity
 from pipeline.gateway.models import FeaturesProvider, FindingsProvider, IncidentsProvider, router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
-from pipeline.web import errors
 from tests.unit.test_ml_clients import MODEL, Clock, FakeKServe, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)

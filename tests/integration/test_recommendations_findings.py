@@ -2,7 +2,7 @@
 
 A real Prometheus serves the generated history ending now (shop: a leaking pod beside two healthy cart
 pods; payments: a crash-looping pod and a CPU-throttled one); the project's reference model service runs
-under uvicorn; the routes are wired as `pipeline gateway` wires them (`pipeline.web.app._models_router`:
+under uvicorn; the routes are wired as `pipeline gateway` wires them (`pipeline.compose.app._models_router`:
 the namespace's 45-feature vector for the model, the analysis rules' per-pod findings for the type).
 
 Before, the type came from node CPU vs node memory alone: shop, whose problem is a memory leak, got
@@ -25,6 +25,8 @@ from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.findings import NamespaceFindings
 from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api import errors
+from pipeline.compose.app import Parts, _models_router
 from pipeline.config import Settings
 from pipeline.domain.features import FeatureVector, Scope
 from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
@@ -32,8 +34,6 @@ from pipeline.embedded.process import free_port
 from pipeline.gateway.models import router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
-from pipeline.web import errors
-from pipeline.web.app import Parts, _models_router
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
 from pipeline.domain.arbitration import Policy, Target, load_rules, propose_manual, resolve
 from pipeline.embedded.kube_cluster import KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.events import Event, Severity, TargetState, WorkflowChanged
-from pipeline.runner import Plan
 from pipeline.stages import stage_classes
 from tests.components.kube import create_namespace, deployment_manifest, wait_deployment_available
 from tests.support import PipelineUnderTest, eventually, publish, read_topic

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.runner import Plan
 from pipeline.stages import stage_classes
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
@@ -264,12 +264,12 @@ async def test_cluster_status_answers_503_when_kafka_cannot_count_the_workers(tm
     is a 503 that says why, never a made-up workers_count."""
     from fastapi import FastAPI
 
+    from pipeline.api import errors
     from pipeline.bus.producer import EventProducer
+    from pipeline.compose.health import KafkaProbe
     from pipeline.embedded.process import free_port
     from pipeline.gateway.remediation import router
     from pipeline.gateway.remediation_view import RemediationView
-    from pipeline.web import errors
-    from pipeline.web.health import KafkaProbe
 
     nowhere = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", data_dir=tmp_path)
     probe, producer = KafkaProbe(nowhere), EventProducer(nowhere)  # the producer is never started: no POSTs here

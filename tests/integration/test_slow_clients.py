@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest
 
 pytestmark = pytest.mark.timeout(300)

@@ -12,9 +12,9 @@ from pipeline.bus import kafka
 from pipeline.bus.producer import Output
 from pipeline.bus.stage import Stage, StageRuntime
 from pipeline.bus.topics import apply
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.events import Envelope, Event
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
 FIRING = sample("alertmanager-webhook-firing.json")

@@ -19,10 +19,10 @@ from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import Stage, StageRuntime, TransientError, stuck_partitions
 from pipeline.bus.topics import apply
+from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.events import Event
 from pipeline.events.incidents import Resource, Signal
-from pipeline.runner import Plan
 from tests.support import PipelineUnderTest, eventually, read_topic
 
 OUTPUT_LIMIT = 50_000  # max.message.bytes of the output topic in these tests

@@ -35,7 +35,7 @@ from pipeline.adapters.ml import (
 )
 from pipeline.config import Settings
 from pipeline.embedded.process import free_port
-from pipeline.web.app import Server
+from pipeline.web.server import Server
 from tests.support import Clock
 
 MODEL = "anomaly-detector"

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.observability import configure_logging, get_logger
 
-log = get_logger("pipeline.runner")
+log = get_logger("pipeline.compose.process")
 
 
 @dataclass
@@ -81,8 +81,8 @@ class Process:
         """Every process checks the broker every BROKER_WATCH_INTERVAL_S and logs one line when it becomes
         unreachable and one when it is back (observability.BrokerState), while the Kafka clients' own
         per-attempt errors are rate-limited."""
+        from pipeline.compose.health import KafkaProbe
         from pipeline.observability import BrokerState
-        from pipeline.web.health import KafkaProbe
 
         probe, state = KafkaProbe(self.settings), BrokerState()
 
@@ -156,8 +156,8 @@ class Process:
                 start_http_server(self.settings.metrics_port, addr=self.settings.host)
             return
         from pipeline.bus.producer import EventProducer
-        from pipeline.web.app import Parts, build_app
-        from pipeline.web.health import KafkaProbe
+        from pipeline.compose.app import Parts, build_app
+        from pipeline.compose.health import KafkaProbe
 
         probe = KafkaProbe(self.settings)
         self._stops.append(probe.close)
@@ -226,7 +226,7 @@ class Process:
         return Detector(api)
 
     async def _serve(self, app: Any, port: int) -> str:
-        from pipeline.web.app import server
+        from pipeline.web.server import server
 
         srv = server(app, self.settings.host, port, self.settings)
         task = asyncio.create_task(srv.serve(), name="http")

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from pipeline.web.errors import ApiError, from_pydantic
+from pipeline.api.errors import ApiError, from_pydantic
 
 
 def require_token(request: Request, token: str | None) -> None:
