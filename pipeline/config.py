@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     embedded_ml_port: int = Field(default=0, ge=0, le=65535)  # the reference ML service (0: any free port)
     embedded_ml_url: str = ""  # set by `pipeline run` once the reference service is up
     data_dir: Path = Field(default_factory=default_data_dir)
+    # Everything downloaded or built (Kafka jars, component binaries, the reference model): one directory, so CI
+    # can cache it.
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "pipeline",
+        validation_alias=AliasChoices("PIPELINE_CACHE_DIR", "cache_dir"),
+    )
     embedded_kafka_port: int = Field(default=19092, ge=0, le=65535)
 
     # The namespace this deployment runs in (the engine's NAMESPACE), reported by /api/v1/health.
@@ -216,6 +222,11 @@ class Settings(BaseSettings):
     # when it is back.
     broker_watch_interval_s: float = Field(default=5.0, gt=0)
     version: str = __version__
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @field_validator("ml_timeout_s", "kserve_timeout_s", "ml_circuit_breaker_timeout_s", mode="before")
     @classmethod
