@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import stamina
 
+from pipeline.adapters.correlation_states import read_states
 from pipeline.adapters.http import async_client
 from pipeline.bus import kafka
 from pipeline.bus.producer import Output
@@ -24,7 +25,6 @@ from pipeline.domain.alertmanager import AlertmanagerWebhook, lost_resolutions
 from pipeline.events import CorrelationState, Event
 from pipeline.ingest.alerts import AlertIngest, IngestResult
 from pipeline.observability import get_logger
-from pipeline.stages.correlate import read_states
 
 log = get_logger("pipeline.ingest.reconcile")
 

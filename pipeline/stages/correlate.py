@@ -7,26 +7,15 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
+from pipeline.adapters.correlation_states import read_states
 from pipeline.bus.producer import Output, derived_id
 from pipeline.bus.stage import ChangelogReader, Stage
 from pipeline.config import Settings
-from pipeline.domain.correlation import StateAssembly, changelog_records, correlate
+from pipeline.domain.correlation import changelog_records, correlate
 from pipeline.events import AttachedSignal, CorrelationState, Event, Signal
 from pipeline.observability import INCIDENTS_TRUNCATED, get_logger
 
 log = get_logger("pipeline.correlate")
-
-
-async def read_states(
-    reader: ChangelogReader, topic: str, partitions: list[int]
-) -> dict[int, dict[str, CorrelationState]]:
-    """The correlate states of the resources of some changelog partitions, by partition and resource key."""
-    assemblies = {partition: StateAssembly() for partition in partitions}
-    for record, event in await reader.read(topic, partitions):
-        if record.value is None or event is not None:  # a tombstone, or one of ours
-            key = record.key.decode() if record.key else ""
-            assemblies[record.partition].add(key, event.payload if event is not None else None)
-    return {partition: assembly.result() for partition, assembly in assemblies.items()}
 
 
 class CorrelateStage(Stage):
