@@ -242,7 +242,12 @@ class Settings(BaseSettings):
     @field_validator("api_open_routes", mode="before")
     @classmethod
     def _open_routes(cls, value: object) -> object:
-        routes = [v.strip().rstrip("/") for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if isinstance(value, str):
+            routes: list[object] = [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
+        elif isinstance(value, list | tuple):
+            routes = list(value)
+        else:
+            return value  # not a list: pydantic says so
         unknown = [r for r in routes or [] if r not in COMPUTE_ROUTES]
         if unknown:
             raise ValueError(f"API_OPEN_ROUTES may only name the compute routes {', '.join(COMPUTE_ROUTES)}; "

@@ -128,7 +128,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", repeat_window_s: f
         logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(_Stderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(_Stderr())
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(_RepeatFilter())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(

@@ -72,7 +72,7 @@ async def api_client(settings: Settings) -> client.ApiClient:
                                       client_configuration=cfg, persist_config=False)
     else:
         try:
-            config.load_incluster_config(client_configuration=cfg)
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException as exc:
             raise RuntimeError(f"KUBECONFIG is not set and this is not a pod with a service account: {exc}") from None
     cfg.client_side_validation = False

@@ -355,7 +355,7 @@ class KubeRemediator:
                 return passed, message, observed
         return True, "; ".join(m for _, m, _ in results), {k: v for _, _, o in results for k, v in o.items()}
 
-    async def _check_deployment_available(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict]:
+    async def _check_deployment_available(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         obj = await self.get(target)
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
         want = int(spec.get("replicas", 1))
@@ -374,7 +374,7 @@ class KubeRemediator:
                 observed
         return True, f"{target} available: {want}/{want} updated, ready and available", observed
 
-    async def _check_rollout_complete(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict]:
+    async def _check_rollout_complete(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         obj = await self.get(target)
         meta, status = obj["metadata"], obj.get("status") or {}
         want = int(status.get("desiredNumberScheduled", (obj.get("spec") or {}).get("replicas", 1)))
@@ -388,26 +388,26 @@ class KubeRemediator:
             return None, f"{ready}/{want} ready, {updated} updated", observed
         return True, f"{target} rolled out: {want}/{want} ready", observed
 
-    async def _check_pod_replaced(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict]:
+    async def _check_pod_replaced(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         pod = await self.exists(target)
         uid = step.result.get("uid")
         if pod is None or pod["metadata"].get("uid") != uid:
             return True, "the pod was deleted", {}
         return None, "the pod still exists", {"uid": uid}
 
-    async def _check_node_ready(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict]:
+    async def _check_node_ready(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         node = await self.get(target)
         ready = next((c.get("status") for c in (node.get("status") or {}).get("conditions") or []
                       if c.get("type") == "Ready"), "Unknown")
         return (True if ready == "True" else None), f"node Ready={ready}", {"ready": ready}
 
-    async def _check_node_unschedulable(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict]:
+    async def _check_node_unschedulable(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         node = await self.get(target)
         cordoned = bool((node.get("spec") or {}).get("unschedulable"))
         return (True if cordoned else None), f"node unschedulable={cordoned}", {"unschedulable": cordoned}
 
     async def _check_application_synced_healthy(self, target: str, step: WorkflowStep,
-                                                ) -> tuple[bool | None, str, dict]:
+                                                ) -> tuple[bool | None, str, dict[str, Any]]:
         app = await self.get(target)
         status = app.get("status") or {}
         sync = (status.get("sync") or {}).get("status", "Unknown")

@@ -126,4 +126,5 @@ async def _measure(url: str, variant: str, in_flight: int, seconds: float, proce
 
 
 def _stats(url: str) -> dict[str, int]:
-    return httpx.get(url + "/bench/stats", trust_env=False, timeout=10).json()
+    stats: dict[str, int] = httpx.get(url + "/bench/stats", trust_env=False, timeout=10).json()
+    return stats

@@ -91,7 +91,7 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         return [x for r in rounds for x in r[key][field]]
 
     def rate(key: str, field: str = "rate") -> float:
-        return statistics.median(r[key][field] for r in rounds)
+        return float(statistics.median(r[key][field] for r in rounds))
 
     for key, name in variants.items():
         report.add(f"{name}: start -> step's GET", workflows_per_s=rate(key), **latency_figures(pooled(key, "first_call")),
@@ -167,14 +167,15 @@ async def _setup(api: Any, n: int) -> tuple[list[str], int, float]:
     run = uuid.uuid4().hex[:6]
     namespaces = [f"bench-rem-{run}-{k}" for k in range(min(NAMESPACES, n))]
     for ns in namespaces:
-        await core.create_namespace({"metadata": {"name": ns}}, _preload_content=False)
+        await core.create_namespace({"metadata": {"name": ns}}, _preload_content=False)  # type: ignore[arg-type]
     targets = [f"{namespaces[i % len(namespaces)]}/Deployment/app-{i}" for i in range(n)]
     sem = asyncio.Semaphore(CREATE_IN_FLIGHT)
 
     async def create(target: str) -> None:
         ns, _, name = wf.split_target(target)
         async with sem:
-            response: Any = await apps.create_namespaced_deployment(ns, _deployment(name), _preload_content=False)
+            response: Any = await apps.create_namespaced_deployment(ns, _deployment(name),  # type: ignore[arg-type]
+                                                                    _preload_content=False)
             response.release()
 
     await asyncio.gather(*(create(t) for t in targets))
@@ -214,7 +215,7 @@ class Bare:
             response.release()
         if response.status >= 400:
             raise RuntimeError(f"{response.status}: {data[:300]!r}")
-        return json.loads(data) if data else {}  # type: ignore[no-any-return]
+        return json.loads(data) if data else {}
 
     async def discovery(self) -> None:
         """The detector's once-per-TTL reads: ArgoCD discovery and the Applications list."""

@@ -312,7 +312,7 @@ def _signal(c: WatchedCondition, status: str, now: datetime, origin: str) -> Sig
         origin=origin,
         resource=c.resource,
         name=c.name,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         severity=c.severity,
         summary=c.summary,
         labels={**c.labels, "alertname": c.name, "source": "kubernetes"},
