@@ -71,7 +71,7 @@ def build_app(parts: Parts) -> FastAPI:
     if reports is not None:
         app.include_router(reports.router(post=parts.ingest is None))
     if parts.projection is not None and parts.producer is not None:
-        from pipeline.gateway.routes import router as incident_router
+        from pipeline.gateway.incidents import router as incident_router
 
         remediation = parts.projection.remediation
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer,
@@ -124,7 +124,7 @@ def _scorer(parts: Parts) -> Any:
 def _models_router(parts: Parts) -> Any:
     from pipeline.adapters.features import FeatureCollector
     from pipeline.domain.features import FeatureVector, Scope
-    from pipeline.gateway.models import router as models_router
+    from pipeline.gateway.model_routes import router as models_router
 
     collector = FeatureCollector(parts.prometheus)
     projection = parts.projection

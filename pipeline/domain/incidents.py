@@ -3,7 +3,6 @@ summary, and manual creation."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -299,6 +298,7 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
 
 def new_manual_incident(
     *,
+    incident_id: str,
     title: str,
     description: str,
     severity: Severity,
@@ -313,11 +313,12 @@ def new_manual_incident(
     confidence: float | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> Incident:
-    """An incident created through the API. `target` defaults to the namespace label, else 'cluster'."""
+    """An incident created through the API, under the id the caller chose (`inc-<hex>`, see the gateway).
+    `target` defaults to the namespace label, else 'cluster'."""
     labels = labels or {}
     target = target or labels.get("namespace") or "cluster"
     return Incident(
-        id="inc-" + uuid.uuid4().hex[:12],
+        id=incident_id,
         title=title,
         description=description,
         severity=severity,

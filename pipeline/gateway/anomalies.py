@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 
 from pipeline.adapters.features import Collected, FeatureCollector
 from pipeline.adapters.prometheus import (
@@ -42,28 +42,24 @@ from pipeline.domain.features import (
     combined,
 )
 from pipeline.domain.scoring import model_input
+from pipeline.gateway.bodies import SNAKE_OR_CAMEL
 
 ANOMALY_MODELS = {ANOMALY_MODEL}
 _SERVER_ERRORS = 'status=~"5.."'
 RULES_MODEL = analysis.RULES_MODEL
 
 
-def _alias(name: str) -> AliasChoices:
-    head, *rest = name.split("_")
-    return AliasChoices(name, head + "".join(p.title() for p in rest))
-
-
 class AnalyzeRequest(BaseModel):
     """The engine's snake_case fields and the MCP server's camelCase ones; others are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
-    time_range: str = Field("1h", validation_alias=_alias("time_range"))
+    model_config = SNAKE_OR_CAMEL
+    time_range: str = "1h"
     namespace: str | None = None
     deployment: str | None = None
     pod: str | None = None
-    label_selector: str | None = Field(None, validation_alias=_alias("label_selector"))
+    label_selector: str | None = None
     threshold: float | None = None
-    model_name: str | None = Field(None, validation_alias=_alias("model_name"))
+    model_name: str | None = None
 
     @field_validator("time_range")
     @classmethod

@@ -39,6 +39,7 @@ from pipeline.domain.arbitration import FALLBACK_ACTION, Rules, load_rules, prop
 from pipeline.domain.incidents import new_manual_incident, to_api, with_workflow
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Incident, IncidentOpened, Proposal, RemediationProposed, Severity
+from pipeline.gateway.bodies import new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.gateway.remediation_view import RemediationView, decision_view, workflow_view
 
@@ -280,7 +281,8 @@ def new_anomaly_incident(report: AnomalyReport, resource: Resource | None, assig
     if detected is not None and detected.tzinfo is not None:
         detected = detected.astimezone(UTC)
     incident = new_manual_incident(
-        title=_title(report, resource), description=report.description, severity=report.severity, now=now,
+        incident_id=new_incident_id(), title=_title(report, resource), description=report.description,
+        severity=report.severity, now=now,
         source=report.source or "anomaly", labels=labels,
         affected_resources=[resource.ref] if resource else [], confidence=report.confidence,
         parameters={

@@ -36,9 +36,9 @@ from pipeline.domain.arbitration import (
 )
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Proposal, RemediationProposed, Severity
+from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import LAYERS, RemediationView, go_duration, workflow_view
-from pipeline.gateway.routes import MAX_WRITE_BODY, _camel
 from pipeline.stages.arbitrate import policy_from_settings
 
 REPEAT_WINDOW = timedelta(minutes=5)  # an identical request within it returns the same workflow
@@ -81,12 +81,12 @@ class Issue(BaseModel):
 class TriggerRequest(BaseModel):
     """`POST /api/v1/remediation/trigger`, as the MCP server sends it (snake or camel case)."""
 
-    model_config = ConfigDict(extra="ignore")
-    incident_id: str = Field("", max_length=256, validation_alias=_camel("incident_id"))
+    model_config = SNAKE_OR_CAMEL
+    incident_id: str = Field("", max_length=256)
     namespace: str
     resource: ResourceRef
     issue: Issue
-    dry_run: bool = Field(False, validation_alias=_camel("dry_run"))
+    dry_run: bool = False
     action: str | None = Field(None, max_length=64, description="Our extension: the action to propose")
     priority: int | None = Field(None, ge=0, le=100)
 
@@ -96,15 +96,15 @@ class TriggerRequest(BaseModel):
 class RemediateRequest(BaseModel):
     """`POST /api/v1/remediate`, the Python engine's command: an action on a target."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = SNAKE_OR_CAMEL
     action: str = Field(min_length=1, max_length=64, validation_alias=AliasChoices("action", "action_type", "actionType"))
     namespace: str
     target: str = Field(min_length=1, max_length=316, description="`Kind/name`, or a name with `resource_kind`")
-    resource_kind: str = Field("Deployment", pattern=_KIND, validation_alias=_camel("resource_kind"))
+    resource_kind: str = Field("Deployment", pattern=_KIND)
     incident_id: str = Field("", max_length=256, validation_alias=AliasChoices("incident_id", "incidentId", "anomaly_id", "anomalyId"))
     priority: int | None = Field(None, ge=0, le=100)
     severity: Severity = Severity.MEDIUM
-    dry_run: bool = Field(False, validation_alias=_camel("dry_run"))
+    dry_run: bool = False
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     _ns = field_validator("namespace")(_namespace)

@@ -24,9 +24,9 @@ from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
 from pipeline.domain.workflows import LAYER_ORDER, layer_of_kind
 from pipeline.events import ControlChanged, Event, Proposal
+from pipeline.gateway.bodies import MAX_WRITE_BODY
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import Entry, RemediationView
-from pipeline.gateway.routes import MAX_WRITE_BODY
 
 _NS = 1_000_000_000  # the engine serialises durations as integer nanoseconds
 

@@ -29,7 +29,7 @@ from urllib3.util.retry import Retry
 from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.api import errors
 from pipeline.config import Settings
-from pipeline.gateway.models import router
+from pipeline.gateway.model_routes import router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
 from tests.support import Clock

@@ -34,7 +34,7 @@ from pipeline.domain import analysis
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
 from pipeline.embedded.process import free_port
 from pipeline.events import Incident, Severity
-from pipeline.gateway.models import FeaturesProvider, FindingsProvider, IncidentsProvider, router
+from pipeline.gateway.model_routes import FeaturesProvider, FindingsProvider, IncidentsProvider, router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
 from tests.unit.test_ml_clients import MODEL, Clock, FakeKServe, Served, ml_settings

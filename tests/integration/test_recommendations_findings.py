@@ -31,7 +31,7 @@ from pipeline.config import Settings
 from pipeline.domain.features import FeatureVector, Scope
 from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.process import free_port
-from pipeline.gateway.models import router
+from pipeline.gateway.model_routes import router
 from pipeline.ml.model import train_or_load
 from pipeline.ml.service import create_app
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings

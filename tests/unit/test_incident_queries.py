@@ -21,6 +21,7 @@ T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
 def make(n: int, severity: Severity, status: IncidentStatus = IncidentStatus.ACTIVE, ns: str = "shop"):
     incident = new_manual_incident(
+        incident_id=f"inc-{n}",
         title=f"i{n}", description="d", severity=severity, now=T0 + timedelta(minutes=n), labels={"namespace": ns}
     )
     return incident.model_copy(update={"status": status})

@@ -58,7 +58,7 @@ def test_confidence_is_observed_for_signals_and_as_stated_otherwise() -> None:
     assert opened is not None and opened.incident.confidence == 1.0
     legacy = incident(confidence=None)  # an incident event written before the field was set
     assert to_api(legacy)["confidence"] == 1.0
-    kw: dict[str, Any] = {"title": "t", "description": "d", "severity": Severity.LOW, "now": NOW}
+    kw: dict[str, Any] = {"incident_id": "inc-manual", "title": "t", "description": "d", "severity": Severity.LOW, "now": NOW}
     assert to_api(new_manual_incident(**kw, confidence=0.4))["confidence"] == 0.4
     assert to_api(new_manual_incident(**kw))["confidence"] == 1.0
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_model, require_token
@@ -25,9 +25,8 @@ from pipeline.domain.incidents import (
     with_remediation,
 )
 from pipeline.events import Event, Incident, IncidentOpened, Severity
+from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL, new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
-
-MAX_WRITE_BODY = 256 * 1024
 
 
 def _bytes_at_most(limit: int) -> Any:
@@ -39,25 +38,20 @@ def _bytes_at_most(limit: int) -> Any:
     return check
 
 
-def _camel(name: str) -> AliasChoices:
-    head, *rest = name.split("_")
-    return AliasChoices(name, head + "".join(p.title() for p in rest))
-
-
 class CreateIncident(BaseModel):
     """`POST /api/v1/incidents`: the engine's fields and the MCP server's camelCase ones."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = SNAKE_OR_CAMEL
     title: str = Field(min_length=1)
     description: str = Field(min_length=1)
     severity: Severity
     target: str | None = None
     source: str | None = Field(None, max_length=64)
     labels: dict[str, str] | None = None
-    affected_resources: list[str] | None = Field(None, validation_alias=_camel("affected_resources"))
-    correlation_id: str | None = Field(None, max_length=256, validation_alias=_camel("correlation_id"))
-    external_id: str | None = Field(None, max_length=256, validation_alias=_camel("external_id"))
-    created_by: str | None = Field(None, max_length=256, validation_alias=_camel("created_by"))
+    affected_resources: list[str] | None = None
+    correlation_id: str | None = Field(None, max_length=256)
+    external_id: str | None = Field(None, max_length=256)
+    created_by: str | None = Field(None, max_length=256)
     confidence: float | None = Field(None, ge=0, le=1)
     parameters: dict[str, Any] | None = None
 
@@ -110,7 +104,7 @@ def router(
     async def create_incident(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, _ = await read_model(request, CreateIncident, MAX_WRITE_BODY)
-        incident = new_manual_incident(now=datetime.now(UTC), **req.model_dump())
+        incident = new_manual_incident(incident_id=new_incident_id(), now=datetime.now(UTC), **req.model_dump())
         event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
         await publish_visible(producer, topic, event, projection.applied, settings.gateway_write_timeout_s,
                               "incident", incident_id=incident.id)
