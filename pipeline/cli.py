@@ -123,29 +123,30 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_ml(args: argparse.Namespace) -> int:
     """The reference ML service: `serve` it (training the model the first time), (re)`train` it from
     generated history or a real cluster's Prometheus, or `evaluate` it on held-out generated histories."""
+    settings = load_settings()
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
     if args.action == "serve":
-        from pipeline.ml.service import run as serve_ml
+        from pipeline.compose.ml import run as serve_ml
 
-        return serve_ml(args.host, args.port, model_dir)
+        return serve_ml(args.host, args.port, model_dir, settings)
     if args.action == "evaluate":
-        return _ml_evaluate(args, model_dir)
+        return _ml_evaluate(args, model_dir, settings)
     if args.prometheus:
         from pipeline.ml.cluster import main as train_from_cluster
 
         return train_from_cluster(args.prometheus, since=args.since, every=args.every, namespaces=args.namespace,
-                                  model_dir=model_dir)
+                                  model_dir=model_dir, settings=settings)
     if args.since or args.every or args.namespace:
         sys.exit("--since, --every and --namespace need --prometheus URL")
     from pipeline.ml.model import default_model_dir, train
 
-    model = train(model_dir)
+    model = train(model_dir, settings=settings)
     print(json.dumps({"model": model.name, "model_version": model.version,
-                      "model_dir": str(model_dir or default_model_dir()), "training": model.training}))
+                      "model_dir": str(model_dir or default_model_dir(settings)), "training": model.training}))
     return 0
 
 
-def _ml_evaluate(args: argparse.Namespace, model_dir: Path | None) -> int:
+def _ml_evaluate(args: argparse.Namespace, model_dir: Path | None, settings: Settings) -> int:
     from pipeline.ml.evaluate import EVALUATION_SEEDS, evaluate, print_report
     from pipeline.ml.model import ReferenceModel, default_model_dir, train_or_load
 
@@ -154,7 +155,10 @@ def _ml_evaluate(args: argparse.Namespace, model_dir: Path | None) -> int:
     except ValueError:
         sys.exit(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     # The model `pipeline ml serve --model-dir` would serve (trained the first time, like serve does).
-    model = train_or_load(model_dir) if not args.no_train else ReferenceModel.load(model_dir or default_model_dir())
+    if args.no_train:
+        model = ReferenceModel.load(model_dir or default_model_dir(settings))
+    else:
+        model = train_or_load(model_dir, settings=settings)
     try:
         result = evaluate(model, seeds, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except ValueError as exc:
@@ -203,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     ml.add_argument("action", choices=["serve", "train", "evaluate"])
     ml.add_argument("--host", default="127.0.0.1", help="serve: address to bind")
     ml.add_argument("--port", type=int, default=8090, help="serve: port")
-    ml.add_argument("--model-dir", help="default: ~/.cache/pipeline/ml/anomaly-detector")
+    ml.add_argument("--model-dir", help="default: $PIPELINE_CACHE_DIR/ml/anomaly-detector (~/.cache/pipeline/...)")
     ml.add_argument("--prometheus", metavar="URL",
                     help="train: from this Prometheus/Thanos (a real cluster's history) instead of generated history")
     ml.add_argument("--since", metavar="DURATION", help="train --prometheus: how far back, e.g. 6h, 2d (default 24h)")

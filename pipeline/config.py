@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline import __version__
 
@@ -41,6 +42,34 @@ def go_duration_seconds(text: str) -> float:
 # The POST routes that compute (model, Prometheus) without writing state: API_TOKEN protects them unless
 # API_OPEN_ROUTES opens them (pipeline/compose/app.py).
 COMPUTE_ROUTES = ("/api/v1/detect", "/api/v1/predict", "/api/v1/anomalies/analyze", "/api/v1/recommendations")
+
+
+KSERVE_PREFIX = "KSERVE_"
+
+
+class _KServeEntries(PydanticBaseSettingsSource):
+    """Every `KSERVE_*` variable the environment sources see (the environment first, then `.env`), as the
+    `kserve_entries` field: the KServe models are named by variables no field can list in advance. Entries
+    given outright (`Settings(kserve_entries={...})`) replace them."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], given: PydanticBaseSettingsSource, *sources: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self._given, self._sources = given, sources
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if "kserve_entries" in getattr(self._given, "init_kwargs", {}):
+            return {}
+        entries: dict[str, str] = {}
+        for source in self._sources:
+            for name, value in getattr(source, "env_vars", {}).items():
+                if value is not None and name.upper().startswith(KSERVE_PREFIX):
+                    entries.setdefault(name.upper(), value)
+        return {"kserve_entries": entries}
 
 
 class Settings(BaseSettings):
@@ -136,8 +165,10 @@ class Settings(BaseSettings):
     incident_alerts_listed: int = Field(default=100, ge=1)
 
     # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
-    # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_env`. Durations accept
-    # seconds or the engine's Go durations under its env names (KSERVE_TIMEOUT=120s, ML_SERVICE_TIMEOUT=30s).
+    # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_settings`: every KSERVE_*
+    # variable is captured in `kserve_entries` when the settings are read. Durations accept seconds or the
+    # engine's Go durations under its env names (KSERVE_TIMEOUT=120s, ML_SERVICE_TIMEOUT=30s).
+    kserve_entries: dict[str, str] = Field(default_factory=dict)
     ml_service_url: str = ""
     ml_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias=AliasChoices("ml_timeout_s", "ml_service_timeout")
@@ -222,6 +253,19 @@ class Settings(BaseSettings):
     # when it is back.
     broker_watch_interval_s: float = Field(default=5.0, gt=0)
     version: str = __version__
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, and the KSERVE_* variables they see into `kserve_entries`."""
+        entries = _KServeEntries(settings_cls, init_settings, env_settings, dotenv_settings)
+        return init_settings, entries, env_settings, dotenv_settings, file_secret_settings
 
     @field_validator("cache_dir")
     @classmethod

@@ -22,9 +22,8 @@ import httpx
 import stamina
 
 from pipeline.adapters.http import async_client
+from pipeline.adapters.transient import TransientStatus, raise_if_transient
 from pipeline.config import Settings
-
-_TRANSIENT_STATUS = {502, 503, 504}
 
 
 class PrometheusError(Exception):
@@ -56,10 +55,6 @@ class Series:
     @property
     def last(self) -> float:
         return self.samples[-1][1]
-
-
-class _Transient(Exception):
-    """A 502/503/504: worth another attempt."""
 
 
 def _timestamp(value: datetime | float) -> float:
@@ -173,8 +168,8 @@ class PrometheusClient:
             self.queries += 1
             try:
                 body = await self._post_with_retries(path, params)
-            except _Transient as exc:
-                raise PrometheusUnavailable(str(exc)) from None
+            except TransientStatus as exc:
+                raise PrometheusUnavailable(f"prometheus answered {exc.response.status_code}") from None
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 raise PrometheusUnavailable(f"{type(exc).__name__}: {exc}") from None
         return self._series(body)
@@ -182,16 +177,16 @@ class PrometheusClient:
     async def _post_with_retries(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         headers = {**self._auth(), "Content-Type": "application/x-www-form-urlencoded"}
         async for attempt in stamina.retry_context(
-            on=(httpx.TransportError, _Transient),
+            on=(httpx.TransportError, TransientStatus),
             attempts=self.settings.prometheus_retry_attempts,
             timeout=self.settings.prometheus_timeout_s * 2,
             wait_initial=0.05,
             wait_max=1.0,
         ):
             with attempt:
-                response = await self._http.post(f"{self.url}{path}", content=_form(params), headers=headers)
-                if response.status_code in _TRANSIENT_STATUS:
-                    raise _Transient(f"prometheus answered {response.status_code}")
+                response = raise_if_transient(
+                    await self._http.post(f"{self.url}{path}", content=_form(params), headers=headers)
+                )
         return self._body(response)
 
     @staticmethod

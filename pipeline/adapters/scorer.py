@@ -5,7 +5,6 @@ Every failure, the circuit breaker's included, becomes `ScoringUnavailable` with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -108,8 +107,9 @@ class MLServiceScorer:
 
 
 def model_registry(settings: Settings, environ: Mapping[str, str] | None = None) -> ModelRegistry:
-    """The KServe models from the environment, plus the embedded reference model when one is served."""
-    registry = ModelRegistry.from_env(os.environ if environ is None else environ, settings)
+    """The KServe models of the settings' KSERVE_* entries (or of `environ`'s, when given), plus the embedded
+    reference model when one is served."""
+    registry = ModelRegistry.from_env(settings.kserve_entries if environ is None else environ, settings)
     if settings.embedded_ml_url and ANOMALY_MODEL not in registry:
         embedded = ModelEndpoint(
             ANOMALY_MODEL,

@@ -104,18 +104,16 @@ class Process:
 
     async def _start_embedded_ml(self) -> None:
         """The reference model as the embedded default's KServe `anomaly-detector` (trained once, cached)."""
-        import os
-
         from pipeline.adapters.ml import ModelRegistry
         from pipeline.adapters.scorer import ANOMALY_MODEL
 
-        if self.settings.ml_service_url or ANOMALY_MODEL in ModelRegistry.from_env(os.environ, self.settings):
+        if self.settings.ml_service_url or ANOMALY_MODEL in ModelRegistry.from_settings(self.settings):
             return  # a real ML dependency is configured
         try:
+            from pipeline.ml.api import create_app
             from pipeline.ml.model import train_or_load
-            from pipeline.ml.service import create_app
 
-            model = await asyncio.to_thread(train_or_load)
+            model = await asyncio.to_thread(train_or_load, None, settings=self.settings)
         except Exception as exc:  # noqa: BLE001 - no model: scoring runs degraded (rules only), as designed
             log.warning("reference ML model unavailable; scores will be rules only", error=repr(exc))
             return

@@ -46,6 +46,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 
+from pipeline.config import Settings, load_settings
 from pipeline.domain.features import FEATURE_NAMES
 
 MODEL_NAME = "anomaly-detector"
@@ -99,11 +100,10 @@ class Deviation:
     deviation: float
 
 
-def default_model_dir() -> Path:
-    """``$PIPELINE_CACHE_DIR/ml/anomaly-detector`` (default ``~/.cache/pipeline/ml/anomaly-detector``)."""
-    root = os.environ.get("PIPELINE_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "pipeline"
-    return base / "ml" / MODEL_NAME
+def default_model_dir(settings: Settings | None = None) -> Path:
+    """``<cache_dir>/ml/anomaly-detector``: ``PIPELINE_CACHE_DIR`` (default ``~/.cache/pipeline``) of
+    ``settings``, read from the environment when none are given."""
+    return (settings or load_settings()).cache_dir / "ml" / MODEL_NAME
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -317,13 +317,14 @@ class ReferenceModel:
         return model
 
 
-def train(model_dir: Path | None = None) -> ReferenceModel:
-    """Collect the training set (real Prometheus servers over generated histories), fit, save."""
+def train(model_dir: Path | None = None, *, settings: Settings | None = None) -> ReferenceModel:
+    """Collect the training set (real Prometheus servers over generated histories), fit, save into
+    ``model_dir`` (default: ``default_model_dir(settings)``)."""
     from pipeline.ml.training import build_training_set
 
     training = build_training_set()
     model = ReferenceModel.fit(training.vectors, training.report())
-    model.save(model_dir or default_model_dir())
+    model.save(model_dir or default_model_dir(settings))
     return model
 
 
@@ -337,10 +338,13 @@ def is_stale(model: ReferenceModel) -> bool:
     return model.training.get("recipe") != recipe_id()
 
 
-def train_or_load(model_dir: Path | None = None, *, retrain: bool = False) -> ReferenceModel:
-    """The cached model, or train it (needs the Prometheus binaries) and cache it: the first time, and
-    whenever the cached one came from another training recipe."""
-    directory = model_dir or default_model_dir()
+def train_or_load(
+    model_dir: Path | None = None, *, retrain: bool = False, settings: Settings | None = None
+) -> ReferenceModel:
+    """The cached model in ``model_dir`` (default: ``default_model_dir(settings)``), or train it (needs the
+    Prometheus binaries) and cache it: the first time, and whenever the cached one came from another
+    training recipe."""
+    directory = model_dir or default_model_dir(settings)
     if not retrain:
         try:
             model = ReferenceModel.load(directory)

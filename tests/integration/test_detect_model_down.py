@@ -30,8 +30,8 @@ from pipeline.adapters.ml import KServeClient, ModelEndpoint, ModelRegistry
 from pipeline.api import errors
 from pipeline.config import Settings
 from pipeline.gateway.model_routes import router
+from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
-from pipeline.ml.service import create_app
 from tests.support import Clock
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 

@@ -26,8 +26,8 @@ from pipeline.adapters.features import FeatureCollector
 from pipeline.adapters.prometheus import PrometheusClient
 from pipeline.embedded.history import History
 from pipeline.embedded.process import free_port
+from pipeline.ml.api import create_app
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
-from pipeline.ml.service import create_app
 from pipeline.ml.training import SCOPE_KINDS, Target, is_anomalous, targets
 from pipeline.web.server import server
 

@@ -38,8 +38,8 @@ from pipeline.embedded.history import (
     History,
 )
 from pipeline.embedded.process import free_port
+from pipeline.ml.api import create_app
 from pipeline.ml.model import MODEL_NAME, ReferenceModel, train_or_load
-from pipeline.ml.service import create_app
 from pipeline.web.server import server
 
 LEAKY = Scope(namespace=LEAKY_NAMESPACE, pod=LEAKY_POD)

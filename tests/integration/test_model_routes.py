@@ -1,7 +1,7 @@
 """The KServe proxy routes and recommendations, with the models behind real HTTP servers.
 
 Each route test runs against three backends:
-* `reference`: the project's reference ML service (`pipeline.ml.service.create_app` over the cached
+* `reference`: the project's reference ML service (`pipeline.ml.api.create_app` over the cached
   reference model, trained on first use with a real Prometheus) under uvicorn, called over KServe v1;
 * `reference-v2`: the same service called over KServe v2, the Open Inference Protocol
   (`KSERVE_PROTOCOL=v2`);
@@ -35,8 +35,8 @@ from pipeline.domain.features import FEATURE_NAMES, FeatureVector
 from pipeline.embedded.process import free_port
 from pipeline.events import Incident, Severity
 from pipeline.gateway.model_routes import FeaturesProvider, FindingsProvider, IncidentsProvider, router
+from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
-from pipeline.ml.service import create_app
 from tests.unit.test_ml_clients import MODEL, Clock, FakeKServe, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)

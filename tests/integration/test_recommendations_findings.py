@@ -32,8 +32,8 @@ from pipeline.domain.features import FeatureVector, Scope
 from pipeline.embedded.history import CRASHY_POD, LEAKY_POD, THROTTLED_POD
 from pipeline.embedded.process import free_port
 from pipeline.gateway.model_routes import router
+from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
-from pipeline.ml.service import create_app
 from tests.unit.test_ml_clients import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)

@@ -211,7 +211,7 @@ class FakeMLService:
     def __init__(self) -> None:
         self.app = FastAPI()
         self.reset()
-        for path in ("/api/v1/anomaly/detect", "/api/v1/prediction/predict", "/api/v1/pattern/analyze"):
+        for path in ("/api/v1/anomaly/detect", "/api/v1/prediction/predict"):
             self.app.add_api_route(path, self._handle, methods=["POST"])
         self.app.add_api_route("/health", self._health, methods=["GET"])
 
@@ -292,33 +292,6 @@ RESPONSES: dict[str, dict[str, Any]] = {
                 }
             ],
             "confidence": 0.82,
-        },
-    },
-    "pattern": {
-        "structs": {
-            "patterns": [
-                {
-                    "type": "periodic_spike",
-                    "description": "CPU spikes every hour",
-                    "metrics": ["pod_cpu_usage"],
-                    "confidence": 0.7,
-                    "start_time": "2026-01-01T00:00:00Z",
-                    "end_time": "2026-01-01T10:00:00Z",
-                }
-            ],
-            "insights": ["spikes follow the hourly batch job"],
-            "summary": {"patterns_found": 1, "confidence": 0.7},
-        },
-        "contract": {
-            "patterns": [
-                {
-                    "pattern_type": "recurring_crash",
-                    "frequency": "every 2h",
-                    "affected_resources": ["Deployment/payment-service"],
-                    "confidence": 0.88,
-                    "root_cause_hints": ["memory_leak", "connection_timeout"],
-                }
-            ]
         },
     },
 }
@@ -838,35 +811,6 @@ async def test_ml_service_predict_reads_both_variants(
         assert report.confidence == 0.82
 
 
-@pytest.mark.parametrize("variant", ["structs", "contract"])
-async def test_ml_service_patterns_read_both_variants(
-    ml: tuple[FakeMLService, MLServiceClient], variant: str
-) -> None:
-    fake, client = ml
-    fake.variant = variant
-    report = await client.analyze_patterns(
-        SAMPLES, NOW - timedelta(hours=10), NOW, namespace="shop", resource_types=["Deployment"]
-    )
-    path, body = fake.requests[-1]
-    assert path == "/api/v1/pattern/analyze"
-    assert body["time_range"] == {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T10:00:00Z"}
-    assert (body["namespace"], body["resource_types"]) == ("shop", ["Deployment"])
-    (pattern,) = report.patterns
-    if variant == "structs":
-        assert (pattern.type, pattern.metrics, report.insights, report.confidence) == (
-            "periodic_spike",
-            ["pod_cpu_usage"],
-            ["spikes follow the hourly batch job"],
-            0.7,
-        )
-    else:
-        assert (pattern.type, pattern.frequency, pattern.root_cause_hints) == (
-            "recurring_crash",
-            "every 2h",
-            ["memory_leak", "connection_timeout"],
-        )
-
-
 async def test_ml_service_wrong_shapes_failures_and_health(
     ml: tuple[FakeMLService, MLServiceClient], clock: Clock
 ) -> None:
@@ -884,7 +828,7 @@ async def test_ml_service_wrong_shapes_failures_and_health(
     assert (health.ok, health.message) == (False, "Health check returned status 503")
     for _ in range(3):
         with pytest.raises(ModelUnavailable, match="model unavailable: ml-service: HTTP 503"):
-            await client.analyze_patterns(SAMPLES, NOW, NOW)
+            await client.predict(SAMPLES)
     assert client.breaker.state is BreakerState.OPEN
     assert (await client.health()).circuit_breaker == "open"
     fake.mode = "ok"

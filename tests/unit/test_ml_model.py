@@ -24,7 +24,9 @@ from pipeline.embedded.history import (
     MiB,
     generate_history,
 )
+from pipeline.ml.detect import vector_from_metrics
 from pipeline.ml.evaluate import Counts, evaluation_histories, score, table
+from pipeline.ml.forecast import PredictRequest, forecast
 from pipeline.ml.model import (
     InvalidVector,
     ModelError,
@@ -39,19 +41,8 @@ from pipeline.ml.model import (
     training_medians,
     vector_from_mapping,
 )
-from pipeline.ml.service import (
-    MAX_DEVIATION,
-    MetricSample,
-    PatternRequest,
-    PredictRequest,
-    SeriesKey,
-    analyze,
-    forecast,
-    linear_fit,
-    robust_z,
-    severity,
-    vector_from_metrics,
-)
+from pipeline.ml.patterns import PatternRequest, analyze
+from pipeline.ml.series import MAX_DEVIATION, MetricSample, SeriesKey, linear_fit, robust_z, severity
 from pipeline.ml.training import (
     EVALUATION_EVERY_S,
     TRAINING_HISTORIES,
