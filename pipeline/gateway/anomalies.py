@@ -43,6 +43,7 @@ from pipeline.domain.features import (
 )
 from pipeline.domain.scoring import model_input
 from pipeline.gateway.bodies import SNAKE_OR_CAMEL
+from pipeline.gateway.dependencies import prometheus_error, prometheus_not_configured
 
 ANOMALY_MODELS = {ANOMALY_MODEL}
 _SERVER_ERRORS = 'status=~"5.."'
@@ -116,15 +117,11 @@ def router(settings: Settings, prometheus: PrometheusClient | None, scorer: Scor
         except analysis.InvalidSelector as exc:
             raise _invalid(str(exc), "label_selector") from None
         if prometheus is None:
-            raise ApiError(503, "PROMETHEUS_UNAVAILABLE", "Prometheus is not configured (PROMETHEUS_URL)")
+            raise prometheus_not_configured()
         try:
             return JSONResponse(await _analyze(prometheus, collector, req, scope, selector, scorer))
-        except PrometheusUnavailable as exc:
-            raise ApiError(
-                503, "PROMETHEUS_UNAVAILABLE", f"Prometheus unavailable: {exc}", headers={"Retry-After": "10"}
-            ) from None
         except PrometheusError as exc:
-            raise ApiError(503, "ANALYSIS_FAILED", "Anomaly analysis failed", details=str(exc)) from None
+            raise prometheus_error(exc) from None
 
     return api
 

@@ -24,6 +24,7 @@ from pipeline.adapters.detection import Detector, Forbidden, NotFound
 from pipeline.api.errors import ApiError
 from pipeline.domain.detection import to_api
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
+from pipeline.gateway.dependencies import details
 from pipeline.observability import get_logger
 
 log = get_logger("pipeline.gateway.detection")
@@ -78,7 +79,7 @@ def router(detector_provider: DetectorProvider) -> APIRouter:
                 log.error("deployment-method detection failed", kind=kind, namespace=namespace, name=name,
                           error=repr(exc))
                 raise _error(500, "INTERNAL", "internal server error",
-                             details=f"{type(exc).__name__}: {exc}"[:500]) from None
+                             details=details(kind, f"{type(exc).__name__}: {exc}"[:500])) from None
             return {"success": True, "data": to_api(info), "message": f"{kind} method detected successfully"}
 
         api.add_api_route(

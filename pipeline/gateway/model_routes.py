@@ -27,13 +27,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from pipeline.adapters.ml import (
-    InvalidModelResponse,
     KServeClient,
     MLError,
     ModelNotFound,
     ModelRegistry,
-    ModelUnavailable,
-    PredictionRejected,
 )
 from pipeline.adapters.prometheus import PrometheusError
 from pipeline.api.errors import ApiError
@@ -45,6 +42,7 @@ from pipeline.domain.names import DNS_LABEL_MAX, is_dns_label
 from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import Incident
+from pipeline.gateway.dependencies import model_error
 
 MAX_DETECT_BODY = 4 << 20
 MAX_RECOMMENDATIONS_BODY = 64 << 10
@@ -58,12 +56,6 @@ FindingsProvider = Callable[[str | None, str, float], Awaitable[list[Finding]]]
 
 def _proxy_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
     return ApiError(status, code, message, headers=headers, success=False)
-
-
-def _unavailable(exc: ModelUnavailable) -> ApiError:
-    """503 without `Retry-After` (see the module docstring); the breaker's next trial in the body."""
-    extra = {"retry_after_s": round(exc.retry_after_s, 1)} if exc.retry_after_s else {}
-    return ApiError(503, "MODEL_UNAVAILABLE", str(exc), success=False, **extra)
 
 
 def _instances(body: dict[str, Any]) -> list[list[float]]:
@@ -172,16 +164,8 @@ def router(
         model, instances = await _detect_request(request)
         try:
             prediction = await kserve.predict(model, instances)
-        except ValueError as exc:  # nothing was sent: rows a v2 tensor cannot hold
-            raise _proxy_error(400, "INVALID_REQUEST", f"Invalid request format: {exc}") from None
-        except ModelNotFound as exc:
-            raise _proxy_error(404, "MODEL_NOT_FOUND", str(exc)) from None
-        except ModelUnavailable as exc:
-            raise _unavailable(exc) from None
-        except PredictionRejected as exc:
-            raise _proxy_error(400, "PREDICTION_REJECTED", f"Prediction failed: {exc}") from None
-        except InvalidModelResponse as exc:
-            raise _proxy_error(500, "PREDICTION_FAILED", f"Prediction failed: {exc}") from None
+        except (ValueError, MLError) as exc:  # ValueError: nothing was sent, rows a v2 tensor cannot hold
+            raise model_error(exc, success=False) from None
         return JSONResponse(prediction.as_dict())
 
     @api.get("/api/v1/models", summary="Registered KServe models")
@@ -193,7 +177,7 @@ def router(
         try:
             health = await kserve.model_health(model)
         except ModelNotFound as exc:
-            raise _proxy_error(404, "MODEL_NOT_FOUND", str(exc)) from None
+            raise model_error(exc, success=False) from None
         return JSONResponse(health.as_dict())
 
     async def ml_part(

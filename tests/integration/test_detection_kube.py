@@ -406,7 +406,8 @@ async def test_an_unreachable_api_server_is_the_engines_500() -> None:
     assert resp.status_code == 500
     body = resp.json()
     assert (body["success"], body["error"], body["code"]) == (False, "internal server error", "INTERNAL")
-    assert "127.0.0.1:1" in body["details"] or "Connect" in body["details"]
+    assert body["details"][0]["field"] == "StatefulSet"
+    assert "127.0.0.1:1" in body["details"][0]["message"] or "Connect" in body["details"][0]["message"]
 
 
 async def test_a_user_who_may_read_the_pod_but_not_its_replicaset_gets_the_403_reason(

@@ -1,0 +1,256 @@
+"""R8 `POST /api/v1/predict`: CPU and memory at an hour of the week, from four weeks of history."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api.errors import ApiError
+from pipeline.api.requests import read_json
+from pipeline.domain import capacity as cap
+from pipeline.domain.names import (
+    promql_string,
+)
+from pipeline.gateway.analysis.formatting import iso, rounded
+from pipeline.gateway.analysis.params import Namespaces, ns_selector, parse_name, parse_namespaces
+from pipeline.gateway.analysis.queries import (
+    MAX_PREDICT_BODY,
+    PREDICT_LOOKBACK_S,
+    PREDICT_POINTS,
+    fetch_grid,
+    gather,
+    label_eq,
+    scalar_of,
+    tagged,
+    usage_expr,
+    usage_history,
+)
+from pipeline.gateway.dependencies import details as dependency_details
+
+# ------------------------------------------------------------------------------------------ R8 predict
+SCOPES = ("pod", "deployment", "namespace", "cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    hour: int
+    day_of_week: int
+    scope: str
+    namespace: str | None
+    deployment: str | None
+    pod: str | None
+    model: str
+
+    @property
+    def target(self) -> str:
+        if self.scope == "pod":
+            return f"{self.namespace}/{self.pod}"
+        if self.scope == "deployment":
+            return f"{self.namespace}/{self.deployment}"
+        if self.scope == "namespace":
+            return self.namespace or "all-namespaces"
+        return "cluster"
+
+    @property
+    def namespaces(self) -> Namespaces | None:
+        return Namespaces(self.namespace) if self.namespace is not None else None
+
+    @property
+    def selector(self) -> str:
+        """The PromQL matchers of the scope; a namespace glob becomes a regex matcher."""
+        namespace = ns_selector(self.namespaces)
+        if self.scope == "pod":
+            return namespace + label_eq("pod", self.pod)
+        if self.scope == "deployment":
+            # A Deployment's pods are named <deployment>-<replicaset hash>-<suffix>.
+            assert self.deployment is not None
+            pods = re.escape(self.deployment) + "-[a-z0-9]+-[a-z0-9]+"
+            return namespace + f",pod=~{promql_string(pods)}"
+        if self.scope == "namespace":
+            return namespace
+        return ""
+
+
+def _bad_request(message: str, field: str, details: str | None = None) -> ApiError:
+    error = ApiError(400, "INVALID_REQUEST", message, field=field)
+    if details:
+        error.extra["details"] = dependency_details(field, details)
+    return error
+
+
+async def read_predict_request(request: Request) -> PredictRequest:
+    """R8's validation, in R8's order and with its messages; then the names (ours)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type and not content_type.lower().startswith("application/json"):
+        raise _bad_request("Content-Type must be application/json", "Content-Type")
+    try:
+        body = await read_json(request, MAX_PREDICT_BODY)
+    except ApiError as exc:
+        if exc.status != 400:
+            raise
+        raise _bad_request("Invalid request format", "body", exc.message) from None
+    if not isinstance(body, dict):
+        raise _bad_request("Invalid request format", "body", "the body must be a JSON object")
+
+    def integer(key: str) -> int:
+        # A missing hour or day is 0, as the engine's Go decoding made it (MCP always sends both).
+        value = body.get(key, 0)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad_request("Invalid request format", key, f"{key} must be an integer")
+        return value
+
+    def text(key: str) -> str | None:
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad_request("Invalid request format", key, f"{key} must be a string")
+        return value or None
+
+    hour, day = integer("hour"), integer("day_of_week")
+    namespace, deployment, pod = text("namespace"), text("deployment"), text("pod")
+    scope, model = text("scope"), text("model") or "predictive-analytics"
+    if not 0 <= hour <= 23:
+        raise _bad_request("hour must be between 0-23", "hour")
+    if not 0 <= day <= 6:
+        raise _bad_request("day_of_week must be between 0-6 (0=Monday, 6=Sunday)", "day_of_week")
+    if scope is None:
+        scope = "pod" if pod else "deployment" if deployment else "namespace" if namespace else "cluster"
+    if scope not in SCOPES:
+        raise _bad_request("scope must be one of: pod, deployment, namespace, cluster", "scope")
+    if scope in ("pod", "deployment"):
+        if (pod if scope == "pod" else deployment) is None:
+            raise _bad_request(f"{scope} name is required when scope is '{scope}'", scope)
+        if namespace is None:
+            raise _bad_request(f"namespace is required when scope is '{scope}'", "namespace")
+    if len(model) > 253:
+        raise _bad_request("model must be at most 253 characters", "model")
+    return PredictRequest(
+        hour=hour,
+        day_of_week=day,
+        scope=scope,
+        namespace=(ns.value if (ns := parse_namespaces(namespace, code="INVALID_REQUEST")) is not None else None),
+        deployment=parse_name(deployment, "deployment", subdomain=True, code="INVALID_REQUEST"),
+        pod=parse_name(pod, "pod", subdomain=True, code="INVALID_REQUEST"),
+        model=model,
+    )
+
+
+async def predict_report(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any]:
+    now = time.time()
+    moment = datetime.fromtimestamp(now, UTC)
+    target = cap.next_occurrence(moment, req.day_of_week, req.hour)
+    scoped = req.selector
+    capacity_expr = (
+        tagged(
+            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})',
+            "basis",
+            "allocatable",
+        )
+        if req.scope == "cluster"
+        else tagged(
+            f'sum by (resource) (kube_pod_container_resource_limits{{resource=~"cpu|memory"{scoped}}})',
+            "basis",
+            "limits",
+        )
+        + " or "
+        + tagged(
+            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})', "basis", "allocatable"
+        )
+    )
+    globbed = req.scope != "cluster" and req.namespaces is not None and req.namespaces.glob
+    if globbed:
+        # Which namespaces the glob matched, in the same instant query.
+        capacity_expr += " or " + tagged(
+            f"count by (namespace) (kube_pod_info{{{ns_selector(req.namespaces).lstrip(',')}}})",
+            "basis",
+            "namespace",
+        )
+    usage, capacity = await gather(
+        fetch_grid(prom, lambda step: usage_expr(scoped, step), PREDICT_LOOKBACK_S, PREDICT_POINTS, now),
+        prom.query(capacity_expr, now),
+    )
+    series = usage_history(usage)
+    forecasts = await asyncio.to_thread(
+        lambda: {r: cap.forecast_usage(points, target.timestamp()) for r, points in series.items() if r}
+    )
+    cpu, memory = forecasts.get("cpu"), forecasts.get("memory")
+    if cpu is None and memory is None:
+        raise ApiError(404, "NO_DATA", f"no CPU or memory usage history for {req.target}", target=req.target)
+
+    def basis(resource: str) -> tuple[str | None, float | None]:
+        for kind in ("limits", "allocatable"):
+            value = scalar_of(capacity, resource=resource, basis=kind)
+            if value:
+                return kind, value
+        return None, None
+
+    (cpu_basis, cpu_cap), (mem_basis, mem_cap) = basis("cpu"), basis("memory")
+    if not cpu_cap and not mem_cap:
+        raise ApiError(
+            404, "NO_DATA", f"no capacity (limits or allocatable) known for {req.target}", target=req.target
+        )
+
+    def percent(value: float | None, whole: float | None) -> float | None:
+        return rounded(min(100.0, max(0.0, value / whole * 100)), 2) if value is not None and whole else None
+
+    cpu_pct = percent(cpu.value if cpu else None, cpu_cap)
+    mem_pct = percent(memory.value if memory else None, mem_cap)
+    trend = cap.combined_trend(*((f.trend, f.daily_change_percent) for f in (cpu, memory) if f is not None))
+    confidence = min(f.confidence for f in (cpu, memory) if f is not None)
+    span = max(f.span_s for f in (cpu, memory) if f is not None)
+
+    def detail(
+        f: cap.UsageForecast | None, kind: str | None, whole: float | None, unit: str
+    ) -> dict[str, Any] | None:
+        if f is None:
+            return None
+        return {
+            f"predicted_{unit}": rounded(f.value, 6),
+            f"capacity_{unit}": rounded(whole, 6),
+            "capacity_basis": kind,
+            "method": f.method,
+            "confidence": f.confidence,
+            "trend": f.trend,
+            "daily_change_percent": f.daily_change_percent,
+            "samples": f.samples,
+        }
+
+    matched = sorted(s.labels.get("namespace", "") for s in capacity if s.labels.get("basis") == "namespace")
+    return {
+        "status": "success",
+        "scope": req.scope,
+        "target": req.target,
+        **({"matched_namespaces": matched} if globbed else {}),
+        "predictions": {"cpu_percent": cpu_pct, "memory_percent": mem_pct},
+        "current_metrics": {
+            "cpu_rolling_mean": percent(cpu.rolling_mean if cpu else None, cpu_cap),
+            "memory_rolling_mean": percent(memory.rolling_mean if memory else None, mem_cap),
+            "timestamp": iso(moment),
+            "time_range": "24h",
+        },
+        "model_info": {
+            "name": "statistical-baseline",
+            "version": "1",
+            "confidence": confidence,
+            "method": "additive profile (hour of week, else hour of day) + least-squares trend",
+            "requested_model": req.model,
+            "history_hours": rounded(span / 3600, 1),
+        },
+        "target_time": {"hour": req.hour, "day_of_week": req.day_of_week, "iso_timestamp": iso(target)},
+        "trend": trend,
+        "recommendation": cap.usage_recommendation(cpu_pct, mem_pct, trend),
+        "forecast": {
+            "cpu": detail(cpu, cpu_basis, cpu_cap, "cores"),
+            "memory": detail(memory, mem_basis, mem_cap, "bytes"),
+        },
+    }
+
+

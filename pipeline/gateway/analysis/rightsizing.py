@@ -1,0 +1,155 @@
+"""R22 `GET /api/v1/recommendations/rightsizing`: requests and limits from P95 usage."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.domain import capacity as cap
+from pipeline.gateway.analysis.formatting import drop_none, iso, rounded
+from pipeline.gateway.analysis.queries import (
+    CONTAINERS,
+    by_labels,
+    finite_last,
+    gather,
+    label_eq,
+    label_prefix,
+)
+
+
+# ------------------------------------------------------------------------------------------ R22 rightsizing
+def _rightsizing_json(r: cap.Rightsizing) -> dict[str, Any]:
+    u = r.usage
+    body: dict[str, Any] = {
+        "namespace": u.namespace,
+        "pod": u.pod,
+        "container": u.container,
+        "current_cpu_request": cap.format_cores(u.cpu_request),
+        "current_cpu_limit": cap.format_cores(u.cpu_limit),
+        "p95_cpu_usage_cores": rounded(u.p95_cpu_cores, 3),
+        "recommended_cpu_request": cap.format_cores(r.recommended_cpu_request),
+        "recommended_cpu_limit": cap.format_cores(r.recommended_cpu_limit),
+        "current_memory_request": cap.format_bytes(u.memory_request),
+        "current_memory_limit": cap.format_bytes(u.memory_limit),
+        "p95_memory_usage_bytes": rounded(u.p95_memory_bytes, 0),
+        "recommended_memory_request": cap.format_bytes(r.recommended_memory_request),
+        "recommended_memory_limit": cap.format_bytes(r.recommended_memory_limit),
+        "cpu_sizing": r.cpu_sizing,
+        "memory_sizing": r.memory_sizing,
+        "throttle_rate_pct": rounded(u.throttle_fraction * 100, 2) if u.throttle_fraction is not None else None,
+        "current_cpu_request_cores": rounded(u.cpu_request, 6),
+        "current_cpu_limit_cores": rounded(u.cpu_limit, 6),
+        "recommended_cpu_request_cores": rounded(r.recommended_cpu_request, 6),
+        "recommended_cpu_limit_cores": rounded(r.recommended_cpu_limit, 6),
+        "current_memory_request_bytes": rounded(u.memory_request, 0),
+        "current_memory_limit_bytes": rounded(u.memory_limit, 0),
+        "recommended_memory_request_bytes": rounded(r.recommended_memory_request, 0),
+        "recommended_memory_limit_bytes": rounded(r.recommended_memory_limit, 0),
+        "reasons": list(r.reasons),
+    }
+    if body["throttle_rate_pct"] is None:
+        del body["throttle_rate_pct"]  # the engine omits it without CFS metrics
+    return body
+
+
+async def rightsizing_report(
+    prom: PrometheusClient, namespace: str | None, pod: str | None, window: str
+) -> dict[str, Any]:
+    now = time.time()
+    scope = label_eq("namespace", namespace) + label_prefix("pod", pod)
+    group = "max by (namespace, pod, container)"
+    ids = ("namespace", "pod", "container")
+    cpu, memory, resources, throttle = await gather(
+        prom.query(
+            f"{group} (quantile_over_time(0.95, "
+            f"rate(container_cpu_usage_seconds_total{{{CONTAINERS}{scope}}}[5m])[{window}:5m]))",
+            now,
+        ),
+        prom.query(
+            f"{group} (quantile_over_time(0.95, container_memory_working_set_bytes{{{CONTAINERS}{scope}}}[{window}]))",
+            now,
+        ),
+        prom.query(
+            "max by (__name__, namespace, pod, container, resource) ("
+            f'{{__name__=~"kube_pod_container_resource_(requests|limits)",resource=~"cpu|memory",'
+            f'container!=""{scope}}})',
+            now,
+        ),
+        prom.query(
+            # A true fraction over the window: throttled CFS periods / all periods.
+            f"sum by (namespace, pod, container) "
+            f"(increase(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}{scope}}}[{window}])) / "
+            f"sum by (namespace, pod, container) "
+            f"(increase(container_cpu_cfs_periods_total{{{CONTAINERS}{scope}}}[{window}]))",
+            now,
+        ),
+    )
+    p95_cpu = {k: finite_last(s) for k, s in by_labels(cpu, *ids).items()}
+    p95_mem = {k: finite_last(s) for k, s in by_labels(memory, *ids).items()}
+    throttled = {k: finite_last(s) for k, s in by_labels(throttle, *ids).items()}
+    declared = {k: finite_last(s) for k, s in by_labels(resources, "__name__", "resource", *ids).items()}
+
+    def spec(kind: str, resource: str, k: tuple[str, ...]) -> float | None:
+        return declared.get((f"kube_pod_container_resource_{kind}", resource, *k))
+
+    usages = [
+        cap.ContainerUsage(
+            namespace=k[0],
+            pod=k[1],
+            container=k[2],
+            p95_cpu_cores=p95_cpu.get(k),
+            p95_memory_bytes=p95_mem.get(k),
+            cpu_request=spec("requests", "cpu", k),
+            cpu_limit=spec("limits", "cpu", k),
+            memory_request=spec("requests", "memory", k),
+            memory_limit=spec("limits", "memory", k),
+            throttle_fraction=throttled.get(k),
+        )
+        for k in sorted(set(p95_cpu) | set(p95_mem))
+    ]
+    recs = [cap.recommend(u) for u in usages]
+    verdicts = [cap.verdict(r) for r in recs]
+    return drop_none(
+        {
+            "status": "success",
+            "timestamp": iso(datetime.fromtimestamp(now, UTC)),
+            "namespace": namespace,
+            "pod": pod,
+            "analysis_window": window,
+            "recommendations": [_rightsizing_json(r) for r in recs],
+            "over_provisioned_count": verdicts.count("over-provisioned"),
+            "under_provisioned_count": verdicts.count("under-provisioned"),
+            "right_sized_count": verdicts.count("right-sized"),
+            "unknown_count": verdicts.count("unknown"),
+            "aggregate": _rightsizing_json(cap.recommend(_mean_usage(usages, namespace, pod)))
+            if usages
+            else None,
+        }
+    )
+
+
+def _mean_usage(
+    usages: list[cap.ContainerUsage], namespace: str | None, pod: str | None
+) -> cap.ContainerUsage:
+    """The engine's single row: every figure averaged over the containers that have it."""
+
+    def mean(values: Iterable[float | None]) -> float | None:
+        known = [v for v in values if v is not None and math.isfinite(v)]
+        return math.fsum(known) / len(known) if known else None
+
+    return cap.ContainerUsage(
+        namespace or "",
+        pod or "",
+        "(aggregated)",
+        p95_cpu_cores=mean(u.p95_cpu_cores for u in usages),
+        p95_memory_bytes=mean(u.p95_memory_bytes for u in usages),
+        cpu_request=mean(u.cpu_request for u in usages),
+        cpu_limit=mean(u.cpu_limit for u in usages),
+        memory_request=mean(u.memory_request for u in usages),
+        memory_limit=mean(u.memory_limit for u in usages),
+        throttle_fraction=mean(u.throttle_fraction for u in usages),
+    )
