@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -135,16 +135,30 @@ def create_app(model: ReferenceModel) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "healthy", "model": model.name, "model_version": model.version}
 
-    @app.get("/v1/models", tags=["kserve"])
+    @app.exception_handler(V2Error)
+    async def v2_error(_: Request, exc: V2Error) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    app.include_router(_kserve_v1(model))
+    app.include_router(_kserve_v2(model))
+    app.include_router(_ml_service(model))
+    return app
+
+
+def _kserve_v1(model: ReferenceModel) -> APIRouter:
+    """KServe v1: the model list, readiness, and ``:predict`` (``null`` values imputed)."""
+    router = APIRouter(tags=["kserve"])
+
+    @router.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"models": [model.name]}
 
-    @app.get("/v1/models/{name}", tags=["kserve"])
+    @router.get("/v1/models/{name}")
     async def model_ready(name: str) -> dict[str, Any]:
         _model_or_404(model, name)
         return {"name": model.name, "ready": True, "version": model.version}
 
-    @app.post("/v1/models/{name}:predict", tags=["kserve"])
+    @router.post("/v1/models/{name}:predict")
     async def predict(name: str, request: Request) -> dict[str, Any]:
         _model_or_404(model, name)
         instances = _instances(await _json(request))
@@ -158,36 +172,39 @@ def create_app(model: ReferenceModel) -> FastAPI:
             "model_version": model.version,
         }
 
-    @app.exception_handler(V2Error)
-    async def v2_error(_: Request, exc: V2Error) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return router
 
-    @app.get("/v2", tags=["kserve-v2"])
+
+def _kserve_v2(model: ReferenceModel) -> APIRouter:
+    """The Open Inference Protocol: server and model metadata, health, readiness and ``/infer``."""
+    router = APIRouter(tags=["kserve-v2"])
+
+    @router.get("/v2")
     async def v2_server() -> dict[str, Any]:
         return {"name": "pipeline-reference-ml", "version": __version__, "extensions": []}
 
-    @app.get("/v2/health/live", tags=["kserve-v2"])
+    @router.get("/v2/health/live")
     async def v2_live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["kserve-v2"])
+    @router.get("/v2/health/ready")
     async def v2_ready() -> dict[str, Any]:
         return {"ready": True}  # the model is loaded before the server listens
 
-    @app.get("/v2/models/{name}", tags=["kserve-v2"])
-    @app.get("/v2/models/{name}/versions/{version}", tags=["kserve-v2"])
+    @router.get("/v2/models/{name}")
+    @router.get("/v2/models/{name}/versions/{version}")
     async def v2_model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
         _v2_model(model, name, version)
         return v2_metadata(model)
 
-    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"])
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["kserve-v2"])
+    @router.get("/v2/models/{name}/ready")
+    @router.get("/v2/models/{name}/versions/{version}/ready")
     async def v2_model_ready(name: str, version: str | None = None) -> dict[str, Any]:
         _v2_model(model, name, version)
         return {"name": model.name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", tags=["kserve-v2"])
-    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["kserve-v2"])
+    @router.post("/v2/models/{name}/infer")
+    @router.post("/v2/models/{name}/versions/{version}/infer")
     async def v2_infer(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
         _v2_model(model, name, version)
         try:
@@ -198,16 +215,23 @@ def create_app(model: ReferenceModel) -> FastAPI:
         answers = await run_in_threadpool(model.predict, inference.rows)
         return v2_response(model, inference, answers)
 
-    @app.post("/api/v1/anomaly/detect", tags=["ml-service"])
+    return router
+
+
+def _ml_service(model: ReferenceModel) -> APIRouter:
+    """The legacy Python ML service's routes: detect, forecast, patterns."""
+    router = APIRouter(tags=["ml-service"])
+
+    @router.post("/api/v1/anomaly/detect")
     async def anomaly_detect(request: Request) -> dict[str, Any]:
         return await run_in_threadpool(detect, model, await _body(request, DetectRequest))
 
-    @app.post("/api/v1/prediction/predict", tags=["ml-service"])
+    @router.post("/api/v1/prediction/predict")
     async def prediction_predict(request: Request) -> dict[str, Any]:
         return forecast(await _body(request, PredictRequest))
 
-    @app.post("/api/v1/pattern/analyze", tags=["ml-service"])
+    @router.post("/api/v1/pattern/analyze")
     async def pattern_analyze(request: Request) -> dict[str, Any]:
         return await run_in_threadpool(analyze, await _body(request, PatternRequest))
 
-    return app
+    return router

@@ -71,20 +71,10 @@ def vector_from_metrics(series: dict[SeriesKey, list[Point]]) -> tuple[list[floa
 
 
 def detect(model: ReferenceModel, request: DetectRequest) -> dict[str, Any]:
+    """The model's verdict on the request's vector (with the features furthest from normal when it is an
+    anomaly), then every other metric's own check; the summary's confidence is the model's when it ran."""
     series = group(request.metrics)
-    vector: list[float | None] | None = None
-    at = seconds(request.timestamp) if request.timestamp else datetime.now(UTC).timestamp()
-    try:
-        if isinstance(request.features, dict):
-            vector = vector_from_mapping(request.features, "features")
-        elif request.features is not None:
-            vector = as_vector(request.features, "features")  # rejects what is not a list too
-    except InvalidVector as exc:
-        raise ApiError(400, "INVALID_FEATURES", str(exc), field=exc.field) from None
-    if vector is None:
-        built = vector_from_metrics(series)
-        if built is not None:
-            vector, at = built
+    vector, at = _input_vector(request, series)
     anomalies: list[dict[str, Any]] = []
     checked = 0
     body: dict[str, Any] = {"prediction": None, "score": None, "confidence": None, "imputed": []}
@@ -102,25 +92,9 @@ def detect(model: ReferenceModel, request: DetectRequest) -> dict[str, Any]:
             anomalies += _explain(
                 model, vector, prediction.score, prediction.confidence, at, request.threshold
             )
-    for key, points in series.items():
-        if key[0] in BASE_METRICS or key[0] in FEATURE_NAMES or len(points) <= MIN_REFERENCE_POINTS:
-            continue
-        checked += 1
-        (ts, value), reference = points[-1], [v for _, v in points[:-1]]
-        z = robust_z(value, reference)
-        if abs(z) >= request.threshold:
-            anomalies.append(
-                {
-                    "metric_name": series_name(key),
-                    "value": value,
-                    "expected": statistics.median(reference),
-                    "deviation": z,
-                    "severity": severity(z, request.threshold),
-                    "confidence": abs(z) / (abs(z) + request.threshold),
-                    "timestamp": iso(ts),
-                    "reason": f"last value is {z:+.1f} robust deviations from its {len(reference)} earlier values",
-                }
-            )
+    own_checked, own_anomalies = _own_checks(series, request.threshold)
+    checked += own_checked
+    anomalies += own_anomalies
     confidences = [a["confidence"] for a in anomalies]
     summary_confidence = (
         body["confidence"] if vector is not None else (statistics.fmean(confidences) if confidences else 0.0)
@@ -138,6 +112,49 @@ def detect(model: ReferenceModel, request: DetectRequest) -> dict[str, Any]:
         "model_name": model.name,
         "model_version": model.version,
     }
+
+
+def _input_vector(
+    request: DetectRequest, series: dict[SeriesKey, list[Point]]
+) -> tuple[list[float | None] | None, float]:
+    """The model's input and when it was evaluated: ``features`` when given, else the vector computed from
+    the metrics (None when they hold no base metric or feature)."""
+    at = seconds(request.timestamp) if request.timestamp else datetime.now(UTC).timestamp()
+    try:
+        if isinstance(request.features, dict):
+            return vector_from_mapping(request.features, "features"), at
+        if request.features is not None:
+            return as_vector(request.features, "features"), at  # rejects what is not a list too
+    except InvalidVector as exc:
+        raise ApiError(400, "INVALID_FEATURES", str(exc), field=exc.field) from None
+    built = vector_from_metrics(series)
+    return built if built is not None else (None, at)
+
+
+def _own_checks(series: dict[SeriesKey, list[Point]], threshold: float) -> tuple[int, list[dict[str, Any]]]:
+    """Each metric that is not a model input, with more than MIN_REFERENCE_POINTS points: its last value
+    against its earlier ones. (metrics checked, the anomalies among them)"""
+    checked, anomalies = 0, []
+    for key, points in series.items():
+        if key[0] in BASE_METRICS or key[0] in FEATURE_NAMES or len(points) <= MIN_REFERENCE_POINTS:
+            continue
+        checked += 1
+        (ts, value), reference = points[-1], [v for _, v in points[:-1]]
+        z = robust_z(value, reference)
+        if abs(z) >= threshold:
+            anomalies.append(
+                {
+                    "metric_name": series_name(key),
+                    "value": value,
+                    "expected": statistics.median(reference),
+                    "deviation": z,
+                    "severity": severity(z, threshold),
+                    "confidence": abs(z) / (abs(z) + threshold),
+                    "timestamp": iso(ts),
+                    "reason": f"last value is {z:+.1f} robust deviations from its {len(reference)} earlier values",
+                }
+            )
+    return checked, anomalies
 
 
 def _explain(

@@ -316,7 +316,7 @@ def collect_histories(
     histories: list[History] = []
     rows: list[Row] = []
     blocks: list[np.ndarray] = []
-    timings: Counter[str] = Counter()
+    timings: dict[str, float] = dict.fromkeys(("collect_s", "generate_s", "import_s", "start_s"), 0.0)
 
     def prepare(spec: HistorySpec, tmp: str) -> PrometheusServer:
         """Generate a history and start a Prometheus serving it (runs while the previous one is collected)."""

@@ -11,8 +11,10 @@ against the project's reference ML service, over both protocols.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,6 +348,27 @@ def test_registry_port_defaults_to_8080_and_is_read_from_the_environment(
     monkeypatch.setenv("KSERVE_PREDICTOR_PORT", "9000")
     monkeypatch.setenv("KSERVE_NAMESPACE", "models")
     assert ModelRegistry.from_env(env, Settings()).get(MODEL).url == "http://ad.models.svc.cluster.local:9000"
+
+
+def test_registry_models_come_from_the_settings_environment_and_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The KSERVE_<NAME>_* variables are read with the other settings: from the environment, and from
+    `.env` for what the environment does not set."""
+    for name in [k for k in os.environ if k.upper().startswith("KSERVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "KSERVE_PREDICTIVE_ANALYTICS_URL=http://127.0.0.1:9001\nKSERVE_ANOMALY_DETECTOR_SERVICE=from-dotenv\n"
+    )
+    monkeypatch.setenv("KSERVE_ANOMALY_DETECTOR_SERVICE", "ad-predictor")
+    monkeypatch.setenv("KSERVE_ANOMALY_DETECTOR_MODEL", "isolation-forest")
+    registry = ModelRegistry.from_settings(Settings(kserve_namespace="shp"))
+    assert registry.names() == [MODEL, "predictive-analytics"]
+    detector = registry.get(MODEL)
+    assert (detector.url, detector.model) == ("http://ad-predictor.shp.svc.cluster.local:8080", "isolation-forest")
+    assert registry.get("predictive-analytics").url == "http://127.0.0.1:9001"
+    assert ModelRegistry.from_settings(Settings(kserve_entries={})).names() == []
 
 
 def test_registry_skips_configuration_variables_and_empty_services() -> None:

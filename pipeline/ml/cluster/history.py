@@ -13,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import stamina
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from pipeline.config import Settings
