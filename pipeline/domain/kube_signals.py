@@ -42,7 +42,6 @@ EVENT_REASONS = {"Unhealthy": None, "FailedMount": 1, "FailedAttachVolume": 1, "
                  "FailedCreatePodSandBox": 1}
 EVENT_SEVERITY = {"Unhealthy": Severity.MEDIUM, "OOMKilling": Severity.HIGH}
 IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull"}  # the kubelet alternates them: one condition
-KINDS = ("Pod", "Node", "Deployment", "Event")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ kwok v0.8.0 playing the kubelet for one fake node, plus the ArgoCD ``Application
 ``Memcached`` CRD: Deployments then roll out to Running, Ready pods, without containers.
 
 Binaries: ``kube-apiserver`` is built from the Go module proxy by ``scripts/build-kube-apiserver.sh``
-(cached in ``~/.cache/pipeline/kube/v1.31.3``; ``KUBE_APISERVER_BINARY`` overrides, then ``PATH``);
+(cached in ``<Settings.cache_dir>/kube/v1.31.3``, ``~/.cache/pipeline`` by default; ``KUBE_APISERVER_BINARY`` overrides, then ``PATH``);
 ``etcd`` comes from Debian's ``etcd-server`` (the same script installs it; ``ETCD_BINARY`` overrides).
 Tests never skip when they are missing: :class:`ComponentMissingError` fails them with the command.
 
@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-import psutil
 import yaml
 
-from pipeline.embedded.kafka import cache_dir
+from pipeline.config import load_settings
 from pipeline.embedded.process import ComponentMissingError, ServerProcess, free_port, new_workdir
 
 if TYPE_CHECKING:
@@ -97,40 +96,47 @@ DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 """
 
 
-def _missing(problem: str, override: str) -> ComponentMissingError:
+def kube_cache_dir(cache_dir: Path | None = None) -> Path:
+    """``<cache_dir>/kube``, where the build script puts the Kubernetes binaries; ``cache_dir`` defaults to
+    ``Settings.cache_dir`` (``PIPELINE_CACHE_DIR``, ``~/.cache/pipeline``)."""
+    return (cache_dir if cache_dir is not None else load_settings().cache_dir) / "kube"
+
+
+def _missing(problem: str, override: str, kube_cache: Path) -> ComponentMissingError:
     return ComponentMissingError(
         f"{problem}. Build/install it with:\n"
         f"    bash {BUILD_SCRIPT}\n"
         f"(builds kube-apiserver, kube-controller-manager and kube-scheduler {KUBE_VERSION} and kwok into "
-        f"{cache_dir() / 'kube'} from the Go module proxy, ~10 min cold, and installs Debian's etcd-server; or "
+        f"{kube_cache} from the Go module proxy, ~10 min cold, and installs Debian's etcd-server; or "
         f"set {override} to a binary)."
     )
 
 
-def _binary(name: str, override_env: str, cached: Path | None = None) -> str:
-    """`override_env`'s value, else the cached build, else `name` on PATH."""
+def _binary(name: str, override_env: str, kube_cache: Path, cached: Path | None = None) -> str:
+    """`override_env`'s value (a tool override, not a pipeline setting), else the cached build, else `name`
+    on PATH."""
     override = os.environ.get(override_env)
     if override:
         if os.access(override, os.X_OK):
             return override
-        raise _missing(f"{override_env}={override!r} is not an executable", override_env)
+        raise _missing(f"{override_env}={override!r} is not an executable", override_env, kube_cache)
     if cached is not None and os.access(cached, os.X_OK):
         return str(cached)
     found = shutil.which(name)
     if found:
         return found
     where = f"{cached}, nor on PATH" if cached else "not on PATH"
-    raise _missing(f"{name} not found ({where})", override_env)
+    raise _missing(f"{name} not found ({where})", override_env, kube_cache)
 
 
-def kube_apiserver_binary() -> str:
+def kube_apiserver_binary(kube_cache: Path) -> str:
     """``KUBE_APISERVER_BINARY``, else the build script's cached binary, else ``kube-apiserver`` on PATH."""
-    return _binary("kube-apiserver", "KUBE_APISERVER_BINARY", cache_dir() / "kube" / KUBE_VERSION / "kube-apiserver")
+    return _binary("kube-apiserver", "KUBE_APISERVER_BINARY", kube_cache, kube_cache / KUBE_VERSION / "kube-apiserver")
 
 
-def etcd_binary() -> str:
+def etcd_binary(kube_cache: Path) -> str:
     """``ETCD_BINARY``, else ``etcd`` on PATH (Debian's etcd-server 3.4)."""
-    return _binary("etcd", "ETCD_BINARY")
+    return _binary("etcd", "ETCD_BINARY", kube_cache)
 
 
 @functools.cache
@@ -248,6 +254,7 @@ class KubeAPIServer:
     ``/readyz`` 200), ``start_s`` (the whole first start), ``restart_s`` (the latest
     ``restart_apiserver()`` / ``start_apiserver()``: spawn → ``/readyz``).
 
+    ``cache_dir`` holds the build script's binaries under ``kube/`` (None: ``Settings.cache_dir``).
     ``extra_apiserver_args`` are appended to the kube-apiserver command line (a scalar flag given twice: the last wins; e.g.
     ``--etcd-compaction-interval=10s`` or ``--feature-gates=...``). ``keep_data`` keeps etcd's data
     directory after ``stop()`` (by default it is deleted: its preallocated WAL alone is 64 MB).
@@ -259,9 +266,11 @@ class KubeAPIServer:
         *,
         extra_apiserver_args: Sequence[str] = (),
         keep_data: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
-        self._apiserver_binary = kube_apiserver_binary()
-        self._etcd_binary = etcd_binary()
+        kube_cache = kube_cache_dir(cache_dir)
+        self._apiserver_binary = kube_apiserver_binary(kube_cache)
+        self._etcd_binary = etcd_binary(kube_cache)
         if shutil.which("openssl") is None:
             raise ComponentMissingError("openssl not found on PATH (Debian: apt-get install openssl)")
         self.dir = new_workdir(workdir, "kube-")
@@ -285,10 +294,6 @@ class KubeAPIServer:
     def url(self) -> str:
         """``https://127.0.0.1:<port>``; the port stays the same across ``restart_apiserver()``."""
         return self.apiserver.url
-
-    @property
-    def etcd_url(self) -> str:
-        return self.etcd.url
 
     @property
     def admin_token(self) -> str:
@@ -445,15 +450,6 @@ class KubeAPIServer:
             f"--- {self.apiserver.log_path}\n{self.apiserver.log_tail(lines)}\n"
             f"--- {self.etcd.log_path}\n{self.etcd.log_tail(lines)}"
         )
-
-    def rss_bytes(self) -> dict[str, int]:
-        """Resident memory of the running processes, by name."""
-        out: dict[str, int] = {}
-        for proc in (self.etcd, self.apiserver):
-            if proc.running and proc.pid is not None:
-                with contextlib.suppress(psutil.Error):
-                    out[proc.name] = psutil.Process(proc.pid).memory_info().rss
-        return out
 
     # ------------------------------------------------------------------ clients
     def kubeconfig(self, path: Path | str, user: str = ADMIN_USER) -> Path:

@@ -1,7 +1,7 @@
 """A small Kubernetes cluster with controllers for tests and benchmarks: the project's KubeAPIServer plus
 kube-controller-manager, kube-scheduler and kwok (pods Running and Ready without containers), with the ArgoCD
 Application CRD, a sample operator CRD and an optional audit log. Binaries come from
-scripts/build-kube-apiserver.sh (cached in ~/.cache/pipeline/kube)."""
+scripts/build-kube-apiserver.sh (cached in <Settings.cache_dir>/kube, ~/.cache/pipeline/kube by default)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
-import psutil
 import yaml
 
-from pipeline.embedded.kafka import cache_dir
 from pipeline.embedded.kube import (
     BUILD_SCRIPT,
     KUBE_VERSION,
     KubeAPIServer,
     _binary,
     _LoggedProcess,
+    kube_cache_dir,
 )
 from pipeline.embedded.process import ComponentMissingError, free_port
 
@@ -47,27 +46,26 @@ rules:
 """
 
 
-def kube_controller_manager_binary() -> str:
+def kube_controller_manager_binary(kube_cache: Path) -> str:
     return _binary(
         "kube-controller-manager",
         "KUBE_CONTROLLER_MANAGER_BINARY",
-        cache_dir() / "kube" / KUBE_VERSION / "kube-controller-manager",
+        kube_cache,
+        kube_cache / KUBE_VERSION / "kube-controller-manager",
     )
 
 
-def kube_scheduler_binary() -> str:
-    return _binary(
-        "kube-scheduler", "KUBE_SCHEDULER_BINARY", cache_dir() / "kube" / KUBE_VERSION / "kube-scheduler"
-    )
+def kube_scheduler_binary(kube_cache: Path) -> str:
+    return _binary("kube-scheduler", "KUBE_SCHEDULER_BINARY", kube_cache, kube_cache / KUBE_VERSION / "kube-scheduler")
 
 
-def kwok_binary() -> str:
-    return _binary("kwok", "KWOK_BINARY", cache_dir() / "kube" / f"kwok-{KWOK_VERSION}" / "kwok")
+def kwok_binary(kube_cache: Path) -> str:
+    return _binary("kwok", "KWOK_BINARY", kube_cache, kube_cache / f"kwok-{KWOK_VERSION}" / "kwok")
 
 
-def argocd_application_crd() -> Path:
+def argocd_application_crd(kube_cache: Path) -> Path:
     """The ArgoCD ``Application`` CRD extracted by the build script from the argo-cd/v2 module zip."""
-    path = cache_dir() / "kube" / f"argocd-{ARGOCD_VERSION}" / "application-crd.yaml"
+    path = kube_cache / f"argocd-{ARGOCD_VERSION}" / "application-crd.yaml"
     if not path.is_file():
         raise ComponentMissingError(
             f"the ArgoCD Application CRD is missing ({path}). Extract it with:\n    bash {BUILD_SCRIPT}\n"
@@ -185,16 +183,20 @@ class KubeCluster(KubeAPIServer):
         extra_apiserver_args: Sequence[str] = (),
         extra_crds: Sequence[Path] = (),
         keep_data: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
+        kube_cache = kube_cache_dir(cache_dir)
         binaries = {
-            "kube-controller-manager": kube_controller_manager_binary(),
-            "kube-scheduler": kube_scheduler_binary(),
-            "kwok": kwok_binary(),
+            "kube-controller-manager": kube_controller_manager_binary(kube_cache),
+            "kube-scheduler": kube_scheduler_binary(kube_cache),
+            "kwok": kwok_binary(kube_cache),
         }
-        self.crd_files = [argocd_application_crd(), MEMCACHED_CRD, *map(Path, extra_crds)]
+        self.crd_files = [argocd_application_crd(kube_cache), MEMCACHED_CRD, *map(Path, extra_crds)]
         args = ["--shutdown-watch-termination-grace-period=2s"]
         self.audit_log = audit_log
-        super().__init__(workdir, extra_apiserver_args=[*args, *extra_apiserver_args], keep_data=keep_data)
+        super().__init__(
+            workdir, extra_apiserver_args=[*args, *extra_apiserver_args], keep_data=keep_data, cache_dir=cache_dir
+        )
         self.audit_log_path = self.dir / "audit.log"
         self.admin_kubeconfig = self.dir / "admin.kubeconfig"
         pki = self.pki
@@ -409,14 +411,6 @@ class KubeCluster(KubeAPIServer):
         parts = [f"--- {c.log_path}\n{c.log_tail(lines)}" for c in self.controllers if c._proc is not None]
         return "\n".join([*parts, super().log_tail(lines)])
 
-    def rss_bytes(self) -> dict[str, int]:
-        out = super().rss_bytes()
-        for controller in self.controllers:
-            if controller.running and controller.pid is not None:
-                with contextlib.suppress(psutil.Error):
-                    out[controller.name] = psutil.Process(controller.pid).memory_info().rss
-        return out
-
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<KubeCluster {self.url} etcd={self.etcd.url} {state} dir={self.dir}>"
@@ -428,4 +422,5 @@ def _ok(resp: httpx.Response, what: str, tolerate: Collection[int] = ()) -> dict
         return {}
     if resp.status_code >= 300:
         raise RuntimeError(f"test cluster: {what}: {resp.status_code} {resp.text[:500]}")
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body

@@ -83,7 +83,7 @@ class ServerProcess:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., None] | None = None
         self._client: httpx.Client | None = None
 
     def _argv(self) -> list[str]:

@@ -194,18 +194,20 @@ class PrometheusServer(ServerProcess):
         body = resp.json()
         if resp.status_code != 200 or body.get("status") != "success":
             raise RuntimeError(f"GET {path} {params} -> {resp.status_code}: {resp.text}")
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """``/api/v1/query`` at ``at`` (default ``history.end``); returns ``data.result``."""
         at = self.history.end if at is None else at
-        return self._data("/api/v1/query", {"query": promql, "time": at})["result"]
+        result: list[dict[str, Any]] = self._data("/api/v1/query", {"query": promql, "time": at})["result"]
+        return result
 
     def query_range(
         self, promql: str, start: float | None = None, end: float | None = None, step: float | None = None
     ) -> list[dict[str, Any]]:
         """``/api/v1/query_range`` (defaults: the whole history at its step); returns ``data.result``."""
-        return self._data(
+        result: list[dict[str, Any]] = self._data(
             "/api/v1/query_range",
             {
                 "query": promql,
@@ -214,6 +216,7 @@ class PrometheusServer(ServerProcess):
                 "step": self.history.step_s if step is None else step,
             },
         )["result"]
+        return result
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

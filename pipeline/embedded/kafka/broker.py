@@ -1,172 +1,37 @@
-"""A real Apache Kafka broker (KRaft, one combined broker+controller node) on 127.0.0.1.
-
-Nothing on PyPI ships the broker, but Maven Central publishes its jars. ``ensure_kafka`` resolves
-the runtime jar closure once into a cache; ``LocalKafka`` formats a persistent data directory and
-runs ``kafka.Kafka`` from those jars. Recipe and reasoning: shared/infra/KAFKA-FROM-MAVEN.md.
-"""
+"""The broker process: one KRaft broker+controller node on 127.0.0.1, run from the cached jars, with a
+persistent data directory (cluster id and ports kept, so a restart comes back on the same address)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import concurrent.futures
-import contextlib
-import fcntl
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, NoReturn
 
 import psutil
 
-KAFKA_VERSION = "4.1.1"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-LOG4J2_VERSION = "2.24.3"
+from pipeline.embedded.kafka.distribution import (
+    KAFKA_VERSION,
+    ensure_kafka,
+    file_tail,
+    major,
+    progress,
+    require,
+)
+
 HOST = "127.0.0.1"
 NODE_ID = 1
-_STAMP = ".complete"
 _STATE_FILE = "kafka.json"
 _PID_FILE = "kafka.pid"
-
-
-def _log(msg: str) -> None:
-    """Progress goes to stderr so it never mixes with a CLI's stdout (the bootstrap address)."""
-    print(f"[embedded-kafka] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """Root of everything downloaded or built; overridable so CI can cache one directory."""
-    env = os.environ.get("PIPELINE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pipeline"
-
-
-def _major(version: str) -> int:
-    """Kafka major version: 4.x logs through log4j2, 3.x through reload4j."""
-    return int(version.split(".", 1)[0])
-
-
-def _tail(path: Path, start: int = 0, max_bytes: int = 6000) -> str:
-    """Last part of a log file (from byte ``start`` on), for error messages."""
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(start, size - max_bytes))
-            return fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-
-
-# --------------------------------------------------------------------------- jar resolution
-
-
-def _pom(version: str) -> str:
-    """Throwaway POM: the broker plus the logging backend that Kafka's POM leaves out."""
-    deps = [("org.apache.kafka", "kafka_2.13", version)]
-    if _major(version) >= 4:  # log4j2 is compileOnly in core; the SLF4J 1.x binding is release-only
-        deps += [("org.apache.logging.log4j", a, LOG4J2_VERSION)
-                 for a in ("log4j-slf4j-impl", "log4j-core", "log4j-api")]
-    else:  # 3.9 needs log4j 1 API for Log4jController
-        deps += [("org.slf4j", "slf4j-reload4j", "1.7.36"), ("ch.qos.reload4j", "reload4j", "1.2.25")]
-    body = "".join(
-        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
-        "</dependency>\n" for g, a, v in deps)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<project xmlns="http://maven.apache.org/POM/4.0.0">\n'
-            "<modelVersion>4.0.0</modelVersion><groupId>pipeline.embedded</groupId>\n"
-            f"<artifactId>kafka-runtime</artifactId><version>{version}</version>"
-            "<packaging>pom</packaging>\n"
-            f"<dependencies>\n{body}</dependencies>\n</project>\n")
-
-
-def _require(tool: str) -> str:
-    """Absolute path of a required executable, or a clear error naming what is missing."""
-    found = shutil.which(tool)
-    if not found:
-        raise RuntimeError(f"'{tool}' not found on PATH; the embedded Kafka broker needs Java 17+ and Maven")
-    return found
-
-
-def _run_maven(kdir: Path, out_dir: Path) -> None:
-    """copy-dependencies into ``out_dir``, reporting progress while Maven downloads (minutes, once)."""
-    log_path = kdir / "mvn.log"
-    cmd = [_require("mvn"), "-B", "-f", str(kdir / "pom.xml"),
-           f"-Dmaven.repo.local={cache_dir() / 'm2'}",
-           f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-           "-DincludeScope=runtime", f"-DoutputDirectory={out_dir}"]
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        while True:
-            try:
-                rc = proc.wait(timeout=15)
-                break
-            except subprocess.TimeoutExpired:
-                n = _tail(log_path, max_bytes=10**8).count("Downloaded from")
-                _log(f"  ... still resolving ({time.monotonic() - started:.0f}s, {n} artifacts downloaded)")
-    if rc != 0:
-        raise RuntimeError(f"Maven failed to resolve Kafka jars (exit {rc}); log {log_path}:\n"
-                           f"{_tail(log_path, max_bytes=4000)}")
-
-
-def _smoke_test(libs: Path, version: str) -> None:
-    """Prove the classpath is complete before stamping it: ``kafka.Kafka --version`` must work."""
-    res = subprocess.run([_require("java"), "-Xmx64m", "-cp", f"{libs}/*", "kafka.Kafka", "--version"],
-                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    out = (res.stdout + res.stderr).strip()
-    if res.returncode != 0 or version not in out:
-        raise RuntimeError(f"Kafka classpath smoke test failed (exit {res.returncode}):\n{out[-3000:]}")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise concurrent ``ensure_kafka`` calls (CLI + tests) so Maven never runs twice at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_kafka(version: str = KAFKA_VERSION) -> Path:
-    """Return a directory holding the broker's runtime jars, resolving them from Maven Central once.
-
-    A stamp file makes every later call a no-op; the jars are copied into a scratch directory
-    and renamed into place only after the smoke test, so an interrupted run never looks complete.
-    """
-    kdir = cache_dir() / "kafka" / version
-    libs = kdir / "libs"
-    if (libs / _STAMP).is_file():
-        return libs
-    with _file_lock(kdir / ".lock"):
-        if (libs / _STAMP).is_file():
-            return libs
-        _log(f"resolving Apache Kafka {version} jars from Maven Central into {libs} (first time: minutes)")
-        started = time.monotonic()
-        (kdir / "pom.xml").write_text(_pom(version))
-        partial = kdir / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        _run_maven(kdir, partial)
-        _smoke_test(partial, version)
-        (partial / _STAMP).write_text(version + "\n")
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)
-        _log(f"Kafka {version} ready: {sum(1 for _ in libs.glob('*.jar'))} jars "
-             f"in {time.monotonic() - started:.1f}s")
-    return libs
-
-
-# --------------------------------------------------------------------------- broker process
 
 
 def _free_port(avoid: object = None) -> int:
@@ -237,7 +102,7 @@ def _server_properties(log_dirs: Path, port: int, cport: int, version: str) -> s
         "log.segment.bytes": str(16 * 1024 * 1024),
         "log.roll.ms": str(60 * 60 * 1000),
     }
-    if _major(version) >= 4:
+    if major(version) >= 4:
         props.update({
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
@@ -251,7 +116,7 @@ def _server_properties(log_dirs: Path, port: int, cport: int, version: str) -> s
 def _log_config(version: str) -> str:
     """Quiet logging (WARN) except the two INFO loggers whose lines mark readiness in the log file."""
     ready = ("kafka.server.BrokerLifecycleManager", "kafka.server.KafkaRaftServer")
-    if _major(version) >= 4:
+    if major(version) >= 4:
         lines = ["status = warn", "name = pipeline-embedded-kafka", "shutdownHook = disable",
                  "appender.out.type = Console", "appender.out.name = OUT",
                  "appender.out.layout.type = PatternLayout",
@@ -309,12 +174,14 @@ class LocalKafka:
 
     ``data_dir`` holds the Kafka log dirs, ``kafka.json`` (cluster id and ports, so a restart
     comes back on the same bootstrap address), the generated configs, the PID file and the log.
+    ``cache_dir`` is where the jars are resolved (``ensure_kafka``); None: ``Settings.cache_dir``.
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, controller_port: int | None = None,
-                 heap: str = "512m", version: str = KAFKA_VERSION) -> None:
+                 heap: str = "512m", version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.version = version
+        self.cache_dir = cache_dir  # where the jars are cached; None: Settings.cache_dir
         self.heap = heap
         self._want_port = port
         self._want_cport = controller_port
@@ -347,12 +214,6 @@ class LocalKafka:
         """True while the JVM this object started is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the broker JVM, for benchmarks and capacity notes."""
-        if not self.running or self.pid is None:
-            raise RuntimeError("LocalKafka is not running")
-        return int(psutil.Process(self.pid).memory_info().rss)
-
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, timeout: float = 120.0) -> str:
@@ -363,7 +224,7 @@ class LocalKafka:
         """
         if self.running:
             return self.bootstrap
-        libs = ensure_kafka(self.version)
+        libs = ensure_kafka(self.version, cache_dir=self.cache_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._kill_leftover()
         state = self._load_state()
@@ -379,7 +240,7 @@ class LocalKafka:
             except _PortInUse:
                 if not fresh_ports or attempt == 2:
                     raise
-                _log(f"port {state['port']}/{state['controller_port']} was taken; retrying with new ports")
+                progress(f"port {state['port']}/{state['controller_port']} was taken; retrying with new ports")
                 state["port"] = _free_port()
                 state["controller_port"] = _free_port(avoid=state["port"])
         raise AssertionError("unreachable")
@@ -392,7 +253,7 @@ class LocalKafka:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _log(f"broker pid {proc.pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
+                progress(f"broker pid {proc.pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
                 proc.kill()
                 proc.wait(timeout=10)
         if proc is not None:
@@ -428,7 +289,7 @@ class LocalKafka:
         if "cluster_id" not in state:
             state["cluster_id"] = self._meta_cluster_id() or _new_cluster_id()
         if state.get("version") not in (None, self.version):
-            _log(f"warning: {self.data_dir} was last run with Kafka {state['version']}, now {self.version}")
+            progress(f"warning: {self.data_dir} was last run with Kafka {state['version']}, now {self.version}")
         state["version"] = self.version
         return state
 
@@ -468,18 +329,18 @@ class LocalKafka:
     @property
     def _log_config_name(self) -> str:
         """4.x reads log4j2 config, 3.x reload4j (log4j 1) config."""
-        return "log4j2.properties" if _major(self.version) >= 4 else "log4j.properties"
+        return "log4j2.properties" if major(self.version) >= 4 else "log4j.properties"
 
     def _log_opts(self) -> list[str]:
         """log4j2 (4.x) or reload4j (3.x) configuration flags."""
         cfg = self.data_dir / self._log_config_name
-        flag = (f"-Dlog4j2.configurationFile={cfg}" if _major(self.version) >= 4
+        flag = (f"-Dlog4j2.configurationFile={cfg}" if major(self.version) >= 4
                 else f"-Dlog4j.configuration=file:{cfg}")
         return [flag, f"-Dkafka.logs.dir={self.data_dir}"]
 
     def _java(self, libs: Path, heap_opts: list[str], main: list[str]) -> list[str]:
         """JVM command line: small serial-GC heap, C1 only, die on OOM rather than wedge."""
-        return [_require("java"), *heap_opts, "-XX:+UseSerialGC", "-XX:MaxMetaspaceSize=192m",
+        return [require("java"), *heap_opts, "-XX:+UseSerialGC", "-XX:MaxMetaspaceSize=192m",
                 "-XX:+ExitOnOutOfMemoryError", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
                 "-Djava.awt.headless=true", *self._log_opts(), "-cp", f"{libs}/*", *main]
 
@@ -527,7 +388,7 @@ class LocalKafka:
         """Stop whatever is left and raise with the log tail, the only useful diagnostic."""
         rc = self._proc.poll() if self._proc is not None else None
         self.stop(timeout=10)
-        tail = _tail(self.log_file, self._log_start)
+        tail = file_tail(self.log_file, self._log_start)
         msg = f"Kafka broker in {self.data_dir} {what} (exit code {rc}); log {self.log_file}:\n{tail}"
         if rc is not None and "Address already in use" in tail:
             raise _PortInUse(msg)
@@ -549,7 +410,7 @@ class LocalKafka:
         except (OSError, ValueError, psutil.Error):
             ours = False
         if ours:
-            _log(f"stopping leftover broker pid {pid} for {self.data_dir}")
+            progress(f"stopping leftover broker pid {pid} for {self.data_dir}")
             proc.terminate()
             try:
                 proc.wait(timeout=30)
