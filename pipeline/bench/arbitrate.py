@@ -27,7 +27,7 @@ from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.arbitration import apply as apply_decisions
-from pipeline.domain.arbitration import resolve
+from pipeline.domain.arbitration import policy_from_settings, resolve
 from pipeline.events import (
     ArbitrationState,
     DecisionMade,
@@ -37,7 +37,7 @@ from pipeline.events import (
     TargetState,
     decode,
 )
-from pipeline.stages.arbitrate import ArbitrateStage, policy_from_settings
+from pipeline.stages.arbitrate import ArbitrateStage
 
 NAMESPACES = 40
 ACTIONS = ("restart_pod", "scale_resources", "restart_deployment", "scale_replicas")

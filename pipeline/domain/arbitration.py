@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.config import Settings
 from pipeline.events import (
     ActiveAction,
     Decision,
@@ -41,7 +42,7 @@ from pipeline.events import (
 __all__ = [
     "ActiveAction", "ApprovalRule", "Decision", "Outcome", "Policy", "Proposal", "Reason", "ReasonCode", "Risk",
     "Rules", "RulesError", "Source", "Target", "TargetState", "UnknownAction", "apply", "expire", "load_rules",
-    "manual_action", "propose_from_incident",
+    "manual_action", "policy_from_settings", "propose_from_incident",
     "propose_from_score", "propose_manual", "release", "resolve",
 ]
 
@@ -163,6 +164,21 @@ class Policy(_Frozen):
     approval: tuple[ApprovalRule, ...] = DEFAULT_APPROVAL
     action_timeout_seconds: float = Field(
         1800.0, gt=0, description="An action never reported finished stops holding its target after this long")
+
+
+def policy_from_settings(settings: Settings) -> Policy:
+    """The arbitration policy the settings describe (REMEDIATION_* and CONFIDENCE_THRESHOLD)."""
+    approval = (tuple(ApprovalRule.model_validate(r) for r in settings.remediation_approval)
+                if settings.remediation_approval is not None else DEFAULT_APPROVAL)
+    return Policy(
+        confidence_threshold=settings.confidence_threshold,
+        cooldown_seconds=settings.remediation_cooldown_s,
+        namespace_budget=settings.remediation_namespace_budget,
+        protected_namespaces=frozenset(settings.remediation_protected_namespaces),
+        kill_switch=settings.remediation_kill_switch,
+        approval=approval,
+        action_timeout_seconds=settings.remediation_action_timeout_s,
+    )
 
 
 def proposal_id(incident_id: str, source: str, origin: str, action: str, target: str) -> str:

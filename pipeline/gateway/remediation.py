@@ -32,14 +32,15 @@ from pipeline.domain.arbitration import (
     UnknownAction,
     load_rules,
     manual_action,
+    policy_from_settings,
     propose_manual,
 )
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Proposal, RemediationProposed, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL
+from pipeline.gateway.coordination_status import CoordinationStatus
 from pipeline.gateway.projection import publish_visible
-from pipeline.gateway.remediation_view import LAYERS, RemediationView, go_duration, workflow_view
-from pipeline.stages.arbitrate import policy_from_settings
+from pipeline.gateway.remediation_view import RemediationView, workflow_view
 
 REPEAT_WINDOW = timedelta(minutes=5)  # an identical request within it returns the same workflow
 _WORKFLOW_NAMESPACE = uuid.UUID("0b9b7f63-2f0e-4c55-9a53-3c1d2a6f4e80")
@@ -136,22 +137,17 @@ def _workflow_id(request_id: str) -> str:
     return "wf-" + uuid.uuid5(_WORKFLOW_NAMESPACE, request_id).hex[:12]
 
 
-def router(settings: Settings, view: RemediationView, producer: EventProducer, started: float,
-           control: ControlState | None = None, detector: Any = None,
-           workers: Callable[[], Awaitable[int]] | None = None) -> APIRouter:
-    """`control` is the followed control topic (kill switch, pause, approvals); `detector` (adapters.detection)
-    tells a trigger's deployment method when this gateway can read the cluster; `workers` counts the remediate
-    stage's consumers (the processes that execute approved actions) -- without it `/api/v1/cluster/status`
-    answers 503, as it cannot tell."""
-    api = APIRouter(tags=["remediation"])
-    control = control if control is not None else ControlState()
-    topic = settings.topic("remediation")
-    rules: Rules = load_rules(settings.remediation_rules_path)
-    policy = policy_from_settings(settings)
+class ManualRemediation:
+    """Manual remediation commands: each becomes a proposal under the rules, published to `remediation`,
+    and an identical request (same Idempotency-Key, or same body within REPEAT_WINDOW) finds its workflow."""
 
-    def earlier(key: str, digest: str) -> str | None:
+    def __init__(self, settings: Settings, view: RemediationView, producer: EventProducer, rules: Rules) -> None:
+        self.settings, self.view, self.producer, self.rules = settings, view, producer, rules
+        self.topic = settings.topic("remediation")
+
+    def earlier(self, key: str, digest: str) -> str | None:
         """The workflow of an earlier request with the same key (and, for body keys, within the window)."""
-        found = view.by_request(key)
+        found = self.view.by_request(key)
         if found is None:
             return None
         if found.proposal.parameters.get("request_hash") != digest:
@@ -161,124 +157,141 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
             return None
         return found.proposal.workflow_id
 
-    async def submit(proposal: Proposal) -> None:
+    async def submit(self, proposal: Proposal) -> None:
         """Publish the command; answer once the broker has it and this gateway shows it (read your writes)."""
         event = Event.of(RemediationProposed(namespace=proposal.namespace, proposal=proposal),
                          source="pipeline/gateway", subject=proposal.target, incidentid=proposal.incident_id or None,
                          workflowid=proposal.workflow_id)
-        await publish_visible(producer, topic, event, view.applied, settings.gateway_write_timeout_s, "command",
-                              workflow_id=proposal.workflow_id)
+        await publish_visible(self.producer, self.topic, event, self.view.applied,
+                              self.settings.gateway_write_timeout_s, "command", workflow_id=proposal.workflow_id)
 
-    def propose(key: str, digest: str, namespace: str, ref: ResourceRef, action: str,
+    def propose(self, key: str, digest: str, namespace: str, ref: ResourceRef, action: str,
                 rule_id: str | None, **kw: Any) -> Proposal:
+        """The proposal of a request; `kw` holds incident_id, severity, parameters and propose_manual's own."""
         # A body key names this request at this moment, so a repeat after the window is a new workflow.
         request_id = key if key.startswith("key:") else f"{key}@{time.time_ns()}"
         workflow_id = _workflow_id(request_id)
         params = {**kw.pop("parameters", {}), "request_key": key, "request_hash": digest}
         target = Target(key=f"{namespace}/{ref.kind}/{ref.name}", namespace=namespace, kind=ref.kind,
                         incident_id=kw.pop("incident_id") or workflow_id, severity=kw.pop("severity"))
-        return propose_manual(rules, target, action, request_id=request_id, rule_id=rule_id,
+        return propose_manual(self.rules, target, action, request_id=request_id, rule_id=rule_id,
                               workflow_id=workflow_id, parameters=params, **kw)
 
-    async def submit_manual(*, namespace: str, kind: str, name: str, action: str, incident_id: str, dry_run: bool,
-                            requested_by: str, reason: str, body: Any, parameters: dict[str, Any]) -> Proposal:
-        """Propose and publish a manual action (used by the coordination routes); one per identical body."""
-        key, digest = f"body:{requested_by}", ""
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
-        key = f"body:{digest}"
-        found = view.by_request(key)
-        if found is not None and datetime.now(UTC) - found.submitted_at <= REPEAT_WINDOW:
-            return found.proposal
-        proposal = propose(key, digest, namespace, ResourceRef.model_construct(kind=kind, name=name), action, None,
-                           incident_id=incident_id, severity=Severity.MEDIUM, priority=None, dry_run=dry_run,
-                           requested_by=requested_by, reason=reason, parameters=parameters)
-        await submit(proposal)
+    async def propose_and_submit(self, key: str, digest: str, namespace: str, ref: ResourceRef, action: str,
+                                 rule_id: str | None, **kw: Any) -> Proposal:
+        proposal = self.propose(key, digest, namespace, ref, action, rule_id, **kw)
+        await self.submit(proposal)
         return proposal
 
-    async def deployment_method(namespace: str, kind: str, name: str) -> str:
-        if detector is None:
-            return "unknown"
+    async def submit_manual(self, *, namespace: str, kind: str, name: str, action: str, incident_id: str,
+                            dry_run: bool, requested_by: str, reason: str, body: Any,
+                            parameters: dict[str, Any]) -> Proposal:
+        """Propose and publish a manual action (used by the coordination routes); one per identical body."""
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+        key = f"body:{digest}"
+        found = self.view.by_request(key)
+        if found is not None and datetime.now(UTC) - found.submitted_at <= REPEAT_WINDOW:
+            return found.proposal
+        return await self.propose_and_submit(
+            key, digest, namespace, ResourceRef.model_construct(kind=kind, name=name), action, None,
+            incident_id=incident_id, severity=Severity.MEDIUM, priority=None, dry_run=dry_run,
+            requested_by=requested_by, reason=reason, parameters=parameters)
+
+    async def trigger(self, req: TriggerRequest, key: str, digest: str) -> str:
+        """`POST /api/v1/remediation/trigger`: the workflow of this request, proposed now or earlier."""
+        workflow_id = self.earlier(key, digest)
+        if workflow_id is not None:
+            return workflow_id
         try:
-            info = await asyncio.wait_for(detector.detect(namespace, kind, name), 3.0)
-        except Exception:  # noqa: BLE001 - not found, forbidden, slow: the remediator detects again anyway
-            return "unknown"
-        return str(info.method)
+            action, rule_id = manual_action(self.rules, req.issue.type, req.resource.kind, req.action)
+        except UnknownAction as exc:
+            raise ApiError(400, "VALIDATION_FAILED", str(exc), field="action") from None
+        described = f" ({req.issue.description})" if req.issue.description else ""
+        proposal = await self.propose_and_submit(
+            key, digest, req.namespace, req.resource, action, rule_id,
+            incident_id=req.incident_id, severity=req.issue.severity, priority=req.priority, dry_run=req.dry_run,
+            requested_by="remediation/trigger", reason=f"manual trigger: {req.issue.type}{described}",
+            parameters={"issue_type": req.issue.type})
+        assert proposal.workflow_id is not None
+        return proposal.workflow_id
+
+    def require_known(self, action: str) -> None:
+        """A 400 naming the known actions when `action` is not one of the rules'."""
+        if action not in self.rules.actions:
+            raise ApiError(400, "VALIDATION_FAILED",
+                           f"unknown action {action!r}; known: {', '.join(sorted(self.rules.actions))}",
+                           field="action")
+
+    async def remediate(self, req: RemediateRequest, key: str, digest: str) -> dict[str, Any]:
+        """`POST /api/v1/remediate`: queue the action (or find the earlier one) and say where it stands."""
+        workflow_id = self.earlier(key, digest)
+        proposal: Proposal | None = None
+        if workflow_id is None:
+            proposal = await self.propose_and_submit(
+                key, digest, req.namespace, req.resource(), req.action, None,
+                incident_id=req.incident_id, severity=req.severity, priority=req.priority, dry_run=req.dry_run,
+                requested_by="remediate", parameters=req.parameters)
+            workflow_id = proposal.workflow_id
+            assert workflow_id is not None
+        action_id, status, position = self._queue_position(workflow_id, proposal)
+        return {"status": status, "action_id": action_id, "workflow_id": workflow_id, "queued": position > 0,
+                "position_in_queue": position, "dry_run": req.dry_run}
+
+    def _queue_position(self, workflow_id: str, proposal: Proposal | None) -> tuple[str | None, str, int]:
+        """(action id, status, 1-based position in the queue or 0 once decided)."""
+        entry = self.view.workflow(workflow_id)
+        queue = [e.proposal.id for e in self.view.pending()]
+        if entry is None:  # not projected yet: it is behind everything the gateway has seen
+            return (proposal.id if proposal else None), "queued", len(queue) + 1
+        if entry.decision is None:
+            return entry.proposal.id, "queued", queue.index(entry.proposal.id) + 1
+        return entry.proposal.id, entry.status, 0
+
+
+async def _deployment_method(detector: Any, namespace: str, kind: str, name: str) -> str:
+    if detector is None:
+        return "unknown"
+    try:
+        info = await asyncio.wait_for(detector.detect(namespace, kind, name), 3.0)
+    except Exception:  # noqa: BLE001 - not found, forbidden, slow: the remediator detects again anyway
+        return "unknown"
+    return str(info.method)
+
+
+def router(settings: Settings, view: RemediationView, producer: EventProducer, started: float,
+           control: ControlState | None = None, detector: Any = None,
+           workers: Callable[[], Awaitable[int]] | None = None) -> APIRouter:
+    """`control` is the followed control topic (kill switch, pause, approvals); `detector` (adapters.detection)
+    tells a trigger's deployment method when this gateway can read the cluster; `workers` counts the remediate
+    stage's consumers (the processes that execute approved actions) -- without it `/api/v1/cluster/status`
+    answers 503, as it cannot tell."""
+    api = APIRouter(tags=["remediation"])
+    control = control if control is not None else ControlState()
+    manual = ManualRemediation(settings, view, producer, load_rules(settings.remediation_rules_path))
+    coordination = CoordinationStatus(settings, view, control, policy_from_settings(settings), started)
 
     from pipeline.gateway.workflows import router as workflows_router
 
-    api.include_router(workflows_router(settings, view, control, producer, submit_manual))
+    api.include_router(workflows_router(settings, view, control, producer, manual.submit_manual))
 
     @api.post("/api/v1/remediation/trigger", status_code=202, summary="Propose a remediation (manual command)")
     async def trigger(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, body = await read_model(request, TriggerRequest, MAX_WRITE_BODY)
-        key, digest = _request_key(request, body)
-        workflow_id = earlier(key, digest)
-        if workflow_id is None:
-            try:
-                action, rule_id = manual_action(rules, req.issue.type, req.resource.kind, req.action)
-            except UnknownAction as exc:
-                raise ApiError(400, "VALIDATION_FAILED", str(exc), field="action") from None
-            proposal = propose(key, digest, req.namespace, req.resource, action, rule_id,
-                               incident_id=req.incident_id, severity=req.issue.severity, priority=req.priority,
-                               dry_run=req.dry_run, requested_by="remediation/trigger",
-                               reason=f"manual trigger: {req.issue.type}"
-                               + (f" ({req.issue.description})" if req.issue.description else ""),
-                               parameters={"issue_type": req.issue.type})
-            await submit(proposal)
-            workflow_id = proposal.workflow_id
-            assert workflow_id is not None
+        workflow_id = await manual.trigger(req, *_request_key(request, body))
         entry = view.workflow(workflow_id)
-        return JSONResponse(
-            {
-                "workflow_id": workflow_id,
-                "status": "pending" if entry is None else entry.status,
-                "deployment_method": (entry.workflow.deployment_method if entry is not None and entry.workflow
-                                      else await deployment_method(req.namespace, req.resource.kind,
-                                                                   req.resource.name)),
-                "estimated_duration": "5m",
-                "dry_run": req.dry_run,
-                "incident_id": req.incident_id,
-            },
-            status_code=202,
-        )
+        method = (entry.workflow.deployment_method if entry is not None and entry.workflow
+                  else await _deployment_method(detector, req.namespace, req.resource.kind, req.resource.name))
+        return JSONResponse({"workflow_id": workflow_id, "status": "pending" if entry is None else entry.status,
+                             "deployment_method": method, "estimated_duration": "5m", "dry_run": req.dry_run,
+                             "incident_id": req.incident_id}, status_code=202)
 
     @api.post("/api/v1/remediate", status_code=202, summary="Queue a remediation action (Python engine API)")
     async def remediate(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, body = await read_model(request, RemediateRequest, MAX_WRITE_BODY)
-        if req.action not in rules.actions:
-            raise ApiError(400, "VALIDATION_FAILED",
-                           f"unknown action {req.action!r}; known: {', '.join(sorted(rules.actions))}", field="action")
-        key, digest = _request_key(request, body)
-        workflow_id = earlier(key, digest)
-        proposal: Proposal | None = None
-        if workflow_id is None:
-            proposal = propose(key, digest, req.namespace, req.resource(), req.action, None,
-                               incident_id=req.incident_id, severity=req.severity, priority=req.priority,
-                               dry_run=req.dry_run, requested_by="remediate", parameters=req.parameters)
-            await submit(proposal)
-            workflow_id = proposal.workflow_id
-            assert workflow_id is not None
-        entry = view.workflow(workflow_id)
-        queue = [e.proposal.id for e in view.pending()]
-        if entry is None:  # not projected yet: it is behind everything the gateway has seen
-            action_id, status, position = proposal.id if proposal else None, "queued", len(queue) + 1
-        elif entry.decision is None:
-            action_id, status, position = entry.proposal.id, "queued", queue.index(entry.proposal.id) + 1
-        else:
-            action_id, status, position = entry.proposal.id, entry.status, 0
-        return JSONResponse(
-            {
-                "status": status,
-                "action_id": action_id,
-                "workflow_id": workflow_id,
-                "queued": position > 0,
-                "position_in_queue": position,
-                "dry_run": req.dry_run,
-            },
-            status_code=202,
-        )
+        manual.require_known(req.action)
+        return JSONResponse(await manual.remediate(req, *_request_key(request, body)), status_code=202)
 
     @api.get("/api/v1/workflows/{workflow_id}", summary="A manual remediation and its decision record")
     async def get_workflow(workflow_id: str) -> JSONResponse:
@@ -287,59 +300,9 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
             raise ApiError(404, "NOT_FOUND", "Workflow not found", field="workflow_id")
         return JSONResponse(workflow_view(workflow_id, entry))
 
-    def uptime() -> float:
-        return round(time.monotonic() - started, 3)
-
-    def today(now: datetime) -> tuple[int, int]:
-        """Conflicts detected and resolved since midnight UTC (the Python engine's daily counters)."""
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        detected = sum(1 for e in view.entries.values() if e.decision is not None and e.decision.decided_at >= midnight
-                       and any(r.code in ("lost_conflict", "duplicate") for r in e.decision.reasons))
-        return detected, detected
-
     @api.get("/api/v1/status", summary="Coordination status: engine, queue, actions, conflicts, layers")
     async def status() -> JSONResponse:
-        now = datetime.now(UTC)
-        c = view.counts(now)
-        s = c["statuses"]
-        conflicts = sum(c["conflicts"].values())
-        killed = policy.kill_switch or control.killed
-        detected, resolved = today(now)
-        by_source = {src: sum(1 for e in view.entries.values() if e.proposal.source == src and e.workflow is not None
-                              and e.workflow.status in ("completed", "failed"))
-                     for src in ("deterministic", "ai", "manual")}
-        queued = s.get("pending", 0) + s.get("awaiting_approval", 0)
-        return JSONResponse({
-            "status": "running",
-            "timestamp": now.isoformat(),
-            # the Python engine's fields
-            "engine_status": "stopped" if killed else ("paused" if control.paused else "running"),
-            "active_actions": s.get("running", 0),
-            "queued_actions": queued,
-            "conflicts_detected_today": detected,
-            "conflicts_resolved_today": resolved,
-            "layers": {
-                **{name: c["layers"].get(name, {}) for name in LAYERS},
-                "deterministic": {"status": "stopped" if killed else "active",
-                                  "actions_processed": by_source["deterministic"] + by_source["manual"]},
-                "ai_driven": {"status": "stopped" if killed else "active", "actions_processed": by_source["ai"]},
-            },
-            # ours
-            "engine": {"running": not killed, "mode": "event-log", "version": settings.version,
-                       "uptime_seconds": uptime(), "kill_switch": killed, "paused": control.paused,
-                       "remediation_mode": settings.remediation_mode},
-            "queue": {"pending": s.get("pending", 0), "awaiting_approval": s.get("awaiting_approval", 0),
-                      "active": s.get("running", 0)},
-            "actions": {"total": c["total"], **{k: s.get(k, 0) for k in (
-                "pending", "approved", "awaiting_approval", "running", "completed", "failed", "rejected",
-                "superseded", "skipped", "cancelled", "expired")}, "by_source": c["by_source"]},
-            "conflicts": {"total": conflicts, "resolved": conflicts, "by_kind": c["conflicts"]},
-            "controls": control.view(),
-            "policy": {"confidence_threshold": policy.confidence_threshold, "cooldown_seconds": policy.cooldown_seconds,
-                       "namespace_budget": policy.namespace_budget,
-                       "protected_namespaces": sorted(policy.protected_namespaces), "kill_switch": killed,
-                       "approval": [r.model_dump(mode="json", exclude_defaults=True) for r in policy.approval]},
-        })
+        return JSONResponse(coordination.engine(datetime.now(UTC)))
 
     @api.get("/api/v1/cluster/status", summary="The cluster status the MCP server reads")
     async def cluster_status() -> JSONResponse:
@@ -351,26 +314,6 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
             raise ApiError(503, "KAFKA_UNAVAILABLE",
                            f"cannot count the remediate workers: {type(exc).__name__}: {exc}",
                            headers={"Retry-After": "5"}) from None
-        now = datetime.now(UTC)
-        c = view.counts(now)
-        s = c["statuses"]
-        conflicts = sum(c["conflicts"].values())
-        pending = s.get("pending", 0) + s.get("awaiting_approval", 0)
-        killed = policy.kill_switch or control.killed
-        reasons = [why for why, yes in (("kill switch on: every proposal is rejected", killed),
-                                        ("paused: no workflow starts", control.paused),
-                                        ("no remediate worker: approved actions wait", workers_count == 0)) if yes]
-        up = uptime()
-        return JSONResponse({
-            "status": "degraded" if reasons else "healthy",
-            "reasons": reasons,
-            "timestamp": now.isoformat(),
-            "actions": {"total": c["total"], "pending": pending, "running": s.get("running", 0),
-                        "completed": s.get("completed", 0), "failed": s.get("failed", 0),
-                        "rejected": s.get("rejected", 0) + s.get("superseded", 0), "skipped": s.get("skipped", 0)},
-            "conflicts": {"total": conflicts, "resolved": conflicts},
-            "engine": {"running": not killed, "queue_length": pending, "workers_count": workers_count,
-                       "uptime": go_duration(int(up)), "uptime_seconds": up},
-        })
+        return JSONResponse(coordination.cluster(datetime.now(UTC), workers_count))
 
     return api

@@ -20,11 +20,9 @@ from pipeline.bus.producer import Output, derived_id
 from pipeline.bus.stage import ChangelogReader, Stage
 from pipeline.config import Settings
 from pipeline.domain.arbitration import (
-    DEFAULT_APPROVAL,
-    ApprovalRule,
-    Policy,
     apply,
     expire,
+    policy_from_settings,
     release,
     resolve,
 )
@@ -45,20 +43,6 @@ from pipeline.observability import (
     COORDINATION_REDECIDED,
     COORDINATION_RESOLUTION_SECONDS,
 )
-
-
-def policy_from_settings(settings: Settings) -> Policy:
-    approval = (tuple(ApprovalRule.model_validate(r) for r in settings.remediation_approval)
-                if settings.remediation_approval is not None else DEFAULT_APPROVAL)
-    return Policy(
-        confidence_threshold=settings.confidence_threshold,
-        cooldown_seconds=settings.remediation_cooldown_s,
-        namespace_budget=settings.remediation_namespace_budget,
-        protected_namespaces=frozenset(settings.remediation_protected_namespaces),
-        kill_switch=settings.remediation_kill_switch,
-        approval=approval,
-        action_timeout_seconds=settings.remediation_action_timeout_s,
-    )
 
 
 @dataclass(frozen=True, slots=True)
