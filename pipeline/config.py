@@ -140,7 +140,6 @@ class Settings(BaseSettings):
     # Stages.
     stage_batch_size: int = Field(default=500, ge=1)
     stage_batch_timeout_ms: int = Field(default=100, ge=1)
-    stage_max_attempts: int = Field(default=3, ge=1)
     # A partition held on the same offset while input waits for longer than this is reported stuck
     # (/api/v1/health, pipeline_stage_stuck_seconds); a dead letter's payload above this many bytes is cut.
     stage_stuck_after_s: float = Field(default=60.0, ge=0)

@@ -22,7 +22,7 @@ import psutil
 from pipeline.bench.harness import Report, bench_settings, latency_figures
 from pipeline.bench.stage import consume_all, out_topics, raw_passthrough, run_stage
 from pipeline.bus import kafka
-from pipeline.bus.producer import EventProducer, Output, derived_id
+from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
@@ -36,6 +36,7 @@ from pipeline.events import (
     RemediationProposed,
     TargetState,
     decode,
+    derived_id,
 )
 from pipeline.stages.arbitrate import ArbitrateStage
 

@@ -347,10 +347,11 @@ class _Timed:
     `workflows` that sees each workflow finish."""
 
     def __init__(self, settings: Settings) -> None:
+        from pipeline.adapters.rules import load_rules
         from pipeline.stages.remediate import RemediateStage
 
         self.settings = settings
-        self.stage = RemediateStage(settings)
+        self.stage = RemediateStage(settings, load_rules(settings.remediation_rules_path))
         self.runtime = StageRuntime(settings, self.stage)
         self.consumer = kafka.consumer(settings, settings.topic("workflows"), group_id=None,
                                        auto_offset_reset="earliest")

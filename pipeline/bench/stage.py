@@ -21,12 +21,12 @@ from aiokafka.admin import NewTopic
 
 from pipeline.bench.harness import Report, bench_settings
 from pipeline.bus import kafka
-from pipeline.bus.producer import EventProducer, Output, derived_id
+from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import Stage, StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.correlation import changelog_records, correlate
-from pipeline.events import CorrelationState, Event, Resource, Severity, Signal, decode, utcnow
+from pipeline.events import CorrelationState, Event, Resource, Severity, Signal, decode, derived_id, utcnow
 from pipeline.stages.correlate import CorrelateStage
 
 

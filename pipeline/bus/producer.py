@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,13 +25,6 @@ from aiokafka.errors import (
 from pipeline.bus import kafka
 from pipeline.config import Settings
 from pipeline.events import Event
-
-_DERIVED = uuid.UUID("a4d7a9f2-0c1b-4b5e-8f7e-2b6c1d9e3f55")
-
-
-def derived_id(causation_id: str, index: int = 0) -> str:
-    """Id of the index-th event caused by another: a replay or redelivery produces the same ids."""
-    return str(uuid.uuid5(_DERIVED, f"{causation_id}#{index}"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """The one way to run a stream stage.
 
 A FastStream batch subscriber hands us what one `getmany` returned. For each record we decode the
-event, skip ids already handled, and call the stage's (pure) handler, retrying a bounded number of
-times and dead-lettering the record with its origin when it keeps failing. Then, in this order:
+event, skip ids already handled, and call the stage's (pure) handler with the record's `Origin`. Errors are
+classified as kopf does: `TransientError` (a dependency is away) retries the batch with backoff; anything
+else a handler raises is permanent (a pure handler does not get better by retrying), so the record is
+dead-lettered at once with its origin and the partition moves on. Then, in this order:
 the outputs are produced and acknowledged, the stage's changelog is produced and acknowledged, the
 stage's in-memory state is committed, and only then the consumer offsets. If producing fails, the
 batch's state changes are rolled back and the partitions are rewound, so nothing is lost (at least
@@ -11,8 +13,9 @@ once; handlers are idempotent and output ids are derived from input ids, so dupl
 A record the broker refuses for good (too large, malformed: `producer.RecordRejected`) is not retried: the
 batch is handled again one record at a time, and the input record whose outputs were refused is dead-lettered
 with its origin and the reason (its payload cut to DEADLETTER_MAX_PAYLOAD_BYTES if the dead letter itself is
-refused), so the partition moves on. Transient failures (broker away, `TransientError` from a stage) keep
-retrying; a partition held on one offset is measured (`pipeline_stage_stuck_seconds`) and, past
+refused), so the partition moves on. Transient failures (broker away, `TransientError` from a stage) are
+retried through stamina (BATCH_RETRY: backoff with jitter), then the partitions are rewound and the batch is
+fetched again, so they keep retrying without leaving the consumer group; a partition held on one offset is measured (`pipeline_stage_stuck_seconds`) and, past
 STAGE_STUCK_AFTER_S, reported stuck in `/api/v1/health` (`stuck_partitions`).
 """
 
@@ -23,9 +26,11 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import stamina
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy, Context
@@ -49,7 +54,10 @@ from pipeline.observability import (
 )
 
 SEEN_IDS = 100_000
-RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# A batch that failed transiently (broker away, `TransientError`): retried in place with exponential backoff
+# and jitter (stamina), then the partitions are rewound and the next fetch starts the policy again.
+BATCH_RETRY: dict[str, Any] = {"attempts": 6, "timeout": None, "wait_initial": 0.2, "wait_max": 5.0,
+                               "wait_jitter": 0.5}
 
 _RUNNING: weakref.WeakSet[StageRuntime] = weakref.WeakSet()
 
@@ -57,6 +65,21 @@ _RUNNING: weakref.WeakSet[StageRuntime] = weakref.WeakSet()
 class TransientError(Exception):
     """Raised by a stage's `prepare` or `handle` when a later retry can succeed (a dependency is away): the batch
     is retried and the partition waits; the record is never dead-lettered for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the runtime read an input event: topic, partition, offset, and the record's timestamp (ms since
+    the epoch). Stages see this, never the Kafka client's record type."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+    @classmethod
+    def of(cls, record: ConsumerRecord) -> Origin:
+        return cls(record.topic, record.partition, record.offset, record.timestamp)
 
 
 def running_stages() -> list[str]:
@@ -93,8 +116,9 @@ class Stage(ABC):
         """
 
     @abstractmethod
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
-        """Outputs for one input event. Must not publish anything itself."""
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
+        """Outputs for one input event, read at `origin`. Must not publish anything itself. Raise TransientError
+        when a later retry can succeed; any other exception dead-letters the record."""
 
     def changelog(self) -> list[Output]:
         return []
@@ -148,6 +172,11 @@ class ChangelogReader:
             return out
         finally:
             await consumer.stop()
+
+
+def _retryable(exc: Exception) -> bool:
+    """Everything that fails a batch is transient except a record the broker refuses for good."""
+    return not isinstance(exc, RecordRejected)
 
 
 def _decode_or_none(record: ConsumerRecord) -> Event | None:
@@ -264,36 +293,44 @@ class StageRuntime:
 
     async def _with_retries(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> bool:
         """Process the records, retrying transient failures; False when it gave up for now (rewound)."""
-        rejected: RecordRejected | None = None
-        attempt = 0
-        while True:
-            try:
-                if rejected is not None:
-                    await self._dead_letter_rejected(records[0], rejected, consumer)
-                else:
-                    await self._process(records, consumer)
-                return True
-            except RecordRejected as exc:
-                self.stage.rollback()
-                if len(records) > 1:
-                    # Which input caused it? Handle the batch one record at a time: only that one is dead-lettered.
-                    self.log.warning(
-                        "a record was refused for good; handling the batch record by record", error=exc.reason
-                    )
-                    for record in records:
-                        if not await self._with_retries([record], consumer):
-                            return False
-                    return True
-                rejected = exc
-                continue
-            except Exception as exc:  # noqa: BLE001 - any broker failure: roll back, rewind, retry
-                self.stage.rollback()
-                self.log.warning("batch failed, will retry", error=repr(exc), attempt=attempt + 1)
-                if attempt == len(RETRY_BACKOFF_S):
-                    self._rewind(records, consumer)
-                    return False
-                await asyncio.sleep(RETRY_BACKOFF_S[attempt])
-                attempt += 1
+        return await self._retrying(records, consumer, lambda: self._process(records, consumer))
+
+    async def _retrying(
+        self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer, step: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Run `step` under BATCH_RETRY, rolling the stage's state back after each failure. A record refused
+        for good is not retried (`_refused`); when the policy is exhausted, rewind and return False."""
+        try:
+            async for attempt in stamina.retry_context(on=_retryable, **BATCH_RETRY):
+                with attempt:
+                    try:
+                        await step()
+                    except Exception as exc:
+                        self.stage.rollback()
+                        if _retryable(exc):
+                            self.log.warning("batch failed, will retry", error=repr(exc), attempt=attempt.num)
+                        raise
+        except RecordRejected as exc:
+            return await self._refused(records, consumer, exc)
+        except Exception:  # noqa: BLE001 - retries exhausted: the next fetch delivers the batch again
+            self._rewind(records, consumer)
+            return False
+        return True
+
+    async def _refused(
+        self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer, rejected: RecordRejected
+    ) -> bool:
+        """The broker refused an output for good. Which input caused it? Handle the batch one record at a time,
+        so only that one is dead-lettered."""
+        if len(records) == 1:
+            return await self._retrying(
+                records, consumer, lambda: self._dead_letter_rejected(records[0], rejected, consumer)
+            )
+        self.log.warning("a record was refused for good; handling the batch record by record", error=rejected.reason)
+        for record in records:
+            if not await self._with_retries([record], consumer):
+                return False
+        return True
 
     async def _dead_letter_rejected(
         self, record: ConsumerRecord, rejected: RecordRejected, consumer: AIOKafkaConsumer
@@ -401,21 +438,16 @@ class StageRuntime:
         if event_id in self._seen or event_id in handled:
             STAGE_DUPLICATES.labels(self.stage.name).inc()
             return []
-        error: BaseException | None = None
-        for attempt in range(1, self.settings.stage_max_attempts + 1):
-            try:
-                outputs = self.stage.handle(event, record)
-            except TransientError:
-                raise  # retry the batch later; never dead-letter for it
-            except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the partition
-                STAGE_FAILED.labels(self.stage.name).inc()
-                self.log.warning("handler failed", event_id=event_id, attempt=attempt, error=repr(exc))
-                error = exc
-                continue
-            handled.add(event_id)
-            return outputs
-        assert error is not None
-        return [self._dead_letter(record, error, attempts=self.settings.stage_max_attempts)]
+        try:
+            outputs = self.stage.handle(event, Origin.of(record))
+        except TransientError:
+            raise  # retry the batch later; never dead-letter for it
+        except Exception as exc:  # noqa: BLE001 - permanent: a handler bug must not stop the partition
+            STAGE_FAILED.labels(self.stage.name).inc()
+            self.log.warning("handler failed", event_id=event_id, error=repr(exc))
+            return [self._dead_letter(record, exc, attempts=1)]
+        handled.add(event_id)
+        return outputs
 
     def _dead_letter(self, record: ConsumerRecord, error: BaseException | str, attempts: int) -> Output:
         """The dead letter of an input record, counted and logged with its origin."""

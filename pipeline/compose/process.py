@@ -125,11 +125,10 @@ class Process:
         if not self.plan.stages:
             return  # FastStream is a third of a second to import: only stage processes pay for it
         from pipeline.bus.stage import StageRuntime
-        from pipeline.stages import stage_classes
+        from pipeline.compose.stages import build_stage
 
-        classes = stage_classes()
         for name in self.plan.stages:
-            runtime = StageRuntime(self.settings, classes[name](self.settings))
+            runtime = StageRuntime(self.settings, build_stage(self.settings, name))
             await runtime.start()
             self._stops.append(runtime.stop)
 

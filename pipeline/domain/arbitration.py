@@ -18,10 +18,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.config import Settings
 from pipeline.events import (
@@ -41,7 +39,7 @@ from pipeline.events import (
 
 __all__ = [
     "ActiveAction", "ApprovalRule", "Decision", "Outcome", "Policy", "Proposal", "Reason", "ReasonCode", "Risk",
-    "Rules", "RulesError", "Source", "Target", "TargetState", "UnknownAction", "apply", "expire", "load_rules",
+    "Rules", "RulesError", "Source", "Target", "TargetState", "UnknownAction", "apply", "expire",
     "manual_action", "policy_from_settings", "propose_from_incident",
     "propose_from_score", "propose_manual", "release", "resolve",
 ]
@@ -118,17 +116,6 @@ class Rules(_Frozen):
 
     def groups_of(self, action: str) -> tuple[str, ...]:
         return tuple(sorted(g for g, actions in self.exclusive.items() if action in actions))
-
-
-def load_rules(path: str | Path) -> Rules:
-    """Read and validate a rules file; raises RulesError with what is wrong."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-        return Rules.model_validate(raw)
-    except (OSError, yaml.YAMLError) as exc:
-        raise RulesError(f"cannot read rules {path}: {exc}") from exc
-    except ValidationError as exc:
-        raise RulesError(f"invalid rules {path}: {exc.errors(include_url=False)}") from exc
 
 
 class ApprovalRule(_Frozen):

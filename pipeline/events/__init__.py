@@ -26,6 +26,7 @@ from pipeline.events.base import (
     InvalidEvent,
     Payload,
     Severity,
+    derived_id,
     new_id,
     utcnow,
 )
@@ -154,6 +155,7 @@ __all__ = [
     "WorkflowStep",
     "alert_key",
     "decode",
+    "derived_id",
     "new_id",
     "utcnow",
 ]

@@ -27,6 +27,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_DERIVED = uuid.UUID("a4d7a9f2-0c1b-4b5e-8f7e-2b6c1d9e3f55")
+
+
+def derived_id(causation_id: str, index: int = 0) -> str:
+    """Id of the index-th event caused by another: a replay or redelivery produces the same ids."""
+    return str(uuid.uuid5(_DERIVED, f"{causation_id}#{index}"))
+
+
 class Severity(StrEnum):
     """Incident and signal severity, the engine's vocabulary."""
 
@@ -131,6 +139,13 @@ class Event:
         """Wrap a payload; the type comes from the payload class, the id is new unless given."""
         env = Envelope(type=payload.event_type, source=source, id=id or new_id(), **attrs)
         return cls(env, payload)
+
+    def caused(self, payload: Payload, *, source: str, index: int = 0, **attrs: Any) -> Event:
+        """The index-th event this one causes: its id derived from this one's (a redelivered input yields the
+        same id, so consumers drop the duplicate), `causationid` this one's id, the same `traceparent`."""
+        attrs.setdefault("traceparent", self.envelope.traceparent)
+        return Event.of(payload, source=source, id=derived_id(self.envelope.id, index),
+                        causationid=self.envelope.id, **attrs)
 
     def encode(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """Key, value and headers of the Kafka record."""

@@ -31,11 +31,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.adapters.rules import load_rules
 from pipeline.api.errors import ApiError, from_pydantic
 from pipeline.api.requests import read_json, require_token
 from pipeline.bus.producer import EventProducer
 from pipeline.config import Settings
-from pipeline.domain.arbitration import FALLBACK_ACTION, Rules, load_rules, proposal_id
+from pipeline.domain.arbitration import FALLBACK_ACTION, Rules, proposal_id
 from pipeline.domain.incidents import new_manual_incident, to_api, with_workflow
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Incident, IncidentOpened, Proposal, RemediationProposed, Severity

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.adapters.rules import load_rules
 from pipeline.api.errors import ApiError, from_pydantic
 from pipeline.api.requests import read_model, require_token
 from pipeline.bus.control import ControlState
@@ -30,7 +31,6 @@ from pipeline.domain.arbitration import (
     Rules,
     Target,
     UnknownAction,
-    load_rules,
     manual_action,
     policy_from_settings,
     propose_manual,

@@ -2,8 +2,8 @@
 
 One active instance (a Lease, `pipeline.adapters.lease`). When it becomes leader it reads what was already
 emitted (the compacted `watch.state` topic), lists every watched collection and watches each from its
-list's resourceVersion with bookmarks; on 410 it re-lists, on errors it reconnects with backoff. Every
-list and change goes through one publisher, in order: `pipeline.domain.kube_signals.diff` says which
+list's resourceVersion with bookmarks; on 410 it re-lists, on errors it reconnects with backoff (stamina,
+KUBE_API_RETRY). Every list and change goes through one publisher, in order: `pipeline.domain.kube_signals.diff` says which
 conditions fire or resolve, the signals are produced (keyed by resource, so they correlate with alerts on
 the same object) together with the new state, and only once the broker has them does the watcher
 remember them. A re-list after a restart, a 410 or a failover therefore emits only real changes: what
@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import itertools
 import os
-import random
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import stamina
 
 from pipeline.adapters.kube import Collection, Gone, list_all, watch, watched
 from pipeline.bus.producer import EventProducer, Output
@@ -40,6 +41,11 @@ from pipeline.observability import (
 
 log = get_logger("pipeline.watch")
 MAX_BATCH = 500
+# Retry policies (stamina: exponential backoff with jitter, for as long as this instance leads).
+KUBE_API_RETRY: dict[str, Any] = {"attempts": None, "timeout": None, "wait_initial": 0.5, "wait_max": 30.0,
+                                  "wait_jitter": 1.0}  # a list or watch the API server refused or dropped
+BROKER_RETRY: dict[str, Any] = {"attempts": None, "timeout": None, "wait_initial": 0.5, "wait_max": 30.0,
+                                "wait_jitter": 1.0}  # signals and state the broker did not acknowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +61,9 @@ class _Changed:
     obj: dict[str, Any]
 
 
-class _Backoff:
-    """Exponential backoff with full jitter, 0.5 s to 30 s."""
-
-    def __init__(self) -> None:
-        self.attempt = 0
-
-    async def sleep(self) -> None:
-        self.attempt += 1
-        await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2 ** self.attempt)))
-
-    def reset(self) -> None:
-        self.attempt = 0
+def _not_gone(exc: Exception) -> bool:
+    """Retry a watch on any error but 410 Gone, which needs a re-list."""
+    return not isinstance(exc, Gone)
 
 
 def _uid(obj: dict[str, Any]) -> str:
@@ -129,18 +126,35 @@ class KubeWatcher:
         return (await kafka.partitions(self.settings, self.state_topic))[self.state_topic]
 
     async def _follow(self, collection: Collection) -> None:
-        backoff = _Backoff()
         while True:
+            rv = await self._list(collection)
             try:
-                items, rv = await list_all(collection)
-            except Exception as exc:  # noqa: BLE001 - API server down or forbidden: keep trying
-                WATCH_STREAM_ERRORS.labels(collection.name).inc()
-                log.warning("list failed", collection=collection.name, error=repr(exc))
-                await backoff.sleep()
-                continue
-            await self._queue.put(_Listed(collection.kind, items))
-            self._unsynced.discard(collection.name)
-            while True:
+                while True:  # a watch ends at WATCH_TIMEOUT_S: watch again from where it stopped
+                    rv = await self._watch(collection, rv)
+            except Gone:
+                WATCH_RELISTS.labels(collection.name).inc()
+                log.info("resourceVersion expired, re-listing", collection=collection.name)
+
+    async def _list(self, collection: Collection) -> str:
+        """List the collection (retried under KUBE_API_RETRY: API server down or forbidden), queue what it
+        holds; its resourceVersion."""
+        async for attempt in stamina.retry_context(on=Exception, **KUBE_API_RETRY):
+            with attempt:
+                try:
+                    items, rv = await list_all(collection)
+                except Exception as exc:
+                    WATCH_STREAM_ERRORS.labels(collection.name).inc()
+                    log.warning("list failed", collection=collection.name, error=repr(exc))
+                    raise
+        await self._queue.put(_Listed(collection.kind, items))
+        self._unsynced.discard(collection.name)
+        return rv
+
+    async def _watch(self, collection: Collection, rv: str) -> str:
+        """One watch from `rv`, resumed from the last version seen after a dropped connection (KUBE_API_RETRY);
+        the version it ended at. Raises Gone when `rv` expired."""
+        async for attempt in stamina.retry_context(on=_not_gone, **KUBE_API_RETRY):
+            with attempt:
                 try:
                     async for kind, obj in watch(collection, rv, self.settings.watch_timeout_s):
                         if kind == "BOOKMARK":
@@ -149,15 +163,13 @@ class KubeWatcher:
                         rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
                         WATCH_EVENTS.labels(collection.name, kind).inc()
                         await self._queue.put(_Changed(collection.kind, kind, obj))
-                    backoff.reset()
                 except Gone:
-                    WATCH_RELISTS.labels(collection.name).inc()
-                    log.info("resourceVersion expired, re-listing", collection=collection.name, rv=rv)
-                    break
-                except Exception as exc:  # noqa: BLE001 - connection lost: resume from rv after a pause
+                    raise
+                except Exception as exc:
                     WATCH_STREAM_ERRORS.labels(collection.name).inc()
                     log.warning("watch interrupted", collection=collection.name, error=repr(exc))
-                    await backoff.sleep()
+                    raise
+        return rv
 
     async def _resync_loop(self) -> None:
         """Conditions can end with time alone (a crash loop that settled): re-evaluate firing objects."""
@@ -176,14 +188,8 @@ class KubeWatcher:
                                                                  subject=s.resource_key))
                        for s in signals]
             outputs += [self._state_output(uid, st) for uid, st in pending.items()]
-            backoff = _Backoff()
-            while outputs:
-                try:
-                    await self.producer.publish(outputs)
-                    break
-                except Exception as exc:  # noqa: BLE001 - broker unavailable: hold everything, retry
-                    log.warning("publish failed, retrying", error=repr(exc), records=len(outputs))
-                    await backoff.sleep()
+            if outputs:
+                await self._publish(outputs)
             for uid, st in pending.items():
                 if st is None:
                     self.state.pop(uid, None)
@@ -194,6 +200,16 @@ class KubeWatcher:
             if not self._unsynced and self._queue.empty() and not self.synced.is_set():
                 self.synced.set()
                 log.info("synced", remembered=len(self.state))
+
+    async def _publish(self, outputs: list[Output]) -> None:
+        """Produce, holding everything while the broker is unavailable (BROKER_RETRY)."""
+        async for attempt in stamina.retry_context(on=Exception, **BROKER_RETRY):
+            with attempt:
+                try:
+                    await self.producer.publish(outputs)
+                except Exception as exc:
+                    log.warning("publish failed, retrying", error=repr(exc), records=len(outputs))
+                    raise
 
     def _state_output(self, uid: str, state: WatchState | None) -> Output:
         if state is None:  # a tombstone: compaction forgets the object

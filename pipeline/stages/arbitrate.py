@@ -13,11 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRecord
-
 from pipeline.bus.control import ControlFollower
-from pipeline.bus.producer import Output, derived_id
-from pipeline.bus.stage import ChangelogReader, Stage
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain.arbitration import (
     apply,
@@ -116,24 +114,21 @@ class ArbitrateStage(Stage):
             self._pending[namespace] = ArbitrationState(namespace=namespace, state=apply(state, decisions),
                                                         decided=decided)
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         payload = event.payload
         if isinstance(payload, RemediationProposed | ActionReleased):
-            self._partition_of[payload.namespace] = record.partition
+            self._partition_of[payload.namespace] = origin.partition
         done = self._decided.get(event.envelope.id)
         if done is None:
             return []
         proposal = done.decision.proposal
-        out = Event.of(
+        out = event.caused(
             DecisionMade(namespace=proposal.namespace, decision=done.decision,
                          resolution_seconds=round(done.seconds, 6)),
             source="pipeline/arbitrate",
-            id=derived_id(event.envelope.id),
             subject=proposal.target,
             incidentid=proposal.incident_id,
             workflowid=proposal.workflow_id,
-            causationid=event.envelope.id,
-            traceparent=event.envelope.traceparent,
         )
         return [Output.event(self.decisions_topic, out)]
 

@@ -5,11 +5,9 @@ tombstone when the incident resolves), so what a batch writes does not grow with
 
 from __future__ import annotations
 
-from aiokafka import ConsumerRecord
-
 from pipeline.adapters.correlation_states import read_states
-from pipeline.bus.producer import Output, derived_id
-from pipeline.bus.stage import ChangelogReader, Stage
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain.correlation import changelog_records, correlate
 from pipeline.events import AttachedSignal, CorrelationState, Event, Signal
@@ -39,13 +37,13 @@ class CorrelateStage(Stage):
         pending = self._pending.get((partition, key))
         return pending if pending is not None else self._state.get(partition, {}).get(key)
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         signal = event.payload
         if not isinstance(signal, Signal):
             return []
-        before = self._current(record.partition, signal.resource_key)
+        before = self._current(origin.partition, signal.resource_key)
         outcome = correlate(before, signal)
-        where = (record.partition, signal.resource_key)
+        where = (origin.partition, signal.resource_key)
         self._pending[where] = outcome.state
         if outcome.change is None:
             return []
@@ -60,15 +58,8 @@ class CorrelateStage(Stage):
             INCIDENTS_TRUNCATED.inc()
             log.warning("alertmanager truncated a webhook: alerts of this incident's group are missing",
                         incident_id=incident.id, truncated_alerts=incident.truncated_alerts, origin=signal.origin)
-        out = Event.of(
-            outcome.change,
-            source="pipeline/correlate",
-            id=derived_id(event.envelope.id),
-            subject=signal.resource_key,
-            incidentid=outcome.change.incident.id,
-            causationid=event.envelope.id,
-            traceparent=event.envelope.traceparent,
-        )
+        out = event.caused(outcome.change, source="pipeline/correlate", subject=signal.resource_key,
+                           incidentid=outcome.change.incident.id)
         return [Output.event(self.incidents_topic, out)]
 
     def changelog(self) -> list[Output]:

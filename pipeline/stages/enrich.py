@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRecord
-
 from pipeline.adapters.features import Collected, FeatureCollector
-from pipeline.adapters.prometheus import PrometheusClient
-from pipeline.bus.producer import Output, derived_id
-from pipeline.bus.stage import Stage
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain.features import FEATURE_NAMES, scope_for
 from pipeline.events import Event, FeaturesComputed, IncidentChange, IncidentOpened, IncidentUpdated
@@ -33,11 +30,11 @@ class EnrichStage(Stage):
     name = "enrich"
     inputs = ("incidents",)
 
-    def __init__(self, settings: Settings, collector: FeatureCollector | None = None) -> None:
+    def __init__(self, settings: Settings, collector: FeatureCollector) -> None:
+        """`collector` queries Prometheus (its client, if any, is closed with the stage)."""
         super().__init__(settings)
         self.topic = settings.topic("features")
-        client = PrometheusClient(settings) if settings.prometheus_url and collector is None else None
-        self.collector = collector or FeatureCollector(client)
+        self.collector = collector
         self._prepared: dict[str, Collected] = {}
 
     async def prepare(self, events: list[Event]) -> None:
@@ -53,7 +50,7 @@ class EnrichStage(Stage):
         scope = scope_for(incident.namespace, incident.resource, incident.target)
         return await self.collector.collect(scope, incident.updated_at.timestamp())
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         collected = self._prepared.pop(event.envelope.id, None)
         if collected is None or not isinstance(event.payload, IncidentChange):
             return []
@@ -71,14 +68,7 @@ class EnrichStage(Stage):
             target=event.payload.incident.resource_key,
             severity=event.payload.incident.severity,
         )
-        out = Event.of(
-            payload,
-            source="pipeline/enrich",
-            id=derived_id(event.envelope.id),
-            incidentid=payload.incident_id,
-            causationid=event.envelope.id,
-            traceparent=event.envelope.traceparent,
-        )
+        out = event.caused(payload, source="pipeline/enrich", incidentid=payload.incident_id)
         return [Output.event(self.topic, out)]
 
     async def close(self) -> None:

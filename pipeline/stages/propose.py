@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRecord
-
-from pipeline.bus.producer import Output, derived_id
-from pipeline.bus.stage import Stage
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import Origin, Stage
 from pipeline.config import Settings
-from pipeline.domain.arbitration import Target, load_rules, propose_from_incident, propose_from_score
+from pipeline.domain.arbitration import Rules, Target, propose_from_incident, propose_from_score
 from pipeline.events import (
     ActionReleased,
     Event,
@@ -33,12 +31,12 @@ class ProposeStage(Stage):
     name = "propose"
     inputs = ("incidents", "scores")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rules: Rules) -> None:
         super().__init__(settings)
         self.topic = settings.topic("remediation")
-        self.rules = load_rules(settings.remediation_rules_path)
+        self.rules = rules
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         payloads: list[Payload] = []
         change = event.payload
         if isinstance(change, IncidentOpened):
@@ -62,15 +60,9 @@ class ProposeStage(Stage):
                 payloads = [RemediationProposed(namespace=p.namespace, proposal=p)
                             for p in propose_from_score(change, scored, self.rules)]
         return [
-            Output.event(self.topic, Event.of(
-                payload,
-                source="pipeline/propose",
-                id=derived_id(event.envelope.id, index),
-                subject=_target_of(payload),
-                incidentid=event.envelope.incidentid,
-                causationid=event.envelope.id,
-                traceparent=event.envelope.traceparent,
-            ))
+            Output.event(self.topic, event.caused(payload, source="pipeline/propose", index=index,
+                                                  subject=_target_of(payload),
+                                                  incidentid=event.envelope.incidentid))
             for index, payload in enumerate(payloads)
         ]
 

@@ -25,14 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stamina
-from aiokafka import ConsumerRecord
 
 from pipeline.bus.control import ControlFollower
-from pipeline.bus.producer import EventProducer, Output, derived_id
-from pipeline.bus.stage import ChangelogReader, Stage
+from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
-from pipeline.domain.arbitration import load_rules
+from pipeline.domain.arbitration import Rules
 from pipeline.events import (
     ActionReleased,
     ControlChanged,
@@ -69,13 +68,13 @@ class RemediateStage(Stage):
     name = "remediate"
     inputs = ("decisions",)
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, settings: Settings, rules: Rules, clock: Callable[[], datetime] | None = None) -> None:
+        """`rules` bound the actions that change sizes (`limits` of the rules file)."""
         super().__init__(settings)
         self.workflows_topic = settings.topic("workflows")
         self.remediation_topic = settings.topic("remediation")
         self.control_topic = settings.topic("control")
         self.mode = settings.remediation_mode
-        rules = load_rules(settings.remediation_rules_path)
         self.limits = wf.Limits(memory_factor=rules.limits.memory_factor,
                                 memory_max_bytes=wf.parse_bytes(rules.limits.memory_max),
                                 replicas_step=rules.limits.replicas_step, replicas_max=rules.limits.replicas_max)
@@ -189,14 +188,13 @@ class RemediateStage(Stage):
             out[key] = detected_of(info)
         return out
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         planned = self._created.get(event.envelope.id)
         if planned is None:
             return []
         workflow, _ = planned
-        self._partition[workflow.id] = record.partition
-        return [self._output(workflow, "created", None, event_id=derived_id(event.envelope.id),
-                             causation=event.envelope.id)]
+        self._partition[workflow.id] = origin.partition
+        return [self._output(workflow, "created", None, cause=event)]
 
     def commit(self) -> None:
         for workflow, decided_at in self._created.values():
@@ -250,12 +248,14 @@ class RemediateStage(Stage):
                 del self._tasks[workflow_id]
         REMEDIATE_RUNNING.set(len(self._tasks))
 
-    def _output(self, w: Workflow, transition: Transition, step_id: str | None, *, event_id: str | None = None,
-                causation: str | None = None) -> Output:
+    def _output(self, w: Workflow, transition: Transition, step_id: str | None, *,
+                cause: Event | None = None) -> Output:
+        """A workflow transition; `created` is caused by the decision event (its id derived from the decision's)."""
         payload = WorkflowChanged(namespace=w.namespace, transition=transition, step_id=step_id,
-                                  sequence=self._sequence.get(w.id, 0) + 1 if event_id is None else 1, workflow=w)
-        event = Event.of(payload, source="pipeline/remediate", id=event_id, subject=w.target,
-                         incidentid=w.incident_id or None, workflowid=w.id, causationid=causation)
+                                  sequence=self._sequence.get(w.id, 0) + 1 if cause is None else 1, workflow=w)
+        attrs: dict[str, Any] = {"subject": w.target, "incidentid": w.incident_id or None, "workflowid": w.id}
+        event = (Event.of(payload, source="pipeline/remediate", **attrs) if cause is None
+                 else cause.caused(payload, source="pipeline/remediate", **attrs))
         return Output.event(self.workflows_topic, event, partition=self._partition.get(w.id))
 
     async def _publish(self, w: Workflow, transition: Transition, step_id: str | None = None,

@@ -7,11 +7,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from aiokafka import ConsumerRecord
-
-from pipeline.adapters.scorer import Scorer, ScoringUnavailable, scorer_from_settings
-from pipeline.bus.producer import Output, derived_id
-from pipeline.bus.stage import Stage
+from pipeline.adapters.scorer import Scorer, ScoringUnavailable
+from pipeline.bus.producer import Output
+from pipeline.bus.stage import Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain.scoring import ModelScore, decide, model_input
 from pipeline.events import Event, FeaturesComputed, RecommendedAction, ScoreComputed
@@ -30,10 +28,11 @@ class ScoreStage(Stage):
     name = "score"
     inputs = ("features",)
 
-    def __init__(self, settings: Settings, scorer: Scorer | None = None) -> None:
+    def __init__(self, settings: Settings, scorer: Scorer | None) -> None:
+        """`scorer` None: no ML service configured, every score is rules only. It is closed with the stage."""
         super().__init__(settings)
         self.topic = settings.topic("scores")
-        self.scorer = scorer if scorer is not None else scorer_from_settings(settings)
+        self.scorer = scorer
         self._answers: dict[str, _Answer] = {}
 
     async def prepare(self, events: list[Event]) -> None:
@@ -62,7 +61,7 @@ class ScoreStage(Stage):
         seconds = time.perf_counter() - started
         self._answers.update({eid: _Answer(s, None, seconds) for eid, s in zip(complete, scores, strict=True)})
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         answer = self._answers.pop(event.envelope.id, None)
         features = event.payload
         if answer is None or not isinstance(features, FeaturesComputed):
@@ -88,9 +87,7 @@ class ScoreStage(Stage):
             namespace=features.scope.get("namespace", ""),
             severity=features.severity,
         )
-        out = Event.of(payload, source="pipeline/score", id=derived_id(event.envelope.id),
-                       incidentid=features.incident_id, causationid=event.envelope.id,
-                       traceparent=event.envelope.traceparent)
+        out = event.caused(payload, source="pipeline/score", incidentid=features.incident_id)
         return [Output.event(self.topic, out)]
 
     async def close(self) -> None:

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.adapters.rules import load_rules
 from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
-from pipeline.domain.arbitration import Policy, Target, load_rules, propose_manual, resolve
+from pipeline.domain.arbitration import Policy, Target, propose_manual, resolve
 from pipeline.embedded.kube_cluster import KubeCluster
 from pipeline.embedded.process import free_port
 from pipeline.events import Event, Severity, TargetState, WorkflowChanged

@@ -6,15 +6,15 @@ import copy
 from typing import ClassVar
 
 import httpx
-from aiokafka import ConsumerRecord
+import stamina
 
 from pipeline.bus import kafka
-from pipeline.bus.producer import Output
-from pipeline.bus.stage import Stage, StageRuntime
+from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.stage import Origin, Stage, StageRuntime, TransientError
 from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.events import Envelope, Event
+from pipeline.events import Envelope, Event, Resource, Signal, utcnow
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
 FIRING = sample("alertmanager-webhook-firing.json")
@@ -65,18 +65,18 @@ async def _total(client: httpx.AsyncClient, n: int) -> bool:
 
 
 class ExplodingStage(Stage):
-    """A stage whose handler always raises: the runtime must retry it a bounded number of times."""
+    """A stage whose handler always raises a bug: retrying a pure handler cannot help."""
 
     name: ClassVar[str] = "exploding"
     inputs: ClassVar[tuple[str, ...]] = ("signals",)
     calls = 0
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         type(self).calls += 1
         raise RuntimeError(f"cannot handle {event.envelope.id}")
 
 
-async def test_a_failing_handler_is_retried_then_dead_lettered(settings: Settings) -> None:
+async def test_a_failing_handler_dead_letters_the_record_at_once(settings: Settings) -> None:
     await apply(settings)
     runtime = StageRuntime(settings, ExplodingStage(settings))
     await runtime.start()
@@ -95,11 +95,54 @@ async def test_a_failing_handler_is_retried_then_dead_lettered(settings: Setting
         await runtime.stop()
     for record in records:
         headers = dict(record.headers)
-        assert headers["dlq_attempts"] == str(settings.stage_max_attempts).encode()
+        assert headers["dlq_attempts"] == b"1"
         assert headers["dlq_stage"] == b"exploding"
         assert b"RuntimeError: cannot handle" in headers["dlq_error"]
         assert headers["ce_type"] == b"pipeline.signal.observed.v1"  # original headers kept
-    assert ExplodingStage.calls == 2 * settings.stage_max_attempts
+    assert ExplodingStage.calls == 2  # once per record: a permanent error is not retried
+
+
+class FlakyStage(Stage):
+    """A stage whose dependency is away for its first two attempts, then answers."""
+
+    name: ClassVar[str] = "flaky"
+    inputs: ClassVar[tuple[str, ...]] = ("signals",)
+    failures = 2
+    origins: ClassVar[list[Origin]] = []
+
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
+        if type(self).failures:
+            type(self).failures -= 1
+            raise TransientError("dependency away")
+        type(self).origins.append(origin)
+        return [Output(self.settings.topic("features"), event.key.encode(), event.envelope.id.encode())]
+
+
+async def test_a_transient_failure_is_retried_and_the_record_handled_once_the_dependency_answers(
+    settings: Settings,
+) -> None:
+    await apply(settings)
+    event = Event.of(Signal(signal_id="s-1", source="manual", resource=Resource(kind="Pod", namespace="ns", name="p"),
+                            name="Flaky", status="firing", severity="medium", fingerprint="f",
+                            starts_at=utcnow(), observed_at=utcnow()), source="test")
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.publish([Output.event(settings.topic("signals"), event)])
+    finally:
+        await producer.stop()
+    runtime = StageRuntime(settings, FlakyStage(settings))
+    with stamina.set_testing(True, attempts=3):  # the batch's retries without their waits
+        await runtime.start()
+        try:
+            written = await eventually(lambda: read_topic(settings, "features"))
+        finally:
+            await runtime.stop()
+    assert [r.value for r in written] == [event.envelope.id.encode()]
+    assert await read_topic(settings, "deadletter") == []  # transient: retried, never thrown away
+    assert FlakyStage.failures == 0
+    [origin] = FlakyStage.origins
+    assert (origin.topic, origin.offset) == (settings.topic("signals"), 0) and origin.timestamp > 0
 
 
 async def test_correlation_state_survives_a_restart(settings: Settings) -> None:

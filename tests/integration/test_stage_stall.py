@@ -10,14 +10,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
-from aiokafka import ConsumerRecord
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
-from pipeline.bus.stage import Stage, StageRuntime, TransientError, stuck_partitions
+from pipeline.bus.stage import Origin, Stage, StageRuntime, TransientError, stuck_partitions
 from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan
 from pipeline.config import Settings
@@ -77,10 +76,10 @@ class InflatingStage(Stage):
     name: ClassVar[str] = "inflating"
     inputs: ClassVar[tuple[str, ...]] = ("signals",)
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         name = event.payload.name  # type: ignore[attr-defined]
         size = 2 * OUTPUT_LIMIT if name.startswith("big") else 100
-        return [Output(self.settings.topic("features"), record.key, name.encode() + b"=" + b"x" * size)]
+        return [Output(self.settings.topic("features"), event.key.encode(), name.encode() + b"=" + b"x" * size)]
 
 
 async def test_an_output_too_large_for_its_topic_dead_letters_the_input_and_the_partition_moves_on(
@@ -134,7 +133,7 @@ class WaitingStage(Stage):
     name: ClassVar[str] = "waiting"
     inputs: ClassVar[tuple[str, ...]] = ("signals",)
 
-    def handle(self, event: Event, record: ConsumerRecord) -> list[Output]:
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
         raise TransientError("dependency away")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.domain.arbitration import load_rules
+from pipeline.adapters.rules import load_rules
 from pipeline.events import Severity
 from pipeline.gateway.anomaly_reports import (
     AI_DRIVEN,

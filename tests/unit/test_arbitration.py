@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.adapters.rules import load_rules
 from pipeline.domain.arbitration import (
     ActiveAction,
     ApprovalRule,
@@ -23,7 +24,6 @@ from pipeline.domain.arbitration import (
     UnknownAction,
     apply,
     expire,
-    load_rules,
     manual_action,
     propose_from_incident,
     propose_from_score,

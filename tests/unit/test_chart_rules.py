@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.adapters.rules import load_rules
 from pipeline.config import Settings
-from pipeline.domain.arbitration import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "pipeline"

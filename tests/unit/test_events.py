@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.events import Event, InvalidEvent, Resource, Severity, Signal, decode
+from pipeline.events import Event, InvalidEvent, Resource, Severity, Signal, decode, derived_id
 
 SIGNAL = Signal(
     signal_id="s-1", source="alertmanager", resource=Resource(namespace="ns", kind="Pod", name="p"),
@@ -58,3 +58,15 @@ def test_records_written_before_the_alert_semantics_fields_still_decode() -> Non
     incident = decode(old_incident, _headers("pipeline.incident.opened.v1")).payload.incident  # type: ignore[attr-defined]
     assert (incident.received_at, incident.truncated_alerts) == (None, 0)
     assert (incident.signals["f"].firing_seen, incident.signals["f"].resolved_by) == (True, None)
+
+
+def test_a_caused_event_has_a_stable_derived_id_its_cause_and_the_cause_s_trace() -> None:
+    cause = Event.of(SIGNAL, source="test", id="e-1", traceparent="00-abc-def-01")
+    first = cause.caused(SIGNAL, source="pipeline/x", subject="ns/Pod/p")
+    third = cause.caused(SIGNAL, source="pipeline/x", index=2, traceparent=None)
+    # the same ids as before the helper existed: a redelivered input yields events consumers already have
+    assert first.envelope.id == "2d8f1089-4f19-5bd9-b6d6-ae4d638a8cdc" == derived_id("e-1")
+    assert third.envelope.id == "3aef0e62-f145-5466-95e8-2e811aa071b5" == derived_id("e-1", 2)
+    assert first.envelope.causationid == third.envelope.causationid == "e-1"
+    assert first.envelope.traceparent == "00-abc-def-01" and third.envelope.traceparent is None
+    assert first.envelope.subject == "ns/Pod/p" and first.envelope.source == "pipeline/x"

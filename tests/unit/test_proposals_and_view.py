@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import ConsumerRecord
-
+from pipeline.adapters.rules import load_rules
+from pipeline.bus.stage import Origin
 from pipeline.config import Settings
 from pipeline.domain.arbitration import Policy, resolve
 from pipeline.events import (
@@ -32,8 +32,9 @@ from pipeline.gateway.remediation_view import RemediationView, layer_of, workflo
 from pipeline.stages.propose import ProposeStage
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-STAGE = ProposeStage(Settings(kafka_bootstrap_servers="127.0.0.1:1"))
-RECORD: Any = ConsumerRecord("t", 0, 0, 0, 0, None, None, None, 0, 0, [])
+SETTINGS = Settings(kafka_bootstrap_servers="127.0.0.1:1")
+STAGE = ProposeStage(SETTINGS, load_rules(SETTINGS.remediation_rules_path))
+ORIGIN = Origin("t", 0, 0, 0)
 
 
 def signal(name: str, last: str, status: str = "firing") -> AttachedSignal:
@@ -52,7 +53,7 @@ def incident(**kw: Any) -> Incident:
 
 def outputs(payload: Any) -> list[Event]:
     event = Event.of(payload, source="test", id="e-1", incidentid="inc-1")
-    produced = STAGE.handle(event, RECORD)
+    produced = STAGE.handle(event, ORIGIN)
     assert all(out.topic == STAGE.topic and out.key == decode(out.value, out.headers).key.encode() for out in produced)
     return [decode(out.value, out.headers) for out in produced]
 
