@@ -22,7 +22,7 @@ from aiokafka.admin import NewTopic
 from pipeline.bench.harness import Report, bench_settings
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
-from pipeline.bus.stage import Stage, StageRuntime
+from pipeline.bus.stage import Origin, Stage, StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.correlation import changelog_records, correlate
@@ -176,10 +176,10 @@ async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: st
     first: list[float] = []
     original = stage.handle
 
-    def handle(event: Event, record: Any) -> list[Output]:
+    def handle(event: Event, origin: Origin) -> list[Output]:
         if not first:
             first.append(time.perf_counter())
-        return original(event, record)
+        return original(event, origin)
 
     stage.handle = handle  # type: ignore[method-assign]
     runtime = StageRuntime(settings, stage)
