@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,13 +152,31 @@ def _namespaces_expr() -> str:
     return " or ".join(parts)
 
 
-async def cluster_report(prom: PrometheusClient) -> dict[str, Any]:
-    now = time.time()
-    node_series, ns_series = await gather(prom.query(_nodes_expr(), now), prom.query(_namespaces_expr(), now))
+@dataclass(frozen=True, slots=True)
+class _Nodes:
+    """The nodes' figures by node (`<kind>_<resource>`), the control-plane nodes, etcd's leader gauge, pods."""
+
+    nodes: dict[str, dict[str, float]]
+    control_plane: set[str]
+    etcd: float | None
+    pods: int
+
+    @property
+    def workers(self) -> dict[str, dict[str, float]]:
+        return {n: v for n, v in self.nodes.items() if n not in self.control_plane}
+
+    def total(self, key: str, fallback: str | None = None) -> float | None:
+        """A figure summed over the worker nodes (`fallback` where a node lacks `key`); None if no node has it."""
+        values = [v.get(key, v.get(fallback or "")) for v in self.workers.values()]
+        known = [v for v in values if v is not None]
+        return math.fsum(known) if known else None
+
+
+def _read_nodes(series: list[Series]) -> _Nodes:
     nodes: dict[str, dict[str, float]] = defaultdict(dict)
     control_plane: set[str] = set()
     etcd, pods = None, 0
-    for s in node_series:
+    for s in series:
         kind, value = s.labels.get("kind"), finite_last(s)
         if value is None:
             continue
@@ -169,23 +188,24 @@ async def cluster_report(prom: PrometheusClient) -> dict[str, Any]:
             pods = int(value)
         elif s.labels.get("node"):
             nodes[s.labels["node"]][f"{kind}_{s.labels.get('resource')}"] = value
-    workers = {n: v for n, v in nodes.items() if n not in control_plane}
+    return _Nodes(dict(nodes), control_plane, etcd, pods)
 
-    def total(key: str, fallback: str | None = None) -> float | None:
-        values = [v.get(key, v.get(fallback or "")) for v in workers.values()]
-        known = [v for v in values if v is not None]
-        return math.fsum(known) if known else None
 
-    alloc_cpu, alloc_mem = total("allocatable_cpu"), total("allocatable_memory")
-    total_cpu, total_mem = total("capacity_cpu", "hardware_cpu"), total("capacity_memory", "hardware_memory")
+def _per_namespace(series: list[Series]) -> dict[str, dict[str, float]]:
+    """Each namespace's usage (`cpu`, `memory`, `pods`)."""
     per_ns: dict[str, dict[str, float]] = defaultdict(dict)
-    for s in ns_series:
+    for s in series:
         value = finite_last(s)
         if value is not None and s.labels.get("namespace"):
             per_ns[s.labels["namespace"]][s.labels.get("kind", "")] = value
-    used_cpu = math.fsum(v.get("cpu", 0.0) for v in per_ns.values())
-    used_mem = math.fsum(v.get("memory", 0.0) for v in per_ns.values())
-    summaries = [
+    return per_ns
+
+
+def _namespace_summaries(
+    per_ns: Mapping[str, Mapping[str, float]], alloc_cpu: float | None, alloc_mem: float | None
+) -> list[dict[str, Any]]:
+    """The engine's per-namespace rows, system namespaces and `default` left out."""
+    return [
         {
             "name": name,
             "cpu_percent": percent_of(v.get("cpu", 0.0), alloc_cpu),
@@ -197,6 +217,21 @@ async def cluster_report(prom: PrometheusClient) -> dict[str, Any]:
         for name, v in sorted(per_ns.items())
         if name != "default" and not name.startswith(SYSTEM_NAMESPACE_PREFIXES)
     ]
+
+
+async def cluster_report(prom: PrometheusClient) -> dict[str, Any]:
+    """R18's answer: worker-node capacity, the cluster's usage, each namespace's share, the nodes."""
+    now = time.time()
+    node_series, ns_series = await gather(prom.query(_nodes_expr(), now), prom.query(_namespaces_expr(), now))
+    found = _read_nodes(node_series)
+    nodes, control_plane, etcd, pods, workers = found.nodes, found.control_plane, found.etcd, found.pods, found.workers
+    alloc_cpu, alloc_mem = found.total("allocatable_cpu"), found.total("allocatable_memory")
+    total_cpu = found.total("capacity_cpu", "hardware_cpu")
+    total_mem = found.total("capacity_memory", "hardware_memory")
+    per_ns = _per_namespace(ns_series)
+    used_cpu = math.fsum(v.get("cpu", 0.0) for v in per_ns.values())
+    used_mem = math.fsum(v.get("memory", 0.0) for v in per_ns.values())
+    summaries = _namespace_summaries(per_ns, alloc_cpu, alloc_mem)
     return {
         "status": "success",
         "scope": "cluster",

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Request
 
-from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.adapters.prometheus import PrometheusClient, Series
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_json
 from pipeline.domain import capacity as cap
@@ -143,114 +143,115 @@ async def read_predict_request(request: Request) -> PredictRequest:
     )
 
 
-async def predict_report(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any]:
-    now = time.time()
-    moment = datetime.fromtimestamp(now, UTC)
-    target = cap.next_occurrence(moment, req.day_of_week, req.hour)
-    scoped = req.selector
-    capacity_expr = (
-        tagged(
-            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})',
-            "basis",
-            "allocatable",
-        )
-        if req.scope == "cluster"
-        else tagged(
-            f'sum by (resource) (kube_pod_container_resource_limits{{resource=~"cpu|memory"{scoped}}})',
-            "basis",
-            "limits",
-        )
-        + " or "
-        + tagged(
-            'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})', "basis", "allocatable"
-        )
-    )
-    globbed = req.scope != "cluster" and req.namespaces is not None and req.namespaces.glob
-    if globbed:
-        # Which namespaces the glob matched, in the same instant query.
-        capacity_expr += " or " + tagged(
-            f"count by (namespace) (kube_pod_info{{{ns_selector(req.namespaces).lstrip(',')}}})",
-            "basis",
-            "namespace",
-        )
+_ALLOCATABLE = 'sum by (resource) (kube_node_status_allocatable{resource=~"cpu|memory"})'
+
+
+def _capacity_expr(req: PredictRequest) -> str:
+    """The capacity the forecast is a percentage of: the scope's limits, else the nodes' allocatable (tagged
+    `basis`); for a namespace glob also the namespaces it matched, in the same instant query."""
+    if req.scope == "cluster":
+        return tagged(_ALLOCATABLE, "basis", "allocatable")
+    limits = f'sum by (resource) (kube_pod_container_resource_limits{{resource=~"cpu|memory"{req.selector}}})'
+    expr = tagged(limits, "basis", "limits") + " or " + tagged(_ALLOCATABLE, "basis", "allocatable")
+    if _globbed(req):
+        matched = f"count by (namespace) (kube_pod_info{{{ns_selector(req.namespaces).lstrip(',')}}})"
+        expr += " or " + tagged(matched, "basis", "namespace")
+    return expr
+
+
+def _globbed(req: PredictRequest) -> bool:
+    return req.scope != "cluster" and req.namespaces is not None and req.namespaces.glob
+
+
+def _capacity_basis(capacity: list[Series], resource: str) -> tuple[str | None, float | None]:
+    """(basis, value): the scope's limits when known, else the allocatable."""
+    for kind in ("limits", "allocatable"):
+        value = scalar_of(capacity, resource=resource, basis=kind)
+        if value:
+            return kind, value
+    return None, None
+
+
+def _percent(value: float | None, whole: float | None) -> float | None:
+    return rounded(min(100.0, max(0.0, value / whole * 100)), 2) if value is not None and whole else None
+
+
+def _forecast_json(
+    f: cap.UsageForecast | None, kind: str | None, whole: float | None, unit: str
+) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {
+        f"predicted_{unit}": rounded(f.value, 6),
+        f"capacity_{unit}": rounded(whole, 6),
+        "capacity_basis": kind,
+        "method": f.method,
+        "confidence": f.confidence,
+        "trend": f.trend,
+        "daily_change_percent": f.daily_change_percent,
+        "samples": f.samples,
+    }
+
+
+async def _forecasts(
+    prom: PrometheusClient, req: PredictRequest, now: float, target: datetime
+) -> tuple[dict[str, cap.UsageForecast | None], list[Series]]:
+    """Four weeks of the scope's usage forecast at `target` (by resource), and the capacity series."""
     usage, capacity = await gather(
-        fetch_grid(prom, lambda step: usage_expr(scoped, step), PREDICT_LOOKBACK_S, PREDICT_POINTS, now),
-        prom.query(capacity_expr, now),
+        fetch_grid(prom, lambda step: usage_expr(req.selector, step), PREDICT_LOOKBACK_S, PREDICT_POINTS, now),
+        prom.query(_capacity_expr(req), now),
     )
     series = usage_history(usage)
     forecasts = await asyncio.to_thread(
         lambda: {r: cap.forecast_usage(points, target.timestamp()) for r, points in series.items() if r}
     )
+    return forecasts, capacity
+
+
+async def predict_report(prom: PrometheusClient, req: PredictRequest) -> dict[str, Any]:
+    """R8's answer: the forecast as a percentage of capacity, with the model's and the trend's details."""
+    now = time.time()
+    moment = datetime.fromtimestamp(now, UTC)
+    target = cap.next_occurrence(moment, req.day_of_week, req.hour)
+    forecasts, capacity = await _forecasts(prom, req, now, target)
     cpu, memory = forecasts.get("cpu"), forecasts.get("memory")
     if cpu is None and memory is None:
         raise ApiError(404, "NO_DATA", f"no CPU or memory usage history for {req.target}", target=req.target)
-
-    def basis(resource: str) -> tuple[str | None, float | None]:
-        for kind in ("limits", "allocatable"):
-            value = scalar_of(capacity, resource=resource, basis=kind)
-            if value:
-                return kind, value
-        return None, None
-
-    (cpu_basis, cpu_cap), (mem_basis, mem_cap) = basis("cpu"), basis("memory")
+    (cpu_basis, cpu_cap), (mem_basis, mem_cap) = _capacity_basis(capacity, "cpu"), _capacity_basis(capacity, "memory")
     if not cpu_cap and not mem_cap:
         raise ApiError(
             404, "NO_DATA", f"no capacity (limits or allocatable) known for {req.target}", target=req.target
         )
-
-    def percent(value: float | None, whole: float | None) -> float | None:
-        return rounded(min(100.0, max(0.0, value / whole * 100)), 2) if value is not None and whole else None
-
-    cpu_pct = percent(cpu.value if cpu else None, cpu_cap)
-    mem_pct = percent(memory.value if memory else None, mem_cap)
-    trend = cap.combined_trend(*((f.trend, f.daily_change_percent) for f in (cpu, memory) if f is not None))
-    confidence = min(f.confidence for f in (cpu, memory) if f is not None)
-    span = max(f.span_s for f in (cpu, memory) if f is not None)
-
-    def detail(
-        f: cap.UsageForecast | None, kind: str | None, whole: float | None, unit: str
-    ) -> dict[str, Any] | None:
-        if f is None:
-            return None
-        return {
-            f"predicted_{unit}": rounded(f.value, 6),
-            f"capacity_{unit}": rounded(whole, 6),
-            "capacity_basis": kind,
-            "method": f.method,
-            "confidence": f.confidence,
-            "trend": f.trend,
-            "daily_change_percent": f.daily_change_percent,
-            "samples": f.samples,
-        }
-
+    cpu_pct = _percent(cpu.value if cpu else None, cpu_cap)
+    mem_pct = _percent(memory.value if memory else None, mem_cap)
+    known = [f for f in (cpu, memory) if f is not None]
+    trend = cap.combined_trend(*((f.trend, f.daily_change_percent) for f in known))
     matched = sorted(s.labels.get("namespace", "") for s in capacity if s.labels.get("basis") == "namespace")
     return {
         "status": "success",
         "scope": req.scope,
         "target": req.target,
-        **({"matched_namespaces": matched} if globbed else {}),
+        **({"matched_namespaces": matched} if _globbed(req) else {}),
         "predictions": {"cpu_percent": cpu_pct, "memory_percent": mem_pct},
         "current_metrics": {
-            "cpu_rolling_mean": percent(cpu.rolling_mean if cpu else None, cpu_cap),
-            "memory_rolling_mean": percent(memory.rolling_mean if memory else None, mem_cap),
+            "cpu_rolling_mean": _percent(cpu.rolling_mean if cpu else None, cpu_cap),
+            "memory_rolling_mean": _percent(memory.rolling_mean if memory else None, mem_cap),
             "timestamp": iso(moment),
             "time_range": "24h",
         },
         "model_info": {
             "name": "statistical-baseline",
             "version": "1",
-            "confidence": confidence,
+            "confidence": min(f.confidence for f in known),
             "method": "additive profile (hour of week, else hour of day) + least-squares trend",
             "requested_model": req.model,
-            "history_hours": rounded(span / 3600, 1),
+            "history_hours": rounded(max(f.span_s for f in known) / 3600, 1),
         },
         "target_time": {"hour": req.hour, "day_of_week": req.day_of_week, "iso_timestamp": iso(target)},
         "trend": trend,
         "recommendation": cap.usage_recommendation(cpu_pct, mem_pct, trend),
         "forecast": {
-            "cpu": detail(cpu, cpu_basis, cpu_cap, "cores"),
-            "memory": detail(memory, mem_basis, mem_cap, "bytes"),
+            "cpu": _forecast_json(cpu, cpu_basis, cpu_cap, "cores"),
+            "memory": _forecast_json(memory, mem_basis, mem_cap, "bytes"),
         },
     }
-
-

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.adapters.prometheus import PrometheusClient, Series
 from pipeline.domain import capacity as cap
 from pipeline.gateway.analysis.formatting import drop_none, iso, rounded
 from pipeline.gateway.analysis.queries import (
@@ -56,38 +56,31 @@ def _rightsizing_json(r: cap.Rightsizing) -> dict[str, Any]:
     return body
 
 
-async def rightsizing_report(
-    prom: PrometheusClient, namespace: str | None, pod: str | None, window: str
-) -> dict[str, Any]:
-    now = time.time()
-    scope = label_eq("namespace", namespace) + label_prefix("pod", pod)
-    group = "max by (namespace, pod, container)"
+_GROUP = "max by (namespace, pod, container)"
+
+
+def _queries(scope: str, window: str) -> list[str]:
+    """P95 CPU and memory over the window, the declared requests and limits, and the throttled fraction."""
+    return [
+        f"{_GROUP} (quantile_over_time(0.95, "
+        f"rate(container_cpu_usage_seconds_total{{{CONTAINERS}{scope}}}[5m])[{window}:5m]))",
+        f"{_GROUP} (quantile_over_time(0.95, container_memory_working_set_bytes{{{CONTAINERS}{scope}}}[{window}]))",
+        "max by (__name__, namespace, pod, container, resource) ("
+        f'{{__name__=~"kube_pod_container_resource_(requests|limits)",resource=~"cpu|memory",'
+        f'container!=""{scope}}})',
+        # A true fraction over the window: throttled CFS periods / all periods.
+        f"sum by (namespace, pod, container) "
+        f"(increase(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}{scope}}}[{window}])) / "
+        f"sum by (namespace, pod, container) "
+        f"(increase(container_cpu_cfs_periods_total{{{CONTAINERS}{scope}}}[{window}]))",
+    ]
+
+
+def _usages(
+    cpu: list[Series], memory: list[Series], resources: list[Series], throttle: list[Series]
+) -> list[cap.ContainerUsage]:
+    """One ContainerUsage per container with a P95 figure, its declared requests and limits joined in."""
     ids = ("namespace", "pod", "container")
-    cpu, memory, resources, throttle = await gather(
-        prom.query(
-            f"{group} (quantile_over_time(0.95, "
-            f"rate(container_cpu_usage_seconds_total{{{CONTAINERS}{scope}}}[5m])[{window}:5m]))",
-            now,
-        ),
-        prom.query(
-            f"{group} (quantile_over_time(0.95, container_memory_working_set_bytes{{{CONTAINERS}{scope}}}[{window}]))",
-            now,
-        ),
-        prom.query(
-            "max by (__name__, namespace, pod, container, resource) ("
-            f'{{__name__=~"kube_pod_container_resource_(requests|limits)",resource=~"cpu|memory",'
-            f'container!=""{scope}}})',
-            now,
-        ),
-        prom.query(
-            # A true fraction over the window: throttled CFS periods / all periods.
-            f"sum by (namespace, pod, container) "
-            f"(increase(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}{scope}}}[{window}])) / "
-            f"sum by (namespace, pod, container) "
-            f"(increase(container_cpu_cfs_periods_total{{{CONTAINERS}{scope}}}[{window}]))",
-            now,
-        ),
-    )
     p95_cpu = {k: finite_last(s) for k, s in by_labels(cpu, *ids).items()}
     p95_mem = {k: finite_last(s) for k, s in by_labels(memory, *ids).items()}
     throttled = {k: finite_last(s) for k, s in by_labels(throttle, *ids).items()}
@@ -96,7 +89,7 @@ async def rightsizing_report(
     def spec(kind: str, resource: str, k: tuple[str, ...]) -> float | None:
         return declared.get((f"kube_pod_container_resource_{kind}", resource, *k))
 
-    usages = [
+    return [
         cap.ContainerUsage(
             namespace=k[0],
             pod=k[1],
@@ -111,6 +104,16 @@ async def rightsizing_report(
         )
         for k in sorted(set(p95_cpu) | set(p95_mem))
     ]
+
+
+async def rightsizing_report(
+    prom: PrometheusClient, namespace: str | None, pod: str | None, window: str
+) -> dict[str, Any]:
+    """R22's answer: a recommendation per container, the verdict counts, and the engine's averaged row."""
+    now = time.time()
+    scope = label_eq("namespace", namespace) + label_prefix("pod", pod)
+    cpu, memory, resources, throttle = await gather(*(prom.query(q, now) for q in _queries(scope, window)))
+    usages = _usages(cpu, memory, resources, throttle)
     recs = [cap.recommend(u) for u in usages]
     verdicts = [cap.verdict(r) for r in recs]
     return drop_none(
