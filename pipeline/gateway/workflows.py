@@ -94,7 +94,7 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
         entry = waiting(workflow_id)
         given = control.decisions.get(workflow_id)
         if given is None:
-            await publish_control(ControlChanged(key=f"approval/{workflow_id}", kind=kind,  # type: ignore[arg-type]
+            await publish_control(ControlChanged(key=f"approval/{workflow_id}", kind=kind,
                                                  workflow_id=workflow_id, namespace=entry.proposal.namespace,
                                                  by=body.by or "api", reason=body.reason, at=datetime.now(UTC)),
                                   kind)
@@ -119,7 +119,7 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
         async def write(request: Request) -> JSONResponse:
             require_token(request, settings.bearer_token)
             body, _ = await read_model(request, Switch, MAX_WRITE_BODY)
-            await publish_control(ControlChanged(key=key, kind=kind, enabled=body.enabled,  # type: ignore[arg-type]
+            await publish_control(ControlChanged(key=key, kind=kind, enabled=body.enabled,
                                                  by=body.by or "api", reason=body.reason, at=datetime.now(UTC)), kind)
             return JSONResponse(control.view()[kind])
 

@@ -206,7 +206,8 @@ def _decompose(
             continue
         assessment = cap.assess_memory_leak(recent, limits.get(key))
         if assessment is not None and assessment.leak_detected:
-            issues.append(cap.leak_issue(*key, assessment))
+            namespace, pod, container = key
+            issues.append(cap.leak_issue(namespace, pod, container, assessment))
             continue
         for t, v in s.samples:
             if math.isfinite(v):
