@@ -80,7 +80,7 @@ PERMANENT = (
 )
 
 
-class RecordRejected(KafkaError):
+class RecordRejected(KafkaError):  # type: ignore[misc]  # aiokafka ships no types
     """The broker (or the client, before sending) refused one record for good: `outputs[index]`; `cause` is the
     client's error. A KafkaError, so callers that treat any broker error alike keep doing so."""
 

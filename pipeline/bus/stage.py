@@ -22,6 +22,7 @@ STAGE_STUCK_AFTER_S, reported stuck in `/api/v1/health` (`stuck_partitions`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -194,7 +195,7 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
     if not settings.kafka_security_protocol.startswith("SASL"):
         return BaseSecurity(ssl_context=context) if context else None
     kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    return kinds[settings.kafka_sasl_mechanism](  # type: ignore[no-any-return]
+    return kinds[settings.kafka_sasl_mechanism](
         username=settings.kafka_sasl_username,
         password=settings.kafka_sasl_password.get_secret_value(),
         ssl_context=context,
@@ -401,7 +402,7 @@ class StageRuntime:
                 continue
             self._held[tp] = (offset, now)
             gauge = STAGE_STUCK_SECONDS.labels(self.stage.name, tp.topic, str(tp.partition))
-            gauge.set_function(lambda tp=tp: self.held_seconds(tp))
+            gauge.set_function(functools.partial(self.held_seconds, tp))
 
     def held_seconds(self, tp: TopicPartition) -> float:
         held = self._held.get(tp)

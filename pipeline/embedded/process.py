@@ -115,7 +115,7 @@ class ServerProcess:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the parent, which stops us
             )
         # Kill the child even if the caller forgets stop() (runs at garbage collection or interpreter exit).
-        self._finalizer = weakref.finalize(self, terminate, self._proc, 5.0)
+        self._finalizer = weakref.finalize(self, terminate, self._proc, 5.0)  # type: ignore[arg-type]
 
     def _check_alive(self) -> None:
         assert self._proc is not None

@@ -272,7 +272,7 @@ class RemediateStage(Stage):
     async def _finish(self, w: Workflow, status: Any, reason: str) -> None:
         w = wf.finish(w, status, self.clock(), reason)
         released = ActionReleased(namespace=w.namespace, target=w.target, proposal_id=w.proposal_id,
-                                  reason=_RELEASE_REASON[status], released_at=self.clock())  # type: ignore[arg-type]
+                                  reason=_RELEASE_REASON[status], released_at=self.clock())
         release = Output.event(self.remediation_topic, Event.of(released, source="pipeline/remediate",
                                                                  subject=w.target, workflowid=w.id,
                                                                  incidentid=w.incident_id or None))

@@ -71,7 +71,7 @@ class ScoreStage(Stage):
         score = answer.score
         payload = ScoreComputed(
             incident_id=features.incident_id,
-            verdict=verdict.verdict,  # type: ignore[arg-type]
+            verdict=verdict.verdict,
             model=score.model if score else None,
             model_version=score.version if score else None,
             score=score.score if score else None,

@@ -70,6 +70,8 @@ def fit_line(points: Iterable[Point]) -> LinearFit | None:
     sxx = math.fsum((t - mean_t) ** 2 for t, _ in pts)
     sxy = math.fsum((t - mean_t) * (v - mean_v) for t, v in pts)
     syy = math.fsum((v - mean_v) ** 2 for _, v in pts)
+    if sxx <= 0.0:  # times that differ, but too little to measure at their magnitude
+        return None
     slope = sxy / sxx
     ss_res = max(0.0, math.fsum((v - mean_v - slope * (t - mean_t)) ** 2 for t, v in pts))
     r_squared = 1.0 if syy == 0 else clamp01(1.0 - ss_res / syy)
