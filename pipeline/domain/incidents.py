@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.events import AttachedSignal, Incident, IncidentStatus, Severity
+from pipeline.events import AttachedSignal, Incident, IncidentStatus, Severity, iso_z
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -149,10 +149,6 @@ def summary(incidents: Iterable[Incident]) -> dict[str, Any]:
     return {**counts, "by_severity": by_severity}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 # How sure the pipeline is that an incident is real, when nobody stated it. Alert and Kubernetes incidents are
 # built only from observations -- an alert Alertmanager reports firing, an object state or event read from the
 # API server -- attached by exact resource key (pipeline/domain/correlation.py): nothing is inferred, so 1.0.
@@ -254,12 +250,12 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
         "source": incident.source,
         "confidence": confidence_of(incident),
         "parameters": incident.parameters,
-        "created_at": _iso(incident.created_at),
-        "updated_at": _iso(incident.updated_at),
-        "started_at": _iso(incident.created_at),
-        "completed_at": _iso(finished),
-        "resolved_at": _iso(incident.resolved_at),
-        "received_at": _iso(incident.received_at),
+        "created_at": iso_z(incident.created_at),
+        "updated_at": iso_z(incident.updated_at),
+        "started_at": iso_z(incident.created_at),
+        "completed_at": iso_z(finished),
+        "resolved_at": iso_z(incident.resolved_at),
+        "received_at": iso_z(incident.received_at),
         "duration_seconds": duration,
         "tags": incident.tags,
         "namespace": incident.namespace,
@@ -285,8 +281,8 @@ def to_api(incident: Incident, remediation: Remediation | None = None) -> dict[s
                 "source": s.source,
                 "status": s.status,
                 "severity": s.severity.value,
-                "starts_at": _iso(s.starts_at),
-                "ends_at": _iso(s.ends_at),
+                "starts_at": iso_z(s.starts_at),
+                "ends_at": iso_z(s.ends_at),
                 "summary": s.summary,
                 "firing_seen": s.firing_seen,
                 "resolved_by": s.resolved_by,

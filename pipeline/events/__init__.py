@@ -27,6 +27,7 @@ from pipeline.events.base import (
     Payload,
     Severity,
     derived_id,
+    iso_z,
     new_id,
     utcnow,
 )
@@ -157,5 +158,6 @@ __all__ = [
     "decode",
     "derived_id",
     "new_id",
+    "iso_z",
     "utcnow",
 ]

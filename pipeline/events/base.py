@@ -23,6 +23,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_z(value: datetime | None) -> str | None:
+    """A time as the REST API writes it (ISO 8601, `Z` for UTC); None stays None."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

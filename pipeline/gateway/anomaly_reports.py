@@ -39,7 +39,7 @@ from pipeline.config import Settings
 from pipeline.domain.arbitration import FALLBACK_ACTION, Rules, proposal_id
 from pipeline.domain.incidents import new_manual_incident, to_api, with_workflow
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
-from pipeline.events import Event, Incident, IncidentOpened, Proposal, RemediationProposed, Severity
+from pipeline.events import Event, Incident, IncidentOpened, Proposal, RemediationProposed, Severity, iso_z
 from pipeline.gateway.bodies import new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.gateway.remediation_view import RemediationView, decision_view, workflow_view
@@ -267,10 +267,6 @@ def _title(report: AnomalyReport, resource: Resource | None) -> str:
     return f"Anomaly: {report.anomaly_type}{where}"[:200]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def new_anomaly_incident(report: AnomalyReport, resource: Resource | None, assignment: Assignment, now: datetime,
                          anomaly_id: str | None = None) -> Incident:
     """The incident of an anomaly report; `parameters` keeps what the Python engine's API shows."""
@@ -293,7 +289,7 @@ def new_anomaly_incident(report: AnomalyReport, resource: Resource | None, assig
             "layer_reason": assignment.note,
             "metrics": report.metrics,
             "details": report.details,
-            "detected_at": _iso(detected),
+            "detected_at": iso_z(detected),
             "recommended_action": report.recommended_action,
             "resource": ({"namespace": resource.namespace, "kind": resource.kind, "name": resource.name}
                          if resource else None),
@@ -400,7 +396,7 @@ class AnomalyReports:
                 "workflow_id": incident.workflow_id,
                 "dry_run": report.dry_run if proposal else None,
                 "message": message,
-                "created_at": _iso(incident.created_at),
+                "created_at": iso_z(incident.created_at),
             },
             status_code=201,
         )
@@ -427,14 +423,14 @@ class AnomalyReports:
                 action = {
                     "action_id": p.id, "type": p.action, "status": entry.status, "workflow_id": wid,
                     "source": p.source, "rule_id": p.rule_id, "confidence": p.confidence, "target": p.target,
-                    "dry_run": p.dry_run, "submitted_at": _iso(entry.submitted_at),
-                    "started_at": _iso(w.started_at) if w else None,
-                    "completed_at": _iso(w.completed_at) if w else None,
+                    "dry_run": p.dry_run, "submitted_at": iso_z(entry.submitted_at),
+                    "started_at": iso_z(w.started_at) if w else None,
+                    "completed_at": iso_z(w.completed_at) if w else None,
                     "reason": w.reason if w else None,
                     "decision": decision_view(d, entry.resolution_seconds) if d else None,
                 }
                 if entry.status in FINISHED:
-                    resolution = {"status": entry.status, "completed_at": _iso(w.completed_at) if w else None,
+                    resolution = {"status": entry.status, "completed_at": iso_z(w.completed_at) if w else None,
                                   "reason": (w.reason if w else None) or (
                                       "; ".join(r.message for r in d.reasons) if d else None)}
         api = to_api(incident)

@@ -172,10 +172,9 @@ def test_redelivered_signals_change_nothing(signals: list[Signal], data: st.Data
 
 def folded(changes: list) -> list[dict[str, str]]:
     """The alerts' statuses after each change, as a reader folding the change records sees them."""
-    out, current = [], None
+    out, incidents = [], {}
     for change in changes:
-        current = fold(current, change.incident, listed=100) if current is not None and (
-            current.id == change.incident.id) else fold(None, change.incident, listed=100)
+        current = incidents[change.incident.id] = fold(incidents.get(change.incident.id), change.incident, 100)
         out.append({fp: a.status for fp, a in current.signals.items()})
     return out
 
