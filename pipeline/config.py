@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     # Compute routes (POST detect, predict, anomalies/analyze, recommendations) named here stay open without
     # the token when API_TOKEN is set, e.g. for the MCP server, which sends none (comma-separated paths).
     api_open_routes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Outgoing HTTP (Prometheus, KServe, the ML service, Alertmanager; `adapters.http.async_client`): the
+    # user agent sent, a CA bundle trusted for every HTTPS dependency without its own *_CA_FILE (empty: the
+    # system's), and a proxy (empty: none; HTTP_PROXY/HTTPS_PROXY in the environment are ignored on purpose).
+    http_user_agent: str = f"self-healing-pipeline/{__version__}"
+    http_ca_file: str = ""
+    http_proxy_url: str = ""
 
     # Ingest.
     ingest_max_body_bytes: int = Field(default=1 << 20, ge=1024)
@@ -136,6 +142,9 @@ class Settings(BaseSettings):
     ingest_max_url_bytes: int = Field(default=8 * 1024, ge=64)
     ingest_max_signal_bytes: int = Field(default=256 * 1024, ge=4096)
     alertmanager_url: str = ""
+    alertmanager_ca_file: str = ""
+    alertmanager_tls_verify: bool = True
+    alertmanager_timeout_s: float = Field(default=10.0, gt=0)
 
     # Stages.
     stage_batch_size: int = Field(default=500, ge=1)
@@ -173,6 +182,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, validation_alias=AliasChoices("ml_timeout_s", "ml_service_timeout")
     )
     kserve_namespace: str = "self-healing-platform"
+    # TLS for KServe and the ML service alike (OpenShift serving certificates: the service CA bundle).
+    ml_ca_file: str = ""
+    ml_tls_verify: bool = True
     kserve_predictor_port: int = Field(default=8080, ge=1, le=65535)
     kserve_timeout_s: float = Field(
         default=10.0, gt=0, le=120, validation_alias=AliasChoices("kserve_timeout_s", "kserve_timeout")

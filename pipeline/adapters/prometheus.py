@@ -11,7 +11,6 @@ import asyncio
 import functools
 import math
 import os
-import ssl
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,20 +90,14 @@ class PrometheusClient:
         self._limit = asyncio.Semaphore(settings.prometheus_max_concurrency)
         self._token_cache: tuple[float, str] | None = None
         self._http = async_client(
+            settings,
             timeout=settings.prometheus_timeout_s,
-            verify=self._verify(settings),
+            ca_file=settings.prometheus_ca_file,
+            tls_verify=settings.prometheus_tls_verify,
             transport=transport,
             headers={"Accept": "application/json"},
         )
         self.queries = 0
-
-    @staticmethod
-    def _verify(settings: Settings) -> ssl.SSLContext | bool:
-        if not settings.prometheus_tls_verify:
-            return False
-        if settings.prometheus_ca_file:
-            return ssl.create_default_context(cafile=settings.prometheus_ca_file)
-        return True
 
     def _token(self) -> str | None:
         inline = self.settings.prometheus_token.get_secret_value()

@@ -23,13 +23,8 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from pipeline.adapters.kube import ApiStatus, json_of
-from pipeline.domain.workflows import (
-    MARKER_ANNOTATION,
-    RESTARTED_AT_ANNOTATION,
-    format_bytes,
-    raised_memory,
-    split_target,
-)
+from pipeline.domain.quantity import format_quantity, raised_memory
+from pipeline.domain.workflows import MARKER_ANNOTATION, RESTARTED_AT_ANNOTATION, split_target
 from pipeline.events import WorkflowCheckpoint, WorkflowStep
 
 FIELD_MANAGER = "pipeline-remediate"
@@ -260,7 +255,7 @@ class KubeRemediator:
                 containers.append({"name": c["name"], "resources": {"limits": {"memory": new}}})
                 old[c["name"]] = limit
         if not containers:
-            raise StepError(f"no container of {step.target} has a memory limit below {format_bytes(max_bytes)} "
+            raise StepError(f"no container of {step.target} has a memory limit below {format_quantity(max_bytes)} "
                             "to raise (the rules' limits.memory_max)")
         body = {"metadata": {"annotations": {MARKER_ANNOTATION: step.marker}},
                 "spec": {"template": {"spec": {"containers": containers}}}}

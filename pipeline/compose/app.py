@@ -17,6 +17,7 @@ from pipeline.api.requests import require_token
 from pipeline.bus.producer import EventProducer
 from pipeline.compose.health import KafkaProbe, prometheus_status
 from pipeline.config import COMPUTE_ROUTES, Settings
+from pipeline.events import iso_z
 from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.web.prefix import DoubledPrefix
@@ -192,7 +193,7 @@ async def _deep_health(parts: Parts) -> JSONResponse:
         components["watch"] = parts.watch.status()  # a standby is healthy: it is waiting for the Lease
     body = {
         "status": status,
-        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "timestamp": iso_z(datetime.now(UTC)),
         "version": parts.settings.version,
         "uptime_seconds": int(time.monotonic() - parts.started_monotonic),
         "dependencies": dependencies,

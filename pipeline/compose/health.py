@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
+from pipeline.events import iso_z
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -32,7 +33,7 @@ class DependencyStatus:
             "status": self.status,
             "message": self.message,
             "latency_ms": round(self.latency_ms, 2),
-            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
+            "checked_at": iso_z(self.checked_at),
             **self.details,
         }
 

@@ -203,7 +203,7 @@ class Process:
         if parts.ingest is not None and self.settings.alertmanager_url:
             from pipeline.ingest.reconcile import reconcile
 
-            await reconcile(parts.ingest, self.settings.alertmanager_url)
+            await reconcile(parts.ingest)
 
     async def _detector(self) -> Any:
         """Deployment-method detection for the gateway's routes, when a cluster is configured."""

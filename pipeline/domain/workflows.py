@@ -22,13 +22,13 @@ each layer's last step.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from pipeline.domain.quantity import format_quantity
 from pipeline.events import (
     Decision,
     Layer,
@@ -168,7 +168,7 @@ def _manual_steps(plan: _Plan, action: str, target: str, detected: Detected, lim
             raise PlanError(f"scale_resources needs a workload; {target} has no controller")
         plan.step("raise_memory_limit", workload,
                   f"Raise the memory limits of {workload} x{limits.memory_factor:g}, at most "
-                  f"{format_bytes(limits.memory_max_bytes)}", layer=layer,
+                  f"{format_quantity(limits.memory_max_bytes)}", layer=layer,
                   change={"factor": limits.memory_factor, "max_bytes": limits.memory_max_bytes},
                   checks=_workload_checks(w_kind))
         return
@@ -467,45 +467,3 @@ def storm(unhealthy: int, total: int, max_share: float, min_unhealthy: int) -> s
     if share > max_share:
         return f"{unhealthy} of {total} pods unhealthy ({share:.0%} > {max_share:.0%}): storm guard"
     return None
-
-
-# --- Quantities ---------------------------------------------------------------------------------------------------
-
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?|[kmun]|e[0-9]+)?$")
-_FACTORS = {
-    None: 1, "": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 1e-3, "u": 1e-6, "n": 1e-9,
-}
-
-
-def parse_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity in bytes (`512Mi`, `1G`, `1e9`, `1048576`)."""
-    m = _QUANTITY.match(quantity.strip())
-    if not m:
-        raise ValueError(f"not a quantity: {quantity!r}")
-    number, suffix = float(m.group(1)), m.group(2)
-    if suffix and suffix.startswith("e"):
-        return int(number * 10 ** int(suffix[1:]))
-    return int(number * _FACTORS[suffix])
-
-
-def format_bytes(value: int) -> str:
-    """Bytes as the largest binary unit that divides them (`1536Mi`, `2Gi`), else plain bytes."""
-    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
-        factor = _FACTORS[suffix]
-        if value % factor == 0 and value >= factor:
-            return f"{value // factor}{suffix}"
-    return str(value)
-
-
-def raised_memory(current: str | None, factor: float, max_bytes: int) -> str | None:
-    """The raised limit, rounded up to whole MiB and capped; None when it cannot be raised (no limit set, or
-    already at the cap)."""
-    if not current:
-        return None
-    now = parse_bytes(current)
-    if now >= max_bytes:
-        return None
-    mib = 2**20
-    raised = min(max_bytes, -(-int(now * factor) // mib) * mib)
-    return format_bytes(raised) if raised > now else None

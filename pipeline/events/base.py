@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def iso_z(value: datetime) -> str: ...
+@overload
+def iso_z(value: datetime | None) -> str | None: ...
 def iso_z(value: datetime | None) -> str | None:
     """A time as the REST API writes it (ISO 8601, `Z` for UTC); None stays None."""
     return value.isoformat().replace("+00:00", "Z") if value else None

@@ -37,11 +37,13 @@ from pipeline.domain.features import (
     BASE_METRICS,
     FEATURE_NAMES,
     FEATURES,
+    FeatureVector,
     InvalidScope,
     Scope,
     combined,
 )
 from pipeline.domain.scoring import model_input
+from pipeline.events import iso_z
 from pipeline.gateway.bodies import SNAKE_OR_CAMEL
 from pipeline.gateway.dependencies import prometheus_error, prometheus_not_configured
 
@@ -160,14 +162,8 @@ async def _analyze(
         scope = await _resolve_namespace(prometheus, req, now)
         queries += 1
     if selector is not None:
-        matchers = ",".join([*scope.pod_matchers(), *selector])
-        found = await prometheus.query(f"kube_pod_labels{{{matchers}}}", now)
+        scope = await _selected_pods(prometheus, scope, selector, req.label_selector, now)
         queries += 1
-        matched = tuple(sorted({s.labels["pod"] for s in found if s.labels.get("pod")}))
-        if not matched:
-            raise ApiError(404, "NO_MATCHING_PODS", f"no pod matches label_selector {req.label_selector!r}",
-                           field="label_selector")
-        scope = Scope(namespace=scope.namespace, deployment=scope.deployment, pod=scope.pod, pods=matched)
     range_label = req.time_range
     range_s = analysis.TIME_RANGES[range_label]
     pods = tuple(scope.pod_matchers())
@@ -202,8 +198,22 @@ async def _analyze(
     findings.append(ml_finding)
     kept = sorted((f for f in findings if f is not None and f.anomaly_score >= threshold),
                   key=lambda f: (-f.anomaly_score, f.namespace, f.pod, f.metric))
-    analyzed_at = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
-    vector = collected.vector
+    report = _report(req, scope, threshold, now, kept, model, collected.vector, points)
+    return {**report, "query_count": queries, "query_seconds": round(time.perf_counter() - started, 4)}
+
+
+def _report(
+    req: AnalyzeRequest,
+    scope: Scope,
+    threshold: float,
+    now: float,
+    kept: list[analysis.Finding],
+    model: dict[str, Any],
+    vector: FeatureVector,
+    points: dict[str, list[Series]],
+) -> dict[str, Any]:
+    """The engine's answer (what the MCP's analyze-anomalies reads) for the findings kept."""
+    analyzed_at = iso_z(datetime.fromtimestamp(now, UTC))
     by_severity: dict[str, int] = {}
     for finding in kept:
         by_severity[finding.severity] = by_severity.get(finding.severity, 0) + 1
@@ -212,7 +222,7 @@ async def _analyze(
     scored = model["status"] == "available"
     return {
         "status": "success",
-        "time_range": range_label,
+        "time_range": req.time_range,
         "threshold": threshold,
         "analyzed_at": analyzed_at,
         "scope": {**scope.as_dict(), "label_selector": req.label_selector,
@@ -244,9 +254,21 @@ async def _analyze(
             "evaluated_at": analyzed_at,
         },
         "enriched_signals": _enriched(points, kept),
-        "query_count": queries,
-        "query_seconds": round(time.perf_counter() - started, 4),
     }
+
+
+async def _selected_pods(
+    prometheus: PrometheusClient, scope: Scope, selector: list[str], label_selector: str | None, now: float
+) -> Scope:
+    """The scope narrowed to the pods whose labels match the selector (one query); 404 when none does."""
+    matchers = ",".join([*scope.pod_matchers(), *selector])
+    found = await prometheus.query(f"kube_pod_labels{{{matchers}}}", now)
+    matched = tuple(sorted({s.labels["pod"] for s in found if s.labels.get("pod")}))
+    if not matched:
+        raise ApiError(404, "NO_MATCHING_PODS", f"no pod matches label_selector {label_selector!r}",
+                       field="label_selector")
+    return Scope(namespace=scope.namespace, deployment=scope.deployment, pod=scope.pod, pods=matched)
+
 
 
 async def _tolerant(call: Awaitable[list[Series]]) -> list[Series]:

@@ -23,6 +23,7 @@ from pipeline.events import (
     RemediationProposed,
     Workflow,
     WorkflowChanged,
+    iso_z,
 )
 
 APPLIED_IDS = 100_000
@@ -280,10 +281,6 @@ def go_duration(seconds: float) -> str:
     return f"{sign}{out}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "") + "s"
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
     """`GET /api/v1/workflows/{id}`: the engine's workflow fields, our steps and checkpoints, and the decision."""
     p, d, w = entry.proposal, entry.decision, entry.workflow
@@ -319,20 +316,20 @@ def workflow_view(workflow_id: str, entry: Entry) -> dict[str, Any]:
         "reason": w.reason,
         "error_message": w.error_message,
         "approved_by": w.approved_by,
-        "started_at": _iso(w.started_at),
-        "completed_at": _iso(end),
+        "started_at": iso_z(w.started_at),
+        "completed_at": iso_z(end),
         "duration": go_duration(((end or w.updated_at) - w.started_at).total_seconds()) if w.started_at else None,
         "deployment": w.deployment,
         "steps": [
             {"order": s.order, "id": s.id, "layer": s.layer, "action": s.action, "description": s.description,
              "target": s.target, "status": s.status, "mutating": s.mutating, "escalates": s.escalates,
-             "started_at": _iso(s.started_at), "completed_at": _iso(s.completed_at),
+             "started_at": iso_z(s.started_at), "completed_at": iso_z(s.completed_at),
              "error_message": s.error_message, "change": s.change, "result": s.result}
             for s in w.steps
         ],
         "checkpoints": [
             {"id": c.id, "layer": c.layer, "after_step": c.after_step, "checks": c.checks, "target": c.target,
-             "status": c.status, "timeout_seconds": c.timeout_s, "checked_at": _iso(c.checked_at),
+             "status": c.status, "timeout_seconds": c.timeout_s, "checked_at": iso_z(c.checked_at),
              "message": c.message, "observed": c.observed}
             for c in w.checkpoints
         ],

@@ -55,9 +55,15 @@ def to_webhook(alerts: list[dict[str, Any]], external_url: str) -> AlertmanagerW
 
 
 @stamina.retry(on=httpx.TransportError, attempts=5, timeout=30.0)
-async def _fetch(url: str) -> list[dict[str, Any]]:
-    async with async_client(timeout=10.0) as client:
-        response = await client.get(f"{url.rstrip('/')}/api/v2/alerts", params={"active": "true"})
+async def _fetch(settings: Settings) -> list[dict[str, Any]]:
+    client = async_client(
+        settings,
+        timeout=settings.alertmanager_timeout_s,
+        ca_file=settings.alertmanager_ca_file,
+        tls_verify=settings.alertmanager_tls_verify,
+    )
+    async with client:
+        response = await client.get(f"{settings.alertmanager_url.rstrip('/')}/api/v2/alerts", params={"active": "true"})
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
@@ -70,16 +76,17 @@ async def open_incidents(settings: Settings) -> list[CorrelationState]:
     return [s for by_key in states.values() for s in by_key.values() if s.incident is not None]
 
 
-async def reconcile(ingest: AlertIngest, alertmanager_url: str) -> IngestResult | None:
+async def reconcile(ingest: AlertIngest) -> IngestResult | None:
     """Ingest Alertmanager's active alerts (duplicates of what we already have are dropped downstream) and
     resolve the open incidents' alerts it no longer has."""
+    alertmanager_url = ingest.settings.alertmanager_url
     try:
         states = await open_incidents(ingest.settings)
     except Exception as exc:  # noqa: BLE001 - still ingest the active alerts; resolving waits for the next start
         log.warning("open incidents not readable: lost resolutions are not reconciled", error=repr(exc))
         states = None
     try:
-        alerts = await _fetch(alertmanager_url)
+        alerts = await _fetch(ingest.settings)
     except (httpx.HTTPError, ValueError) as exc:
         log.warning("alertmanager reconcile failed", url=alertmanager_url, error=repr(exc))
         return None

@@ -32,6 +32,7 @@ from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain import workflows as wf
 from pipeline.domain.arbitration import Rules
+from pipeline.domain.quantity import parse_bytes
 from pipeline.events import (
     ActionReleased,
     ControlChanged,
@@ -76,7 +77,7 @@ class RemediateStage(Stage):
         self.control_topic = settings.topic("control")
         self.mode = settings.remediation_mode
         self.limits = wf.Limits(memory_factor=rules.limits.memory_factor,
-                                memory_max_bytes=wf.parse_bytes(rules.limits.memory_max),
+                                memory_max_bytes=parse_bytes(rules.limits.memory_max),
                                 replicas_step=rules.limits.replicas_step, replicas_max=rules.limits.replicas_max)
         self.timeouts = wf.Timeouts(step_s=settings.remediation_step_timeout_s,
                                     checkpoint_s=settings.remediation_checkpoint_timeout_s)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.domain import quantity
 from pipeline.domain import workflows as wf
 from pipeline.domain.arbitration import Policy, resolve
 from pipeline.events import Decision, Proposal, TargetState
@@ -161,14 +162,14 @@ def test_storm_guard(unhealthy: int, total: int, storm: bool) -> None:
                                                  ("4Gi", None), ("5G", None), (None, None), ("100M", "144Mi"),
                                                  ("1e9", "1431Mi")])
 def test_memory_limits_are_raised_within_bounds(current: str | None, raised: str | None) -> None:
-    assert wf.raised_memory(current, 1.5, 4 * 2**30) == raised
+    assert quantity.raised_memory(current, 1.5, 4 * 2**30) == raised
 
 
 def test_quantities() -> None:
-    assert wf.parse_bytes("512Mi") == 512 * 2**20 and wf.parse_bytes("1G") == 10**9 and wf.parse_bytes("1024") == 1024
-    assert wf.format_bytes(1536 * 2**20) == "1536Mi" and wf.format_bytes(2**31) == "2Gi" and wf.format_bytes(1000) == "1000"
+    assert quantity.parse_bytes("512Mi") == 512 * 2**20 and quantity.parse_bytes("1G") == 10**9 and quantity.parse_bytes("1024") == 1024
+    assert quantity.format_quantity(1536 * 2**20) == "1536Mi" and quantity.format_quantity(2**31) == "2Gi" and quantity.format_quantity(1000) == "1000"
     with pytest.raises(ValueError):
-        wf.parse_bytes("lots")
+        quantity.parse_bytes("lots")
 
 
 def test_workflow_ids_are_stable_and_manual_commands_keep_theirs() -> None:

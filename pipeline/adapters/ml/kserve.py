@@ -170,7 +170,7 @@ class KServeClient:
         self.registry = registry
         self._clock = clock
         self._widths: dict[str, tuple[int | None, float]] = {}  # model -> (v2 input width or unknown, until)
-        self._http = http_client(settings.kserve_timeout_s, transport)
+        self._http = http_client(settings, settings.kserve_timeout_s, transport)
         self._deps = {
             endpoint.name: Dependency(
                 endpoint.name,

@@ -19,10 +19,7 @@ from pipeline.adapters.breaker import CircuitBreaker
 from pipeline.adapters.ml.errors import ModelUnavailable, PredictionRejected
 from pipeline.adapters.ml.transport import Dependency, M, http_client, parse_response
 from pipeline.config import Settings
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+from pipeline.events import iso_z
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +37,7 @@ class MetricSample:
             "name": self.name,
             "metric_name": self.name,
             "value": self.value,
-            "timestamp": _iso(self.timestamp),
+            "timestamp": iso_z(self.timestamp.astimezone(UTC)),
         }
         if self.labels:
             body["labels"] = dict(self.labels)
@@ -168,7 +165,7 @@ class MLServiceClient:
         if not settings.ml_service_url:
             raise ValueError("ML_SERVICE_URL is not set")
         self.url = settings.ml_service_url.rstrip("/")
-        self._http = http_client(settings.ml_timeout_s, transport)
+        self._http = http_client(settings, settings.ml_timeout_s, transport)
         self.breaker = CircuitBreaker(
             self.NAME,
             settings.ml_circuit_breaker_threshold,

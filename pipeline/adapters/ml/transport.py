@@ -25,6 +25,7 @@ from pipeline.adapters.breaker import CircuitBreaker, CircuitOpen
 from pipeline.adapters.http import async_client
 from pipeline.adapters.ml.errors import InvalidModelResponse, MLError, ModelUnavailable, PredictionRejected
 from pipeline.adapters.transient import TransientStatus, raise_if_transient
+from pipeline.config import Settings
 from pipeline.observability import ML_REQUEST_SECONDS, ML_REQUESTS
 
 T = TypeVar("T")
@@ -154,10 +155,13 @@ class Dependency:
         return response
 
 
-def http_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+def http_client(settings: Settings, timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     """The client one dependency kind (KServe, the ML service) shares between its calls."""
     return async_client(
+        settings,
         timeout=timeout_s,
+        ca_file=settings.ml_ca_file,
+        tls_verify=settings.ml_tls_verify,
         transport=transport,
         headers={"Accept": "application/json"},
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=10),
