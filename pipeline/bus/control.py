@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
@@ -67,9 +67,11 @@ class ControlFollower:
         self.ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._consumer = kafka.consumer(settings, group_id=None)
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        # The consumer is made here, in the loop that runs it (aiokafka binds a client to the running loop).
+        self._consumer = kafka.consumer(self.settings, group_id=None)
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)
         self._consumer.assign([tp])
@@ -83,7 +85,8 @@ class ControlFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     async def wait_changed(self, timeout: float) -> None:
         """Return on the next control record, or after `timeout` seconds."""
@@ -92,6 +95,7 @@ class ControlFollower:
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _run(self, tp: TopicPartition, end: int) -> None:
+        assert self._consumer is not None
         if end == 0:
             self.ready.set()
         while True:
