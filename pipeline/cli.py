@@ -109,8 +109,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.embedded.kafka import LocalKafka, ensure_kafka
 
     settings = _settings(args)
-    ensure_kafka()
-    broker = LocalKafka(settings.data_dir / "kafka", port=settings.embedded_kafka_port or None)
+    ensure_kafka(cache_dir=settings.cache_dir)
+    broker = LocalKafka(settings.data_dir / "kafka", port=settings.embedded_kafka_port or None,
+                        cache_dir=settings.cache_dir)
     print(json.dumps({"bootstrap": broker.start()}), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -69,8 +69,10 @@ class Process:
     async def _start_embedded_broker(self) -> None:
         from pipeline.embedded.kafka import LocalKafka, ensure_kafka
 
-        await asyncio.to_thread(ensure_kafka)
-        broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.embedded_kafka_port or None)
+        cache_dir = self.settings.cache_dir
+        await asyncio.to_thread(ensure_kafka, cache_dir=cache_dir)
+        broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.embedded_kafka_port or None,
+                            cache_dir=cache_dir)
         bootstrap = await asyncio.to_thread(broker.start)
         self.broker = broker
         self._stops.append(lambda: asyncio.to_thread(broker.stop))
