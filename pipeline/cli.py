@@ -1,4 +1,4 @@
-"""`pipeline run | stage NAME | gateway | topics | schemas | bench | broker`."""
+"""`pipeline run | stage NAME | gateway | topics | dlq | schemas | bench | broker | ml`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.config import Settings, load_settings
@@ -78,6 +79,59 @@ def cmd_topics(args: argparse.Namespace) -> int:
         else:
             print(f"{row['topic']:40} partitions={row['partitions']} messages={row['messages']} high_water={row['high_water']}")
     return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """Dead letters: list, show, replay (pipeline/forensics/deadletters.py); a refusal exits 2."""
+    from pipeline.forensics import deadletters as dlq
+
+    settings = _settings(args)
+    _require_broker(settings)
+    if args.action == "list":
+        work = dlq.list_command(settings, sys.stdout, stage=args.stage, since=args.since, as_json=args.json)
+    elif args.action == "show":
+        work = dlq.show_command(settings, sys.stdout, args.id, as_json=args.json)
+    else:
+        if bool(args.ids) == args.all:
+            print("pipeline dlq replay: name dead letter IDs, or --all --stage STAGE", file=sys.stderr)
+            return 2
+        work = dlq.replay_command(settings, sys.stdout, args.ids, stage=args.stage, since=args.since,
+                                  force=args.force)
+    try:
+        return asyncio.run(work)
+    except (dlq.Refused, LookupError) as exc:
+        print(f"pipeline dlq {args.action}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _since(text: str) -> datetime:
+    from pipeline.forensics.deadletters import parse_since
+
+    try:
+        return parse_since(text, datetime.now(UTC))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_dlq(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dlq = sub.add_parser("dlq", help="dead letters: list them, show one, replay them into their origin topic")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="a table of the dead letters (ID = <partition>:<offset>)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line instead of the table")
+    show = actions.add_parser("show", help="one dead letter: origin, error, attempts, headers and the record")
+    show.add_argument("id", help="<partition>:<offset> in the dead-letter topic, as `list` shows it")
+    show.add_argument("--json", action="store_true")
+    replay = actions.add_parser("replay", help="re-inject dead letters into their origin topic, with dlq_replay_of")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="<partition>:<offset> of each dead letter")
+    replay.add_argument("--all", action="store_true",
+                        help="every dead letter of --stage (since --since) not yet replayed")
+    replay.add_argument("--force", action="store_true",
+                        help="replay even if already replayed, truncated or from a topic not ours")
+    for parser_ in (listing, replay):
+        parser_.add_argument("--stage", help="only the dead letters of this stage")
+        parser_.add_argument("--since", type=_since, metavar="WHEN",
+                             help="written since: a duration (30m, 6h, 2d) or an ISO 8601 time")
+    dlq.set_defaults(func=cmd_dlq)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -193,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create missing topics and report drift, or list them")
     topics.add_argument("action", choices=["apply", "list"])
     topics.set_defaults(func=cmd_topics)
+
+    _add_dlq(sub)
 
     schemas = sub.add_parser("schemas", help="write JSON Schema and AsyncAPI files for every event type")
     schemas.add_argument("action", choices=["export"])

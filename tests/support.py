@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
@@ -121,3 +122,37 @@ async def publish(settings: Settings, logical: str, events: list[Event]) -> None
         await producer.publish([Output.event(settings.topic(logical), e) for e in events])
     finally:
         await producer.stop()
+
+
+async def set_max_message_bytes(settings: Settings, limits: dict[str, int]) -> None:
+    """Set `max.message.bytes` of topics (logical names), as an operator would with kafka-configs."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        await client.alter_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, settings.topic(t), configs={"max.message.bytes": str(n)})
+                for t, n in limits.items()
+            ]
+        )
+    finally:
+        await client.close()
+
+
+async def consumed(settings: Settings, stage: str, logical: str) -> bool:
+    """Whether the stage's consumer group has committed every record now on the topic (all partitions)."""
+    topic = settings.topic(logical)
+    tps = [TopicPartition(topic, p) for p in (await kafka.partitions(settings, topic))[topic]]
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        end = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    admin = kafka.admin(settings)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}{stage}")
+    finally:
+        await admin.close()
+    return all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp]) for tp in tps)

@@ -10,11 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import Origin, Stage, StageRuntime, TransientError, stuck_partitions
 from pipeline.bus.topics import apply
@@ -22,7 +20,7 @@ from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.events import Event
 from pipeline.events.incidents import Resource, Signal
-from tests.support import PipelineUnderTest, eventually, read_topic
+from tests.support import PipelineUnderTest, eventually, read_topic, set_max_message_bytes
 
 OUTPUT_LIMIT = 50_000  # max.message.bytes of the output topic in these tests
 DEADLETTER_LIMIT = 20_000  # ... and of the dead-letter topic
@@ -43,22 +41,6 @@ def _signal(name: str, description: str = "") -> Event:
         observed_at=datetime(2026, 12, 1, tzinfo=UTC),
     )
     return Event.of(payload, source="test")
-
-
-async def _limit(settings: Settings, limits: dict[str, int]) -> None:
-    client = kafka.admin(settings)
-    await client.start()
-    try:
-        await client.alter_configs(
-            [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, settings.topic(t), configs={"max.message.bytes": str(n)}
-                )
-                for t, n in limits.items()
-            ]
-        )
-    finally:
-        await client.close()
 
 
 async def _publish(settings: Settings, events: list[Event]) -> None:
@@ -86,7 +68,7 @@ async def test_an_output_too_large_for_its_topic_dead_letters_the_input_and_the_
     settings: Settings,
 ) -> None:
     await apply(settings)
-    await _limit(settings, {"features": OUTPUT_LIMIT, "deadletter": DEADLETTER_LIMIT})
+    await set_max_message_bytes(settings, {"features": OUTPUT_LIMIT, "deadletter": DEADLETTER_LIMIT})
     events = [
         _signal("big-output"),
         # its dead letter is too big for the dead-letter topic too
