@@ -36,6 +36,7 @@ from pipeline.events import (
     Proposal,
     RemediationProposed,
     ScoreComputed,
+    iso_z,
 )
 
 SOURCE_TOPICS = ("incidents", "scores")
@@ -87,7 +88,7 @@ class Difference:
         def side(d: Decision | None) -> dict[str, object] | None:
             if d is None:
                 return None
-            return {"outcome": d.outcome, "decided_at": d.decided_at.isoformat(),
+            return {"outcome": d.outcome, "decided_at": iso_z(d.decided_at),
                     "reasons": [r.model_dump(mode="json", exclude_defaults=True) for r in d.reasons]}
 
         return {"proposal_id": self.proposal_id, "target": self.target, "action": self.action,
@@ -236,7 +237,7 @@ def seed_from_changelog(records: Iterable[Recorded]) -> Seed:
                                                       or r.at >= latest[payload.namespace].at):
             latest[payload.namespace] = r
     return Seed({ns: r.event.payload for ns, r in latest.items() if isinstance(r.event.payload, ArbitrationState)},
-                {ns: f"arbitrate.state changelog as of {r.at.isoformat()}" for ns, r in latest.items()})
+                {ns: f"arbitrate.state changelog as of {iso_z(r.at)}" for ns, r in latest.items()})
 
 
 def seed_from_decisions(records: Sequence[Recorded], since: datetime) -> Seed:
@@ -256,7 +257,7 @@ def seed_from_decisions(records: Sequence[Recorded], since: datetime) -> Seed:
             states[payload.namespace] = s.model_copy(update={"state": release(
                 s.state, payload.target, payload.released_at, incident_id=payload.incident_id,
                 proposal_id=payload.proposal_id)})
-    how = f"decisions recorded since {since.isoformat()} (actions started earlier unknown)"
+    how = f"decisions recorded since {iso_z(since)} (actions started earlier unknown)"
     return Seed(states, dict.fromkeys(states, how))
 
 
