@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from pipeline import cli
 from pipeline.adapters.rules import load_rules
 from pipeline.domain.arbitration import Policy, Rules
 from pipeline.domain.remediation_flow import decide_batch, proposed_by
@@ -34,6 +37,7 @@ from pipeline.events import (
     RemediationProposed,
     ScoreComputed,
 )
+from pipeline.forensics.whatif import UsageError, parse_time
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "rules" / "remediation.yaml")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -190,3 +194,26 @@ def test_the_runtime_kill_switch_is_followed() -> None:
     report = rerun(mixed_window().records, Seed(), Change(POLICY), kill_switch=[on])
     assert {d.target for d in report.differences} == {"shop/Pod/web-4", "shop/Pod/web-5"}
     assert all(d.new and d.new.reasons[-1].code == "kill_switch" for d in report.differences)
+
+
+def test_window_times_are_rfc3339_or_a_duration_ago() -> None:
+    now = T0 + timedelta(hours=1)
+    assert parse_time("15m", now) == T0 + timedelta(minutes=45)
+    assert parse_time("1h30m", now) == T0 - timedelta(minutes=30)
+    assert parse_time("2026-03-01T13:00:00+01:00", now) == T0 and parse_time("now", now) == now
+    for bad, why in (("yesterday", "neither"), ("2026-03-01T12:00:00", "no time zone")):
+        with pytest.raises(UsageError, match=why):
+            parse_time(bad, now)
+
+
+def test_the_replay_command_says_what_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # never reached: the arguments are refused first
+    assert cli.main(["replay", "--from", "15m"]) == 2
+    assert "only --what-if" in capsys.readouterr().err
+    assert cli.main(["replay", "--what-if"]) == 2
+    assert "--from is required" in capsys.readouterr().err
+    assert cli.main(["replay", "--what-if", "--from", "yesterday"]) == 2
+    assert "'yesterday' is neither" in capsys.readouterr().err
+    assert cli.main(["replay", "--what-if", "--from", "5m", "--to", "10m"]) == 2
+    assert "is not before --to" in capsys.readouterr().err
