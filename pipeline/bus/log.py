@@ -9,16 +9,43 @@ the reason it is not one of ours (the raw bytes are kept: a forensic read shows 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.bus import kafka
-from pipeline.config import Settings
+from pipeline.config import Settings, go_duration_seconds
 from pipeline.events import Event, InvalidEvent, decode, iso_z
+
+_DAYS = re.compile(r"^([1-9][0-9]{0,5})([dw])$")
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A point in the log as an operator types it: `now`, a duration ago (`90s`, `15m`, `1h30m`, `2d`, `1w`)
+    or an RFC 3339 / ISO 8601 time (UTC when it names no zone). ValueError saying what is accepted otherwise."""
+    text = text.strip()
+    if text == "now":
+        return now
+    days = _DAYS.match(text)
+    if days:
+        return now - timedelta(days=int(days.group(1)) * (7 if days.group(2) == "w" else 1))
+    try:  # a unit is required: a bare number says nothing about what it counts
+        seconds = go_duration_seconds(text) if text and not text.replace(".", "").isdigit() else None
+    except ValueError:
+        seconds = None
+    if seconds is not None and seconds > 0:
+        return now - timedelta(seconds=seconds)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        at = None
+    if at is None or seconds is not None or text.replace(".", "").isdigit():
+        raise ValueError(f"{text!r} is neither a duration ago (30m, 2h, 1h30m, 2d, 1w) nor an RFC 3339 time")
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

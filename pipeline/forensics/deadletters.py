@@ -28,7 +28,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from aiokafka import TopicPartition
@@ -62,17 +62,6 @@ def parse_id(text: str) -> tuple[int, int]:
         raise Refused(f"a dead letter ID is <partition>:<offset> of the dead-letter topic, e.g. 1:42; got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """`--since`: a duration before `now` (`90s`, `30m`, `6h`, `2d`, `1w`) or an ISO 8601 time (UTC if no zone)."""
-    match = _DURATION.match(text.strip())
-    if match:
-        return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-    try:
-        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--since must be a duration like 30m, 6h, 2d or an ISO 8601 time; got {text!r}") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _text(value: bytes) -> str:

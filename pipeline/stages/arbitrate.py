@@ -17,13 +17,8 @@ from pipeline.bus.control import ControlFollower
 from pipeline.bus.producer import Output
 from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
-from pipeline.domain.arbitration import (
-    apply,
-    expire,
-    policy_from_settings,
-    release,
-    resolve,
-)
+from pipeline.domain.arbitration import policy_from_settings
+from pipeline.domain.remediation_flow import decide_batch
 from pipeline.events import (
     ActionReleased,
     ArbitrationState,
@@ -88,31 +83,22 @@ class ArbitrateStage(Stage):
             if isinstance(event.payload, RemediationProposed | ActionReleased):
                 by_namespace.setdefault(event.payload.namespace, []).append(event)
         for namespace, batch in sorted(by_namespace.items()):
-            current = self._current(namespace)
-            state = expire(current.state, now, self.policy.action_timeout_seconds)
-            proposals: dict[str, tuple[Event, Proposal]] = {}
+            first: dict[str, Event] = {}  # the event that carried each proposal first in the batch
+            inputs: list[Proposal | ActionReleased] = []
             for event in batch:
                 payload = event.payload
-                if isinstance(payload, ActionReleased):
-                    state = release(state, payload.target, payload.released_at, incident_id=payload.incident_id,
-                                    proposal_id=payload.proposal_id)
-                elif isinstance(payload, RemediationProposed):
-                    pid = payload.proposal.id
-                    if pid in current.decided or pid in proposals:
-                        COORDINATION_REDECIDED.inc()
-                    else:
-                        proposals[pid] = (event, payload.proposal)
-            decisions = resolve([p for _, p in proposals.values()], state, policy, now)
-            decided = dict(current.decided)
-            for decision in decisions:
-                event, _ = proposals[decision.proposal.id]
+                if isinstance(payload, RemediationProposed):
+                    first.setdefault(payload.proposal.id, event)
+                    inputs.append(payload.proposal)
+                elif isinstance(payload, ActionReleased):
+                    inputs.append(payload)
+            done = decide_batch(self._current(namespace), inputs, policy, now, self.memory)
+            COORDINATION_REDECIDED.inc(len(done.skipped))
+            for decision in done.decisions:
+                event = first[decision.proposal.id]
                 seconds = max((now - event.envelope.time).total_seconds(), 0.0)
                 self._decided[event.envelope.id] = _Decided(decision, seconds)
-                decided[decision.proposal.id] = decision.outcome
-            while len(decided) > self.memory:
-                del decided[next(iter(decided))]
-            self._pending[namespace] = ArbitrationState(namespace=namespace, state=apply(state, decisions),
-                                                        decided=decided)
+            self._pending[namespace] = done.state
 
     def handle(self, event: Event, origin: Origin) -> list[Output]:
         payload = event.payload

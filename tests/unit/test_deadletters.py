@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,6 @@ from pipeline.forensics.deadletters import (
     Refused,
     our_topics,
     parse_id,
-    parse_since,
     payload,
     refusal,
     replay_output,
@@ -40,15 +39,6 @@ def test_an_id_is_partition_and_offset() -> None:
         with pytest.raises(Refused, match="<partition>:<offset>"):
             parse_id(bad)
 
-
-def test_since_is_a_duration_before_now_or_a_time() -> None:
-    assert parse_since("30m", NOW) == NOW - timedelta(minutes=30)
-    assert parse_since("2d", NOW) == NOW - timedelta(days=2)
-    assert parse_since("2026-11-30T10:00:00Z", NOW) == datetime(2026, 11, 30, 10, tzinfo=UTC)
-    assert parse_since("2026-11-30T10:00:00", NOW) == datetime(2026, 11, 30, 10, tzinfo=UTC)  # UTC when no zone
-    for bad in ("yesterday", "0m", "5y", ""):
-        with pytest.raises(ValueError, match="--since"):
-            parse_since(bad, NOW)
 
 
 def test_a_dead_letter_reads_its_headers_and_lists_its_first_error_line() -> None:
