@@ -1,4 +1,4 @@
-"""`pipeline run | stage NAME | gateway | topics | schemas | bench | broker`."""
+"""`pipeline run | stage NAME | gateway | topics | schemas | replay | bench | broker`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,14 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     for path in schemas.export(out, settings.topics_dir):
         print(path)
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.forensics import replay
+
+    settings = _settings(args)
+    _require_broker(settings)
+    return replay.main(args, settings)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -219,6 +227,13 @@ def parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true", help="evaluate: the counts as JSON instead of the table")
     ml.add_argument("--no-train", action="store_true", help="evaluate: the model in --model-dir as it is, never retrain")
     ml.set_defaults(func=cmd_ml)
+
+    from pipeline.forensics.replay import add_arguments as replay_arguments
+
+    replay = sub.add_parser("replay", help="show part of the log (an incident, a time window, an offset range) "
+                                           "without disturbing any consumer group")
+    replay_arguments(replay)
+    replay.set_defaults(func=cmd_replay)
 
     from pipeline.bench import add_arguments
 
