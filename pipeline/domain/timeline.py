@@ -8,8 +8,10 @@ Every event carries its CloudEvents attributes (`pipeline.events.Envelope`); the
   operator's approval); or when it is the cause of one (the signals that opened or changed the incident carry
   no incident id: the pipeline did not know it yet). An event whose `incidentid` names another incident never
   belongs. Causes are followed upwards only (the other events a signal caused are not pulled in through it).
-* **Causal order.** A topological order on causation ids: every event after its cause (when its cause is in
-  the set; a redelivered duplicate of an id counts from its first copy), ties by the event's time, then by the
+* **Causal order.** A topological order on causation ids: every event after its cause when its cause is in the
+  set -- after every record carrying the cause's id: a redelivered duplicate, and another event with the same id
+  (derived ids are unique per source, not across sources: the enrich and propose stages derive the same id from
+  one incident event, `Event.caused`), so the true cause is always before. Ties by the event's time, then by the
   record's broker time, topic, partition and offset. Events caught in a causation cycle (only a corrupt log
   has one) come last in tie order, never dropped.
 * **The scan's bound.** An incident's events are produced after the pipeline received its first signal, so a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,23 +103,24 @@ def causal_order(items: Iterable[T]) -> list[T]:
     """The items in causal order (see the module's doc)."""
     listed = list(items)
     nodes = [item.node for item in listed]
-    present = {n.id for n in nodes if n.id is not None}
+    copies = Counter(n.id for n in nodes if n.id is not None)  # records carrying each id, not yet placed
     children: dict[str, list[int]] = {}
     ready: list[tuple[tuple[datetime, datetime, str, int, int], int]] = []
     for i, n in enumerate(nodes):
-        if n.causation is not None and n.causation in present and n.causation != n.id:
+        if n.causation is not None and copies[n.causation] and n.causation != n.id:
             children.setdefault(n.causation, []).append(i)
         else:
             ready.append((n.tie, i))
     heapq.heapify(ready)
     out: list[int] = []
-    emitted: set[str] = set()
     while ready:
         _, i = heapq.heappop(ready)
         out.append(i)
         node_id = nodes[i].id
-        if node_id is not None and node_id not in emitted:
-            emitted.add(node_id)
+        if node_id is None:
+            continue
+        copies[node_id] -= 1
+        if not copies[node_id]:
             for j in children.pop(node_id, ()):
                 heapq.heappush(ready, (nodes[j].tie, j))
     stranded = sorted((j for waiting in children.values() for j in waiting), key=lambda j: nodes[j].tie)

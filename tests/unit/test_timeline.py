@@ -101,9 +101,15 @@ def test_ties_by_time_then_broker_time_then_position() -> None:
     assert ids(causal_order(log)) == ["first", "a", "b", "late"]
 
 
-def test_a_redelivered_duplicate_is_kept_and_its_children_follow_the_first_copy() -> None:
+def test_a_redelivered_duplicate_is_kept_and_children_follow_every_record_of_their_causes_id() -> None:
     log = [ev("p", t=0), ev("c", cause="p", t=1), ev("p", t=2)]
-    assert ids(causal_order(log)) == ["p", "c", "p"]
+    assert ids(causal_order(log)) == ["p", "p", "c"]
+    # Two stages derive the same id from one input (features and a proposal from one incident event): the decision
+    # caused by the proposal comes after both, even when the features' clock is later than the decision's.
+    same_id = [ev("open", t=0), ev("x", cause="open", t=1, topic="remediation"),
+               ev("x", cause="open", t=5, topic="features"), ev("decided", cause="x", t=2, topic="decisions")]
+    assert [(r.node.id, r.node.topic) for r in causal_order(same_id)] == [
+        ("open", "incidents"), ("x", "remediation"), ("x", "features"), ("decided", "decisions")]
 
 
 def test_a_causation_cycle_loses_nothing() -> None:
