@@ -105,7 +105,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def _since(text: str) -> datetime:
-    from pipeline.bus.log import parse_when
+    from pipeline.domain.times import parse_when
 
     try:
         return parse_when(text, datetime.now(UTC))
@@ -150,18 +150,13 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Forensics over the recorded log; `--what-if` decides a window again under other rules or threshold."""
-    if not args.what_if:
-        print("pipeline replay: only --what-if is available here yet", file=sys.stderr)
-        return 2
-    if not args.from_time:
-        print("pipeline replay --what-if: --from is required", file=sys.stderr)
-        return 2
-    from pipeline.forensics.whatif import main as what_if
+    """`pipeline replay`: part of the log (an incident, a window, an offset range), or with `--what-if` a window
+    decided again under other rules or threshold."""
+    from pipeline.forensics import replay
 
     settings = _settings(args)
     _require_broker(settings)
-    return what_if(settings, args)
+    return replay.main(args, settings)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -292,16 +287,11 @@ def parser() -> argparse.ArgumentParser:
     ml.add_argument("--no-train", action="store_true", help="evaluate: the model in --model-dir as it is, never retrain")
     ml.set_defaults(func=cmd_ml)
 
-    replay = sub.add_parser("replay", help="forensics over the recorded log: --what-if decides a window again")
-    replay.add_argument("--what-if", action="store_true",
-                        help="decide the window's proposals again and print exactly the decisions that would differ")
-    replay.add_argument("--rules", metavar="FILE", help="what-if: propose again with this rules file")
-    replay.add_argument("--confidence-threshold", type=float, metavar="X",
-                        help="what-if: the AI confidence threshold to decide with (default CONFIDENCE_THRESHOLD)")
-    replay.add_argument("--from", dest="from_time", metavar="T1",
-                        help="window start: RFC 3339, or a duration ago such as 15m or 2h")
-    replay.add_argument("--to", dest="to_time", metavar="T2", help="window end (exclusive), same forms; default now")
-    replay.add_argument("--json", action="store_true", help="JSON lines instead of the table")
+    from pipeline.forensics.replay import add_arguments as replay_arguments
+
+    replay = sub.add_parser("replay", help="show part of the log (an incident, a time window, an offset range) "
+                                           "without disturbing any consumer group")
+    replay_arguments(replay)
     replay.set_defaults(func=cmd_replay)
 
     from pipeline.bench import add_arguments

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     gateway_write_timeout_s: float = Field(default=10.0, gt=0)
     # Alerts an incident lists in the read model (firing ones first); `alerts_total` counts them all.
     incident_alerts_listed: int = Field(default=100, ge=1)
+    # Forensics: an incident's timeline is read from its `received_at` (else `created_at`) minus this many seconds
+    # (clock skew between the producers), to the end of the log (domain/timeline.py).
+    timeline_margin_s: float = Field(default=300.0, ge=0)
 
     # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
     # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_settings`: every KSERVE_*

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +18,26 @@ from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.compose.process import Plan, Process
 from pipeline.config import Settings
+from pipeline.embedded.process import free_port
 from pipeline.events import Event
 from pipeline.stages import stage_classes
 
 T = TypeVar("T")
 
+
+
+def settings_for(kafka_bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings with a test's own topics (a unique prefix) on the session broker, loopback only, fast timeouts."""
+    values: dict[str, Any] = dict(
+        kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.", host="127.0.0.1",
+        port=free_port(), data_dir=data_dir, kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=500,
+        ingest_produce_timeout_s=3.0, gateway_write_timeout_s=10.0, stage_batch_timeout_ms=20,
+    )
+    return Settings(**{**values, **overrides})
+
+
+# every stage, ingest, the gateway and the reference ML model: `pipeline run` on an existing broker
+EVERYTHING = Plan(stages=list(stage_classes()), ingest=True, gateway=True, apply_topics=True, embedded_ml=True)
 
 
 def sample(name: str) -> dict[str, Any]:

@@ -9,43 +9,17 @@ the reason it is not one of ours (the raw bytes are kept: a forensic read shows 
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.bus import kafka
-from pipeline.config import Settings, go_duration_seconds
-from pipeline.events import Event, InvalidEvent, decode, iso_z
-
-_DAYS = re.compile(r"^([1-9][0-9]{0,5})([dw])$")
-
-
-def parse_when(text: str, now: datetime) -> datetime:
-    """A point in the log as an operator types it: `now`, a duration ago (`90s`, `15m`, `1h30m`, `2d`, `1w`)
-    or an RFC 3339 / ISO 8601 time (UTC when it names no zone). ValueError saying what is accepted otherwise."""
-    text = text.strip()
-    if text == "now":
-        return now
-    days = _DAYS.match(text)
-    if days:
-        return now - timedelta(days=int(days.group(1)) * (7 if days.group(2) == "w" else 1))
-    try:  # a unit is required: a bare number says nothing about what it counts
-        seconds = go_duration_seconds(text) if text and not text.replace(".", "").isdigit() else None
-    except ValueError:
-        seconds = None
-    if seconds is not None and seconds > 0:
-        return now - timedelta(seconds=seconds)
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        at = None
-    if at is None or seconds is not None or text.replace(".", "").isdigit():
-        raise ValueError(f"{text!r} is neither a duration ago (30m, 2h, 1h30m, 2d, 1w) nor an RFC 3339 time")
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+from pipeline.config import Settings
+from pipeline.domain.timeline import Node
+from pipeline.events import CONTENT_TYPE, SPECVERSION, Event, InvalidEvent, decode, iso_z
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +48,33 @@ class LoggedRecord:
     headers: tuple[tuple[str, bytes], ...]
     event: Event | None
     invalid: str | None = None
+
+    @property
+    def node(self) -> Node:
+        """Its links and place, for `domain.timeline` (belonging to an incident, causal order)."""
+        p, env = self.position, self.event.envelope if self.event is not None else None
+        if env is None:
+            return Node(None, None, None, None, p.timestamp, p.timestamp, p.topic, p.partition, p.offset)
+        return Node(env.id, env.causationid, env.incidentid, env.workflowid, env.time, p.timestamp, p.topic,
+                    p.partition, p.offset)
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as JSON: its position, its key and the event in CloudEvents' structured JSON form
+        (attributes, then `data`: the payload); a record that is not an event has `invalid` (why) and `value`."""
+        out: dict[str, object] = {"position": self.position.as_dict(),
+                                  "key": self.key.decode(errors="replace") if self.key is not None else None}
+        if self.event is None:
+            out["invalid"] = self.invalid
+            out["value"] = self.value.decode(errors="replace") if self.value is not None else None
+            return out
+        env = self.event.envelope
+        attributes = {"specversion": SPECVERSION, "id": env.id, "type": env.type, "source": env.source,
+                      "time": iso_z(env.time), "datacontenttype": CONTENT_TYPE, "subject": env.subject,
+                      "incidentid": env.incidentid, "workflowid": env.workflowid, "causationid": env.causationid,
+                      "traceparent": env.traceparent}
+        out["event"] = {**{k: v for k, v in attributes.items() if v is not None},
+                        "data": self.event.payload.model_dump(mode="json")}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ class LogReader:
         found = await self._require().offsets_for_times({tp: int(at.timestamp() * 1000) for tp in tps})
         return {tp: found[tp].offset if found.get(tp) is not None else latest[tp] for tp in tps}
 
-    async def read(self, topics: Sequence[str], window: Window | None = None) -> AsyncIterator[LoggedRecord]:
+    async def read(self, topics: Sequence[str], window: Window | None = None) -> AsyncGenerator[LoggedRecord, None]:
         """The window's records, partition by partition in offset order (partitions interleaved as fetched;
         sort by `position.timestamp` or causation for one order across them)."""
         consumer = self._require()

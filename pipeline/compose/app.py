@@ -77,6 +77,9 @@ def build_app(parts: Parts) -> FastAPI:
         remediation = parts.projection.remediation
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer,
                                            remediation=remediation.remediation))
+        from pipeline.gateway.timeline import router as timeline_router
+
+        app.include_router(timeline_router(settings, parts.projection.projection, remediation))
         from pipeline.gateway.remediation import router as remediation_router
 
         app.include_router(remediation_router(

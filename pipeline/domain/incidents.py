@@ -80,11 +80,11 @@ class IncidentQuery:
     ) -> IncidentQuery:
         """Validate raw query strings; raise InvalidQuery naming the parameter."""
         return cls(
-            namespace=_no_filter(namespace),
-            severity=_enum(Severity, "severity", _no_filter(severity)),
-            status=_status(_no_filter(status)),
-            limit=_int("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT),
-            offset=_int("offset", offset, 0, 0, 10**9),
+            namespace=no_filter(namespace),
+            severity=_enum(Severity, "severity", no_filter(severity)),
+            status=_status(no_filter(status)),
+            limit=int_param("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT),
+            offset=int_param("offset", offset, 0, 0, 10**9),
         )
 
     def matches(self, incident: Incident) -> bool:
@@ -95,7 +95,8 @@ class IncidentQuery:
         )
 
 
-def _no_filter(value: str | None) -> str | None:
+def no_filter(value: str | None) -> str | None:
+    """A query value; None (no filter) for absent, empty or `all`."""
     value = (value or "").strip()
     return None if value.lower() in ("", "all") else value
 
@@ -116,7 +117,8 @@ def _status(value: str | None) -> IncidentStatus | None:
     return _enum(IncidentStatus, "status", value)  # type: ignore[no-any-return]
 
 
-def _int(field: str, raw: str | None, default: int, low: int, high: int) -> int:
+def int_param(field: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """An integer query value in [low, high] (`default` when absent); InvalidQuery naming `field` otherwise."""
     if raw is None or raw.strip() == "":
         return default
     try:

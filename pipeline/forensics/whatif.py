@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from pipeline.adapters.rules import load_rules
-from pipeline.bus.log import LoggedRecord, LogReader, Window, parse_when
+from pipeline.bus.log import LoggedRecord, LogReader, Window
 from pipeline.config import Settings
 from pipeline.domain.arbitration import Policy, RulesError, policy_from_settings
+from pipeline.domain.times import parse_when
 from pipeline.domain.whatif import (
     SOURCE_TOPICS,
     Change,
@@ -63,8 +64,8 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     now = datetime.now(UTC)
-    start = parse_time(args.from_time, now)
-    end = parse_time(args.to_time, now) if args.to_time else now
+    start = parse_time(args.start, now)
+    end = parse_time(args.end, now) if args.end else now
     if start >= end:
         raise UsageError(f"--from {iso_z(start)} is not before --to {iso_z(end)}")
     rules = load_rules(args.rules) if args.rules else None

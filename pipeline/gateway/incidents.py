@@ -1,4 +1,5 @@
-"""Incident routes: `GET /api/v1/incidents` (MCP filters and summary) and `POST /api/v1/incidents` (201)."""
+"""Incident routes: `GET /api/v1/incidents` (MCP filters and summary), `GET /api/v1/incidents/{id}` (one, in the
+same shape) and `POST /api/v1/incidents` (201)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,15 @@ class CreateIncident(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
+def known(projection: IncidentProjection, incident_id: str) -> Incident:
+    """The read model's incident, or 404 naming `id`."""
+    incident = projection.incidents.get(incident_id)
+    if incident is None:
+        raise ApiError(404, "NOT_FOUND", f"incident {incident_id} not found", field="id",
+                       incident_id=incident_id)
+    return incident
+
+
 def router(
     settings: Settings, projection: IncidentProjection, producer: EventProducer,
     remediation: Callable[[str], Remediation | None] | None = None,
@@ -99,6 +109,12 @@ def router(
                 "summary": summary(matching),
             }
         )
+
+    @api.get("/api/v1/incidents/{incident_id}", summary="One incident, in the list's shape")
+    async def get_incident(incident_id: str) -> JSONResponse:
+        incident = known(projection, incident_id)
+        found = lookup(incident_id)
+        return JSONResponse(to_api(with_remediation(incident, found), found))
 
     @api.post("/api/v1/incidents", status_code=201, summary="Create an incident")
     async def create_incident(request: Request) -> JSONResponse:

@@ -74,8 +74,9 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
     api = APIRouter(tags=["workflows"])
     control_topic = settings.topic("control")
 
-    async def publish_control(change: ControlChanged, what: str) -> None:
-        event = Event.of(change, source="pipeline/gateway", workflowid=change.workflow_id)
+    async def publish_control(change: ControlChanged, what: str, incident_id: str | None = None) -> None:
+        event = Event.of(change, source="pipeline/gateway", workflowid=change.workflow_id,
+                         incidentid=incident_id or None)
         await publish_visible(producer, control_topic, event, view.applied, settings.gateway_write_timeout_s, what)
 
     def waiting(workflow_id: str) -> Entry:
@@ -97,7 +98,7 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
             await publish_control(ControlChanged(key=f"approval/{workflow_id}", kind=kind,
                                                  workflow_id=workflow_id, namespace=entry.proposal.namespace,
                                                  by=body.by or "api", reason=body.reason, at=datetime.now(UTC)),
-                                  kind)
+                                  kind, entry.proposal.incident_id)
             given = control.decisions.get(workflow_id)
         assert given is not None
         return JSONResponse({"workflow_id": workflow_id, "decision": "approved" if given.kind == "approve"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,13 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.compose.process import Plan
-from pipeline.config import Settings
 from pipeline.embedded.history import NODES, THROTTLED_POD
-from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
-from pipeline.stages import stage_classes
-from tests.support import PipelineUnderTest, eventually, incidents, sample
+from tests.support import EVERYTHING, PipelineUnderTest, eventually, incidents, sample, settings_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -261,14 +256,8 @@ async def gateway(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`pipeline run` on the session broker: every stage, ingest, the gateway and the reference ML model; with
     alert incidents whose remediation has been decided and finished, one of them resolved, and a manual one."""
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}.", host="127.0.0.1",
-        port=free_port(), data_dir=Path(tmp_path_factory.mktemp("mcp")) / "data", prometheus_url=prom.url,
-        kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=500, ingest_produce_timeout_s=3.0,
-        gateway_write_timeout_s=10.0, stage_batch_timeout_ms=20,
-    )  # fmt: skip
-    plan = Plan(stages=list(stage_classes()), ingest=True, gateway=True, apply_topics=True, embedded_ml=True)
-    async with PipelineUnderTest(settings, plan) as running:
+    settings = settings_for(kafka_bootstrap, Path(tmp_path_factory.mktemp("mcp")) / "data", prometheus_url=prom.url)
+    async with PipelineUnderTest(settings, EVERYTHING) as running:
         async with httpx.AsyncClient(base_url=running.url, timeout=30.0, trust_env=False) as http:
             firing = sample("alertmanager-webhook-firing.json")
             assert (await http.post("/api/v1/alerts", json=firing)).status_code == 200

@@ -29,7 +29,7 @@ from tests.components.kube import (
     pod_ready,
     wait_deployment_available,
 )
-from tests.support import PipelineUnderTest, eventually, incidents
+from tests.support import PipelineUnderTest, eventually, incidents, read_topic
 
 pytestmark = pytest.mark.asyncio
 
@@ -232,6 +232,11 @@ async def test_approve_mode_waits_for_a_human(settings: Settings, kube_cluster: 
         assert (await http.post(f"/api/v1/workflows/{second}/approve", json={"by": "sre"})).status_code == 202
         done = await workflow_until(http, second, {"completed", "failed"})
         assert done["status"] == "completed" and done["approved_by"] == "sre"
+        # the answers name the incident of the workflow, so they show in its timeline
+        incident_of = {first.encode(): rejected["incident_id"].encode(), second.encode(): done["incident_id"].encode()}
+        answers = [dict(r.headers) for r in await read_topic(s, "control")
+                   if dict(r.headers).get("ce_workflowid") in incident_of]
+        assert len(answers) == 2 and all(h["ce_incidentid"] == incident_of[h["ce_workflowid"]] for h in answers)
     after = await read_deployment(cluster_api, namespace, "api")
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
 

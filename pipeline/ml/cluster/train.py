@@ -4,7 +4,6 @@ them, save it, and report what it learned from (``pipeline ml train --prometheus
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import numpy as np
 
 from pipeline.config import Settings, load_settings
 from pipeline.domain.features import FEATURE_NAMES, STEP_S
+from pipeline.domain.times import parse_duration as duration_seconds
 from pipeline.ml.cluster.history import History, Progress, TrainingFailed, redact
 from pipeline.ml.cluster.scopes import RULES, ClusterScope, abnormal_pods, inventory, scope_vectors
 from pipeline.ml.model import ReferenceModel, default_model_dir
@@ -26,16 +26,14 @@ from pipeline.ml.training import SCOPE_KINDS, WARMUP_S
 
 DEFAULT_SINCE = "24h"
 DEFAULT_EVERY = "5m"
-_DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str, what: str) -> int:
     """``90s``, ``5m``, ``6h``, ``2d``, ``1w`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise TrainingFailed(f"{what} must be a duration like 30m, 6h or 2d, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds
 
 
 

@@ -1,0 +1,266 @@
+"""`pipeline replay`: show a part of the log as a readable, coloured timeline or as JSON lines.
+
+Three ways to choose the part:
+
+* `--incident ID`: the incident's timeline, the same read as `GET /api/v1/incidents/{id}/timeline`
+  (`bus.timeline`): every event of the incident on every topic, in causal order. Without `--from` the scan starts
+  where the incident's first change on the `incidents` topic says it was received, minus `TIMELINE_MARGIN_S`.
+* `--from T [--to T]`: every record of the timeline topics (or `--topics`) with a broker time in [from, to), in
+  causal order (times are turned into offsets with the broker's time index).
+* `--topic T [--partition P] [--from-offset A] [--to-offset B]`: the records at offsets [A, B) of one topic (of
+  every partition, or of P), in log order.
+
+The reader is a `bus.log.LogReader`: its own consumer, no group, nothing committed, so it disturbs no stage and
+can run against a live cluster. `--json` prints one JSON object per record (`LoggedRecord.as_dict`: position,
+key, CloudEvents attributes and payload); the terminal rendering is coloured when stdout is a terminal (or with
+`--color`; `--no-color` or `NO_COLOR` turn it off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TextIO
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from pipeline.bus.log import LoggedRecord, LogReader, Window
+from pipeline.bus.timeline import TIMELINE_TOPICS, first_change, incident_timeline, unknown_topics
+from pipeline.config import Settings
+from pipeline.domain.timeline import causal_order, depths, timeline_start
+from pipeline.domain.times import parse_when
+from pipeline.events import (
+    ActionReleased,
+    ControlChanged,
+    DecisionMade,
+    FeaturesComputed,
+    IncidentChange,
+    Payload,
+    RemediationProposed,
+    ScoreComputed,
+    Signal,
+    WorkflowChanged,
+    iso_z,
+)
+
+USAGE = "give --incident ID, --from T [--to T], or --topic T [--partition P] [--from-offset A] [--to-offset B]"
+
+
+class ReplayError(Exception):
+    """A request `pipeline replay` cannot answer: the message says why; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `pipeline replay`."""
+    p.add_argument("--incident", metavar="ID", help="the incident's timeline (every topic, causal order)")
+    p.add_argument("--from", dest="start", metavar="T", help="RFC 3339 time or a duration ago (15m, 6h, 2d)")
+    p.add_argument("--to", dest="end", metavar="T", help="end of the window, exclusive (default: the log's end)")
+    p.add_argument("--topic", metavar="T", help="one topic (logical name, e.g. decisions), in log order")
+    p.add_argument("--partition", type=int, metavar="P", help="with --topic: only this partition")
+    p.add_argument("--from-offset", type=int, metavar="A", help="with --topic: the first offset")
+    p.add_argument("--to-offset", type=int, metavar="B", help="with --topic: the offset to stop before (exclusive)")
+    p.add_argument("--topics", metavar="A,B", help=f"only these topics (default: {','.join(TIMELINE_TOPICS)})")
+    p.add_argument("--json", action="store_true", help="one JSON object per record")
+    what_if = p.add_argument_group("what-if (pipeline/forensics/whatif.py)")
+    what_if.add_argument("--what-if", action="store_true",
+                         help="decide the window's proposals again (--from T1 [--to T2]) and print exactly the "
+                              "decisions that would differ, and why")
+    what_if.add_argument("--rules", metavar="FILE", help="what-if: propose again with this rules file")
+    what_if.add_argument("--confidence-threshold", type=float, metavar="X",
+                         help="what-if: the AI confidence threshold to decide with (default CONFIDENCE_THRESHOLD)")
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument("--color", dest="color", action="store_true", default=None, help="colour even when piped")
+    colour.add_argument("--no-color", dest="color", action="store_false", help="never colour")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to replay, validated."""
+
+    incident: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    topic: str | None = None
+    partition: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+    topics: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, now: datetime) -> Request:
+        offsets = (args.partition, args.from_offset, args.to_offset)
+        if args.topic is None and any(v is not None for v in offsets):
+            raise ReplayError("--partition, --from-offset and --to-offset need --topic")
+        if args.incident is not None and args.topic is not None:
+            raise ReplayError("--incident and --topic do not go together (--topics restricts an incident's topics)")
+        if args.incident is None and args.topic is None and args.start is None:
+            raise ReplayError(USAGE)
+        if any(v is not None and v < 0 for v in offsets):
+            raise ReplayError("--partition, --from-offset and --to-offset are never negative")
+        topics = tuple(t.strip() for t in (args.topics or "").split(",") if t.strip())
+        if args.topic is not None and topics:
+            raise ReplayError("--topic and --topics do not go together")
+        bad = unknown_topics(topics)
+        if bad:
+            raise ReplayError(f"--topics: unknown topic(s) {', '.join(bad)}; known: {', '.join(TIMELINE_TOPICS)}")
+        try:
+            start = parse_when(args.start, now) if args.start else None
+            end = parse_when(args.end, now) if args.end else None
+        except ValueError as exc:
+            raise ReplayError(f"--from/--to: {exc}") from None
+        if start is not None and end is not None and end <= start:
+            raise ReplayError("--to must be after --from")
+        return cls(args.incident, start, end, args.topic, args.partition, args.from_offset, args.to_offset, topics)
+
+
+async def collect(settings: Settings, request: Request) -> list[LoggedRecord]:
+    """The records the request asks for, in the order they are shown."""
+    if request.incident is not None:
+        start = request.start
+        if start is None:
+            incident = await first_change(settings, request.incident)
+            if incident is None:
+                raise ReplayError(f"incident {request.incident} not found on {settings.topic('incidents')}", 1)
+            start = timeline_start(incident, timedelta(seconds=settings.timeline_margin_s))
+        return await incident_timeline(settings, request.incident, start, request.end, request.topics)
+    async with LogReader(settings) as reader:
+        if request.topic is not None:
+            topic = settings.topic(request.topic)
+            window = _offsets(await reader.partitions([topic]), request)
+            records = [r async for r in reader.read([topic], window)]
+            return sorted(records, key=lambda r: (r.position.partition, r.position.offset))
+        topics = [settings.topic(t) for t in request.topics or TIMELINE_TOPICS]
+        return causal_order([r async for r in reader.read(topics, Window(request.start, request.end))])
+
+
+def _offsets(partitions: Sequence[TopicPartition], request: Request) -> Window:
+    """The window of `--topic`: the offset range in each chosen partition (the others get an empty range)."""
+    chosen = [tp for tp in partitions if request.partition is None or tp.partition == request.partition]
+    if not chosen:
+        raise ReplayError(f"partition {request.partition} of {request.topic} does not exist "
+                          f"(it has {len(partitions)})", 1)
+    to_offsets = {tp: 0 for tp in partitions if tp not in chosen}
+    if request.to_offset is not None:
+        to_offsets.update({tp: request.to_offset for tp in chosen})
+    from_offsets = {tp: request.from_offset for tp in chosen} if request.from_offset is not None else None
+    return Window(request.start, request.end, from_offsets=from_offsets, to_offsets=to_offsets)
+
+
+# --- rendering ------------------------------------------------------------------------------------------------------
+
+_COLOURS = {"signals": "36", "incidents": "33", "features": "34", "scores": "35", "remediation": "32",
+            "decisions": "1;32", "workflows": "1;34", "control": "31"}
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
+
+
+def summary(payload: Payload) -> str:
+    """One line saying what an event says."""
+    match payload:
+        case Signal():
+            return f"{payload.name} {payload.status} {payload.severity} {payload.resource_key}"
+        case IncidentChange():
+            i = payload.incident
+            return f"{i.status} {i.severity} {i.title!r} ({i.alerts_firing}/{i.alerts_total} alerts firing)"
+        case FeaturesComputed():
+            present = sum(v is not None for v in payload.values)
+            return f"{present}/{len(payload.values)} features, {len(payload.missing)} missing, scope {payload.scope}"
+        case ScoreComputed():
+            score = f" score={payload.score:.3f}" if payload.score is not None else ""
+            why = f": {payload.degraded_reason}" if payload.degraded_reason else ""
+            return f"{payload.verdict}{score} via {payload.source or 'rules'}{why}"
+        case RemediationProposed():
+            p = payload.proposal
+            return f"{p.source} proposes {p.action} on {p.target}" + (f" (rule {p.rule_id})" if p.rule_id else "")
+        case DecisionMade():
+            d = payload.decision
+            codes = ", ".join(r.code.value for r in d.reasons)
+            return f"{d.outcome} {d.proposal.action} on {d.proposal.target} [{codes}]"
+        case ActionReleased():
+            return f"released {payload.target}: {payload.reason}"
+        case WorkflowChanged():
+            w = payload.workflow
+            step = f" step {payload.step_id}" if payload.step_id else ""
+            return f"{payload.transition}{step}: {w.action} {w.status}" + (f" ({w.reason})" if w.reason else "")
+        case ControlChanged():
+            state = "" if payload.enabled is None else (" on" if payload.enabled else " off")
+            return f"{payload.kind}{state} {payload.key} by {payload.by or '?'}"
+    return type(payload).__name__
+
+
+def render(records: Sequence[LoggedRecord], settings: Settings, out: TextIO, colour: bool) -> None:
+    """The terminal timeline: time, position, indentation by causal depth, type, what the event says, its id."""
+    prefix = settings.topic_prefix
+    for record, depth in zip(records, depths(records), strict=True):
+        p = record.position
+        name = p.topic.removeprefix(prefix)
+        code = _COLOURS.get(name, "")
+        where = _paint(f"{name}[{p.partition}]@{p.offset}".ljust(18), code, colour)
+        indent = "  " * min(depth, 8) + ("└ " if depth else "")
+        if record.event is None:
+            line = f"{iso_z(p.timestamp)}  {where} {indent}{_paint('not an event', '31', colour)}: {record.invalid}"
+        else:
+            env = record.event.envelope
+            kind = env.type.removeprefix("pipeline.").removesuffix(".v1")
+            line = (f"{iso_z(env.time)}  {where} {indent}{_paint(kind, '1', colour)}  {summary(record.event.payload)}"
+                    f"  {_paint('#' + env.id[:8], '2', colour)}")
+        out.write(line + "\n")
+
+
+def main(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    """`pipeline replay`: 0 when the records were shown (none is a valid answer for a window), 1 when the log
+    could not be read or the incident is unknown, 2 for a request that does not make sense. With `--what-if`:
+    `forensics.whatif.main`."""
+    if args.what_if:
+        return _what_if(args, settings)
+    if args.rules or args.confidence_threshold is not None:
+        print("pipeline replay: --rules and --confidence-threshold go with --what-if", file=sys.stderr)
+        return 2
+    try:
+        request = Request.of(args, datetime.now(UTC))
+        records = asyncio.run(collect(settings, request))
+    except ReplayError as exc:
+        print(f"pipeline replay: {exc}", file=sys.stderr)
+        return exc.code
+    except (LookupError, KafkaError, OSError) as exc:  # a missing topic, the broker away
+        print(f"pipeline replay: the log could not be read: {exc!r}", file=sys.stderr)
+        return 1
+    try:
+        if args.json:
+            for record in records:
+                out.write(json.dumps(record.as_dict()) + "\n")
+        else:
+            colour = args.color if args.color is not None else (out.isatty() and not os.environ.get("NO_COLOR"))
+            render(records, settings, out, colour)
+        out.flush()
+    except BrokenPipeError:  # `pipeline replay ... | head`: the reader has seen enough
+        return 0
+    topics = len({r.position.topic for r in records})
+    print(f"{len(records)} record(s) from {topics} topic(s)", file=sys.stderr)
+    return 0
+
+
+def _what_if(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.forensics.whatif import main as what_if
+
+    if args.start is None:
+        print("pipeline replay --what-if: --from is required", file=sys.stderr)
+        return 2
+    if args.incident is not None or args.topic is not None:
+        print("pipeline replay --what-if: a time window only (--from T1 [--to T2]), not --incident or --topic",
+              file=sys.stderr)
+        return 2
+    return what_if(settings, args)
