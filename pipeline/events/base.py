@@ -39,9 +39,12 @@ def new_id() -> str:
 _DERIVED = uuid.UUID("a4d7a9f2-0c1b-4b5e-8f7e-2b6c1d9e3f55")
 
 
-def derived_id(causation_id: str, index: int = 0) -> str:
-    """Id of the index-th event caused by another: a replay or redelivery produces the same ids."""
-    return str(uuid.uuid5(_DERIVED, f"{causation_id}#{index}"))
+def derived_id(causation_id: str, index: int = 0, *, kind: str = "") -> str:
+    """Id of the index-th event of type `kind` derived from another: a replay or redelivery produces the same
+    ids, and two stages deriving from one event (enrich and propose from an incident change) never produce the
+    same id, since no two stages derive events of one type from the same cause. (Not the source: some stages'
+    CloudEvents source is configuration, e.g. the Prometheus URL, and ids must survive a configuration change.)"""
+    return str(uuid.uuid5(_DERIVED, f"{causation_id}#{kind}#{index}" if kind else f"{causation_id}#{index}"))
 
 
 class Severity(StrEnum):
@@ -153,7 +156,7 @@ class Event:
         """The index-th event this one causes: its id derived from this one's (a redelivered input yields the
         same id, so consumers drop the duplicate), `causationid` this one's id, the same `traceparent`."""
         attrs.setdefault("traceparent", self.envelope.traceparent)
-        return Event.of(payload, source=source, id=derived_id(self.envelope.id, index),
+        return Event.of(payload, source=source, id=derived_id(self.envelope.id, index, kind=payload.event_type),
                         causationid=self.envelope.id, **attrs)
 
     def encode(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
