@@ -53,8 +53,7 @@ class GroupSink:
         self._batch: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        consumer = kafka.consumer(self.settings, group_id=self.group, client_id=f"{self.settings.kafka_client_id}-"
-                                  f"{self.name}", max_poll_records=self.settings.stage_batch_size)
+        consumer = kafka.consumer(self.settings, group_id=self.group, max_poll_records=self.settings.stage_batch_size)
         await consumer.start()
         consumer.subscribe(self.topics, listener=_Assigned(self))
         self._consumer = consumer
