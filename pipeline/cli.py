@@ -60,6 +60,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     report = verify(directory)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
+    elif report.broken is None and not report.lines:
+        print(f"intact: {len(report.files)} file(s), no lines yet")
     elif report.broken is None:
         print(f"intact: {len(report.files)} file(s), {report.lines} line(s), seq {report.first_seq}..{report.last_seq}"
               f", records from {report.first_time} to {report.last_time}")

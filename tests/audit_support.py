@@ -1,4 +1,5 @@
-"""Tampering with copies of an audit trail, the four ways the audit issue names, to see `verify` catch each."""
+"""Reading an audit trail and the log it records, and tampering with copies of a trail the four ways the audit
+issue names, to see `verify` catch each."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pipeline.adapters.audit_log import trail_files
+from pipeline.bus.log import LogReader
+from pipeline.config import Settings
+from pipeline.domain.audit import dedup_key
+from pipeline.forensics.audit import audited_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,3 +65,32 @@ def verify_cli(directory: Path) -> tuple[int, str, str]:
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", "verify", str(directory)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     return done.returncode, done.stdout, done.stderr
+
+
+def trail_lines(directory: Path) -> list[dict[str, Any]]:
+    """Every line of the trail, parsed (a line torn by a kill, not yet cut off by a restart, is left out)."""
+    out = []
+    for path in trail_files(directory):
+        for raw in path.read_bytes().splitlines():
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                continue
+    return out
+
+
+def trail_keys(directory: Path) -> Counter[str]:
+    """How many lines the trail has per record (its dedup key)."""
+    return Counter(dedup_key(line["topic"], line["id"], line["partition"], line["offset"])
+                   for line in trail_lines(directory))
+
+
+async def log_keys(settings: Settings) -> Counter[str]:
+    """How many records every topic has now per dedup key (the shared forensic reader)."""
+    keys: Counter[str] = Counter()
+    async with LogReader(settings) as reader:
+        async for record in reader.read(audited_topics(settings)):
+            event_id = dict(record.headers).get("ce_id")
+            p = record.position
+            keys[dedup_key(p.topic, event_id.decode() if event_id else None, p.partition, p.offset)] += 1
+    return keys

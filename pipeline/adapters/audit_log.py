@@ -73,12 +73,27 @@ def trail_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
 
 
-def read_head(directory: Path) -> dict[str, object] | None:
+@dataclass(frozen=True)
+class Head:
+    """`head.json`: where the kept trail starts, and the last line synced."""
+
+    first_seq: int
+    first_prev: str
+    last_seq: int
+    last_hash: str
+
+
+def read_head(directory: Path) -> Head | None:
+    """The trail's head; None when there is none; ValueError when the file is not a head record."""
     try:
-        head = json.loads((directory / HEAD).read_text())
+        raw = (directory / HEAD).read_bytes()
     except FileNotFoundError:
         return None
-    return head if isinstance(head, dict) else {}
+    try:
+        head = json.loads(raw)
+        return Head(int(head["first_seq"]), str(head["first_prev"]), int(head["last_seq"]), str(head["last_hash"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{HEAD} is not a head record: {raw[:200]!r}") from exc
 
 
 def lines_of(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -91,16 +106,15 @@ def lines_of(path: Path) -> Iterator[tuple[int, bytes]]:
 def verify(directory: Path) -> Report:
     """Check the whole trail in `directory`: the first broken link, or none."""
     report = Report(str(directory), [p.name for p in trail_files(directory)])
-    head = read_head(directory)
+    try:
+        head = read_head(directory)
+    except ValueError as exc:
+        report.broken = Break(HEAD, 1, "anchor", str(exc))
+        return report
     if head is None:
         report.broken = Break(HEAD, 0, "anchor", f"{HEAD} is missing: the trail's start and end cannot be checked")
         return report
-    try:
-        check = ChainCheck(int(head["first_seq"]), str(head["first_prev"]),  # type: ignore[call-overload]
-                           int(head["last_seq"]), str(head["last_hash"]))  # type: ignore[call-overload]
-    except (KeyError, TypeError, ValueError):
-        report.broken = Break(HEAD, 1, "anchor", f"{HEAD} is not a head record: {head!r}")
-        return report
+    check = ChainCheck(head.first_seq, head.first_prev, head.last_seq, head.last_hash)
     for path in trail_files(directory):
         for number, raw in lines_of(path):
             check.feed(path.name, number, raw)
@@ -132,8 +146,8 @@ class AuditLog:
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         head = read_head(self.directory)
-        if head:
-            self.first_seq, self.first_prev = int(head["first_seq"]), str(head["first_prev"])  # type: ignore[call-overload]
+        if head is not None:
+            self.first_seq, self.first_prev = head.first_seq, head.first_prev
             self.seq, self.prev = self.first_seq - 1, self.first_prev
         files = trail_files(self.directory)
         if files:
@@ -141,9 +155,9 @@ class AuditLog:
         for path in files:
             for _, raw in lines_of(path):
                 self._recover(raw)
-        if head and self.seq < int(head["last_seq"]):  # type: ignore[call-overload]
+        if head is not None and self.seq < head.last_seq:
             raise TrailDamaged(f"{self.directory}: the trail ends at seq {self.seq} but {HEAD} records seq "
-                               f"{head['last_seq']}: lines were deleted. Run `pipeline audit verify "
+                               f"{head.last_seq}: lines were deleted. Run `pipeline audit verify "
                                f"{self.directory}` and move the directory aside to start a new trail.")
         self._write_head()  # a trail always has its head, from its first moment
         if files:

@@ -5,7 +5,6 @@ every topic exactly once (events by id, others by position; re-produced copies o
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,14 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.adapters.audit_log import trail_files
 from pipeline.bus import kafka
-from pipeline.bus.log import LogReader
 from pipeline.config import Settings
-from pipeline.domain.audit import dedup_key
 from pipeline.events import Event, Proposal, RemediationProposed
-from pipeline.forensics.audit import audited_topics
-from tests.audit_support import verify_cli
+from tests.audit_support import log_keys, trail_keys, verify_cli
 from tests.faults.helpers import PipelineProcess, Processes, apply_topics, eventually, figures
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,28 +29,6 @@ def _proposed(n: int) -> Event:
                         source="deterministic", priority=50, confidence=1.0, incident_id=f"inc-{n}", risk="low")
     return Event.of(RemediationProposed(namespace=namespace, proposal=proposal), source="faults",
                     subject=proposal.target, id=f"audit-{n}")
-
-
-def _trail_keys(directory: Path) -> Counter[str]:
-    keys: Counter[str] = Counter()
-    for path in trail_files(directory):
-        for raw in path.read_bytes().splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue  # a line torn by the kill: cut off when the stage starts again
-            keys[dedup_key(line["topic"], line["id"], line["partition"], line["offset"])] += 1
-    return keys
-
-
-async def _log_keys(settings: Settings) -> Counter[str]:
-    keys: Counter[str] = Counter()
-    async with LogReader(settings) as reader:
-        async for record in reader.read(audited_topics(settings)):
-            event_id = dict(record.headers).get("ce_id")
-            p = record.position
-            keys[dedup_key(p.topic, event_id.decode() if event_id else None, p.partition, p.offset)] += 1
-    return keys
 
 
 async def _produce(settings: Settings) -> None:
@@ -82,7 +55,7 @@ async def _produce(settings: Settings) -> None:
 async def _kill_when(proc: PipelineProcess, directory: Path, lines: int, kills: list[dict[str, float]],
                      t0: float) -> None:
     async def written() -> int | None:
-        count = sum(_trail_keys(directory).values())
+        count = sum(trail_keys(directory).values())
         return count if count >= lines else None
 
     seen = await eventually(written, f"{lines} lines in the trail", every=0.05)
@@ -106,10 +79,10 @@ async def test_the_audit_stage_killed_mid_stream_writes_each_record_once(setting
             await _kill_when(audit, directory, EVENTS * 2 // 3, kills, t0)
 
         await asyncio.gather(_produce(settings), kill_twice())
-        log = await _log_keys(settings)
+        log = await log_keys(settings)
 
         async def complete() -> Counter[str] | None:
-            trail = _trail_keys(directory)
+            trail = trail_keys(directory)
             return trail if set(trail) >= set(log) else None
 
         trail = await eventually(complete, "every record in the trail", timeout=120, on_fail=procs.tails)

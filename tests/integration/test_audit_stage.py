@@ -4,33 +4,36 @@ at the line where it was tampered with."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from pipeline.adapters.audit_log import trail_files, verify
+from pipeline.adapters.audit_log import verify
 from pipeline.bus import kafka
 from pipeline.bus.log import LogReader
 from pipeline.compose.process import Plan
 from pipeline.config import Settings
-from pipeline.domain.audit import dedup_key
-from pipeline.forensics.audit import AuditStage, audited_topics
+from pipeline.forensics.audit import AuditStage
 from pipeline.stages import stage_classes
-from tests.audit_support import copy_trail, delete, insert_copy, modify, swap, verify_cli
+from tests.audit_support import (
+    copy_trail,
+    delete,
+    insert_copy,
+    log_keys,
+    modify,
+    swap,
+    trail_keys,
+    trail_lines,
+    verify_cli,
+)
 from tests.support import PipelineUnderTest, eventually, sample
 
 pytestmark = pytest.mark.timeout(240)
 
 FLOW = ("signal.observed", "incident.opened", "features.computed", "score.computed", "remediation.proposed",
         "remediation.decided")
-
-
-def trail_lines(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(raw) for path in trail_files(directory) for raw in path.read_bytes().splitlines()]
 
 
 def _types(lines: list[dict[str, Any]]) -> set[str]:
@@ -40,17 +43,6 @@ def _types(lines: list[dict[str, Any]]) -> set[str]:
 def _has_flow(directory: Path) -> set[str] | None:
     types = {t.removeprefix("pipeline.").removesuffix(".v1") for t in _types(trail_lines(directory))}
     return types if set(FLOW) <= types else None
-
-
-async def _log_keys(settings: Settings) -> Counter[str]:
-    """The dedup key of every record now on every topic (the shared forensic reader)."""
-    keys: Counter[str] = Counter()
-    async with LogReader(settings) as reader:
-        async for record in reader.read(audited_topics(settings)):
-            event_id = dict(record.headers).get("ce_id")
-            p = record.position
-            keys[dedup_key(p.topic, event_id.decode() if event_id else None, p.partition, p.offset)] += 1
-    return keys
 
 
 async def _reproduce_first_incident(settings: Settings) -> str:
@@ -83,13 +75,12 @@ async def test_the_trail_of_a_full_run_holds_every_record_once_verifies_and_show
         reproduced = await _reproduce_first_incident(settings)
 
     # The stages may have produced after the audit stopped: the audit alone, restarted, catches up.
-    log = await _log_keys(settings)
+    log = await log_keys(settings)
     audit = AuditStage(settings)
     await audit.start()
     try:
         async def caught_up() -> Any:
-            keys = Counter(dedup_key(line["topic"], line["id"], line["partition"], line["offset"])
-                           for line in trail_lines(directory))
+            keys = trail_keys(directory)
             return keys if set(keys) >= set(log) else None
 
         trail = await eventually(caught_up, 60, 0.3, what="the restarted audit caught up")
