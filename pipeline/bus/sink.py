@@ -75,9 +75,7 @@ class GroupSink:
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batches = await consumer.getmany(timeout_ms=self.settings.stage_batch_timeout_ms,
-                                             max_records=self.settings.stage_batch_size)
-            records = [r for part in batches.values() for r in part]
+            records = await self._fetch(consumer)
             if not records:
                 continue
             # Shielded: a stop waits for the batch in hand (written and committed, or rewound).
@@ -88,6 +86,18 @@ class GroupSink:
                 with contextlib.suppress(Exception):
                     await self._batch
                 raise
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord[bytes, bytes]]:
+        """The next batch; a fetch that fails (the client gives up on a broker error) is retried, never fatal."""
+        async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None, wait_max=5.0):
+            with attempt:
+                try:
+                    batches = await consumer.getmany(timeout_ms=self.settings.stage_batch_timeout_ms,
+                                                     max_records=self.settings.stage_batch_size)
+                except Exception as exc:
+                    self.log.warning("fetch failed, will retry", error=repr(exc), attempt=attempt.num)
+                    raise
+        return [r for part in batches.values() for r in part]
 
     async def _handle(self, consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         batch = [logged(r, decode_event=False) for r in records]

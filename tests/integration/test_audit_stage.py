@@ -68,6 +68,8 @@ async def test_the_trail_of_a_full_run_holds_every_record_once_verifies_and_show
         async with httpx.AsyncClient(base_url=running.url, timeout=15, trust_env=False) as http:
             answer = await http.post("/api/v1/alerts", json=sample("alertmanager-webhook-firing.json"))
             assert answer.status_code == 200, answer.text
+            health = (await http.get("/api/v1/health")).json()
+            assert "audit" in health["dependencies"]["kafka"]["stages"]["running"]  # beside the stages it records
         async def flow() -> set[str] | None:
             return _has_flow(directory)
 
