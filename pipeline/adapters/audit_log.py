@@ -18,11 +18,13 @@ again (ftruncate) and the writer's state is as before, so a retry writes it once
 Each record is written once: `open` reads every kept line back and remembers its dedup key (its event id on
 its topic, or its position for a record without one; the last `remember` of them), and `append` skips those.
 A line cut short by a crash (no newline at the end of the last file) is cut off on open: it was never synced,
-so its offsets were never committed and it comes again.
+so its offsets were never committed and it comes again. One writer per directory: `open` takes an exclusive
+`flock` on `.lock` (released when the process ends, however it ends) and a second writer gets `TrailBusy`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections import OrderedDict
@@ -34,6 +36,10 @@ from pipeline.domain.audit import GENESIS, Break, ChainCheck, Entry, Unreadable,
 
 HEAD = "head.json"
 PREFIX, SUFFIX = "audit-", ".jsonl"
+
+
+class TrailBusy(RuntimeError):
+    """Another writer holds the trail (its lock file): one chain has one writer."""
 
 
 class TrailDamaged(RuntimeError):
@@ -140,11 +146,21 @@ class AuditLog:
         self.cut_bytes = 0  # of a torn last line, cut off on open
         self._fd: int | None = None
         self._path: Path | None = None
+        self._lock: int | None = None
 
     # ------------------------------------------------------------------ open: recover from what is on disk
 
     def open(self) -> None:
+        """Take the trail's lock, recover its state from the files, and be ready to append."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._recover_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover_all(self) -> None:
         head = read_head(self.directory)
         if head is not None:
             self.first_seq, self.first_prev = head.first_seq, head.first_prev
@@ -218,9 +234,24 @@ class AuditLog:
         return Appended(len(fresh), len(entries) - len(fresh))
 
     def close(self) -> None:
+        self._close_file()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock (so does the process dying)
+            self._lock = None
+
+    def _close_file(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd, self._path = None, None
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise TrailBusy(f"{self.directory} is being written by another process (one writer per trail)") from exc
+        self._lock = fd
 
     # ------------------------------------------------------------------ files and head
 
@@ -231,7 +262,7 @@ class AuditLog:
         return self._fd
 
     def _open_file(self, path: Path) -> None:
-        self.close()
+        self._close_file()
         created = not path.exists()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._path = path

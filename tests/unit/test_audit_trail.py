@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.audit_log import HEAD, AuditLog, TrailDamaged, trail_files, verify
+from pipeline.adapters.audit_log import HEAD, AuditLog, TrailBusy, TrailDamaged, trail_files, verify
 from pipeline.domain.audit import GENESIS, ChainCheck, Entry, parse, render
 from tests.audit_support import copy_trail, delete, insert_copy, modify, swap, verify_cli
 
@@ -148,3 +148,14 @@ def test_the_chain_check_alone_needs_no_files() -> None:
         line, prev = render(_entry(seq), seq, prev)
         check.feed("mem", seq, line)
     assert check.finish() is None and check.last_seq == 3
+
+
+def test_one_trail_has_one_writer(tmp_path: Path) -> None:
+    first = AuditLog(tmp_path / "t", max_file_bytes=1 << 20)
+    first.open()
+    with pytest.raises(TrailBusy):
+        AuditLog(tmp_path / "t", max_file_bytes=1 << 20).open()
+    first.close()
+    second = AuditLog(tmp_path / "t", max_file_bytes=1 << 20)
+    second.open()  # free again once the first writer is gone
+    second.close()
