@@ -1,4 +1,4 @@
-"""`pipeline run | stage NAME | gateway | topics | dlq | replay | schemas | bench | broker | ml`."""
+"""`pipeline run | stage NAME | gateway | topics | dlq | replay | audit verify DIR | schemas | bench | broker | ml`."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     plan = Plan(
-        stages=list(stage_classes()),
+        stages=[*stage_classes(), *(["audit"] if settings.audit_enabled else [])],
         ingest=True,
         gateway=True,
         embedded_broker=not settings.kafka_bootstrap_servers,
@@ -48,6 +48,27 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.name == "watch":
         return run(settings, Plan(watch=True))
     return run(settings, Plan(stages=[args.name]))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`pipeline audit verify DIR`: 0 and a summary when the chain is intact, 1 and the first broken link."""
+    from pipeline.adapters.audit_log import verify
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        print(f"{directory}: not a directory", file=sys.stderr)
+        return 2
+    report = verify(directory)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif report.broken is None and not report.lines:
+        print(f"intact: {len(report.files)} file(s), no lines yet")
+    elif report.broken is None:
+        print(f"intact: {len(report.files)} file(s), {report.lines} line(s), seq {report.first_seq}..{report.last_seq}"
+              f", records from {report.first_time} to {report.last_time}")
+    else:
+        print(f"broken: {report.broken}", file=sys.stderr)
+    return 0 if report.broken is None else 1
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -246,9 +267,15 @@ def parser() -> argparse.ArgumentParser:
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")
     stage.add_argument("name", choices=["ingest", "watch", "correlate", "enrich", "score", "propose", "arbitrate",
-                                               "remediate"])
+                                               "remediate", "audit"])
     stage.add_argument("--port", type=int)
     stage.set_defaults(func=cmd_stage)
+
+    audit = sub.add_parser("audit", help="check an audit trail written by `pipeline stage audit`")
+    audit.add_argument("action", choices=["verify"])
+    audit.add_argument("dir", help="the trail's directory (AUDIT_DIR)")
+    audit.add_argument("--json", action="store_true", help="the report as JSON")
+    audit.set_defaults(func=cmd_audit)
 
     gateway = sub.add_parser("gateway", help="run the REST gateway against an existing broker")
     gateway.add_argument("--port", type=int)

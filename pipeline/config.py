@@ -154,6 +154,17 @@ class Settings(BaseSettings):
     stage_stuck_after_s: float = Field(default=60.0, ge=0)
     deadletter_max_payload_bytes: int = Field(default=65536, ge=0)
 
+    # The audit trail (`pipeline stage audit`, pipeline/adapters/audit_log.py): every record of every topic as
+    # a hash-chained JSON line in AUDIT_DIR (empty: <DATA_DIR>/audit). A file is rotated once it holds
+    # AUDIT_FILE_MAX_BYTES; only the newest AUDIT_RETAIN_FILES files are kept (0: all). The dedup keys of the
+    # last AUDIT_DEDUP_IDS lines are remembered (read back from the files at start), so a redelivered or
+    # re-produced record is written once. AUDIT_ENABLED: `pipeline run` writes the trail too.
+    audit_dir: Path | None = None
+    audit_file_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    audit_retain_files: int = Field(default=0, ge=0)
+    audit_dedup_ids: int = Field(default=200_000, ge=1)
+    audit_enabled: bool = False
+
     # Prometheus / Thanos Querier (the engine's PROMETHEUS_URL). Empty: enrichment reports every feature
     # missing with reason "prometheus not configured".
     prometheus_url: str = ""
@@ -319,6 +330,11 @@ class Settings(BaseSettings):
         if not set(value) <= allowed:
             raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
         return value
+
+    @property
+    def audit_directory(self) -> Path:
+        """Where the audit trail is written: AUDIT_DIR, else <DATA_DIR>/audit."""
+        return self.audit_dir if self.audit_dir is not None else self.data_dir / "audit"
 
     def topic(self, name: str) -> str:
         """The full topic name of a logical topic (`signals` -> `pipeline.signals`)."""

@@ -191,6 +191,15 @@ STAGE_STUCK_SECONDS = Gauge(
 )
 
 # Ingest.
+# Audit trail (pipeline/forensics/audit.py).
+AUDIT_LINES = Counter("pipeline_audit_lines_total", "Lines written and synced to the audit trail")
+AUDIT_DUPLICATES = Counter("pipeline_audit_duplicates_total", "Records not written again: already in the trail")
+AUDIT_WRITE_SECONDS = Histogram(
+    "pipeline_audit_write_seconds", "Writing, syncing and heading one batch of the audit trail",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+AUDIT_LAST_SEQ = Gauge("pipeline_audit_last_seq", "Seq of the last line synced to the audit trail")
+
 INGEST_REQUESTS = Counter("pipeline_ingest_requests_total", "Webhook requests by outcome", ["route", "code"])
 INGEST_SIGNALS = Counter("pipeline_ingest_signals_total", "Signals acknowledged by the broker", ["source"])
 INGEST_DUPLICATES = Counter("pipeline_ingest_duplicates_total", "Alert instances already delivered", ["source"])

@@ -155,7 +155,7 @@ class LogReader:
                 for record in records:
                     if record.offset >= end:
                         break
-                    yield _logged(record)
+                    yield logged(record)
             for tp in list(remaining):
                 if await consumer.position(tp) >= remaining[tp][1]:
                     del remaining[tp]
@@ -167,10 +167,14 @@ class LogReader:
         return self._consumer
 
 
-def _logged(record: ConsumerRecord[bytes, bytes]) -> LoggedRecord:
+def logged(record: ConsumerRecord[bytes, bytes], *, decode_event: bool = True) -> LoggedRecord:
+    """A consumed record as the project sees it; `decode_event=False` leaves `event` None and `invalid` "not
+    decoded" (for readers that keep records as they are, such as the audit trail)."""
     headers = tuple(record.headers or ())
     position = Position(record.topic, record.partition, record.offset,
                         datetime.fromtimestamp(record.timestamp / 1000, UTC))
+    if not decode_event:
+        return LoggedRecord(position, record.key, record.value, headers, None, "not decoded")
     try:
         return LoggedRecord(position, record.key, record.value, headers, decode(record.value, headers))
     except InvalidEvent as exc:

@@ -40,6 +40,7 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output, RecordRejected
+from pipeline.bus.sink import next_offsets, rewind, running_sinks
 from pipeline.config import Settings
 from pipeline.events import Event, InvalidEvent, decode
 from pipeline.observability import (
@@ -84,8 +85,8 @@ class Origin:
 
 
 def running_stages() -> list[str]:
-    """Names of the stages running in this process."""
-    return sorted({runtime.stage.name for runtime in list(_RUNNING)})
+    """Names of the stages (and sinks, such as the audit) running in this process."""
+    return sorted({runtime.stage.name for runtime in list(_RUNNING)} | set(running_sinks()))
 
 
 def stuck_partitions() -> list[dict[str, Any]]:
@@ -371,10 +372,7 @@ class StageRuntime:
             self.stage.commit()
         for event_id in handled:
             self._remember(event_id)
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        await self._commit(consumer, offsets)
+        await self._commit(consumer, next_offsets(records))
         for output in [*outputs, *changelog]:
             STAGE_PRODUCED.labels(self.stage.name, output.topic).inc()
 
@@ -472,12 +470,7 @@ class StageRuntime:
 
     def _rewind(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         """Give up on this batch for now: seek back so the next fetch delivers it again."""
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
-        for tp, offset in first.items():
-            if tp in consumer.assignment():  # a partition revoked meanwhile is re-read by its new owner
-                consumer.seek(tp, offset)
+        rewind(consumer, records)
 
     def _record_lag(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         last: dict[TopicPartition, int] = {}

@@ -127,12 +127,13 @@ class Process:
         if not self.plan.stages:
             return  # FastStream is a third of a second to import: only stage processes pay for it
         from pipeline.bus.stage import StageRuntime
-        from pipeline.compose.stages import build_stage
+        from pipeline.compose.stages import SINKS, build_sink, build_stage
 
         for name in self.plan.stages:
-            runtime = StageRuntime(self.settings, build_stage(self.settings, name))
-            await runtime.start()
-            self._stops.append(runtime.stop)
+            part = build_sink(self.settings, name) if name in SINKS else StageRuntime(
+                self.settings, build_stage(self.settings, name))
+            await part.start()
+            self._stops.append(part.stop)
 
     async def _start_watch(self) -> None:
         if not self.plan.watch:

@@ -4,8 +4,27 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from pipeline.bus.stage import Stage
 from pipeline.config import Settings
+
+# Parts of a process started by name beside the stream stages: not a `Stage` (they produce no events).
+SINKS = ("audit",)
+
+
+class Part(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def build_sink(settings: Settings, name: str) -> Part:
+    """The sink called `name` (one of SINKS): the audit trail's writer."""
+    from pipeline.forensics.audit import AuditStage
+
+    if name != "audit":
+        raise KeyError(name)
+    return AuditStage(settings)
 
 
 def build_stage(settings: Settings, name: str) -> Stage:
