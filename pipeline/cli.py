@@ -314,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
     ml.add_argument("--no-train", action="store_true", help="evaluate: the model in --model-dir as it is, never retrain")
     ml.set_defaults(func=cmd_ml)
 
-    from pipeline.forensics.replay import add_arguments as replay_arguments
+    from pipeline.forensics.arguments import add_arguments as replay_arguments
 
     replay = sub.add_parser("replay", help="show part of the log (an incident, a time window, an offset range) "
                                            "without disturbing any consumer group")

@@ -1,7 +1,7 @@
 """One bad caller does not open the circuit for everyone: against the project's reference ML service over HTTP.
 
 The reference service answers a wrong feature count with 400 (v1) and declares its input width in its v2
-metadata; a KServe runtime's 500 for the same mistake is covered with a fake in tests/unit/test_ml_clients.py.
+metadata; a KServe runtime's 500 for the same mistake is covered with a fake in tests/unit/ml_fakes.py.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from pipeline.gateway.model_routes import router
 from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
 from tests.support import Clock
-from tests.unit.test_ml_clients import MODEL, Served, ml_settings
+from tests.unit.ml_fakes import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -5,7 +5,7 @@ Each route test runs against three backends:
   reference model, trained on first use with a real Prometheus) under uvicorn, called over KServe v1;
 * `reference-v2`: the same service called over KServe v2, the Open Inference Protocol
   (`KSERVE_PROTOCOL=v2`);
-* `fake`: the FAKE KServe of tests/unit/test_ml_clients.py, which can also be made to fail, stall or
+* `fake`: the FAKE KServe of tests/unit/ml_fakes.py, which can also be made to fail, stall or
   answer garbage (a real KServe cannot run here).
 
 Errors are checked the way the notebook client reads them: JSON with `error` on 400/404/503.
@@ -37,7 +37,8 @@ from pipeline.events import Incident, Severity
 from pipeline.gateway.model_routes import FeaturesProvider, FindingsProvider, IncidentsProvider, router
 from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
-from tests.unit.test_ml_clients import MODEL, Clock, FakeKServe, Served, ml_settings
+from tests.support import Clock
+from tests.unit.ml_fakes import MODEL, FakeKServe, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)
 

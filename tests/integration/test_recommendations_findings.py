@@ -34,7 +34,7 @@ from pipeline.embedded.process import free_port
 from pipeline.gateway.model_routes import router
 from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
-from tests.unit.test_ml_clients import MODEL, Served, ml_settings
+from tests.unit.ml_fakes import MODEL, Served, ml_settings
 
 pytestmark = pytest.mark.timeout(300)
 
