@@ -151,6 +151,18 @@ async def set_max_message_bytes(settings: Settings, limits: dict[str, int]) -> N
                 for t, n in limits.items()
             ]
         )
+
+        # The broker applies a topic's new config after acknowledging the change: wait until it describes it.
+        async def applied() -> bool:
+            described = await client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, settings.topic(t)) for t in limits])
+            values = {
+                resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+                for response in described for resource in response.resources
+            }
+            return all(values.get(settings.topic(t), {}).get("max.message.bytes") == str(n) for t, n in limits.items())
+
+        await eventually(applied, timeout=20, what="max.message.bytes applied")
     finally:
         await client.close()
 
