@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     gateway_write_timeout_s: float = Field(default=10.0, gt=0)
     # Alerts an incident lists in the read model (firing ones first); `alerts_total` counts them all.
     incident_alerts_listed: int = Field(default=100, ge=1)
+    # Start the read models from the snapshot topics (written by the snapshot stage) and tail the log from their
+    # watermarks; false: fold every source topic from its beginning (what the snapshots are checked against).
+    gateway_snapshots: bool = True
 
     # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
     # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_settings`: every KSERVE_*
