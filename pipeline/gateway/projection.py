@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -126,10 +127,17 @@ class ProjectionRunner:
             raise RuntimeError(f"topic(s) {', '.join(missing)} do not exist: run `pipeline topics apply`")
         self._consumer = kafka.consumer(self.settings, group_id=None)
         await self._consumer.start()
-        snapshot = await self._read_snapshot(
-            self._consumer, [TopicPartition(t, p) for t in self.snapshot_topics for p in found[t]])
-        self.projection.load(snapshot.incidents.values(), self.incident_coverage)
-        restore_entries(self.remediation, snapshot.entries.values(), self.entry_coverage)
+        # Loading makes O(live objects) long-lived objects at once: the cyclic collector, run every few hundred
+        # allocations, would walk the growing heap again and again (start-up grew faster than the snapshot).
+        gc.disable()
+        try:
+            snapshot = await self._read_snapshot(
+                self._consumer, [TopicPartition(t, p) for t in self.snapshot_topics for p in found[t]])
+            self.projection.load(snapshot.incidents.values(), self.incident_coverage)
+            restore_entries(self.remediation, snapshot.entries.values(), self.entry_coverage)
+        finally:
+            gc.enable()
+            gc.freeze()  # the read model lives as long as the process: later collections need not walk it
         self.rebuild["snapshot_records"] = snapshot.records
         tps = [TopicPartition(t, p) for t in self.topics for p in found[t]]
         self._consumer.assign(tps)

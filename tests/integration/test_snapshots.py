@@ -4,6 +4,7 @@ incidents topic's retention is still served. Real broker, real snapshot stage, r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,48 +14,20 @@ from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
 
 from pipeline.bench.history import history, incident_id, publish
+from pipeline.bench.rebuild import snapshot
 from pipeline.bus import kafka
-from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan, Process
 from pipeline.config import Settings
-from pipeline.domain.snapshots import SOURCES
 from pipeline.embedded.process import free_port
-from pipeline.stages.snapshot import SnapshotStage
-from tests.support import eventually
 
 INCIDENTS = 3000  # the property is the same at 100,000 (`pipeline bench rebuild`)
 CUT = 2400  # the snapshot stage runs once the incidents before it are in the log
 
 
-async def ends(settings: Settings) -> dict[TopicPartition, int]:
-    topics = [settings.topic(t) for t in SOURCES]
-    found = await kafka.partitions(settings, *topics)
-    consumer = kafka.consumer(settings)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets([TopicPartition(t, p) for t in topics for p in found[t]])
-    finally:
-        await consumer.stop()
-
-
 async def snapshot_everything(settings: Settings) -> None:
     """Run the snapshot stage until its group has committed every record of its inputs, then stop it."""
-    runtime = StageRuntime(settings, SnapshotStage(settings))
-    await runtime.start()
-    try:
-        want = await ends(settings)
-        admin = kafka.admin(settings)
-        await admin.start()
-        try:
-            async def done() -> bool:
-                got = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}snapshot")
-                return all(end == 0 or (tp in got and got[tp].offset >= end) for tp, end in want.items())
-            await eventually(done, timeout=120, what="the snapshot stage caught up")
-        finally:
-            await admin.close()
-    finally:
-        await runtime.stop()
+    await asyncio.wait_for(snapshot(settings), 120)
 
 
 @asynccontextmanager
