@@ -33,7 +33,7 @@ from pipeline.stages.snapshot import SnapshotStage
 async def raw_read(settings: Settings, topics: list[str]) -> tuple[int, float]:
     """(records, seconds): every record of the topics read with a bare aiokafka consumer, nothing decoded."""
     found = await kafka.partitions(settings, *topics)
-    consumer = kafka.consumer(settings, group_id=None)
+    consumer = kafka.consumer(settings, group_id=None, **kafka.BULK_READ)  # the gateway's fetch sizes
     await consumer.start()
     try:
         started = time.perf_counter()

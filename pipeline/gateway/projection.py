@@ -125,7 +125,7 @@ class ProjectionRunner:
         missing = [t for t in [*self.topics, *self.snapshot_topics] if not found.get(t)]
         if missing:
             raise RuntimeError(f"topic(s) {', '.join(missing)} do not exist: run `pipeline topics apply`")
-        self._consumer = kafka.consumer(self.settings, group_id=None)
+        self._consumer = kafka.consumer(self.settings, group_id=None, **kafka.BULK_READ)
         await self._consumer.start()
         # Loading makes O(live objects) long-lived objects at once: the cyclic collector, run every few hundred
         # allocations, would walk the growing heap again and again (start-up grew faster than the snapshot).
@@ -160,14 +160,23 @@ class ProjectionRunner:
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         pending = [tp for tp in tps if end[tp] > 0]
+        # The latest record per key is the state (what compaction keeps): older versions not yet compacted away
+        # are never decoded, and a tombstone deletes.
+        latest: dict[tuple[str, bytes | None], ConsumerRecord] = {}
+        read = 0
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
             for tp, records in batches.items():
                 for record in records:
-                    if record.offset < end[tp] and record.value is not None:
-                        with contextlib.suppress(InvalidEvent):  # not one of ours: nothing to restore from it
-                            snapshot.add(decode_payload(record.value, record.headers))
+                    if record.offset < end[tp]:
+                        latest[(tp.topic, record.key)] = record
+                        read += 1
             pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
+        for record in latest.values():
+            if record.value is not None:
+                with contextlib.suppress(InvalidEvent):  # not one of ours: nothing to restore from it
+                    snapshot.add(decode_payload(record.value, record.headers))
+        snapshot.records = read  # records read, superseded ones included
         return snapshot
 
     async def stop(self) -> None:
