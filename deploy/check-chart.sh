@@ -584,10 +584,10 @@ check_fails() {
   fi
 }
 
-# Nine components: the watcher, remediate and the gateway (detection) with ServiceAccounts of their own,
+# Ten components: the watcher, remediate and the gateway (detection) with ServiceAccounts of their own,
 # the watcher with a ClusterRole, Role and bindings, remediate and the gateway with a ClusterRole and binding.
-base="Deployment=9 Service=9 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 Pod=1"
-all_components="token:ingest,correlate,enrich,score,propose,arbitrate,remediate,gateway,watch"
+base="Deployment=10 Service=10 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 Pod=1"
+all_components="token:ingest,correlate,enrich,score,propose,arbitrate,remediate,snapshot,gateway,watch"
 default_watch="watch:WATCH_NAMESPACES= watch:WATCH_EXCLUDE_NAMESPACES= watch:WATCH_EVENT_APIS=core,events.k8s.io \
   watch:WATCH_PROBE_FAILURE_THRESHOLD=3 watch:WATCH_TIMEOUT_S=300 watch:CLUSTER_NAME= \
   watch:WATCH_LEASE_NAME=pipeline-watch watch:WATCH_LEASE_DURATION_S=15 watch:WATCH_LEASE_RENEW_S=5 \
@@ -611,7 +611,7 @@ check_render defaults "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 Clu
 check_render minimal-values "$base ConfigMap=2 Job=1 KafkaTopic=0 ServiceMonitor=0 ClusterRoleBinding=3 \
   $default_policy $default_executor $default_watch" \
   -f "$chart/ci/minimal-values.yaml"
-check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=9 ClusterRoleBinding=4 \
+check_render full-values "$base ConfigMap=1 Job=0 KafkaTopic=$topics ServiceMonitor=10 ClusterRoleBinding=4 \
   env:KSERVE_NAMESPACE=self-healing-platform env:KSERVE_ANOMALY_DETECTOR_SERVICE=anomaly-detector-predictor \
   env:KSERVE_PREDICTIVE_ANALYTICS_SERVICE=predictive-analytics-predictor $default_policy $default_executor \
   watch:WATCH_NAMESPACES=shop-*,payments watch:WATCH_EXCLUDE_NAMESPACES=*-test watch:WATCH_EVENT_APIS=events.k8s.io \
@@ -650,38 +650,38 @@ check_render gateway-only "Deployment=1 Service=1 ServiceAccount=2 Role=1 RoleBi
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
   --set propose.enabled=false,arbitrate.enabled=false,watch.enabled=false,remediate.enabled=false \
-  --set topicsJob.enabled=false
+  --set topicsJob.enabled=false,snapshot.enabled=false
 check_render gateway-without-detection "Deployment=1 Service=1 $no_kube Pod=1 ConfigMap=1 Job=0 \
   $default_policy" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets"
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false,snapshot.enabled=false --set "$no_kube_sets"
 check_render score-only "Deployment=1 Service=1 $no_kube Pod=0 ConfigMap=0 Job=0 \
   env:KSERVE_ANOMALY_DETECTOR_URL=http://anomaly-detector.example:8080" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets" \
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false,snapshot.enabled=false --set "$no_kube_sets" \
   --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].url=http://anomaly-detector.example:8080
 check_render score-kserve-v2 "Deployment=1 Service=1 $no_kube Pod=0 ConfigMap=0 Job=0 \
   env:KSERVE_PROTOCOL=v1 env:KSERVE_ANOMALY_DETECTOR_PROTOCOL=v2" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,gateway.enabled=false \
-  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false --set "$no_kube_sets" \
+  --set propose.enabled=false,arbitrate.enabled=false,topicsJob.enabled=false,snapshot.enabled=false --set "$no_kube_sets" \
   --set ml.kserve.models[0].name=anomaly-detector,ml.kserve.models[0].service=anomaly-detector-predictor \
   --set ml.kserve.models[0].protocol=v2
 check_render remediation-only "Deployment=3 Service=3 ServiceAccount=2 Role=1 RoleBinding=1 ClusterRole=1 \
   ClusterRoleBinding=1 token:remediate Pod=0 ConfigMap=1 Job=0 $default_policy $default_executor" \
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
-  --set gateway.enabled=false,watch.enabled=false,topicsJob.enabled=false
+  --set gateway.enabled=false,watch.enabled=false,topicsJob.enabled=false,snapshot.enabled=false
 check_render without-remediation "Deployment=5 Service=5 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
   ClusterRoleBinding=1 Pod=1 ConfigMap=1 Job=1 token:watch" \
   -f "$chart/ci/minimal-values.yaml" \
-  --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,remediate.enabled=false
-check_render remediate-disabled "Deployment=8 Service=8 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
+  --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,remediate.enabled=false,snapshot.enabled=false
+check_render remediate-disabled "Deployment=9 Service=9 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
   ClusterRoleBinding=2 Pod=1 ConfigMap=2 Job=1 token:watch,gateway $default_policy" \
   -f "$chart/ci/minimal-values.yaml" --set remediate.enabled=false
-check_render detection-disabled "Deployment=9 Service=9 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
+check_render detection-disabled "Deployment=10 Service=10 ServiceAccount=3 Role=2 RoleBinding=2 ClusterRole=2 \
   ClusterRoleBinding=2 Pod=1 ConfigMap=2 Job=1 token:watch,remediate $default_policy $default_executor" \
   -f "$chart/ci/minimal-values.yaml" --set gateway.detection.enabled=false
 check_render remediate-approve-helm "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 \
@@ -689,10 +689,10 @@ check_render remediate-approve-helm "$base ConfigMap=2 Job=1 ClusterRoleBinding=
   operator:cache.example.com=memcacheds" \
   -f "$chart/ci/minimal-values.yaml" --set remediation.mode=approve,remediation.helmBinary=/usr/local/bin/helm \
   --set-json 'remediation.operatorResources=[{"apiGroup":"cache.example.com","resources":["memcacheds"]}]'
-check_render watch-disabled "Deployment=8 Service=8 ServiceAccount=3 Role=1 RoleBinding=1 ClusterRole=2 \
-  ClusterRoleBinding=2 token:remediate,gateway Pod=1 ConfigMap=2 Job=1 ServiceMonitor=8" \
+check_render watch-disabled "Deployment=9 Service=9 ServiceAccount=3 Role=1 RoleBinding=1 ClusterRole=2 \
+  ClusterRoleBinding=2 token:remediate,gateway Pod=1 ConfigMap=2 Job=1 ServiceMonitor=9" \
   -f "$chart/ci/minimal-values.yaml" --set watch.enabled=false,serviceMonitor.enabled=true
-check_render prometheus-rule "Deployment=9 Service=9 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 \
+check_render prometheus-rule "Deployment=10 Service=10 ServiceAccount=4 Role=2 RoleBinding=2 ClusterRole=3 \
   ClusterRoleBinding=3 token:remediate,gateway,watch Pod=1 ConfigMap=2 Job=1 PrometheusRule=1" \
   -f "$chart/ci/minimal-values.yaml" --set prometheusRule.enabled=true
 check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBinding=2 ClusterRole=1 \
@@ -700,7 +700,7 @@ check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBind
   -f "$chart/ci/minimal-values.yaml" \
   --set ingest.enabled=false,correlate.enabled=false,enrich.enabled=false,score.enabled=false \
   --set propose.enabled=false,arbitrate.enabled=false,gateway.enabled=false,topicsJob.enabled=false \
-  --set remediate.enabled=false,serviceMonitor.enabled=true
+  --set remediate.enabled=false,snapshot.enabled=false,serviceMonitor.enabled=true
 check_render watch-no-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=[]'
 check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=core \
@@ -709,11 +709,11 @@ check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 wat
   --set 'watch.namespaces={payments}' --set watch.lease.name=payments-watch
 # rbac.create=false: the watcher, remediate and the gateway still have their own ServiceAccounts and tokens;
 # a cluster admin grants their rights.
-check_render without-rbac "Deployment=9 Service=9 ServiceAccount=4 Role=0 RoleBinding=0 ClusterRole=0 \
+check_render without-rbac "Deployment=10 Service=10 ServiceAccount=4 Role=0 RoleBinding=0 ClusterRole=0 \
   ClusterRoleBinding=0 $default_watch" \
   -f "$chart/ci/minimal-values.yaml" --set rbac.create=false
 # ServiceAccounts made by a cluster admin: those of the watcher, remediate and the gateway are named, not created.
-check_render existing-service-accounts "Deployment=9 ServiceAccount=0 Role=2 RoleBinding=2 ClusterRole=3 \
+check_render existing-service-accounts "Deployment=10 ServiceAccount=0 Role=2 RoleBinding=2 ClusterRole=3 \
   ClusterRoleBinding=3 $default_watch" \
   -f "$chart/ci/minimal-values.yaml" \
   --set serviceAccount.create=false,serviceAccount.name=pipeline-stages,watch.serviceAccount.name=pipeline-watcher \
@@ -795,8 +795,8 @@ check_fails remediate-gateway-service-account "remediate.serviceAccount.name and
 # ServiceAccounts' tokens (remediate's start-up self-check, detection of a pod's Deployment).
 check_kube() {
   echo "== kube-apiserver"
-  if [[ -z "$python" ]] || ! "$python" -c 'from pipeline.embedded.kube import kube_apiserver_binary, etcd_binary
-kube_apiserver_binary(); etcd_binary()' >"$out/kube.missing" 2>&1; then
+  if [[ -z "$python" ]] || ! "$python" -c 'from pipeline.embedded.kube import kube_apiserver_binary, etcd_binary, kube_cache_dir
+kube_apiserver_binary(kube_cache_dir()); etcd_binary(kube_cache_dir())' >"$out/kube.missing" 2>&1; then
     echo "   SKIPPED: no kube-apiserver/etcd or no importable pipeline package:"
     tail -4 "$out/kube.missing" | sed 's/^/   /'
     [[ "${CHECK_CHART_REQUIRE_KUBE:-0}" == 1 ]] && fail "kube-apiserver checks could not run"

@@ -267,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")
     stage.add_argument("name", choices=["ingest", "watch", "correlate", "enrich", "score", "propose", "arbitrate",
-                                               "remediate", "audit"])
+                                               "remediate", "audit", "snapshot"])
     stage.add_argument("--port", type=int)
     stage.set_defaults(func=cmd_stage)
 

@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     # Forensics: an incident's timeline is read from its `received_at` (else `created_at`) minus this many seconds
     # (clock skew between the producers), to the end of the log (domain/timeline.py).
     timeline_margin_s: float = Field(default=300.0, ge=0)
+    # Start the read models from the snapshot topics (written by the snapshot stage) and tail the log from their
+    # watermarks; false: fold every source topic from its beginning (what the snapshots are checked against).
+    gateway_snapshots: bool = True
 
     # ML. KServe models are discovered from KSERVE_<NAME>_SERVICE / KSERVE_<NAME>_MODEL (and, for tests or
     # use outside a cluster, KSERVE_<NAME>_URL) by `adapters.ml.ModelRegistry.from_settings`: every KSERVE_*

@@ -60,6 +60,11 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     )
 
 
+# For reads of whole topics (snapshots at start-up, forensic reads): large fetches, since the default 1 MiB per
+# partition is a round trip per ~800 records of ~1 KB.
+BULK_READ: dict[str, Any] = {"max_partition_fetch_bytes": 16 << 20, "fetch_max_bytes": 64 << 20}
+
+
 def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits by itself."""
     defaults: dict[str, Any] = {

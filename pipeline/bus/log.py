@@ -99,7 +99,7 @@ class LogReader:
 
     async def __aenter__(self) -> LogReader:
         # No group: nothing is committed and no stage's assignment is touched.
-        self._consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        self._consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False, **kafka.BULK_READ)
         await self._consumer.start()
         return self
 

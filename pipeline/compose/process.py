@@ -46,6 +46,7 @@ class Process:
         self.url: str | None = None
         self.broker: Any = None
         self.watch: Any = None  # WatchService when the plan watches Kubernetes
+        self.projection: Any = None  # the gateway's ProjectionRunner when the plan serves the gateway
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -182,7 +183,7 @@ class Process:
             await runner.start()
             self._stops.append(runner.stop)
             await runner.ready.wait()
-            parts.projection = runner
+            parts.projection = self.projection = runner
             parts.detector = await self._detector()
             if self.settings.prometheus_url:
                 from pipeline.adapters.prometheus import PrometheusClient

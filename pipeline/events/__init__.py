@@ -62,6 +62,12 @@ from pipeline.events.remediation import (
     Source,
     TargetState,
 )
+from pipeline.events.snapshots import (
+    Folded,
+    IncidentSnapshot,
+    RemediationSnapshot,
+    SnapshotWatermark,
+)
 from pipeline.events.watch import (
     WatchedCondition,
     WatchState,
@@ -85,7 +91,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     for model in (
         Signal, IncidentOpened, IncidentUpdated, IncidentResolved, CorrelationState, CorrelatedAlert, FeaturesComputed, ScoreComputed,
         RemediationProposed, ActionReleased, DecisionMade, ArbitrationState, WatchState, WorkflowChanged,
-        ControlChanged,
+        ControlChanged, IncidentSnapshot, RemediationSnapshot, SnapshotWatermark,
     )
 }
 
@@ -93,16 +99,28 @@ EVENT_TYPES: dict[str, type[Payload]] = {
 def decode(value: bytes | None, headers: Any) -> Event:
     """Parse a Kafka record into an Event; raises InvalidEvent for anything that is not one of ours."""
     envelope = Envelope.from_headers(headers)
-    model = EVENT_TYPES.get(envelope.type)
+    return Event(envelope, _payload(envelope.type, value))
+
+
+def decode_payload(value: bytes | None, headers: Any) -> Payload:
+    """Only the payload of a record (its type from the `ce_type` header, no other attribute parsed): for reads
+    of many records that need nothing else, such as a snapshot topic read whole at start-up."""
+    kind = next((v.decode() for k, v in headers or () if k == "ce_type" and v is not None), None)
+    if kind is None:
+        raise InvalidEvent("missing CloudEvents header(s): ce_type")
+    return _payload(kind, value)
+
+
+def _payload(kind: str, value: bytes | None) -> Payload:
+    model = EVENT_TYPES.get(kind)
     if model is None:
-        raise InvalidEvent(f"unknown event type {envelope.type!r}")
+        raise InvalidEvent(f"unknown event type {kind!r}")
     if value is None:
         raise InvalidEvent("record has no value")
     try:
-        payload = model.model_validate_json(value)
+        return model.model_validate_json(value)
     except ValidationError as exc:
-        raise InvalidEvent(f"{envelope.type} payload invalid: {exc.errors(include_url=False)}") from exc
-    return Event(envelope, payload)
+        raise InvalidEvent(f"{kind} payload invalid: {exc.errors(include_url=False)}") from exc
 
 
 __all__ = [
@@ -122,7 +140,9 @@ __all__ = [
     "Event",
     "FINISHED",
     "FeaturesComputed",
+    "Folded",
     "Incident",
+    "IncidentSnapshot",
     "IncidentChange",
     "IncidentOpened",
     "IncidentResolved",
@@ -137,12 +157,14 @@ __all__ = [
     "ReasonCode",
     "RecommendedAction",
     "RemediationProposed",
+    "RemediationSnapshot",
     "Resource",
     "Risk",
     "SPECVERSION",
     "ScoreComputed",
     "Severity",
     "Signal",
+    "SnapshotWatermark",
     "Source",
     "StepStatus",
     "TargetState",
@@ -156,6 +178,7 @@ __all__ = [
     "WorkflowStep",
     "alert_key",
     "decode",
+    "decode_payload",
     "derived_id",
     "new_id",
     "iso_z",

@@ -1,65 +1,26 @@
-"""The remediation read model: proposals, decisions and released actions, applied from the log.
-
-Pure: the runner feeds it events from the `remediation` and `decisions` topics. It answers what the
-coordination routes show: workflows (a manual trigger and its decision), the queue (proposals not yet
-decided), running actions, outcome and conflict counters by source and layer.
-"""
+"""The remediation read model's HTTP shapes: the gateway's applied-ids with read-your-writes waiters, and the
+workflow and decision views. The view itself is pure (`pipeline/domain/remediation_view.py`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.domain.incidents import PENDING_DECISION, Remediation
-from pipeline.events import (
-    ActionReleased,
-    Decision,
-    DecisionMade,
-    Proposal,
-    ReasonCode,
-    RemediationProposed,
-    Workflow,
-    WorkflowChanged,
-    iso_z,
-)
+from pipeline.domain import remediation_view
+from pipeline.domain.remediation_view import APPLIED_IDS, LAYERS, Entry, SeenIds, layer_of, remediation_of
+from pipeline.events import Decision, iso_z
 
-APPLIED_IDS = 100_000
-LAYERS = ("infrastructure", "platform", "application")
+__all__ = ["LAYERS", "AppliedIds", "Entry", "RemediationView", "decision_view", "go_duration", "layer_of",
+           "remediation_of", "workflow_view"]
 
 
-def layer_of(proposal: Proposal) -> str:
-    """The engine's layers: nodes and cluster-scoped targets are infrastructure, openshift-*/kube-* namespaces
-    the platform, the rest the application."""
-    kind = proposal.target.split("/")[1] if proposal.target.count("/") >= 2 else ""
-    if not proposal.namespace or kind == "Node":
-        return "infrastructure"
-    if proposal.namespace.startswith(("openshift-", "kube-")) or proposal.namespace in ("openshift", "default"):
-        return "platform"
-    return "application"
-
-
-class AppliedIds:
+class AppliedIds(SeenIds):
     """The event ids a read model applied (the most recent ones), and writers waiting to see theirs."""
 
     def __init__(self, size: int = APPLIED_IDS) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        super().__init__(size)
         self._waiters: dict[str, asyncio.Future[None]] = {}
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> bool:
-        """Remember an id; False when it was already applied."""
-        if event_id in self._ids:
-            return False
-        self._ids[event_id] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-        return True
 
     def notify(self, event_id: str) -> None:
         waiter = self._waiters.pop(event_id, None)
@@ -68,7 +29,7 @@ class AppliedIds:
 
     async def wait_for(self, event_id: str, timeout: float) -> bool:
         """True once the event is applied, False if `timeout` seconds pass first (read your writes)."""
-        if event_id in self._ids:
+        if event_id in self:
             return True
         waiter = self._waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
         try:
@@ -77,190 +38,15 @@ class AppliedIds:
         except TimeoutError:
             return False
         finally:
-            if waiter.done() or event_id not in self._ids:
+            if waiter.done() or event_id not in self:
                 self._waiters.pop(event_id, None)
 
 
 @dataclass
-class Entry:
-    """One proposal and what became of it."""
+class RemediationView(remediation_view.RemediationView):
+    """The pure view, with applied ids that writers can wait on (read your writes)."""
 
-    proposal: Proposal
-    submitted_at: datetime
-    decision: Decision | None = None
-    resolution_seconds: float | None = None
-    released: str | None = None  # ActionReleased.reason
-    released_at: datetime | None = None
-    workflow: Workflow | None = None  # the remediate stage's workflow, once it has one
-    sequence: int = 0
-
-    @property
-    def status(self) -> str:
-        """The workflow's status once a remediator has it (pending, awaiting_approval, running, completed, failed,
-        rejected, skipped); before that: pending (not decided, or approved and waiting for a remediator),
-        awaiting_approval, rejected, superseded; `cancelled` when the incident resolved before anything ran."""
-        if self.workflow is not None:
-            return self.workflow.status
-        if self.decision is None:
-            return "pending"
-        outcome = self.decision.outcome
-        if outcome not in ("approved", "awaiting_approval"):
-            return outcome
-        if self.released is not None:
-            return {"completed": "completed", "failed": "failed"}.get(self.released, "cancelled")
-        return "pending" if outcome == "approved" else outcome
-
-
-@dataclass
-class RemediationView:
-    entries: dict[str, Entry] = field(default_factory=dict)  # by proposal id
-    workflows: dict[str, str] = field(default_factory=dict)  # workflow id -> proposal id
-    by_target: dict[str, list[str]] = field(default_factory=dict)  # target -> proposal ids
-    requests: dict[str, str] = field(default_factory=dict)  # manual request key -> proposal id
-    by_incident: dict[str, list[str]] = field(default_factory=dict)  # incident id -> its proposal ids, in order
-    action_timeout: timedelta = timedelta(seconds=1800)
     applied: AppliedIds = field(default_factory=AppliedIds)
-
-    def apply(self, event_id: str, payload: object, at: datetime) -> bool:
-        """Apply one event; False when its id was already applied or it is not ours."""
-        if event_id in self.applied:
-            return False
-        if isinstance(payload, RemediationProposed):
-            p = payload.proposal
-            entry = self.entries.get(p.id)
-            if entry is None:
-                self._add(Entry(p, at))
-                if p.workflow_id:
-                    self.workflows[p.workflow_id] = p.id
-                if isinstance(key := p.parameters.get("request_key"), str):
-                    self.requests[key] = p.id
-        elif isinstance(payload, DecisionMade):
-            p = payload.decision.proposal
-            entry = self.entries.get(p.id)
-            if entry is None:
-                entry = self._add(Entry(p, payload.decision.decided_at))
-            if p.workflow_id:
-                self.workflows.setdefault(p.workflow_id, p.id)
-            if entry.decision is None:
-                entry.decision = payload.decision
-                entry.resolution_seconds = payload.resolution_seconds
-        elif isinstance(payload, ActionReleased):
-            self._release(payload)
-        elif isinstance(payload, WorkflowChanged):
-            w = payload.workflow
-            entry = self.entries.get(w.proposal_id)
-            if entry is None:
-                entry = self._add(Entry(w.decision.proposal, w.created_at, decision=w.decision))
-            if entry.decision is None:
-                entry.decision = w.decision
-            if entry.workflow is None or payload.sequence >= entry.sequence:
-                entry.workflow, entry.sequence = w, payload.sequence
-            self.workflows.setdefault(w.id, w.proposal_id)
-            if w.incident_id and w.incident_id != entry.proposal.incident_id:
-                self._index_incident(w.incident_id, w.proposal_id)
-        else:
-            return False
-        self.applied.add(event_id)
-        self.applied.notify(event_id)
-        return True
-
-    def _add(self, entry: Entry) -> Entry:
-        p = entry.proposal
-        self.entries[p.id] = entry
-        self.by_target.setdefault(p.target, []).append(p.id)
-        if p.incident_id:
-            self._index_incident(p.incident_id, p.id)
-        return entry
-
-    def _index_incident(self, incident_id: str, proposal_id: str) -> None:
-        ids = self.by_incident.setdefault(incident_id, [])
-        if proposal_id not in ids:
-            ids.append(proposal_id)
-
-    def _release(self, released: ActionReleased) -> None:
-        for pid in self.by_target.get(released.target, ()):
-            entry = self.entries[pid]
-            p = entry.proposal
-            if (
-                entry.released is None and entry.decision is not None
-                and entry.decision.outcome in ("approved", "awaiting_approval")
-                and (released.incident_id is None or p.incident_id == released.incident_id)
-                and (released.proposal_id is None or p.id == released.proposal_id)
-            ):
-                entry.released, entry.released_at = released.reason, released.released_at
-
-    def for_incident(self, incident_id: str) -> Entry | None:
-        """The proposal that speaks for an incident: the highest `Remediation.rank` (an approved action over one
-        waiting for a human over one not decided over a rejected or skipped one), the latest among equals -- so a
-        duplicate rejected after an approved action never hides it."""
-        best: tuple[int, int] | None = None
-        chosen: Entry | None = None
-        for order, pid in enumerate(self.by_incident.get(incident_id, ())):
-            entry = self.entries[pid]
-            key = (remediation_of(entry).rank, order)
-            if best is None or key > best:
-                best, chosen = key, entry
-        return chosen
-
-    def remediation(self, incident_id: str) -> Remediation | None:
-        """What is being done about an incident (domain.incidents.Remediation), None when nothing was proposed."""
-        entry = self.for_incident(incident_id)
-        return remediation_of(entry) if entry is not None else None
-
-    def workflow(self, workflow_id: str) -> Entry | None:
-        pid = self.workflows.get(workflow_id)
-        return self.entries.get(pid) if pid else None
-
-    def by_request(self, key: str) -> Entry | None:
-        """The latest manual proposal submitted under a request key (Idempotency-Key or body hash)."""
-        pid = self.requests.get(key)
-        return self.entries.get(pid) if pid else None
-
-    def pending(self) -> list[Entry]:
-        """Proposals not decided yet, oldest first: the arbitration queue."""
-        return sorted((e for e in self.entries.values() if e.decision is None), key=lambda e: e.submitted_at)
-
-    def counts(self, now: datetime) -> dict[str, Any]:
-        """Counters for the status routes. An approved action never reported finished stops counting as
-        running after the action timeout, as it stops holding its target in arbitration."""
-        statuses: Counter[str] = Counter()
-        by_source: Counter[str] = Counter()
-        layers = {name: Counter[str]() for name in LAYERS}
-        conflicts: Counter[str] = Counter()
-        for entry in self.entries.values():
-            status = entry.status
-            if (status == "pending" and entry.workflow is None and entry.decision is not None
-                    and entry.decision.outcome == "approved" and entry.released is None
-                    and now - entry.decision.decided_at >= self.action_timeout):
-                status = "expired"  # approved, never picked up by a remediator, no longer holding its target
-            statuses[status] += 1
-            by_source[entry.proposal.source] += 1
-            layer = layers[layer_of(entry.proposal)]
-            layer["actions"] += 1
-            layer[status] += 1
-            for reason in entry.decision.reasons if entry.decision else ():
-                if reason.code in (ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE):
-                    conflicts[reason.conflict or "target"] += 1
-                    layer["conflicts"] += 1
-        return {
-            "total": len(self.entries),
-            "statuses": dict(statuses),
-            "by_source": dict(by_source),
-            "layers": {name: dict(c) for name, c in layers.items()},
-            "conflicts": dict(conflicts),
-        }
-
-
-def remediation_of(entry: Entry) -> Remediation:
-    """An entry as an incident's remediation: `pending_decision` until arbitration decides, then the workflow's or
-    the decision's status."""
-    p, w = entry.proposal, entry.workflow
-    state = PENDING_DECISION if entry.decision is None else entry.status
-    completed_at = w.completed_at if w is not None else (
-        entry.released_at if entry.released in ("completed", "failed") else None)
-    return Remediation(state=state, action=w.action if w is not None else p.action,
-                       workflow_id=w.id if w is not None else p.workflow_id, completed_at=completed_at,
-                       dry_run=w.dry_run if w is not None else p.dry_run)
 
 
 def go_duration(seconds: float) -> str:

@@ -12,6 +12,7 @@ def stage_classes() -> dict[str, type[Stage]]:
     from pipeline.stages.propose import ProposeStage
     from pipeline.stages.remediate import RemediateStage
     from pipeline.stages.score import ScoreStage
+    from pipeline.stages.snapshot import SnapshotStage
 
     return {stage.name: stage for stage in (CorrelateStage, EnrichStage, ScoreStage, ProposeStage, ArbitrateStage,
-                                                  RemediateStage)}
+                                                  RemediateStage, SnapshotStage)}

@@ -17,6 +17,7 @@ import pytest
     ["stage", "--messages", "400"],
     ["arbitrate", "--messages", "300", "--seconds", "1"],
     ["growth", "--messages", "200", "--sizes", "1,10"],
+    ["rebuild", "--incidents", "300"],
 ])
 def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str]) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
