@@ -16,7 +16,9 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 from aiokafka import TopicPartition
 
 from pipeline.bench.harness import Child, Report, bench_settings, child_env
@@ -77,19 +79,31 @@ async def snapshot(settings: Settings) -> tuple[int, float]:
         await runtime.stop()
 
 
-def gateway_ready(settings: Settings, base: Path, snapshots: bool) -> tuple[float, dict[str, float]]:
-    """(seconds from spawn to ready, the gateway's rebuild figures) of `pipeline gateway`."""
+def answers(url: str, n: int) -> dict[str, Any]:
+    """What a client reads from a gateway: incident pages at the start, middle and end of the list, and the
+    filtered summaries (the comparison between a gateway that rebuilt from snapshots and one that read the log)."""
+    paths = [f"/api/v1/incidents?status=all&severity=all&limit=100&offset={offset}"
+             for offset in sorted({0, n // 2, max(n - 100, 0)})]
+    paths += [f"/api/v1/incidents?status={status}&severity=all&limit=10" for status in ("active", "completed")]
+    paths += ["/api/v1/incidents?status=all&severity=critical&limit=10"]
+    with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+        return {path: client.get(path).json() for path in paths}
+
+
+def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """(seconds from spawn to ready, the gateway's rebuild figures, its answers) of `pipeline gateway`."""
     port = free_port()
     env = child_env(settings, PORT=str(port), GATEWAY_SNAPSHOTS=str(snapshots).lower())
     child = Child(["gateway"], env, base / f"gateway-{snapshots}.log")
     try:
         seconds = child.wait_http(f"http://127.0.0.1:{port}/api/v1/health", timeout=600)
+        read = answers(f"http://127.0.0.1:{port}", n)
     finally:
         child.stop()
     for line in child.log.read_text(errors="replace").splitlines():
         if "projection ready" in line and line.startswith("{"):
             found = json.loads(line)
-            return seconds, {k: float(found[k]) for k in ("snapshot_records", "log_records", "seconds")}
+            return seconds, {k: float(found[k]) for k in ("snapshot_records", "log_records", "seconds")}, read
     raise RuntimeError(f"no 'projection ready' line: {child.log.read_text()[-2000:]}")
 
 
@@ -105,16 +119,20 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     report.add("snapshot stage: fold the history", events=folded, seconds=seconds, events_per_s=folded / seconds)
     sources = [settings.topic(t) for t in SOURCES]
     snapshots = [settings.topic("incidents.snapshot"), settings.topic("remediation.snapshot")]
+    read: dict[bool, dict[str, Any]] = {}
     for name, topics, flag in (("whole log", sources, False), ("snapshots", [*snapshots, *sources], True)):
         raw, raw_s = asyncio.run(raw_read(settings, topics if not flag else snapshots))
         report.add(f"baseline: raw aiokafka read, {name}", records=raw, seconds=raw_s, records_per_s=raw / raw_s)
         with tempfile.TemporaryDirectory() as tmp:
-            ready, rebuilt = gateway_ready(settings, Path(tmp), flag)
+            ready, rebuilt, read[flag] = gateway_ready(settings, Path(tmp), flag, n)
         records = rebuilt["snapshot_records"] + rebuilt["log_records"]
         rate = records / rebuilt["seconds"]
         row = report.add(f"gateway from the {name}", records=int(records), rebuild_s=rebuilt["seconds"],
                          records_per_s=rate, ready_s=ready)
         row.ratio, row.ratio_of = rate / (raw / raw_s), "records/s over the raw read of the same records"
+    differ = sorted(path for path in read[False] if read[False][path] != read[True].get(path))
+    report.add("answers: from the snapshots == from the whole log", pages=len(read[False]),
+               identical="yes" if not differ else f"no: {', '.join(differ)}")
     report.notes.append("ready_s: `pipeline gateway` spawned until /api/v1/health answers (it serves once the "
                         "backlog present at start is applied); rebuild_s: the projection's own start to ready")
     return report
