@@ -274,6 +274,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    # The no-color.org convention: any non-empty NO_COLOR turns the terminal colours of the CLI off
+    # (`pipeline replay`); --color still forces them.
+    no_color: str = ""
     # The same logger + message at warning or above at most once per this many seconds (with a count of the
     # suppressed repeats on the next line); 0 logs every repeat.
     log_repeat_window_s: float = Field(default=10.0, ge=0)

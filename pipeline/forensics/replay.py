@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,6 +196,11 @@ def render(records: Sequence[LoggedRecord], settings: Settings, out: TextIO, col
         out.write(line + "\n")
 
 
+def use_colour(flag: bool | None, tty: bool, no_color: str) -> bool:
+    """`--color`/`--no-color` decide; else colour on a terminal unless NO_COLOR is set (no-color.org)."""
+    return flag if flag is not None else tty and not no_color
+
+
 def main(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """`pipeline replay`: 0 when the records were shown (none is a valid answer for a window), 1 when the log
     could not be read or the incident is unknown, 2 for a request that does not make sense. With `--what-if`:
@@ -220,7 +224,7 @@ def main(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout)
             for record in records:
                 out.write(json.dumps(record.as_dict()) + "\n")
         else:
-            colour = args.color if args.color is not None else (out.isatty() and not os.environ.get("NO_COLOR"))
+            colour = use_colour(args.color, out.isatty(), settings.no_color)
             render(records, settings, out, colour)
         out.flush()
     except BrokenPipeError:  # `pipeline replay ... | head`: the reader has seen enough

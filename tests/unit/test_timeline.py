@@ -23,6 +23,7 @@ from pipeline.domain.timeline import (
     timeline_start,
 )
 from pipeline.events import ControlChanged, Decision, Event, Proposal, Severity
+from pipeline.forensics.replay import use_colour
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -198,3 +199,8 @@ def test_a_bad_decision_query_names_its_field(args: tuple[str | None, ...], fiel
     with pytest.raises(InvalidQuery) as caught:
         DecisionQuery.parse(*args)
     assert caught.value.field == field
+
+
+def test_colour_on_a_terminal_unless_no_color_and_the_flags_decide_first() -> None:
+    assert use_colour(None, True, "") and not use_colour(None, True, "1") and not use_colour(None, False, "")
+    assert use_colour(True, False, "1") and not use_colour(False, True, "")
