@@ -204,51 +204,44 @@ build_kube_command() { # $1 = kube-apiserver | kube-controller-manager | kube-sc
   log "built $out ($("$out" --version), $(du -m "$out" | cut -f1) MB) in $((end - start)) s"
 }
 
-build_kwok() {
+# go_install OUT PACKAGE@VERSION LDFLAGS GOFLAGS VERSION_ARGS...: `go install` one command into a temporary
+# directory next to OUT, check that it runs (`OUT VERSION_ARGS`), then move it into place.
+go_install() {
+  local out="$1" pkg="$2" ldflags="$3" goflags="$4"
+  shift 4
+  local name dir tmp start end
+  name="$(basename "$out")"
   ensure_go
-  local dir tmp start end
-  dir="$(dirname "$KWOK_BIN")"
+  dir="$(dirname "$out")"
   mkdir -p "$dir"
   tmp="$(mktemp -d "$dir/.build.XXXXXX")"
-  log "building kwok $KWOK_VERSION (go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION; cold ~1.5 min)"
+  log "building $name (go install $pkg)"
   start=$(date +%s)
   # Outside any module (cwd = the empty tmp dir), so neither this repo nor a go.work is involved.
-  # GOTOOLCHAIN=auto: kwok v0.8.0's go.mod says go 1.26.0; an older go fetches that toolchain.
-  (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS="-buildvcs=false" GOWORK=off GOTOOLCHAIN=auto \
-    nice -n 10 "$GO_BIN" install -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") >&2 || {
+  # GOTOOLCHAIN=auto: a module whose go.mod needs a newer go (kwok v0.8.0: 1.26.0) fetches that toolchain.
+  (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS="$goflags" GOWORK=off GOTOOLCHAIN=auto \
+    nice -n 10 "$GO_BIN" install -ldflags="$ldflags" "$pkg") >&2 || {
     rm -rf "$tmp"
-    log "ERROR: go install kwok failed (above)"
+    log "ERROR: go install $pkg failed (above)"
     exit 1
   }
-  "$tmp/kwok" --version >/dev/null || { rm -rf "$tmp"; log "ERROR: the built kwok does not run"; exit 1; }
-  mv -f "$tmp/kwok" "$KWOK_BIN"
+  "$tmp/$name" "$@" >/dev/null 2>&1 || { rm -rf "$tmp"; log "ERROR: the built $name does not run"; exit 1; }
+  mv -f "$tmp/$name" "$out"
   rm -rf "$tmp"
   end=$(date +%s)
-  log "built $KWOK_BIN ($("$KWOK_BIN" --version 2>&1 | head -n1)) in $((end - start)) s"
+  log "built $out ($("$out" "$@" 2>&1 | head -n1)) in $((end - start)) s"
 }
 
-build_helm() {
-  ensure_go
-  local dir tmp start end p=helm.sh/helm/v3
-  dir="$(dirname "$HELM_BIN")"
-  mkdir -p "$dir"
-  tmp="$(mktemp -d "$dir/.build.XXXXXX")"
-  log "building helm $HELM_VERSION (go install $p/cmd/helm@$HELM_VERSION; cold ~2-4 min)"
-  start=$(date +%s)
-  (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" GOWORK=off GOTOOLCHAIN=auto \
-    nice -n 10 "$GO_BIN" install -ldflags="-s -w -X $p/internal/version.version=$HELM_VERSION \
-      -X $p/pkg/chartutil.k8sVersionMajor=1 -X $p/pkg/chartutil.k8sVersionMinor=31 \
-      -X $p/pkg/lint/rules.k8sVersionMajor=1 -X $p/pkg/lint/rules.k8sVersionMinor=31" \
-      "$p/cmd/helm@$HELM_VERSION") >&2 || {
-    rm -rf "$tmp"
-    log "ERROR: go install helm failed (above)"
-    exit 1
-  }
-  "$tmp/helm" version --short >/dev/null || { rm -rf "$tmp"; log "ERROR: the built helm does not run"; exit 1; }
-  mv -f "$tmp/helm" "$HELM_BIN"
-  rm -rf "$tmp"
-  end=$(date +%s)
-  log "built $HELM_BIN ($("$HELM_BIN" version --short)) in $((end - start)) s"
+build_kwok() { # cold ~1.5 min
+  go_install "$KWOK_BIN" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "-s -w" "-buildvcs=false" --version
+}
+
+build_helm() { # cold ~0.5-4 min; the release binaries' version stamps (deploy/check-chart.sh says the same)
+  local p=helm.sh/helm/v3
+  go_install "$HELM_BIN" "$p/cmd/helm@$HELM_VERSION" "-s -w -X $p/internal/version.version=$HELM_VERSION \
+    -X $p/pkg/chartutil.k8sVersionMajor=1 -X $p/pkg/chartutil.k8sVersionMinor=31 \
+    -X $p/pkg/lint/rules.k8sVersionMajor=1 -X $p/pkg/lint/rules.k8sVersionMinor=31" \
+    "-buildvcs=false -mod=mod" version --short
 }
 
 extract_argocd_crd() {
