@@ -338,6 +338,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def cluster_configured(self) -> bool:
+        """A cluster to act on: a kubeconfig, or a pod's service account."""
+        return bool(self.kubeconfig) or bool(self.kubernetes_service_host)
+
+    @property
     def audit_directory(self) -> Path:
         """Where the audit trail is written: AUDIT_DIR, else <DATA_DIR>/audit."""
         return self.audit_dir if self.audit_dir is not None else self.data_dir / "audit"

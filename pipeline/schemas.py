@@ -11,7 +11,7 @@ from pipeline.bus.topics import load_specs
 from pipeline.events import EVENT_TYPES
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
-_CE_HEADERS = {
+_CE_HEADERS: dict[str, Any] = {
     "type": "object",
     "description": "CloudEvents 1.0 binary mode: attributes as Kafka headers",
     "required": ["ce_specversion", "ce_id", "ce_type", "ce_source"],
@@ -23,6 +23,14 @@ _CE_HEADERS = {
         )
     },
 }
+
+
+def _headers(extra: dict[str, str]) -> dict[str, Any]:
+    """The CloudEvents headers, and the ones a payload adds for readers that index records (`index_headers`)."""
+    if not extra:
+        return _CE_HEADERS
+    added = {name: {"type": "string", "description": doc} for name, doc in extra.items()}
+    return {**_CE_HEADERS, "properties": {**_CE_HEADERS["properties"], **added}}
 
 
 def render(topics_dir: Path) -> dict[str, str]:
@@ -39,7 +47,7 @@ def render(topics_dir: Path) -> dict[str, str]:
             "title": model.__name__,
             "summary": (model.__doc__ or "").strip().splitlines()[0],
             "contentType": "application/json",
-            "headers": _CE_HEADERS,
+            "headers": _headers(model.index_header_docs),
             "payload": {"$ref": f"./{event_type}.json"},
         }
     channels: dict[str, Any] = {}

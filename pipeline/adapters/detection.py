@@ -21,14 +21,15 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-from kubernetes_asyncio.client import ApiClient
 
 from pipeline.adapters.kube import ApiStatus, json_of
 from pipeline.domain.detection import DeploymentInfo, TTLCache, controller_ref, detect, group_of
 from pipeline.observability import get_logger
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 log = get_logger("pipeline.detection")
 

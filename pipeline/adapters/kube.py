@@ -13,11 +13,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-from kubernetes_asyncio import client, config
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
+
+if TYPE_CHECKING:  # kubernetes_asyncio is imported where a client is made: half a second a gateway without a
+    from kubernetes_asyncio import client  # cluster need not spend
 
 ListFunction = Callable[..., Awaitable[Any]]
 LIST_TIMEOUT_S = 60  # one page; a hung list is retried by the caller
@@ -66,6 +67,8 @@ class Collection:
 
 async def api_client(settings: Settings) -> client.ApiClient:
     """An ApiClient from `KUBECONFIG` (and `KUBE_CONTEXT`), else the in-cluster service account."""
+    from kubernetes_asyncio import client, config
+
     cfg = client.Configuration()
     if settings.kubeconfig:
         await config.load_kube_config(config_file=settings.kubeconfig, context=settings.kube_context or None,
@@ -83,6 +86,8 @@ async def api_client(settings: Settings) -> client.ApiClient:
 def watched(api: client.ApiClient, event_apis: list[str]) -> list[Collection]:
     """Pods, Nodes and Deployments cluster-wide, and Events from the APIs asked for (core, events.k8s.io;
     both are views of the same objects, told apart by nothing but their format)."""
+    from kubernetes_asyncio import client
+
     core, apps, events = client.CoreV1Api(api), client.AppsV1Api(api), client.EventsV1Api(api)
     out = [
         Collection("pods", "Pod", core.list_pod_for_all_namespaces),
@@ -136,7 +141,9 @@ async def watch(resource: Collection, resource_version: str, timeout_s: int) -> 
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Gone(obj.get("message", "resourceVersion too old"))
-                    raise client.ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
+                    from kubernetes_asyncio.client import ApiException
+
+                    raise ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
                 if kind == "BOOKMARK":
                     yield "BOOKMARK", (obj.get("metadata") or {}).get("resourceVersion", resource_version)
                     continue

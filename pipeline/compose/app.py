@@ -145,7 +145,7 @@ def _models_router(parts: Parts) -> Any:
         parts.settings,
         parts.kserve.registry,
         parts.kserve,
-        incidents_provider=(lambda: projection.projection.values()) if projection is not None else None,
+        incidents_provider=(lambda: projection.projection.rows.values()) if projection is not None else None,
         features_provider=features,
         findings_provider=findings,
     )
@@ -180,7 +180,7 @@ async def _deep_health(parts: Parts) -> JSONResponse:
             status = "degraded"
     if parts.projection is not None:
         ready = parts.projection.ready.is_set()
-        components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection.incidents)}
+        components["projection"] = {"ready": ready, "incidents": len(parts.projection.projection)}
         if not ready and status == "healthy":
             status = "degraded"
     if parts.projection is not None:

@@ -211,9 +211,7 @@ class Process:
 
     async def _detector(self) -> Any:
         """Deployment-method detection for the gateway's routes, when a cluster is configured."""
-        from pipeline.stages.remediate import cluster_configured
-
-        if not cluster_configured(self.settings):
+        if not self.settings.cluster_configured:
             return None
         from pipeline.adapters.detection import Detector
         from pipeline.adapters.kube import api_client

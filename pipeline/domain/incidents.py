@@ -1,5 +1,6 @@
 """Incidents as the REST API shows them: the read model's fold of the change records, filters, paging, the
-summary, and manual creation."""
+summary, and manual creation. Listing, filtering and counting read IncidentRows (what a list needs of an
+incident), so a read model can answer them without holding every incident decoded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.events import AttachedSignal, Incident, IncidentStatus, Severity, iso_z
+from pipeline.events import AttachedSignal, Incident, IncidentRow, IncidentStatus, Severity, iso_z
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -87,11 +88,11 @@ class IncidentQuery:
             offset=int_param("offset", offset, 0, 0, 10**9),
         )
 
-    def matches(self, incident: Incident) -> bool:
+    def matches(self, row: IncidentRow) -> bool:
         return (
-            (self.namespace is None or self.namespace in (incident.namespace, incident.target))
-            and (self.severity is None or incident.severity == self.severity)
-            and (self.status is None or incident.status == self.status)
+            (self.namespace is None or self.namespace in (row.namespace, row.target))
+            and (self.severity is None or row.severity == self.severity)
+            and (self.status is None or row.status == self.status)
         )
 
 
@@ -130,24 +131,25 @@ def int_param(field: str, raw: str | None, default: int, low: int, high: int) ->
     return value
 
 
-def newest_first(incidents: Iterable[Incident]) -> list[Incident]:
-    return sorted(incidents, key=lambda i: (i.created_at, i.id), reverse=True)
+def newest_first(rows: Iterable[IncidentRow]) -> list[IncidentRow]:
+    return sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
 
 
-def select(incidents: Iterable[Incident], query: IncidentQuery) -> tuple[list[Incident], list[Incident]]:
-    """All incidents matching the filters (newest first), and the requested page of them."""
-    matching = newest_first(i for i in incidents if query.matches(i))
+def select(rows: Iterable[IncidentRow], query: IncidentQuery) -> tuple[list[IncidentRow], list[IncidentRow]]:
+    """All incidents matching the filters (newest first), and the requested page of them. The rows' status is
+    the one a client sees (`shown_status`)."""
+    matching = newest_first(r for r in rows if query.matches(r))
     return matching, matching[query.offset : query.offset + query.limit]
 
 
-def summary(incidents: Iterable[Incident]) -> dict[str, Any]:
+def summary(rows: Iterable[IncidentRow]) -> dict[str, Any]:
     """The `summary` object the MCP server reads: counts over all matching incidents, not just the page."""
     counts = {"total": 0, "active": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
     by_severity = {s.value: 0 for s in Severity}
-    for incident in incidents:
+    for row in rows:
         counts["total"] += 1
-        counts[incident.status.value] += 1
-        by_severity[incident.severity.value] += 1
+        counts[row.status.value] += 1
+        by_severity[row.severity.value] += 1
     return {**counts, "by_severity": by_severity}
 
 
@@ -218,13 +220,29 @@ def with_remediation(incident: Incident, remediation: Remediation | None) -> Inc
     update: dict[str, Any] = {"action_type": action_type(remediation)}
     if remediation.workflow_id:
         update["workflow_id"] = remediation.workflow_id
-    if incident.status == IncidentStatus.ACTIVE and not remediation.dry_run:
-        if remediation.state == "running":
-            update["status"] = IncidentStatus.RUNNING
-        elif remediation.state in ("completed", "failed"):
-            update["status"] = IncidentStatus(remediation.state)
+    status = shown_status(incident.status, remediation)
+    if status != incident.status:
+        update["status"] = status
+        if status != IncidentStatus.RUNNING:
             update["resolved_at"] = remediation.completed_at
     return incident.model_copy(update=update)
+
+
+def shown_status(status: IncidentStatus, remediation: Remediation | None) -> IncidentStatus:
+    """The status `with_remediation` shows for an incident of `status`."""
+    if remediation is None or status != IncidentStatus.ACTIVE or remediation.dry_run:
+        return status
+    if remediation.state == "running":
+        return IncidentStatus.RUNNING
+    if remediation.state in ("completed", "failed"):
+        return IncidentStatus(remediation.state)
+    return status
+
+
+def shown_row(row: IncidentRow, remediation: Remediation | None) -> IncidentRow:
+    """The row as `with_remediation` shows its incident (its status)."""
+    status = shown_status(row.status, remediation)
+    return row if status == row.status else row._replace(status=status)
 
 
 def with_workflow(incident: Incident, workflow_id: str, action: str, status: str,

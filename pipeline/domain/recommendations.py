@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.domain.analysis import Finding
 from pipeline.domain.features import FeatureVector
 from pipeline.domain.scoring import ModelScore
-from pipeline.events import Incident
+from pipeline.events import IncidentRow
 
 HISTORY_LIMIT = 100
 TIMEFRAMES = {"1h": timedelta(minutes=30), "6h": timedelta(hours=3), "24h": timedelta(hours=12)}
@@ -59,10 +59,10 @@ def _by_level(value: float) -> str:
     return "low"
 
 
-def historical_recommendations(incidents: Iterable[Incident], namespace: str) -> list[dict[str, Any]]:
+def historical_recommendations(incidents: Iterable[IncidentRow], namespace: str) -> list[dict[str, Any]]:
     """Issues seen at least twice among the newest incidents (of `namespace` when given), per namespace."""
     scoped = [i for i in incidents if not namespace or (i.namespace or i.target) == namespace]
-    newest = sorted(scoped, key=lambda i: i.created_at, reverse=True)[:HISTORY_LIMIT]
+    newest = sorted(scoped, key=lambda i: (i.created, i.id), reverse=True)[:HISTORY_LIMIT]
     keys = [((i.issue_type or i.severity.value), (i.namespace or i.target)) for i in newest]
     latest = {key: incident.id for key, incident in reversed(list(zip(keys, newest, strict=True)))}
     recs: list[dict[str, Any]] = []

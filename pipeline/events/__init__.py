@@ -63,7 +63,9 @@ from pipeline.events.remediation import (
     TargetState,
 )
 from pipeline.events.snapshots import (
+    INDEX_HEADER,
     Folded,
+    IncidentRow,
     IncidentSnapshot,
     RemediationSnapshot,
     SnapshotWatermark,
@@ -143,6 +145,8 @@ __all__ = [
     "Folded",
     "Incident",
     "IncidentSnapshot",
+    "IncidentRow",
+    "INDEX_HEADER",
     "IncidentChange",
     "IncidentOpened",
     "IncidentResolved",

@@ -84,6 +84,13 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
     event_type: ClassVar[str]
     key_field: ClassVar[str]
+    # Headers `index_headers` adds to the envelope's: name -> what it holds (the AsyncAPI document lists them).
+    index_header_docs: ClassVar[dict[str, str]] = {}
+
+    def index_headers(self) -> list[tuple[str, bytes]]:
+        """Headers beyond the envelope's that let a reader index the record without decoding its value (none
+        unless a payload says otherwise)."""
+        return []
 
 
 
@@ -161,4 +168,5 @@ class Event:
 
     def encode(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """Key, value and headers of the Kafka record."""
-        return self.key.encode(), self.payload.model_dump_json().encode(), self.envelope.headers()
+        return (self.key.encode(), self.payload.model_dump_json().encode(),
+                self.payload.index_headers() + self.envelope.headers())  # an indexing reader finds its own first

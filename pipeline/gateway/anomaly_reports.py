@@ -403,7 +403,7 @@ class AnomalyReports:
 
     def show(self, anomaly_id: str) -> dict[str, Any] | None:
         """`GET /api/v1/anomalies/{id}`: the anomaly, its action and its workflow, from the read models."""
-        incident = self.projection.incidents.get(anomaly_id)
+        incident = self.projection.get(anomaly_id)
         if incident is None or not incident.parameters.get("anomaly_report"):
             return None
         params = incident.parameters

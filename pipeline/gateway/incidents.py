@@ -21,11 +21,12 @@ from pipeline.domain.incidents import (
     Remediation,
     new_manual_incident,
     select,
+    shown_row,
     summary,
     to_api,
     with_remediation,
 )
-from pipeline.events import Event, Incident, IncidentOpened, Severity
+from pipeline.events import Event, Incident, IncidentOpened, IncidentRow, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL, new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 
@@ -68,7 +69,7 @@ class CreateIncident(BaseModel):
 
 def known(projection: IncidentProjection, incident_id: str) -> Incident:
     """The read model's incident, or 404 naming `id`."""
-    incident = projection.incidents.get(incident_id)
+    incident = projection.get(incident_id)
     if incident is None:
         raise ApiError(404, "NOT_FOUND", f"incident {incident_id} not found", field="id",
                        incident_id=incident_id)
@@ -94,14 +95,15 @@ def router(
         except InvalidQuery as exc:
             raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
         shown: dict[str, Remediation | None] = {}
-        incidents: list[Incident] = []
-        for incident in projection.values():
-            shown[incident.id] = found = lookup(incident.id)
-            incidents.append(with_remediation(incident, found))
-        matching, page = select(incidents, query)
+        rows: list[IncidentRow] = []
+        for row in projection.rows.values():
+            shown[row.id] = found = lookup(row.id)
+            rows.append(shown_row(row, found))
+        matching, page = select(rows, query)
         return JSONResponse(
             {
-                "incidents": [to_api(i, shown[i.id]) for i in page],
+                "incidents": [to_api(with_remediation(known(projection, r.id), shown[r.id]), shown[r.id])
+                              for r in page],
                 "total": len(matching),
                 "count": len(page),
                 "limit": query.limit,
@@ -124,7 +126,7 @@ def router(
         event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
         await publish_visible(producer, topic, event, projection.applied, settings.gateway_write_timeout_s,
                               "incident", incident_id=incident.id)
-        view = to_api(projection.incidents[incident.id])
+        view = to_api(known(projection, incident.id))
         return JSONResponse(
             {
                 "status": view["status"],

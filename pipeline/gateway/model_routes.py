@@ -41,14 +41,14 @@ from pipeline.domain.features import FeatureVector
 from pipeline.domain.names import DNS_LABEL_MAX, is_dns_label
 from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
-from pipeline.events import Incident
+from pipeline.events import IncidentRow
 from pipeline.gateway.dependencies import model_error
 
 MAX_DETECT_BODY = 4 << 20
 MAX_RECOMMENDATIONS_BODY = 64 << 10
 ANOMALY_MODEL = "anomaly-detector"
 
-IncidentsProvider = Callable[[], Iterable[Incident]]
+IncidentsProvider = Callable[[], Iterable[IncidentRow]]  # what the history recommendations read
 FeaturesProvider = Callable[[str | None], Awaitable[FeatureVector]]
 # (namespace or None for the cluster, timeframe "1h"/"6h"/"24h", now) -> the analysis rules' findings.
 FindingsProvider = Callable[[str | None, str, float], Awaitable[list[Finding]]]

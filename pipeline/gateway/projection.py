@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -30,10 +29,12 @@ from pipeline.config import Settings
 from pipeline.domain.incidents import fold
 from pipeline.domain.snapshots import SOURCES, Coverage, Snapshot, restore_entries, where
 from pipeline.events import (
+    INDEX_HEADER,
     ControlChanged,
     Event,
     Incident,
     IncidentChange,
+    IncidentRow,
     IncidentSnapshot,
     IncidentStatus,
     InvalidEvent,
@@ -62,37 +63,71 @@ async def publish_visible(producer: EventProducer, topic: str, event: Event, app
 
 class IncidentProjection:
     """Incidents by id, folded from IncidentChange events (each carries the incident and the alerts its change
-    touched; `domain.incidents.fold`), listing at most `alerts_listed` alerts per incident."""
+    touched; `domain.incidents.fold`), listing at most `alerts_listed` alerts per incident.
+
+    Every incident has its IncidentRow (`rows`: what lists, filters and counts read). An incident loaded from a
+    snapshot record that carries its row stays as the record's bytes until it is asked for (`get` decodes it and
+    keeps nothing) or a later event changes it (then it is decoded once, with the offsets and event ids its
+    snapshot covers), so a start-up on 100,000 incidents decodes none of them."""
 
     def __init__(self, alerts_listed: int = 100) -> None:
-        self.incidents: dict[str, Incident] = {}
+        self.rows: dict[str, IncidentRow] = {}
         self.applied = AppliedIds()
+        self.coverage = Coverage()
         self.alerts_listed = alerts_listed
+        self._incidents: dict[str, Incident] = {}
+        self._stored: dict[str, bytes] = {}  # snapshot record values not decoded yet
 
-    def apply(self, event_id: str, change: IncidentChange, held: bool = False) -> bool:
-        """Apply one change; False when the event id was already applied (at-least-once delivery). `held`: the
-        incident's snapshot holds it already."""
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, incident_id: str) -> Incident | None:
+        found = self._incidents.get(incident_id)
+        if found is None and (stored := self._stored.get(incident_id)) is not None:
+            return IncidentSnapshot.model_validate_json(stored).incident
+        return found
+
+    def apply(self, event_id: str, change: IncidentChange, at: str | None = None, offset: int = -1) -> bool:
+        """Apply one change, read at `offset` of source partition `at` (None: not from the log); False when the
+        event id was already applied (at-least-once delivery). A change the incident's snapshot holds already
+        (`Coverage`) counts as applied and changes nothing."""
+        incident_id = change.incident.id
+        if (stored := self._stored.pop(incident_id, None)) is not None:
+            self.restore(IncidentSnapshot.model_validate_json(stored))
+        held = at is not None and self.coverage.covers(incident_id, at, offset)
         if not self.applied.add(event_id):
             return False
-        incident = change.incident
         if not held:
-            self.incidents[incident.id] = fold(self.incidents.get(incident.id), incident, self.alerts_listed)
+            incident = fold(self._incidents.get(incident_id), change.incident, self.alerts_listed)
+            self._incidents[incident_id] = incident
+            self.rows[incident_id] = IncidentRow.of(incident)
         self.applied.notify(event_id)
         return True
 
-    def load(self, records: Iterable[IncidentSnapshot], coverage: Coverage) -> None:
-        """Incidents from their snapshots (pipeline/domain/snapshots.py)."""
-        for record in records:
-            self.incidents[record.incident.id] = record.incident
-            coverage.load(record.incident.id, record, self.applied)
+    def load(self, incident_id: str, value: bytes, row: IncidentRow) -> None:
+        """An incident from its snapshot record, kept as `value` (the record's row says what lists need)."""
+        self.rows[incident_id] = row
+        self._stored[incident_id] = value
+        self._incidents.pop(incident_id, None)
 
-    def values(self) -> Iterable[Incident]:
-        return self.incidents.values()
+    def restore(self, record: IncidentSnapshot) -> None:
+        """An incident from its decoded snapshot record, with the offsets and event ids it covers."""
+        incident = record.incident
+        self._stored.pop(incident.id, None)
+        self._incidents[incident.id] = incident
+        self.rows[incident.id] = IncidentRow.of(incident)
+        self.coverage.load(incident.id, record, self.applied)
+
+    def forget(self, incident_id: str) -> None:
+        """A snapshot tombstone: the incident is gone."""
+        self.rows.pop(incident_id, None)
+        self._incidents.pop(incident_id, None)
+        self._stored.pop(incident_id, None)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in IncidentStatus}
-        for incident in self.incidents.values():
-            out[incident.status.value] += 1
+        for row in self.rows.values():
+            out[row.status.value] += 1
         return out
 
 
@@ -109,7 +144,6 @@ class ProjectionRunner:
         self.control = ControlState()
         self.projection = projection or IncidentProjection(settings.incident_alerts_listed)
         self.remediation = RemediationView(action_timeout=timedelta(seconds=settings.remediation_action_timeout_s))
-        self.incident_coverage = Coverage()
         self.entry_coverage = Coverage()
         self.ready = asyncio.Event()
         self.caught_up_at: dict[TopicPartition, int] = {}
@@ -125,56 +159,74 @@ class ProjectionRunner:
         missing = [t for t in [*self.topics, *self.snapshot_topics] if not found.get(t)]
         if missing:
             raise RuntimeError(f"topic(s) {', '.join(missing)} do not exist: run `pipeline topics apply`")
-        self._consumer = kafka.consumer(self.settings, group_id=None, **kafka.BULK_READ)
-        await self._consumer.start()
+        # fetch_max_wait_ms: a fetch in flight when the assignment's use changes (the snapshot read, then the log)
+        # delays the next by up to its wait; new records still arrive at once (fetch_min_bytes 1).
+        self._consumer = consumer = kafka.consumer(self.settings, group_id=None, fetch_max_wait_ms=100,
+                                                   **kafka.BULK_READ)
+        await consumer.start()
+        snapshot_tps = [TopicPartition(t, p) for t in self.snapshot_topics for p in found[t]]
+        tps = [TopicPartition(t, p) for t in self.topics for p in found[t]]
+        # One assignment and one reset for the whole start, before any fetch is in flight (a new assignment costs
+        # a metadata round and a reset waits for the fetch in flight): the source partitions wait, paused, while
+        # the snapshot is read, then move to the watermarks.
+        consumer.assign([*snapshot_tps, *tps])
+        consumer.pause(*tps)
+        ends = await consumer.end_offsets([*snapshot_tps, *tps])
+        self.caught_up_at = {tp: ends[tp] for tp in tps}  # the backlog present at start
+        await consumer.seek_to_beginning(*snapshot_tps, *tps)
         # Loading makes O(live objects) long-lived objects at once: the cyclic collector, run every few hundred
         # allocations, would walk the growing heap again and again (start-up grew faster than the snapshot).
         gc.disable()
         try:
-            snapshot = await self._read_snapshot(
-                self._consumer, [TopicPartition(t, p) for t in self.snapshot_topics for p in found[t]])
-            self.projection.load(snapshot.incidents.values(), self.incident_coverage)
+            snapshot = await self._read_snapshot(consumer, {tp: ends[tp] for tp in snapshot_tps})
+            for record in snapshot.incidents.values():  # written before snapshot records carried rows
+                self.projection.restore(record)
             restore_entries(self.remediation, snapshot.entries.values(), self.entry_coverage)
         finally:
             gc.enable()
             gc.freeze()  # the read model lives as long as the process: later collections need not walk it
         self.rebuild["snapshot_records"] = snapshot.records
-        tps = [TopicPartition(t, p) for t in self.topics for p in found[t]]
-        self._consumer.assign(tps)
-        marks = {tp: snapshot.watermarks[(tp.topic, tp.partition)] for tp in tps
-                 if (tp.topic, tp.partition) in snapshot.watermarks}
-        if unmarked := [tp for tp in tps if tp not in marks]:
-            await self._consumer.seek_to_beginning(*unmarked)
-        for tp, watermark in marks.items():  # below the log's start (retention): the consumer resets to the earliest
-            self._consumer.seek(tp, watermark)
-        self.caught_up_at = await self._consumer.end_offsets(tps)
+        consumer.pause(*snapshot_tps)
+        for tp in tps:  # below the log's start (retention): the consumer resets to the earliest
+            if (watermark := snapshot.watermarks.get((tp.topic, tp.partition))) is not None:
+                consumer.seek(tp, watermark)
+        consumer.resume(*tps)
         self._task = asyncio.create_task(self._run(), name="incident-projection")
 
-    @staticmethod
-    async def _read_snapshot(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> Snapshot:
-        """The snapshot topics read whole, to their end as it was when the read began."""
+    async def _read_snapshot(self, consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> Snapshot:
+        """The snapshot topics read whole from their beginning to `end`. An incident record that
+        carries its row (`INDEX_HEADER`) goes to the projection undecoded; the rest are decoded."""
         snapshot = Snapshot()
-        if not tps:
-            return snapshot
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = [tp for tp in tps if end[tp] > 0]
-        # The latest record per key is the state (what compaction keeps): older versions not yet compacted away
-        # are never decoded, and a tombstone deletes.
+        pending = [tp for tp, offset in end.items() if offset > 0]
+        # The latest record per key is the state (what compaction keeps). An incident record carrying its row goes
+        # to the projection as it comes (a later one replaces it); the others wait in `latest`, so older versions
+        # not yet compacted away are never decoded, and a tombstone deletes.
         latest: dict[tuple[str, bytes | None], ConsumerRecord] = {}
+        load, forget = self.projection.load, self.projection.forget
         read = 0
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
             for tp, records in batches.items():
+                last, topic = end[tp], tp.topic
                 for record in records:
-                    if record.offset < end[tp]:
-                        latest[(tp.topic, record.key)] = record
-                        read += 1
+                    if record.offset >= last:
+                        continue
+                    read += 1
+                    key, value, headers = record.key, record.value, record.headers
+                    if value is not None and headers and headers[0][0] == INDEX_HEADER and key is not None:
+                        latest.pop((topic, key), None)
+                        with contextlib.suppress(InvalidEvent, ValueError):  # not one of ours: nothing to restore
+                            incident_id = key.decode()
+                            load(incident_id, value, IncidentRow.from_header(incident_id, headers[0][1]))
+                        continue
+                    if value is None and key is not None:
+                        with contextlib.suppress(ValueError):
+                            forget(key.decode())
+                    latest[(topic, key)] = record
             pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
         for record in latest.values():
             if record.value is not None:
-                with contextlib.suppress(InvalidEvent):  # not one of ours: nothing to restore from it
+                with contextlib.suppress(InvalidEvent, ValueError):  # not one of ours: nothing to restore
                     snapshot.add(decode_payload(record.value, record.headers))
         snapshot.records = read  # records read, superseded ones included
         return snapshot
@@ -190,6 +242,7 @@ class ProjectionRunner:
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        await self._check_ready(consumer)  # nothing to fold after the snapshot: ready without waiting on a fetch
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -202,13 +255,19 @@ class ProjectionRunner:
                     self._apply(record)
             if not self.ready.is_set():
                 self.rebuild["log_records"] += sum(len(records) for records in batches.values())
-                if await self._caught_up(consumer):
-                    self.rebuild["seconds"] = time.perf_counter() - self._started
-                    self.ready.set()
-                    log.info("projection ready", incidents=len(self.projection.incidents), **self.rebuild)
+                await self._check_ready(consumer)
             if batches:
                 for status, count in self.projection.counts().items():
                     PROJECTION_INCIDENTS.labels(status).set(count)
+
+    async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
+        if self.ready.is_set() or not await self._caught_up(consumer):
+            return
+        self.rebuild["seconds"] = time.perf_counter() - self._started
+        self.ready.set()
+        log.info("projection ready", incidents=len(self.projection), **self.rebuild)
+        for status, count in self.projection.counts().items():
+            PROJECTION_INCIDENTS.labels(status).set(count)
 
     def _apply(self, record: ConsumerRecord) -> None:
         try:
@@ -218,8 +277,7 @@ class ProjectionRunner:
             return
         at, offset = where(record.topic, record.partition), record.offset
         if isinstance(event.payload, IncidentChange):
-            held = self.incident_coverage.covers(event.payload.incident.id, at, offset)
-            applied = self.projection.apply(event.envelope.id, event.payload, held)
+            applied = self.projection.apply(event.envelope.id, event.payload, at, offset)
         elif isinstance(event.payload, ControlChanged):
             self.control.apply(event.payload)
             applied = self.remediation.applied.add(event.envelope.id)

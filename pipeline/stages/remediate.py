@@ -54,11 +54,6 @@ log = get_logger("pipeline.remediate")
 _RELEASE_REASON = {"completed": "completed", "failed": "failed", "skipped": "cancelled", "rejected": "cancelled"}
 
 
-def cluster_configured(settings: Settings) -> bool:
-    """A cluster to act on: a kubeconfig, or a pod's service account."""
-    return bool(settings.kubeconfig) or bool(settings.kubernetes_service_host)
-
-
 def identity(settings: Settings) -> str:
     return settings.remediation_identity or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -103,7 +98,7 @@ class RemediateStage(Stage):
         await self.control.start()
         if self.mode == "off":
             self.no_cluster = None
-        elif not cluster_configured(self.settings):
+        elif not self.settings.cluster_configured:
             self.no_cluster = "no cluster configured (set KUBECONFIG, or run in a pod with a service account)"
         else:
             from pipeline.adapters.detection import Detector

@@ -33,7 +33,7 @@ from pipeline.config import Settings
 from pipeline.domain import analysis
 from pipeline.domain.features import FEATURE_NAMES, FeatureVector
 from pipeline.embedded.process import free_port
-from pipeline.events import Incident, Severity
+from pipeline.events import Incident, IncidentRow, Severity
 from pipeline.gateway.model_routes import FeaturesProvider, FindingsProvider, IncidentsProvider, router
 from pipeline.ml.api import create_app
 from pipeline.ml.model import train_or_load
@@ -415,9 +415,10 @@ async def test_the_score_stages_scorer_speaks_v2_to_the_embedded_reference_model
 
 
 # ------------------------------------------------------------------------------------------ recommendations
-def incident(n: int, issue: str, namespace: str, severity: Severity = Severity.HIGH) -> Incident:
+def incident(n: int, issue: str, namespace: str, severity: Severity = Severity.HIGH) -> IncidentRow:
+    """What the recommendations read of an incident (its row)."""
     at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)
-    return Incident(
+    return IncidentRow.of(Incident(
         id=f"inc-{n:04d}",
         title=issue or "manual",
         severity=severity,
@@ -426,7 +427,7 @@ def incident(n: int, issue: str, namespace: str, severity: Severity = Severity.H
         issue_type=issue,
         created_at=at,
         updated_at=at,
-    )
+    ))
 
 
 HISTORY = [
@@ -448,7 +449,7 @@ def features(values: list[float] | None) -> FeaturesProvider:
     return provide
 
 
-def history(incidents: Iterable[Incident]) -> IncidentsProvider:
+def history(incidents: Iterable[IncidentRow]) -> IncidentsProvider:
     return lambda: list(incidents)
 
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
 
@@ -20,6 +21,7 @@ from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan, Process
 from pipeline.config import Settings
 from pipeline.embedded.process import free_port
+from pipeline.events import INDEX_HEADER, IncidentSnapshot
 
 INCIDENTS = 3000  # the property is the same at 100,000 (`pipeline bench rebuild`)
 CUT = 2400  # the snapshot stage runs once the incidents before it are in the log
@@ -127,3 +129,52 @@ async def test_an_open_incident_past_retention_is_still_served(settings: Setting
     assert [(i["id"], i["alerts_total"]) for i in first["incidents"]] == [(incident_id(0), 2)]
     # without the snapshot the opened incidents are gone with their records (what retention does to the log)
     assert folded["total"] == 1
+
+
+async def test_snapshot_records_from_before_rows_still_load_and_newer_ones_replace_them(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade: the snapshot topic holds incident records written before they carried their row
+    (INDEX_HEADER), which a gateway decodes at start, then newer records of some of the same incidents with it,
+    which it keeps undecoded; it answers as a gateway that folded the whole log."""
+    await apply(settings)
+    with monkeypatch.context() as older:
+        older.setattr(IncidentSnapshot, "index_headers", lambda self: [])
+        await publish(settings, history(0, 300, open_only=range(200, 300)))
+        await snapshot_everything(settings)
+    assert await index_headers(settings) == {False}
+    await publish(settings, history(300, 400, later_of=range(200, 300)))  # 200..299 resolve: records with rows
+    await snapshot_everything(settings)
+    assert await index_headers(settings) == {False, True}
+    await publish(settings, history(400, 450, again=range(250, 300)))  # the log after the watermarks
+    workflows = [f"wf-{i}" for i in range(0, 450, 20)]
+
+    async with gateway(settings, snapshots=True) as (snap, a), gateway(settings, snapshots=False) as (_, b):
+        from_snapshots, from_log = await answers(a, workflows), await answers(b, workflows)
+        rebuilt = rebuild_of(snap)
+
+    assert from_log["incidents@0"]["total"] == 450 and rebuilt["snapshot_records"] >= 400
+    for route, answer in from_log.items():
+        assert from_snapshots[route] == answer, route
+
+
+async def index_headers(settings: Settings) -> set[bool]:
+    """Whether the incident records on the snapshot topic carry their row: the set of answers."""
+    topic = settings.topic("incidents.snapshot")
+    found = await kafka.partitions(settings, topic)
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in found[topic]]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen: set[bool] = set()
+        pending = [tp for tp in tps if end[tp]]
+        while pending:
+            for records in (await consumer.getmany(*pending, timeout_ms=500)).values():
+                seen.update(any(k == INDEX_HEADER for k, _ in r.headers) for r in records
+                            if (r.key or b"").startswith(b"inc-"))
+            pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
+        return seen
+    finally:
+        await consumer.stop()

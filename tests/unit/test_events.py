@@ -92,3 +92,23 @@ def test_two_stages_deriving_from_one_event_never_share_an_id() -> None:
     assert by_enrich.envelope.id != by_correlate.envelope.id
     # the source is not part of it: a stage whose source is configuration keeps its ids across a change of it
     assert by_enrich.envelope.id == cause.caused(features, source="https://thanos:9091").envelope.id
+
+
+def test_an_incident_snapshot_record_carries_its_row_for_readers_that_do_not_decode_it() -> None:
+    """The gateway lists incidents loaded from snapshots by the INDEX_HEADER alone: the row it carries is the one
+    the decoded incident gives, and a header that is not a row is refused, not misread."""
+    from pipeline.domain.incidents import new_manual_incident
+    from pipeline.events import INDEX_HEADER, IncidentRow, IncidentSnapshot
+
+    incident = new_manual_incident(incident_id="inc-7", title="t", description="d", severity=Severity.CRITICAL,
+                                   now=datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+                                   target="pay|ments \"x\"", labels={"namespace": "shop"})
+    key, value, headers = Event.of(IncidentSnapshot(incident=incident), source="t").encode()
+    (raw,) = [v for k, v in headers if k == INDEX_HEADER]
+    row = IncidentRow.from_header(key.decode(), raw)
+    assert row == IncidentRow.of(IncidentSnapshot.model_validate_json(value).incident)
+    assert (row.id, row.severity, row.namespace, row.target) == ("inc-7", Severity.CRITICAL, "shop", 'pay|ments "x"')
+    assert row.created == 1772366400123456  # 2026-03-01T12:00:00.123456Z, exact to the microsecond
+    for bad in (b"{}", b"[1]", b'[1.5,"active","high","","",""]', b'[1,"asleep","high","","",""]', b"\xff"):
+        with pytest.raises(InvalidEvent):
+            IncidentRow.from_header("inc-7", bad)

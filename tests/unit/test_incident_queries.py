@@ -14,7 +14,7 @@ from pipeline.domain.incidents import (
     summary,
     to_api,
 )
-from pipeline.events import IncidentStatus, Severity
+from pipeline.events import IncidentRow, IncidentStatus, Severity
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -28,10 +28,10 @@ def make(n: int, severity: Severity, status: IncidentStatus = IncidentStatus.ACT
 
 
 INCIDENTS = [
-    make(0, Severity.LOW),
-    make(1, Severity.HIGH, IncidentStatus.COMPLETED),
-    make(2, Severity.CRITICAL, ns="payments"),
-    make(3, Severity.HIGH, IncidentStatus.FAILED),
+    IncidentRow.of(make(0, Severity.LOW)),
+    IncidentRow.of(make(1, Severity.HIGH, IncidentStatus.COMPLETED)),
+    IncidentRow.of(make(2, Severity.CRITICAL, ns="payments")),
+    IncidentRow.of(make(3, Severity.HIGH, IncidentStatus.FAILED)),
 ]
 
 
@@ -44,14 +44,14 @@ def test_all_and_empty_mean_no_filter() -> None:
 
 def test_filters_combine_and_results_are_newest_first() -> None:
     matching, _ = select(INCIDENTS, IncidentQuery.parse("shop", "high", None, None, None))
-    assert [i.title for i in matching] == ["i3", "i1"]
+    assert [i.id for i in matching] == ["inc-3", "inc-1"]
     matching, _ = select(INCIDENTS, IncidentQuery.parse(None, None, "resolved", None, None))
-    assert [i.title for i in matching] == ["i1"]
+    assert [i.id for i in matching] == ["inc-1"]
 
 
 def test_page_and_summary_count_all_matches() -> None:
     matching, page = select(INCIDENTS, IncidentQuery.parse(None, None, None, "2", "1"))
-    assert [i.title for i in page] == ["i2", "i1"]
+    assert [i.id for i in page] == ["inc-2", "inc-1"]
     s = summary(matching)
     assert (s["total"], s["active"], s["completed"], s["failed"]) == (4, 2, 1, 1)
     assert s["by_severity"] == {"low": 1, "medium": 0, "high": 2, "critical": 1}

@@ -10,8 +10,22 @@ import pytest
 
 from pipeline.domain.arbitration import ApprovalRule, Policy, resolve
 from pipeline.domain.correlation import correlate
-from pipeline.domain.incidents import Remediation, action_type, new_manual_incident, to_api, with_remediation
-from pipeline.events import DecisionMade, IncidentStatus, RemediationProposed, Severity, TargetState
+from pipeline.domain.incidents import (
+    Remediation,
+    action_type,
+    new_manual_incident,
+    shown_row,
+    to_api,
+    with_remediation,
+)
+from pipeline.events import (
+    DecisionMade,
+    IncidentRow,
+    IncidentStatus,
+    RemediationProposed,
+    Severity,
+    TargetState,
+)
 from pipeline.gateway.remediation_view import RemediationView, go_duration
 from tests.unit.test_proposals_and_view import NOW, incident, proposal
 
@@ -82,3 +96,19 @@ def test_the_view_picks_the_proposal_that_speaks_for_the_incident() -> None:
     (waiting,) = resolve([human], TargetState(), Policy(approval=(ApprovalRule(name="all"),)), NOW)
     view.apply("e4", DecisionMade(namespace="shop", decision=waiting, resolution_seconds=0.0), NOW)
     assert view.remediation("inc-1").state == "pending"  # type: ignore[union-attr]  # approved beats waiting
+
+
+def test_a_listed_row_shows_the_status_its_incident_shows() -> None:
+    """Lists filter and count rows (pipeline/domain/incidents.py): a row must show what `with_remediation` shows
+    for its incident, or `?status=running` would miss an incident whose action runs."""
+    done_at = NOW + timedelta(minutes=3)
+    cases = [None, Remediation("running", "restart_pod"), Remediation("completed", "restart_pod", "wf", done_at),
+             Remediation("failed", "restart_pod", "wf", done_at), Remediation("awaiting_approval", "restart_pod"),
+             Remediation("completed", "restart_pod", "wf", done_at, dry_run=True)]
+    for status in (IncidentStatus.ACTIVE, IncidentStatus.COMPLETED):
+        base = incident(status=status, resolved_at=done_at if status != IncidentStatus.ACTIVE else None)
+        for remediation in cases:
+            shown = with_remediation(base, remediation)
+            assert shown_row(IncidentRow.of(base), remediation) == IncidentRow.of(shown), (status, remediation)
+    running = shown_row(IncidentRow.of(incident()), Remediation("running", "restart_pod"))
+    assert running.status == IncidentStatus.RUNNING
