@@ -5,7 +5,7 @@ Figures: the snapshot stage folding the history (events/s); a raw aiokafka read 
 decoded (the baseline); `pipeline gateway` spawned to ready with GATEWAY_SNAPSHOTS=false (every source topic
 from its beginning) and with snapshots (the snapshot topics whole, then the log after their watermarks):
 records read per second while rebuilding, from the gateway's own "projection ready" line, and seconds from
-spawn to ready, with their ratios to the raw read of the same topics.
+spawn to ready, with their ratios to the raw read of the same topics, and its resident memory once ready.
 """
 
 from __future__ import annotations
@@ -91,19 +91,22 @@ def answers(url: str, n: int) -> dict[str, Any]:
 
 
 def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tuple[float, dict[str, float], dict[str, Any]]:
-    """(seconds from spawn to ready, the gateway's rebuild figures, its answers) of `pipeline gateway`."""
+    """(seconds from spawn to ready, the gateway's rebuild figures and resident memory once ready, its answers) of
+    `pipeline gateway`."""
     port = free_port()
     env = child_env(settings, PORT=str(port), GATEWAY_SNAPSHOTS=str(snapshots).lower())
     child = Child(["gateway"], env, base / f"gateway-{snapshots}.log")
     try:
         seconds = child.wait_http(f"http://127.0.0.1:{port}/api/v1/health", timeout=600)
+        rss = child.sample_rss()
         read = answers(f"http://127.0.0.1:{port}", n)
     finally:
         child.stop()
     for line in child.log.read_text(errors="replace").splitlines():
         if "projection ready" in line and line.startswith("{"):
             found = json.loads(line)
-            return seconds, {k: float(found[k]) for k in ("snapshot_records", "log_records", "seconds")}, read
+            figures = {k: float(found[k]) for k in ("snapshot_records", "log_records", "seconds")}
+            return seconds, {**figures, "rss_mb": rss / 2**20}, read
     raise RuntimeError(f"no 'projection ready' line: {child.log.read_text()[-2000:]}")
 
 
@@ -128,7 +131,7 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         records = rebuilt["snapshot_records"] + rebuilt["log_records"]
         rate = records / rebuilt["seconds"]
         row = report.add(f"gateway from the {name}", records=int(records), rebuild_s=rebuilt["seconds"],
-                         records_per_s=rate, ready_s=ready)
+                         records_per_s=rate, ready_s=ready, rss_mb=rebuilt["rss_mb"])
         row.ratio, row.ratio_of = rate / (raw / raw_s), "records/s over the raw read of the same records"
     differ = sorted(path for path in read[False] if read[False][path] != read[True].get(path))
     report.add("answers: from the snapshots == from the whole log", pages=len(read[False]),
