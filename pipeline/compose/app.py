@@ -76,7 +76,7 @@ def build_app(parts: Parts) -> FastAPI:
 
         remediation = parts.projection.remediation
         app.include_router(incident_router(settings, parts.projection.projection, parts.producer,
-                                           remediation=remediation.remediation))
+                                           remediation=remediation))
         from pipeline.gateway.timeline import router as timeline_router
 
         app.include_router(timeline_router(settings, parts.projection.projection, remediation))

@@ -4,9 +4,11 @@ incident), so a read model can answer them without holding every incident decode
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from pipeline.events import AttachedSignal, Incident, IncidentRow, IncidentStatus, Severity, iso_z
@@ -135,22 +137,37 @@ def newest_first(rows: Iterable[IncidentRow]) -> list[IncidentRow]:
     return sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
 
 
-def select(rows: Iterable[IncidentRow], query: IncidentQuery) -> tuple[list[IncidentRow], list[IncidentRow]]:
-    """All incidents matching the filters (newest first), and the requested page of them. The rows' status is
-    the one a client sees (`shown_status`)."""
-    matching = newest_first(r for r in rows if query.matches(r))
-    return matching, matching[query.offset : query.offset + query.limit]
+def select(newest: Iterable[IncidentRow], query: IncidentQuery, shown: Mapping[str, IncidentStatus] | None = None,
+           rows: Mapping[str, IncidentRow] | None = None) -> tuple[int, list[IncidentRow], dict[str, Any]]:
+    """(how many match, the requested page of them, their `summary`), from rows newest first (`newest_first`).
+    `shown`: by incident id, the status a client sees where an action changes it (`shown_status`: only an
+    active incident's), which filters and counts in place of the row's own; `rows` finds those incidents.
+    One pass of comprehensions and C-level counting: a list of 100,000 incidents answers in milliseconds."""
+    shown = shown or {}
+    ns, sev, st = query.namespace, query.severity, query.status
+    active = IncidentStatus.ACTIVE
+    if st is None:
+        matching = [r for r in newest
+                    if (ns is None or ns == r.namespace or ns == r.target) and (sev is None or r.severity == sev)]
+    else:
+        matching = [r for r in newest
+                    if (ns is None or ns == r.namespace or ns == r.target) and (sev is None or r.severity == sev)
+                    and (shown.get(r.id, active) if r.status == active else r.status) == st]
+    statuses = Counter(map(_STATUS, matching))
+    if shown and rows is not None:  # each matching active incident an action changes: counted as shown
+        for incident_id, status in shown.items():
+            row = rows.get(incident_id)
+            if row is not None and row.status == active and (st is None or st == status) and (
+                    ns is None or ns == row.namespace or ns == row.target) and (sev is None or row.severity == sev):
+                statuses[active] -= 1
+                statuses[status] += 1
+    severities = Counter(map(_SEVERITY, matching))
+    counts = {"total": len(matching), **{s.value: statuses.get(s, 0) for s in IncidentStatus}}
+    summary = {**counts, "by_severity": {s.value: severities.get(s, 0) for s in Severity}}
+    return len(matching), matching[query.offset : query.offset + query.limit], summary
 
 
-def summary(rows: Iterable[IncidentRow]) -> dict[str, Any]:
-    """The `summary` object the MCP server reads: counts over all matching incidents, not just the page."""
-    counts = {"total": 0, "active": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
-    by_severity = {s.value: 0 for s in Severity}
-    for row in rows:
-        counts["total"] += 1
-        counts[row.status.value] += 1
-        by_severity[row.severity.value] += 1
-    return {**counts, "by_severity": by_severity}
+_STATUS, _SEVERITY = itemgetter(2), itemgetter(3)  # IncidentRow's status and severity
 
 
 # How sure the pipeline is that an incident is real, when nobody stated it. Alert and Kubernetes incidents are
@@ -237,12 +254,6 @@ def shown_status(status: IncidentStatus, remediation: Remediation | None) -> Inc
     if remediation.state in ("completed", "failed"):
         return IncidentStatus(remediation.state)
     return status
-
-
-def shown_row(row: IncidentRow, remediation: Remediation | None) -> IncidentRow:
-    """The row as `with_remediation` shows its incident (its status)."""
-    status = shown_status(row.status, remediation)
-    return row if status == row.status else row._replace(status=status)
 
 
 def with_workflow(incident: Incident, workflow_id: str, action: str, status: str,

@@ -3,7 +3,6 @@ same shape) and `POST /api/v1/incidents` (201)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,15 +17,14 @@ from pipeline.config import Settings
 from pipeline.domain.incidents import (
     IncidentQuery,
     InvalidQuery,
-    Remediation,
     new_manual_incident,
     select,
-    shown_row,
-    summary,
+    shown_status,
     to_api,
     with_remediation,
 )
-from pipeline.events import Event, Incident, IncidentOpened, IncidentRow, Severity
+from pipeline.domain.remediation_view import RemediationView
+from pipeline.events import Event, Incident, IncidentOpened, IncidentStatus, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL, new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 
@@ -78,12 +76,23 @@ def known(projection: IncidentProjection, incident_id: str) -> Incident:
 
 def router(
     settings: Settings, projection: IncidentProjection, producer: EventProducer,
-    remediation: Callable[[str], Remediation | None] | None = None,
+    remediation: RemediationView | None = None,
 ) -> APIRouter:
-    """`remediation` tells what is being done about an incident (by id): its action, workflow and state."""
-    lookup = remediation or (lambda incident_id: None)
+    """`remediation` tells what is being done about an incident: its action, workflow and state."""
+    view = remediation or RemediationView()
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
+    # The incidents whose status an action changes (the status shown while active), derived from the view while
+    # it stays the same version.
+    acting: dict[str, Any] = {"version": -1, "shown": {}}
+
+    def shown_statuses() -> dict[str, IncidentStatus]:
+        if acting["version"] != view.version:
+            acting["shown"] = {incident_id: shown_status(IncidentStatus.ACTIVE, found)
+                               for incident_id, found in view.acting().items()}
+            acting["version"] = view.version
+        shown: dict[str, IncidentStatus] = acting["shown"]
+        return shown
 
     @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)")
     async def list_incidents(request: Request) -> JSONResponse:
@@ -94,28 +103,26 @@ def router(
             )
         except InvalidQuery as exc:
             raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
-        shown: dict[str, Remediation | None] = {}
-        rows: list[IncidentRow] = []
-        for row in projection.rows.values():
-            shown[row.id] = found = lookup(row.id)
-            rows.append(shown_row(row, found))
-        matching, page = select(rows, query)
+        total, page, counts = select(projection.newest_first(), query, shown_statuses(), projection.rows)
+        shown: list[dict[str, Any]] = []
+        for row in page:  # only the page's incidents are decoded
+            found = view.remediation(row.id)
+            shown.append(to_api(with_remediation(known(projection, row.id), found), found))
         return JSONResponse(
             {
-                "incidents": [to_api(with_remediation(known(projection, r.id), shown[r.id]), shown[r.id])
-                              for r in page],
-                "total": len(matching),
+                "incidents": shown,
+                "total": total,
                 "count": len(page),
                 "limit": query.limit,
                 "offset": query.offset,
-                "summary": summary(matching),
+                "summary": counts,
             }
         )
 
     @api.get("/api/v1/incidents/{incident_id}", summary="One incident, in the list's shape")
     async def get_incident(incident_id: str) -> JSONResponse:
         incident = known(projection, incident_id)
-        found = lookup(incident_id)
+        found = view.remediation(incident_id)
         return JSONResponse(to_api(with_remediation(incident, found), found))
 
     @api.post("/api/v1/incidents", status_code=201, summary="Create an incident")

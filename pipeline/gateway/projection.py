@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import gc
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -72,6 +74,9 @@ class IncidentProjection:
 
     def __init__(self, alerts_listed: int = 100) -> None:
         self.rows: dict[str, IncidentRow] = {}
+        self._order: list[tuple[int, str]] = []  # (created, id) of every row, ascending, unless `_unsorted`
+        self._ordered: list[IncidentRow] = []  # the rows in that order
+        self._unsorted = False  # loading: sorted once, at the first read of the order
         self.applied = AppliedIds()
         self.coverage = Coverage()
         self.alerts_listed = alerts_listed
@@ -100,13 +105,14 @@ class IncidentProjection:
         if not held:
             incident = fold(self._incidents.get(incident_id), change.incident, self.alerts_listed)
             self._incidents[incident_id] = incident
-            self.rows[incident_id] = IncidentRow.of(incident)
+            self._put(IncidentRow.of(incident))
         self.applied.notify(event_id)
         return True
 
     def load(self, incident_id: str, value: bytes, row: IncidentRow) -> None:
         """An incident from its snapshot record, kept as `value` (the record's row says what lists need)."""
         self.rows[incident_id] = row
+        self._unsorted = True
         self._stored[incident_id] = value
         self._incidents.pop(incident_id, None)
 
@@ -115,11 +121,45 @@ class IncidentProjection:
         incident = record.incident
         self._stored.pop(incident.id, None)
         self._incidents[incident.id] = incident
-        self.rows[incident.id] = IncidentRow.of(incident)
+        self._put(IncidentRow.of(incident))
         self.coverage.load(incident.id, record, self.applied)
+
+    def _put(self, row: IncidentRow) -> None:
+        old = self.rows.get(row.id)
+        self.rows[row.id] = row
+        if self._unsorted:
+            return
+        if old is not None and old.created == row.created:
+            self._ordered[self._position(old)] = row
+            return
+        if old is not None:
+            self._unorder(old)
+        at = bisect_left(self._order, (row.created, row.id))
+        self._order.insert(at, (row.created, row.id))
+        self._ordered.insert(at, row)
+
+    def _position(self, row: IncidentRow) -> int:
+        return bisect_left(self._order, (row.created, row.id))
+
+    def _unorder(self, row: IncidentRow) -> None:
+        at = self._position(row)
+        if at < len(self._order) and self._order[at] == (row.created, row.id):
+            del self._order[at]
+            del self._ordered[at]
+
+    def newest_first(self) -> Iterator[IncidentRow]:
+        """Every row, newest first (by created_at, then id, as lists show them), kept in order as rows change
+        rather than sorted per read."""
+        if self._unsorted:
+            self._ordered = sorted(self.rows.values(), key=lambda r: (r.created, r.id))
+            self._order = [(r.created, r.id) for r in self._ordered]
+            self._unsorted = False
+        return reversed(self._ordered)
 
     def forget(self, incident_id: str) -> None:
         """A snapshot tombstone: the incident is gone."""
+        if (row := self.rows.get(incident_id)) is not None and not self._unsorted:
+            self._unorder(row)
         self.rows.pop(incident_id, None)
         self._incidents.pop(incident_id, None)
         self._stored.pop(incident_id, None)

@@ -10,8 +10,8 @@ from pipeline.domain.incidents import (
     IncidentQuery,
     InvalidQuery,
     new_manual_incident,
+    newest_first,
     select,
-    summary,
     to_api,
 )
 from pipeline.events import IncidentRow, IncidentStatus, Severity
@@ -38,21 +38,20 @@ INCIDENTS = [
 def test_all_and_empty_mean_no_filter() -> None:
     for value in ("all", "", None, "ALL"):
         query = IncidentQuery.parse(None, value, value, None, None)
-        matching, page = select(INCIDENTS, query)
-        assert len(matching) == len(page) == 4
+        total, page, _ = select(newest_first(INCIDENTS), query)
+        assert total == len(page) == 4
 
 
 def test_filters_combine_and_results_are_newest_first() -> None:
-    matching, _ = select(INCIDENTS, IncidentQuery.parse("shop", "high", None, None, None))
+    _, matching, _ = select(newest_first(INCIDENTS), IncidentQuery.parse("shop", "high", None, None, None))
     assert [i.id for i in matching] == ["inc-3", "inc-1"]
-    matching, _ = select(INCIDENTS, IncidentQuery.parse(None, None, "resolved", None, None))
+    _, matching, _ = select(newest_first(INCIDENTS), IncidentQuery.parse(None, None, "resolved", None, None))
     assert [i.id for i in matching] == ["inc-1"]
 
 
 def test_page_and_summary_count_all_matches() -> None:
-    matching, page = select(INCIDENTS, IncidentQuery.parse(None, None, None, "2", "1"))
-    assert [i.id for i in page] == ["inc-2", "inc-1"]
-    s = summary(matching)
+    total, page, s = select(newest_first(INCIDENTS), IncidentQuery.parse(None, None, None, "2", "1"))
+    assert [i.id for i in page] == ["inc-2", "inc-1"] and total == 4
     assert (s["total"], s["active"], s["completed"], s["failed"]) == (4, 2, 1, 1)
     assert s["by_severity"] == {"low": 1, "medium": 0, "high": 2, "critical": 1}
 

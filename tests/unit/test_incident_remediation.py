@@ -11,10 +11,13 @@ import pytest
 from pipeline.domain.arbitration import ApprovalRule, Policy, resolve
 from pipeline.domain.correlation import correlate
 from pipeline.domain.incidents import (
+    IncidentQuery,
     Remediation,
     action_type,
     new_manual_incident,
-    shown_row,
+    newest_first,
+    select,
+    shown_status,
     to_api,
     with_remediation,
 )
@@ -98,17 +101,32 @@ def test_the_view_picks_the_proposal_that_speaks_for_the_incident() -> None:
     assert view.remediation("inc-1").state == "pending"  # type: ignore[union-attr]  # approved beats waiting
 
 
-def test_a_listed_row_shows_the_status_its_incident_shows() -> None:
-    """Lists filter and count rows (pipeline/domain/incidents.py): a row must show what `with_remediation` shows
-    for its incident, or `?status=running` would miss an incident whose action runs."""
+def test_lists_filter_and_count_the_status_an_action_shows() -> None:
+    """Lists select from rows (pipeline/domain/incidents.py `select`) with the statuses actions change passed
+    aside: every filter and count must be what listing the incidents `with_remediation` shows would give, or
+    `?status=running` would miss an incident whose action runs."""
     done_at = NOW + timedelta(minutes=3)
-    cases = [None, Remediation("running", "restart_pod"), Remediation("completed", "restart_pod", "wf", done_at),
-             Remediation("failed", "restart_pod", "wf", done_at), Remediation("awaiting_approval", "restart_pod"),
-             Remediation("completed", "restart_pod", "wf", done_at, dry_run=True)]
-    for status in (IncidentStatus.ACTIVE, IncidentStatus.COMPLETED):
-        base = incident(status=status, resolved_at=done_at if status != IncidentStatus.ACTIVE else None)
-        for remediation in cases:
-            shown = with_remediation(base, remediation)
-            assert shown_row(IncidentRow.of(base), remediation) == IncidentRow.of(shown), (status, remediation)
-    running = shown_row(IncidentRow.of(incident()), Remediation("running", "restart_pod"))
-    assert running.status == IncidentStatus.RUNNING
+    remediations = [None, Remediation("running", "restart_pod"), Remediation("completed", "restart_pod", "wf", done_at),
+                    Remediation("failed", "restart_pod", "wf", done_at), Remediation("awaiting_approval", "restart_pod"),
+                    Remediation("completed", "restart_pod", "wf", done_at, dry_run=True)]
+    incidents, found = [], {}
+    for n in range(24):
+        status = (IncidentStatus.ACTIVE, IncidentStatus.COMPLETED)[n % 2]
+        one = incident(status=status, resolved_at=done_at if n % 2 else None).model_copy(
+            update={"id": f"inc-{n:02d}", "created_at": NOW + timedelta(seconds=n),
+                    "severity": (Severity.HIGH, Severity.CRITICAL)[n % 3 == 0]})
+        incidents.append(one)
+        found[one.id] = remediations[n % len(remediations)]
+    as_shown = newest_first(IncidentRow.of(with_remediation(i, found[i.id])) for i in incidents)
+    rows = {i.id: IncidentRow.of(i) for i in incidents}
+    acting = {iid: r for iid, r in found.items()
+              if r is not None and not r.dry_run and r.state in ("running", "completed", "failed")}
+    shown = {iid: shown_status(IncidentStatus.ACTIVE, r) for iid, r in acting.items()}
+    assert set(shown.values()) == {IncidentStatus.RUNNING, IncidentStatus.COMPLETED, IncidentStatus.FAILED}
+    for status in (None, "active", "running", "completed", "failed"):
+        for severity in (None, "critical"):
+            query = IncidentQuery.parse(None, severity, status, "5", "1")
+            expected = select(as_shown, query)
+            got = select(newest_first(rows.values()), query, shown, rows)
+            assert (got[0], [r.id for r in got[1]], got[2]) == (expected[0], [r.id for r in expected[1]],
+                                                                 expected[2]), (status, severity)
