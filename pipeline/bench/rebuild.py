@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -79,15 +80,25 @@ async def snapshot(settings: Settings) -> tuple[int, float]:
         await runtime.stop()
 
 
-def answers(url: str, n: int) -> dict[str, Any]:
+def answers(url: str, n: int) -> tuple[dict[str, Any], float]:
     """What a client reads from a gateway: incident pages at the start, middle and end of the list, and the
-    filtered summaries (the comparison between a gateway that rebuilt from snapshots and one that read the log)."""
+    filtered summaries (the comparison between a gateway that rebuilt from snapshots and one that read the log),
+    and the slowest of those requests once the gateway has answered each (median of 3, in ms)."""
     paths = [f"/api/v1/incidents?status=all&severity=all&limit=100&offset={offset}"
              for offset in sorted({0, n // 2, max(n - 100, 0)})]
     paths += [f"/api/v1/incidents?status={status}&severity=all&limit=10" for status in ("active", "completed")]
     paths += ["/api/v1/incidents?status=all&severity=critical&limit=10"]
     with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
-        return {path: client.get(path).json() for path in paths}
+        read = {path: client.get(path).json() for path in paths}
+        slowest = 0.0
+        for path in paths:
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                client.get(path).raise_for_status()
+                times.append((time.perf_counter() - started) * 1000)
+            slowest = max(slowest, statistics.median(times))
+    return read, slowest
 
 
 def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tuple[float, dict[str, float], dict[str, Any]]:
@@ -99,14 +110,14 @@ def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tu
     try:
         seconds = child.wait_http(f"http://127.0.0.1:{port}/api/v1/health", timeout=600)
         rss = child.sample_rss()
-        read = answers(f"http://127.0.0.1:{port}", n)
+        read, page_ms = answers(f"http://127.0.0.1:{port}", n)
     finally:
         child.stop()
     for line in child.log.read_text(errors="replace").splitlines():
         if "projection ready" in line and line.startswith("{"):
             found = json.loads(line)
             figures = {k: float(found[k]) for k in ("snapshot_records", "log_records", "seconds")}
-            return seconds, {**figures, "rss_mb": rss / 2**20}, read
+            return seconds, {**figures, "rss_mb": rss / 2**20, "page_ms": page_ms}, read
     raise RuntimeError(f"no 'projection ready' line: {child.log.read_text()[-2000:]}")
 
 
@@ -131,11 +142,12 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         records = rebuilt["snapshot_records"] + rebuilt["log_records"]
         rate = records / rebuilt["seconds"]
         row = report.add(f"gateway from the {name}", records=int(records), rebuild_s=rebuilt["seconds"],
-                         records_per_s=rate, ready_s=ready, rss_mb=rebuilt["rss_mb"])
+                         records_per_s=rate, ready_s=ready, rss_mb=rebuilt["rss_mb"], page_ms_max=rebuilt["page_ms"])
         row.ratio, row.ratio_of = rate / (raw / raw_s), "records/s over the raw read of the same records"
     differ = sorted(path for path in read[False] if read[False][path] != read[True].get(path))
     report.add("answers: from the snapshots == from the whole log", pages=len(read[False]),
                identical="yes" if not differ else f"no: {', '.join(differ)}")
     report.notes.append("ready_s: `pipeline gateway` spawned until /api/v1/health answers (it serves once the "
-                        "backlog present at start is applied); rebuild_s: the projection's own start to ready")
+                        "backlog present at start is applied); rebuild_s: the projection's own start to ready; "
+                        "page_ms_max: the slowest of the compared requests (median of 3) after each was answered once")
     return report
