@@ -200,6 +200,8 @@ class Process:
                 parts.ml_service = MLServiceClient(self.settings)
                 self._stops.append(parts.ml_service.aclose)
         self.url = await self._serve(build_app(parts), self.settings.port)
+        if self.projection is not None:
+            self.projection.list_incidents()  # serving: the read model's list indexes are built between requests
         if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
             from prometheus_client import start_http_server
 

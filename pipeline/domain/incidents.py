@@ -1,14 +1,11 @@
 """Incidents as the REST API shows them: the read model's fold of the change records, filters, paging, the
-summary, and manual creation. Listing, filtering and counting read IncidentRows (what a list needs of an
-incident), so a read model can answer them without holding every incident decoded."""
+and manual creation. Listing, filtering and counting read IncidentRows (pipeline/domain/incident_index.py), so a
+read model answers them without holding every incident decoded."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 
 from pipeline.events import AttachedSignal, Incident, IncidentRow, IncidentStatus, Severity, iso_z
@@ -131,43 +128,6 @@ def int_param(field: str, raw: str | None, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise InvalidQuery(field, f"{field} must be between {low} and {high}")
     return value
-
-
-def newest_first(rows: Iterable[IncidentRow]) -> list[IncidentRow]:
-    return sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
-
-
-def select(newest: Iterable[IncidentRow], query: IncidentQuery, shown: Mapping[str, IncidentStatus] | None = None,
-           rows: Mapping[str, IncidentRow] | None = None) -> tuple[int, list[IncidentRow], dict[str, Any]]:
-    """(how many match, the requested page of them, their `summary`), from rows newest first (`newest_first`).
-    `shown`: by incident id, the status a client sees where an action changes it (`shown_status`: only an
-    active incident's), which filters and counts in place of the row's own; `rows` finds those incidents.
-    One pass of comprehensions and C-level counting: a list of 100,000 incidents answers in milliseconds."""
-    shown = shown or {}
-    ns, sev, st = query.namespace, query.severity, query.status
-    active = IncidentStatus.ACTIVE
-    if st is None:
-        matching = [r for r in newest
-                    if (ns is None or ns == r.namespace or ns == r.target) and (sev is None or r.severity == sev)]
-    else:
-        matching = [r for r in newest
-                    if (ns is None or ns == r.namespace or ns == r.target) and (sev is None or r.severity == sev)
-                    and (shown.get(r.id, active) if r.status == active else r.status) == st]
-    statuses = Counter(map(_STATUS, matching))
-    if shown and rows is not None:  # each matching active incident an action changes: counted as shown
-        for incident_id, status in shown.items():
-            row = rows.get(incident_id)
-            if row is not None and row.status == active and (st is None or st == status) and (
-                    ns is None or ns == row.namespace or ns == row.target) and (sev is None or row.severity == sev):
-                statuses[active] -= 1
-                statuses[status] += 1
-    severities = Counter(map(_SEVERITY, matching))
-    counts = {"total": len(matching), **{s.value: statuses.get(s, 0) for s in IncidentStatus}}
-    summary = {**counts, "by_severity": {s.value: severities.get(s, 0) for s in Severity}}
-    return len(matching), matching[query.offset : query.offset + query.limit], summary
-
-
-_STATUS, _SEVERITY = itemgetter(2), itemgetter(3)  # IncidentRow's status and severity
 
 
 # How sure the pipeline is that an incident is real, when nobody stated it. Alert and Kubernetes incidents are

@@ -121,17 +121,6 @@ class RemediationView:
     action_timeout: timedelta = timedelta(seconds=1800)
     applied: SeenIds = field(default_factory=SeenIds)
     changed: set[str] | None = None  # when a set: the proposal ids each applied event changed (snapshot writer)
-    version: int = 0  # counts the changes: what a reader derived from the view holds while it is the same
-
-    def acting(self) -> dict[str, Remediation]:
-        """The incidents whose status an action changes (`domain.incidents.shown_status`): an approved action,
-        not a dry run, running or finished."""
-        out: dict[str, Remediation] = {}
-        for incident_id in self.by_incident:
-            found = self.remediation(incident_id)
-            if found is not None and not found.dry_run and found.state in ("running", "completed", "failed"):
-                out[incident_id] = found
-        return out
 
     def apply(self, event_id: str, payload: object, at: datetime, covers: Covers = _never) -> bool:
         """Apply one event; False when its id was already applied or it is not ours. `covers(proposal id)` says
@@ -148,7 +137,6 @@ class RemediationView:
         else:
             return False
         self.applied.add(event_id)
-        self.version += 1
         self.applied.notify(event_id)
         return True
 
@@ -218,7 +206,6 @@ class RemediationView:
 
     def restore(self, entries: Iterable[Entry]) -> None:
         """Entries from a snapshot, with the indexes they imply."""
-        self.version += 1
         for entry in sorted(entries, key=lambda e: e.order):
             self._add(entry)
             if entry.workflow is not None:

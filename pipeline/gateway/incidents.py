@@ -18,13 +18,11 @@ from pipeline.domain.incidents import (
     IncidentQuery,
     InvalidQuery,
     new_manual_incident,
-    select,
-    shown_status,
     to_api,
     with_remediation,
 )
 from pipeline.domain.remediation_view import RemediationView
-from pipeline.events import Event, Incident, IncidentOpened, IncidentStatus, Severity
+from pipeline.events import Event, Incident, IncidentOpened, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL, new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 
@@ -82,18 +80,6 @@ def router(
     view = remediation or RemediationView()
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
-    # The incidents whose status an action changes (the status shown while active), derived from the view while
-    # it stays the same version.
-    acting: dict[str, Any] = {"version": -1, "shown": {}}
-
-    def shown_statuses() -> dict[str, IncidentStatus]:
-        if acting["version"] != view.version:
-            acting["shown"] = {incident_id: shown_status(IncidentStatus.ACTIVE, found)
-                               for incident_id, found in view.acting().items()}
-            acting["version"] = view.version
-        shown: dict[str, IncidentStatus] = acting["shown"]
-        return shown
-
     @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)")
     async def list_incidents(request: Request) -> JSONResponse:
         q = request.query_params
@@ -103,7 +89,7 @@ def router(
             )
         except InvalidQuery as exc:
             raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
-        total, page, counts = select(projection.newest_first(), query, shown_statuses(), projection.rows)
+        total, page, counts = projection.query(query)
         shown: list[dict[str, Any]] = []
         for row in page:  # only the page's incidents are decoded
             found = view.remediation(row.id)

@@ -6,12 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline.domain.incident_index import IncidentIndex
 from pipeline.domain.incidents import (
     IncidentQuery,
     InvalidQuery,
     new_manual_incident,
-    newest_first,
-    select,
     to_api,
 )
 from pipeline.events import IncidentRow, IncidentStatus, Severity
@@ -35,22 +34,29 @@ INCIDENTS = [
 ]
 
 
+def listed(query: IncidentQuery) -> tuple[int, list[IncidentRow], dict[str, object]]:
+    index = IncidentIndex()
+    for row in INCIDENTS:
+        index.put(row)
+    return index.query(query.namespace, query.severity, query.status, query.offset, query.limit)
+
+
 def test_all_and_empty_mean_no_filter() -> None:
     for value in ("all", "", None, "ALL"):
         query = IncidentQuery.parse(None, value, value, None, None)
-        total, page, _ = select(newest_first(INCIDENTS), query)
+        total, page, _ = listed(query)
         assert total == len(page) == 4
 
 
 def test_filters_combine_and_results_are_newest_first() -> None:
-    _, matching, _ = select(newest_first(INCIDENTS), IncidentQuery.parse("shop", "high", None, None, None))
+    _, matching, _ = listed(IncidentQuery.parse("shop", "high", None, None, None))
     assert [i.id for i in matching] == ["inc-3", "inc-1"]
-    _, matching, _ = select(newest_first(INCIDENTS), IncidentQuery.parse(None, None, "resolved", None, None))
+    _, matching, _ = listed(IncidentQuery.parse(None, None, "resolved", None, None))
     assert [i.id for i in matching] == ["inc-1"]
 
 
 def test_page_and_summary_count_all_matches() -> None:
-    total, page, s = select(newest_first(INCIDENTS), IncidentQuery.parse(None, None, None, "2", "1"))
+    total, page, s = listed(IncidentQuery.parse(None, None, None, "2", "1"))
     assert [i.id for i in page] == ["inc-2", "inc-1"] and total == 4
     assert (s["total"], s["active"], s["completed"], s["failed"]) == (4, 2, 1, 1)
     assert s["by_severity"] == {"low": 1, "medium": 0, "high": 2, "critical": 1}

@@ -10,13 +10,12 @@ import pytest
 
 from pipeline.domain.arbitration import ApprovalRule, Policy, resolve
 from pipeline.domain.correlation import correlate
+from pipeline.domain.incident_index import IncidentIndex
 from pipeline.domain.incidents import (
     IncidentQuery,
     Remediation,
     action_type,
     new_manual_incident,
-    newest_first,
-    select,
     shown_status,
     to_api,
     with_remediation,
@@ -102,31 +101,30 @@ def test_the_view_picks_the_proposal_that_speaks_for_the_incident() -> None:
 
 
 def test_lists_filter_and_count_the_status_an_action_shows() -> None:
-    """Lists select from rows (pipeline/domain/incidents.py `select`) with the statuses actions change passed
-    aside: every filter and count must be what listing the incidents `with_remediation` shows would give, or
-    `?status=running` would miss an incident whose action runs."""
+    """The gateway lists incidents from an index of rows (pipeline/domain/incident_index.py), told for each active
+    incident the status its action shows (`shown_status`): every filter, page and count must be what listing
+    the incidents `with_remediation` shows would give, or `?status=running` would miss an incident whose action
+    runs -- and a dry run, or a finished incident, shows its own status."""
     done_at = NOW + timedelta(minutes=3)
     remediations = [None, Remediation("running", "restart_pod"), Remediation("completed", "restart_pod", "wf", done_at),
                     Remediation("failed", "restart_pod", "wf", done_at), Remediation("awaiting_approval", "restart_pod"),
                     Remediation("completed", "restart_pod", "wf", done_at, dry_run=True)]
-    incidents, found = [], {}
+    index, as_shown = IncidentIndex(), IncidentIndex()
     for n in range(24):
         status = (IncidentStatus.ACTIVE, IncidentStatus.COMPLETED)[n % 2]
         one = incident(status=status, resolved_at=done_at if n % 2 else None).model_copy(
             update={"id": f"inc-{n:02d}", "created_at": NOW + timedelta(seconds=n),
                     "severity": (Severity.HIGH, Severity.CRITICAL)[n % 3 == 0]})
-        incidents.append(one)
-        found[one.id] = remediations[n % len(remediations)]
-    as_shown = newest_first(IncidentRow.of(with_remediation(i, found[i.id])) for i in incidents)
-    rows = {i.id: IncidentRow.of(i) for i in incidents}
-    acting = {iid: r for iid, r in found.items()
-              if r is not None and not r.dry_run and r.state in ("running", "completed", "failed")}
-    shown = {iid: shown_status(IncidentStatus.ACTIVE, r) for iid, r in acting.items()}
-    assert set(shown.values()) == {IncidentStatus.RUNNING, IncidentStatus.COMPLETED, IncidentStatus.FAILED}
+        found = remediations[n % len(remediations)]
+        index.put(IncidentRow.of(one))
+        shown = shown_status(IncidentStatus.ACTIVE, found)
+        index.act(one.id, None if shown == IncidentStatus.ACTIVE else shown)
+        as_shown.put(IncidentRow.of(with_remediation(one, found)))
+    assert {s for s in index.acting.values()} == {IncidentStatus.RUNNING, IncidentStatus.COMPLETED, IncidentStatus.FAILED}
     for status in (None, "active", "running", "completed", "failed"):
         for severity in (None, "critical"):
-            query = IncidentQuery.parse(None, severity, status, "5", "1")
-            expected = select(as_shown, query)
-            got = select(newest_first(rows.values()), query, shown, rows)
+            q = IncidentQuery.parse(None, severity, status, "5", "1")
+            expected = as_shown.query(q.namespace, q.severity, q.status, q.offset, q.limit)
+            got = index.query(q.namespace, q.severity, q.status, q.offset, q.limit)
             assert (got[0], [r.id for r in got[1]], got[2]) == (expected[0], [r.id for r in expected[1]],
                                                                  expected[2]), (status, severity)
