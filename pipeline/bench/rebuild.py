@@ -87,7 +87,8 @@ def answers(url: str, n: int) -> tuple[dict[str, Any], float]:
     paths = [f"/api/v1/incidents?status=all&severity=all&limit=100&offset={offset}"
              for offset in sorted({0, n // 2, max(n - 100, 0)})]
     paths += [f"/api/v1/incidents?status={status}&severity=all&limit=10" for status in ("active", "completed")]
-    paths += ["/api/v1/incidents?status=all&severity=critical&limit=10"]
+    paths += ["/api/v1/incidents?status=all&severity=critical&limit=10",
+              f"/api/v1/incidents?status=active&limit=100&offset={n // 5}", "/api/v1/incidents?namespace=ns-3&limit=100"]
     with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
         read = {path: client.get(path).json() for path in paths}
         slowest = 0.0
