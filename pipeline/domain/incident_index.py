@@ -82,7 +82,9 @@ class IncidentIndex:
         self.cells = {(s, v): Ordered() for s in IncidentStatus for v in Severity}
         self.by_namespace: dict[str, Ordered] = {}
         self._listed: dict[str, Listed] = {}  # where each row is listed
-        self._stale = False  # rows loaded in bulk: listed all at once, sorted (`listing`), by the first query at latest
+        # Rows come in bulk until the first listing (a start's snapshot or log replay): listed all at once, sorted
+        # (`listing`), by the first query at latest; one by one after (each an insert into lists of every row).
+        self._stale = True
         self._listing: Iterator[None] | None = None  # the listing under way
         self._changed: set[str] = set()  # incidents changed while stale: listed again once the listing is done
 
@@ -93,8 +95,12 @@ class IncidentIndex:
         """A row of a bulk load (a snapshot read at start): listed in one sort (`listing`)."""
         self.rows[row.id] = row
         self._stale = True
+        self._note(row.id)
+
+    def _note(self, incident_id: str) -> None:
+        """A change while stale: a listing under way lists it again at its end; one not begun reads it anyway."""
         if self._listing is not None:
-            self._changed.add(row.id)
+            self._changed.add(incident_id)
 
     def prepare(self) -> None:
         """List a bulk load now (what is left of it)."""
@@ -149,7 +155,7 @@ class IncidentIndex:
     def put(self, row: IncidentRow) -> None:
         self.rows[row.id] = row
         if self._stale:
-            self._changed.add(row.id)
+            self._note(row.id)
         else:
             self._list(row)
 
@@ -163,7 +169,7 @@ class IncidentIndex:
         else:
             self.acting[incident_id] = status
         if self._stale:
-            self._changed.add(incident_id)
+            self._note(incident_id)
         elif (row := self.rows.get(incident_id)) is not None:
             self._list(row)
 
@@ -171,7 +177,7 @@ class IncidentIndex:
         self.rows.pop(incident_id, None)
         self.acting.pop(incident_id, None)
         if self._stale:
-            self._changed.add(incident_id)
+            self._note(incident_id)
         else:
             self._unlist(incident_id)
 
