@@ -231,7 +231,7 @@ def _KEY(row: IncidentRow) -> Key:
 
 
 def _namespaces(row: IncidentRow) -> tuple[str, ...]:
-    """What `?namespace=` matches a row by: its namespace and its target (`IncidentQuery.matches`)."""
+    """What `?namespace=` matches a row by: its namespace and its target."""
     if row.target and row.target != row.namespace:
         return (row.namespace, row.target) if row.namespace else (row.target,)
     return (row.namespace,) if row.namespace else ()

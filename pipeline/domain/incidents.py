@@ -1,5 +1,5 @@
-"""Incidents as the REST API shows them: the read model's fold of the change records, filters, paging, the
-and manual creation. Listing, filtering and counting read IncidentRows (pipeline/domain/incident_index.py), so a
+"""Incidents as the REST API shows them: the read model's fold of the change records, the query filters, the API
+shape and manual creation. Listing, filtering and counting read IncidentRows (pipeline/domain/incident_index.py), so a
 read model answers them without holding every incident decoded."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.events import AttachedSignal, Incident, IncidentRow, IncidentStatus, Severity, iso_z
+from pipeline.events import AttachedSignal, Incident, IncidentStatus, Severity, iso_z
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -87,12 +87,6 @@ class IncidentQuery:
             offset=int_param("offset", offset, 0, 0, 10**9),
         )
 
-    def matches(self, row: IncidentRow) -> bool:
-        return (
-            (self.namespace is None or self.namespace in (row.namespace, row.target))
-            and (self.severity is None or row.severity == self.severity)
-            and (self.status is None or row.status == self.status)
-        )
 
 
 def no_filter(value: str | None) -> str | None:

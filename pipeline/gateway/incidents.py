@@ -80,6 +80,7 @@ def router(
     view = remediation or RemediationView()
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
+
     @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)")
     async def list_incidents(request: Request) -> JSONResponse:
         q = request.query_params
@@ -119,17 +120,17 @@ def router(
         event = Event.of(IncidentOpened(incident=incident), source="pipeline/gateway", incidentid=incident.id)
         await publish_visible(producer, topic, event, projection.applied, settings.gateway_write_timeout_s,
                               "incident", incident_id=incident.id)
-        view = to_api(known(projection, incident.id))
+        created = to_api(known(projection, incident.id))
         return JSONResponse(
             {
-                "status": view["status"],
+                "status": created["status"],
                 "incident_id": incident.id,
-                "created_at": view["created_at"],
-                "title": view["title"],
-                "description": view["description"],
-                "severity": view["severity"],
-                "priority": view["priority"],
-                "incident": view,
+                "created_at": created["created_at"],
+                "title": created["title"],
+                "description": created["description"],
+                "severity": created["severity"],
+                "priority": created["priority"],
+                "incident": created,
                 "message": "Incident created successfully",
             },
             status_code=201,

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -47,6 +49,7 @@ from pipeline.gateway.remediation_view import AppliedIds, RemediationView
 from pipeline.observability import PROJECTION_EVENTS, PROJECTION_INCIDENTS, get_logger
 
 log = get_logger("pipeline.gateway.projection")
+_STATUS = itemgetter(2)  # IncidentRow.status
 
 
 async def publish_visible(producer: EventProducer, topic: str, event: Event, applied: AppliedIds, timeout: float,
@@ -155,10 +158,9 @@ class IncidentProjection:
         self._stored.pop(incident_id, None)
 
     def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in IncidentStatus}
-        for row in self.rows.values():
-            out[row.status.value] += 1
-        return out
+        """Incidents per status (their own, as the log says), counted at C level: it runs after every batch."""
+        found = Counter(map(_STATUS, self.rows.values()))
+        return {s.value: found.get(s, 0) for s in IncidentStatus}
 
 
 class ProjectionRunner:
@@ -292,8 +294,7 @@ class ProjectionRunner:
                 self.rebuild["log_records"] += sum(len(records) for records in batches.values())
                 await self._check_ready(consumer)
             if batches:
-                for status, count in self.projection.counts().items():
-                    PROJECTION_INCIDENTS.labels(status).set(count)
+                self._count()
 
     def _acting_of(self, incident_id: str) -> IncidentStatus | None:
         """The status an action shows for the incident while it is active (`shown_status`), None when none does."""
@@ -307,6 +308,11 @@ class ProjectionRunner:
         self.rebuild["seconds"] = time.perf_counter() - self._started
         self.ready.set()
         log.info("projection ready", incidents=len(self.projection), **self.rebuild)
+        self._count()
+
+    def _count(self) -> None:
+        for status, count in self.projection.counts().items():
+            PROJECTION_INCIDENTS.labels(status).set(count)
 
     def list_incidents(self) -> None:
         """List what the start loaded (~0.5 s at 100,000 incidents) in steps of ~10 ms with requests served
@@ -316,8 +322,6 @@ class ProjectionRunner:
                 await asyncio.sleep(0)
 
         self._listing = asyncio.create_task(steps(), name="incident-listing")
-        for status, count in self.projection.counts().items():
-            PROJECTION_INCIDENTS.labels(status).set(count)
 
     def _apply(self, record: ConsumerRecord) -> None:
         try:
