@@ -1,4 +1,5 @@
-"""`pipeline bench ingest | e2e | stage | growth | startup | enrich | score | arbitrate | watch | remediate | analyze | rebuild`: measurements against a baseline in the same run."""
+"""`pipeline bench ingest | e2e | stage | growth | startup | enrich | score | arbitrate | watch | remediate | analyze | readmodel`: measurements against a baseline in the same run
+(`rebuild` is the earlier name of `readmodel`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["ingest", "e2e", "stage", "growth", "startup", "enrich", "score", "arbitrate", "watch",
-                                     "remediate", "analyze", "rebuild", "all"])
+                                     "remediate", "analyze", "readmodel", "rebuild", "all"])
     p.add_argument("--seconds", type=float, default=10.0, help="measurement window per variant")
     p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients (ingest)")
     p.add_argument("--alerts-per-request", type=int, default=2)
@@ -17,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workflows", type=int, default=50, help="Deployments and dry-run workflows (remediate)")
     p.add_argument("--interval-ms", type=float, default=100.0, help="one decision every so often, steady (remediate)")
     p.add_argument("--sizes", default="1,100,1000,10000", help="alerts per incident, comma-separated (growth)")
-    p.add_argument("--incidents", type=int, default=100_000, help="incidents in the history (rebuild)")
+    p.add_argument("--incidents", type=int, default=100_000, help="incidents in the history (readmodel)")
     p.add_argument("--json", action="store_true", help="print results as JSON lines")
 
 

@@ -25,6 +25,7 @@ from pipeline.events import (
     RemediationProposed,
     Workflow,
     WorkflowChanged,
+    share,
 )
 
 APPLIED_IDS = 100_000
@@ -146,7 +147,7 @@ class RemediationView:
             key = p.parameters.get("request_key")
             entry = self.entries.get(p.id)
             if entry is None:
-                self._add(Entry(p, at, request_key=key if isinstance(key, str) else None, proposed=True))
+                entry = self._add(Entry(p, at, request_key=key if isinstance(key, str) else None, proposed=True))
             elif not entry.proposed:  # its decision or workflow came first: the same entry as the other order gives
                 self._remove(entry)
                 entry.submitted_at, entry.proposed = at, True
@@ -170,6 +171,7 @@ class RemediationView:
             self.workflows.setdefault(w.id, w.proposal_id)
             if w.incident_id:
                 self._index_incident(entry, w.incident_id)
+        _share(entry)
 
     def _changed(self, pid: str) -> None:
         if self.changed is not None:
@@ -207,6 +209,7 @@ class RemediationView:
     def restore(self, entries: Iterable[Entry]) -> None:
         """Entries from a snapshot, with the indexes they imply."""
         for entry in sorted(entries, key=lambda e: e.order):
+            _share(entry)
             self._add(entry)
             if entry.workflow is not None:
                 self.workflows.setdefault(entry.workflow.id, entry.proposal.id)
@@ -293,6 +296,16 @@ def remediation_of(entry: Entry) -> Remediation:
                        dry_run=w.dry_run if w is not None else p.dry_run)
 
 
+
+
+def _share(entry: Entry) -> None:
+    """One proposal and one decision held per entry: its decision's and its workflow's copies are the entry's own
+    when equal (they are, unless an event changed one of them)."""
+    d, w = entry.decision, entry.workflow
+    if d is not None:
+        share(d, "proposal", entry.proposal)
+        if w is not None:
+            share(w, "decision", d)
 
 
 def _proposal_id(payload: RemediationProposed | DecisionMade | WorkflowChanged) -> str:

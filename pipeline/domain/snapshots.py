@@ -64,6 +64,11 @@ class Coverage:
         for event_id in folded.recent_ids:
             applied.add(event_id)
 
+    def drop(self, object_id: str) -> None:
+        """Forget an object's coverage (its snapshot record holds it, and `load` brings it back)."""
+        self.covered.pop(object_id, None)
+        self.recent.pop(object_id, None)
+
     def of(self, object_id: str) -> dict[str, object]:
         """The `Folded` fields of an object's snapshot."""
         return {"covered": dict(self.covered.get(object_id, {})), "recent_ids": list(self.recent.get(object_id, ()))}

@@ -27,8 +27,10 @@ from pipeline.events.base import (
     Payload,
     Severity,
     derived_id,
+    held,
     iso_z,
     new_id,
+    share,
     utcnow,
 )
 from pipeline.events.incidents import (
@@ -184,7 +186,9 @@ __all__ = [
     "decode",
     "decode_payload",
     "derived_id",
+    "held",
     "new_id",
     "iso_z",
+    "share",
     "utcnow",
 ]

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, get_args, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,6 +76,55 @@ class IncidentStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+_HELD: dict[type[BaseModel], tuple[set[str], tuple[str, ...]]] = {}
+
+
+def _holds_models(annotation: Any) -> bool:
+    """Whether a field of this type can hold a model (itself, or in a list, tuple or dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_models(arg) for arg in get_args(annotation))
+
+
+def _shape(cls: type[BaseModel]) -> tuple[set[str], tuple[str, ...]]:
+    """A model class's every field name, and the fields that can hold models."""
+    found = _HELD.get(cls)
+    if found is None:
+        found = _HELD[cls] = (set(cls.model_fields),
+                              tuple(n for n, f in cls.model_fields.items() if _holds_models(f.annotation)))
+    return found
+
+
+def held(model: Any) -> Any:
+    """`model` (and every model inside it) made cheaper to hold for long, without changing its value: a model
+    decoded from a complete record has every field in its `model_fields_set`, a set of its own per instance
+    (2.2 KB for 30 fields, more than the values of most); such models share one set per class instead. Safe for
+    frozen and mutable models alike: a set holding every field is never changed by setting a field. For read
+    models that keep 100,000 objects; returns `model`."""
+    if isinstance(model, BaseModel):
+        full, nested = _shape(type(model))
+        fields_set = model.__pydantic_fields_set__
+        if fields_set is not full and len(fields_set) == len(full):  # a subset of the fields, so all of them
+            object.__setattr__(model, "__pydantic_fields_set__", full)
+        values = model.__dict__
+        for name in nested:
+            held(values[name])
+    elif isinstance(model, list | tuple):
+        for value in model:
+            held(value)
+    elif isinstance(model, dict):
+        for value in model.values():
+            held(value)
+    return model
+
+
+def share(model: BaseModel, name: str, value: BaseModel) -> None:
+    """Let `model.<name>` be `value` when the two are equal (a decision's copy of the proposal its entry holds):
+    one object held instead of two. The value does not change, so a frozen model may be updated in place."""
+    if getattr(model, name) is not value and getattr(model, name) == value:
+        model.__dict__[name] = value
 
 
 class Payload(BaseModel):

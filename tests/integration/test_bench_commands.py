@@ -17,7 +17,7 @@ import pytest
     ["stage", "--messages", "400"],
     ["arbitrate", "--messages", "300", "--seconds", "1"],
     ["growth", "--messages", "200", "--sizes", "1,10"],
-    ["rebuild", "--incidents", "300"],
+    ["readmodel", "--incidents", "300"],
 ])
 def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str]) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
@@ -28,5 +28,5 @@ def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str
     ratios = [row["ratio"] for row in rows if row.get("ratio") is not None]
     assert rows and ratios, done.stdout
     assert all(math.isfinite(r) and r > 0 for r in ratios), rows
-    if args[0] == "rebuild":  # the gateway rebuilt from snapshots answers what the one that read the log does
+    if args[0] == "readmodel":  # the gateway rebuilt from snapshots answers what the one that read the log does
         assert [row["identical"] for row in rows if row["name"].startswith("answers")] == ["yes"], rows

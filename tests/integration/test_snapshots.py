@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
 
 from pipeline.bench.history import history, incident_id, publish
-from pipeline.bench.rebuild import snapshot
+from pipeline.bench.readmodel import snapshot
 from pipeline.bus import kafka
 from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan, Process
@@ -23,7 +23,7 @@ from pipeline.config import Settings
 from pipeline.embedded.process import free_port
 from pipeline.events import INDEX_HEADER, IncidentSnapshot
 
-INCIDENTS = 3000  # the property is the same at 100,000 (`pipeline bench rebuild`)
+INCIDENTS = 3000  # the property is the same at 100,000 (`pipeline bench readmodel`)
 CUT = 2400  # the snapshot stage runs once the incidents before it are in the log
 
 

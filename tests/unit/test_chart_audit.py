@@ -76,7 +76,7 @@ def test_an_existing_claim_is_used_as_it_is_and_bad_values_are_refused() -> None
     assert "PersistentVolumeClaim" not in objects
     volumes = {v["name"]: v for v in objects["Deployment"]["spec"]["template"]["spec"]["volumes"]}
     assert volumes["audit-trail"]["persistentVolumeClaim"]["claimName"] == "evidence"
-    done = subprocess.run([shutil.which("helm") or "helm", "template", "rel", str(CHART), "--set",
+    done = subprocess.run([_helm(), "template", "rel", str(CHART), "--set",
                            "kafka.bootstrapServers=k:9092", "--set", "audit.enabled=true", "--set",
                            "audit.retainFiles=-1"], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "audit.retainFiles" in done.stderr

@@ -1,11 +1,15 @@
-"""`pipeline bench rebuild`: how fast a gateway rebuilds its read models, from the snapshot topics and from the
-whole log, on a history of `--incidents` incidents (with proposals, decisions and workflows for some).
+"""`pipeline bench readmodel` (earlier `rebuild`): the gateway's read models at scale -- how fast it is ready,
+how much memory it holds and how fast it answers list pages -- from the snapshot topics and from the whole log,
+on a history of `--incidents` incidents (with proposals, decisions and workflows for some).
 
 Figures: the snapshot stage folding the history (events/s); a raw aiokafka read of the same topics, nothing
-decoded (the baseline); `pipeline gateway` spawned to ready with GATEWAY_SNAPSHOTS=false (every source topic
-from its beginning) and with snapshots (the snapshot topics whole, then the log after their watermarks):
-records read per second while rebuilding, from the gateway's own "projection ready" line, and seconds from
-spawn to ready, with their ratios to the raw read of the same topics, and its resident memory once ready.
+decoded (the baseline); `pipeline gateway` spawned to ready on empty topics (the process without a read model:
+the memory baseline), with GATEWAY_SNAPSHOTS=false (every source topic from its beginning) and with snapshots
+(the snapshot topics whole, then the log after their watermarks): records read per second while rebuilding,
+from the gateway's own "projection ready" line, and seconds from spawn to ready, with their ratios to the raw
+read of the same topics; its resident memory once its lists are built (and per incident beyond the empty
+gateway's); the slowest of eight list pages (start, middle and end of the list, filtered by status, severity,
+namespace).
 """
 
 from __future__ import annotations
@@ -110,8 +114,8 @@ def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tu
     child = Child(["gateway"], env, base / f"gateway-{snapshots}.log")
     try:
         seconds = child.wait_http(f"http://127.0.0.1:{port}/api/v1/health", timeout=600)
+        read, page_ms = answers(f"http://127.0.0.1:{port}", n)  # the first list request waits for the lists
         rss = child.sample_rss()
-        read, page_ms = answers(f"http://127.0.0.1:{port}", n)
     finally:
         child.stop()
     for line in child.log.read_text(errors="replace").splitlines():
@@ -124,7 +128,7 @@ def gateway_ready(settings: Settings, base: Path, snapshots: bool, n: int) -> tu
 
 def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     n = args.incidents
-    report = Report(f"rebuild: the gateway's read models on a history of {n:,} incidents")
+    report = Report(f"readmodel: the gateway's read models on a history of {n:,} incidents")
     settings = bench_settings(bootstrap)
     asyncio.run(apply(settings))
     started = time.perf_counter()
@@ -134,6 +138,11 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     report.add("snapshot stage: fold the history", events=folded, seconds=seconds, events_per_s=folded / seconds)
     sources = [settings.topic(t) for t in SOURCES]
     snapshots = [settings.topic("incidents.snapshot"), settings.topic("remediation.snapshot")]
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = bench_settings(bootstrap)
+        asyncio.run(apply(empty))
+        _, base, _ = gateway_ready(empty, Path(tmp), True, 0)
+    report.add("baseline: gateway on empty topics", rss_mb=base["rss_mb"])
     read: dict[bool, dict[str, Any]] = {}
     for name, topics, flag in (("whole log", sources, False), ("snapshots", [*snapshots, *sources], True)):
         raw, raw_s = asyncio.run(raw_read(settings, topics if not flag else snapshots))
@@ -143,12 +152,14 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         records = rebuilt["snapshot_records"] + rebuilt["log_records"]
         rate = records / rebuilt["seconds"]
         row = report.add(f"gateway from the {name}", records=int(records), rebuild_s=rebuilt["seconds"],
-                         records_per_s=rate, ready_s=ready, rss_mb=rebuilt["rss_mb"], page_ms_max=rebuilt["page_ms"])
+                         records_per_s=rate, ready_s=ready, rss_mb=rebuilt["rss_mb"],
+                         kb_per_incident=(rebuilt["rss_mb"] - base["rss_mb"]) * 1024 / n, page_ms_max=rebuilt["page_ms"])
         row.ratio, row.ratio_of = rate / (raw / raw_s), "records/s over the raw read of the same records"
     differ = sorted(path for path in read[False] if read[False][path] != read[True].get(path))
     report.add("answers: from the snapshots == from the whole log", pages=len(read[False]),
                identical="yes" if not differ else f"no: {', '.join(differ)}")
     report.notes.append("ready_s: `pipeline gateway` spawned until /api/v1/health answers (it serves once the "
                         "backlog present at start is applied); rebuild_s: the projection's own start to ready; "
-                        "page_ms_max: the slowest of the compared requests (median of 3) after each was answered once")
+                        "page_ms_max: the slowest of the compared requests (median of 3) after each was answered once; rss_mb: "
+                        "resident memory after those requests; kb_per_incident: beyond the empty gateway's")
     return report
