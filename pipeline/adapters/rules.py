@@ -7,13 +7,14 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from pipeline.config import read_yaml
 from pipeline.domain.arbitration import Rules, RulesError
 
 
 def load_rules(path: str | Path) -> Rules:
     """Read and validate a rules file; raises RulesError with what is wrong."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = read_yaml(Path(path))
         return Rules.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
         raise RulesError(f"cannot read rules {path}: {exc}") from exc

@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import BaseModel, Field
 
 from pipeline.bus import kafka
-from pipeline.config import Settings
+from pipeline.config import Settings, read_yaml
 
 
 class TopicSpec(BaseModel):
@@ -39,7 +38,7 @@ class TopicReport:
 
 
 def load_specs(directory: Path) -> list[TopicSpec]:
-    specs = [TopicSpec.model_validate(yaml.safe_load(p.read_text())) for p in sorted(directory.glob("*.yaml"))]
+    specs = [TopicSpec.model_validate(read_yaml(p)) for p in sorted(directory.glob("*.yaml"))]
     by_name = {s.name: s for s in specs}
     for spec in specs:
         peer = by_name.get(spec.co_partitioned_with or "")

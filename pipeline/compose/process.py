@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,23 @@ class Plan:
 STOP_STEP_TIMEOUT_S = 20.0
 
 
+def _reference_service(settings: Settings) -> Any:
+    """The reference ML service's app over the cached (or newly trained) model; run in a thread."""
+    from pipeline.ml.api import create_app
+    from pipeline.ml.model import train_or_load
+
+    return create_app(train_or_load(None, settings=settings))
+
+
+def _log_reference_service(loading: asyncio.Future[Any]) -> None:
+    if loading.cancelled():
+        return
+    if (exc := loading.exception()) is not None:
+        log.warning("reference ML model unavailable; scores will be rules only", error=repr(exc))
+    else:
+        log.info("reference ML model loaded", model_version=loading.result().version)
+
+
 class Process:
     """Owns every part started in this process, and stops them in reverse order."""
 
@@ -42,6 +60,7 @@ class Process:
         self.settings = settings
         self.plan = plan
         self._stops: list[Any] = []
+        self._after_ready: list[Callable[[], None]] = []  # started once the process is ready
         self.ready = asyncio.Event()
         self.url: str | None = None
         self.broker: Any = None
@@ -65,6 +84,8 @@ class Process:
         await self._start_http()
         self._start_broker_watch()
         self.ready.set()
+        for step in self._after_ready:
+            step()
         log.info("ready", seconds=round(time.perf_counter() - started, 3), url=self.url, plan=self.plan.__dict__)
 
     async def _start_embedded_broker(self) -> None:
@@ -106,23 +127,27 @@ class Process:
         self._stops.append(stop)
 
     async def _start_embedded_ml(self) -> None:
-        """The reference model as the embedded default's KServe `anomaly-detector` (trained once, cached)."""
+        """The reference model as the embedded default's KServe `anomaly-detector` (trained once, cached). Its
+        URL is served at once and the model loads in a thread once the process is ready (~1.2 s: scikit-learn's
+        import and the cached model; the first time on a machine, training ~20 s), not competing with the start
+        for the interpreter; a score request that comes first starts the load and waits for it. Without a model,
+        requests get a 503 saying why and scores are rules only (degraded), as designed."""
         from pipeline.adapters.ml import ModelRegistry
         from pipeline.adapters.scorer import ANOMALY_MODEL
+        from pipeline.web.server import Deferred
 
         if self.settings.ml_service_url or ANOMALY_MODEL in ModelRegistry.from_settings(self.settings):
             return  # a real ML dependency is configured
-        try:
-            from pipeline.ml.api import create_app
-            from pipeline.ml.model import train_or_load
-
-            model = await asyncio.to_thread(train_or_load, None, settings=self.settings)
-        except Exception as exc:  # noqa: BLE001 - no model: scoring runs degraded (rules only), as designed
-            log.warning("reference ML model unavailable; scores will be rules only", error=repr(exc))
-            return
-        url = await self._serve(create_app(model), self.settings.embedded_ml_port)
+        settings = self.settings
+        deferred = Deferred(lambda: asyncio.to_thread(_reference_service, settings), "reference ML model")
+        url = await self._serve(deferred, self.settings.embedded_ml_port)
         self.settings = self.settings.model_copy(update={"embedded_ml_url": url})
-        log.info("reference ML service started", url=url, model_version=model.version)
+        log.info("reference ML service serving; its model loads once the process is ready", url=url)
+
+        def load() -> None:
+            deferred.start().add_done_callback(_log_reference_service)
+
+        self._after_ready.append(load)
 
     async def _start_stages(self) -> None:
         if not self.plan.stages:
@@ -130,11 +155,16 @@ class Process:
         from pipeline.bus.stage import StageRuntime
         from pipeline.compose.stages import SINKS, build_sink, build_stage
 
-        for name in self.plan.stages:
-            part = build_sink(self.settings, name) if name in SINKS else StageRuntime(
-                self.settings, build_stage(self.settings, name))
-            await part.start()
-            self._stops.append(part.stop)
+        parts = [build_sink(self.settings, name) if name in SINKS else StageRuntime(
+            self.settings, build_stage(self.settings, name)) for name in self.plan.stages]
+        # Together: each start is mostly round trips to the broker (metadata, a group join), which overlap.
+        started = await asyncio.gather(*(part.start() for part in parts), return_exceptions=True)
+        for part, outcome in zip(parts, started, strict=True):
+            if not isinstance(outcome, BaseException):
+                self._stops.append(part.stop)
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _start_watch(self) -> None:
         if not self.plan.watch:

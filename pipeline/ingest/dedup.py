@@ -152,6 +152,7 @@ class SignalIdTail:
                     raise
         assert self._consumer is not None
         consumer = self._consumer
+        await self._check_seeded(consumer, 0, started)  # nothing to read: seeded without waiting on a fetch
         failures = 0
         while True:
             try:
@@ -171,15 +172,19 @@ class SignalIdTail:
                         read += 1
             if read:
                 INGEST_DEDUP_READ.labels(self.topic).inc(read)
-            if not self.seeded.is_set():
-                self.seed_ids += read
-                if await self._caught_up(consumer):
-                    self.seed_seconds = time.perf_counter() - started
-                    INGEST_DEDUP_SEED_IDS.set(self.seed_ids)
-                    INGEST_DEDUP_SEED_SECONDS.set(self.seed_seconds)
-                    self.seeded.set()
-                    log.info("signal ids read", topic=self.topic, ids=self.seed_ids, remembered=len(self.ids),
-                             seconds=round(self.seed_seconds, 3))
+            await self._check_seeded(consumer, read, started)
+
+    async def _check_seeded(self, consumer: AIOKafkaConsumer, read: int, started: float) -> None:
+        if self.seeded.is_set():
+            return
+        self.seed_ids += read
+        if await self._caught_up(consumer):
+            self.seed_seconds = time.perf_counter() - started
+            INGEST_DEDUP_SEED_IDS.set(self.seed_ids)
+            INGEST_DEDUP_SEED_SECONDS.set(self.seed_seconds)
+            self.seeded.set()
+            log.info("signal ids read", topic=self.topic, ids=self.seed_ids, remembered=len(self.ids),
+                     seconds=round(self.seed_seconds, 3))
 
     async def _connect(self) -> None:
         """Assign every partition of `signals` and seek each to the start of its recent window."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from http import HTTPStatus
 from typing import Any
 
@@ -42,6 +42,34 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"retry-after", b"1"), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class Deferred:
+    """An ASGI app built later (`build`, e.g. a model loading in a thread): served at once, so its URL is known;
+    `start` begins building it (the first request does, if nothing did before). A request waits until the app
+    is there, or gets a JSON 503 saying why building it failed."""
+
+    def __init__(self, build: Callable[[], Awaitable[Any]], what: str) -> None:
+        self.build = build
+        self.what = what
+        self._building: asyncio.Future[Any] | None = None
+
+    def start(self) -> asyncio.Future[Any]:
+        if self._building is None:
+            self._building = asyncio.ensure_future(self.build())
+        return self._building
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            app = await asyncio.shield(self.start())
+        except Exception as exc:  # noqa: BLE001 - the app could not be built: every request says so
+            body = json.dumps({"status": "error", "error": f"{self.what} unavailable: {exc!r}",
+                               "code": "UNAVAILABLE"}).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
 
 
 class GuardedHttpTools(HttpToolsProtocol):

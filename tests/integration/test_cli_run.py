@@ -91,7 +91,10 @@ def test_run_serves_everything_on_an_embedded_broker_stops_cleanly_and_keeps_its
         scores = asyncio.run(_read(f"127.0.0.1:{kafka_port}", "pipeline.scores", 2))
         assert {s["verdict"] for s in scores} == {"degraded"}
         assert all(s["degraded_reason"] == "rules only: 45 of 45 features missing" for s in scores)
-        assert "reference ML service started" in log.read_text()
+        deadline = time.monotonic() + 120  # the model loads once the process is ready (trains on a new machine)
+        while "reference ML model loaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "reference ML model loaded" in log.read_text(), log.read_text()[-3000:]
     finally:
         interrupt(proc, log)
     assert '"event": "stopped"' in log.read_text()

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline import observability
 from pipeline.embedded.history import NODES, THROTTLED_POD
 from pipeline.embedded.prometheus import PrometheusServer
 from tests.support import EVERYTHING, PipelineUnderTest, eventually, incidents, sample, settings_for
@@ -345,10 +346,13 @@ async def test_cluster_status_says_uptime_for_people_and_seconds_for_machines(ga
 
 
 async def test_the_mcp_charts_doubled_prefix_is_served(
-    gateway: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+    gateway: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The MCP chart's default base URL ends in /api/v1: its requests arrive as /api/v1/api/v1/... and get the
     same answers as under /api/v1/, with one warning that names the fix."""
+    # the process-wide limit on repeated warnings would drop this gateway's if another test's gateway in this
+    # process warned within its window
+    monkeypatch.setattr(observability._repeats, "window_s", 0.0)
     listed = "/api/v1/incidents?status=all&severity=all&limit=100&offset=0"
     analyze = {"timeRange": "1h", "metrics": ["memory_usage"], "threshold": 0.3,
                "modelName": "predictive-analytics", "namespace": "shop"}  # fmt: skip
