@@ -84,5 +84,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", path=request.url.path, error=repr(exc))
-        return ApiError(500, "INTERNAL", "Internal server error").response()
+        return crashed(request, exc)
+
+
+def crashed(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to an error no handler expected: logged, a JSON 500 that says nothing more."""
+    log.error("unhandled error", path=request.url.path, error=repr(exc))
+    return ApiError(500, "INTERNAL", "Internal server error").response()

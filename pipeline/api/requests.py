@@ -65,9 +65,8 @@ def require_json_content_type(request: Request) -> None:
         )
 
 
-async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
-    """The request body parsed as JSON; 413 past `limit` bytes, 400 when it is not JSON in UTF-8, nests deeper
-    than `MAX_JSON_DEPTH`, or is empty (unless `empty` says what an empty body means)."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; 413 past `limit` bytes (declared or sent)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
@@ -77,7 +76,17 @@ async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
         if size > limit:
             raise ApiError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int, empty: Any = None) -> Any:
+    """The request body parsed as JSON; 413 past `limit` bytes, 400 when it is not JSON in UTF-8, nests deeper
+    than `MAX_JSON_DEPTH`, or is empty (unless `empty` says what an empty body means)."""
+    return parse_json(await read_body(request, limit), empty)
+
+
+def parse_json(body: bytes, empty: Any = None) -> Any:
+    """`read_json` of a body already read."""
     if not body.strip():
         if empty is not None:
             return empty

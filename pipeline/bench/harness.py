@@ -107,12 +107,13 @@ def bench_settings(bootstrap: str, **overrides: Any) -> Settings:
 class Child:
     """A `pipeline` subprocess with its own environment; RSS sampled while it runs."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, argv: list[str] | None = None) -> None:
+        """`pipeline <args>`, or the command `argv`."""
         self.log = log
         self.started = time.perf_counter()
         full_env = {**os.environ, "LOG_LEVEL": "INFO", **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args], env=full_env, stdout=log.open("wb"),
+            argv or [sys.executable, "-m", "pipeline.cli", *args], env=full_env, stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
         self.ps = psutil.Process(self.proc.pid)
@@ -125,7 +126,7 @@ class Child:
             return rss
         return 0
 
-    def wait_http(self, url: str, timeout: float = 120) -> float:
+    def wait_http(self, url: str, timeout: float = 120, method: str = "GET") -> float:
         """Seconds from spawn until `url` answers 200."""
         deadline = time.perf_counter() + timeout
         # One client for the whole wait: `httpx.get` makes a client, and an SSL context, per call (~22 ms of CPU),
@@ -135,7 +136,7 @@ class Child:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"child exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get(url).status_code == 200:
+                    if client.request(method, url).status_code == 200:
                         return time.perf_counter() - self.started
                 time.sleep(0.01)
         raise RuntimeError(f"{url} not ready in {timeout}s: {self.log.read_text()[-3000:]}")

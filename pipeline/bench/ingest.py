@@ -1,9 +1,13 @@
-"""`pipeline bench ingest`: webhook alerts/s with broker acks vs the raw aiokafka produce ceiling."""
+"""`pipeline bench ingest`: webhook alerts/s with broker acks, beside its ceilings in the same run: the same HTTP
+server answering at once with no framework and no Kafka (`http_ceiling.py server`), the ingest app's framework
+answering at once (`http_ceiling.py app`), and raw aiokafka producing the same records (alone, and with the
+webhook's concurrency)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +40,13 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         **latency_figures(same_latencies),
     )
 
+    ceilings: dict[str, float] = {}
+    for which, name in (("server", "HTTP server alone (ceiling)"), ("app", "the ingest app answering at once")):
+        rate, latencies, cpu = _ceiling(which, args)
+        ceilings[which] = rate
+        report.add(f"{name}, {args.clients} clients", alerts_per_s=rate, requests_per_s=rate / args.alerts_per_request,
+                   **latency_figures(latencies), server_cpu_ms_per_request=cpu)
+
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         child = Child(["stage", "ingest"], child_env(settings, PORT=str(port), LOG_LEVEL="WARNING"), Path(tmp) / "ingest.log")
@@ -65,13 +76,37 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
         server_peak_rss_mb=child.peak_rss / 2**20,
         server_cpu_ms_per_request=server_cpu * 1000 / max(ok, 1),
     )
-    row.ratio, row.ratio_of = alerts_per_s / raw_rate, "over the raw ceiling"
+    row.ratio, row.ratio_of = alerts_per_s / ceilings["server"], "over the HTTP server alone"
+    raw = report.add("webhook / raw aiokafka produce", ratio_to_raw_produce=alerts_per_s / raw_rate)
+    raw.ratio, raw.ratio_of = alerts_per_s / raw_rate, "over the raw produce ceiling"
+    app = report.add("webhook / the app answering at once", ratio_to_app=alerts_per_s / ceilings["app"])
+    app.ratio, app.ratio_of = alerts_per_s / ceilings["app"], "over the same app without parsing or Kafka"
     same = report.add("webhook / raw same pattern", ratio_to_same_pattern=alerts_per_s / same_rate)
     same.ratio, same.ratio_of = alerts_per_s / same_rate, "over raw aiokafka with the same concurrency"
     report.notes.append(
         "the load generator (aiohttp) runs in the bench process, on the same 2 cores as the server and broker"
     )
     return report
+
+
+def _ceiling(which: str, args: argparse.Namespace) -> tuple[float, list[float], float]:
+    """(alerts/s, latencies, server CPU ms per request) of the same load against `http_ceiling` (no Kafka)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        child = Child(["-"], {}, Path(tmp) / "ceiling.log",
+                      argv=[sys.executable, "-m", "pipeline.bench.http_ceiling", str(port), which])
+        try:
+            child.wait_http(f"http://127.0.0.1:{port}/api/v1/alerts", method="POST")
+            cpu_before = sum(child.ps.cpu_times()[:2])
+            started = time.perf_counter()
+            ok, _, latencies = asyncio.run(
+                closed_loop(f"http://127.0.0.1:{port}/api/v1/alerts", args.clients, args.seconds, args.alerts_per_request)
+            )
+            elapsed = time.perf_counter() - started
+            cpu = sum(child.ps.cpu_times()[:2]) - cpu_before
+        finally:
+            child.stop()
+    return ok * args.alerts_per_request / elapsed, latencies, cpu * 1000 / max(ok, 1)
 
 
 def _sample(child: Child, stop: threading.Event) -> None:

@@ -20,6 +20,7 @@ from pipeline.config import COMPUTE_ROUTES, Settings
 from pipeline.events import iso_z
 from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
+from pipeline.web.hot import Handler, HotRoutes
 from pipeline.web.prefix import DoubledPrefix
 
 
@@ -40,8 +41,16 @@ class Parts:
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
-def build_app(parts: Parts) -> FastAPI:
+def build_app(parts: Parts) -> Any:
+    """The ASGI app a process serves: the FastAPI app (`api_app`) behind its hot routes (pipeline/web/hot.py)."""
+    app, hot = api_app(parts)
+    return HotRoutes(app, hot) if hot else app
+
+
+def api_app(parts: Parts) -> tuple[FastAPI, dict[tuple[str, str], Handler]]:
+    """Every route of the process's parts, and the hot ones among them by method and path."""
     settings = parts.settings
+    hot: dict[tuple[str, str], Handler] = {}
     app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(_compute_token_guard(settings))])
     errors.install(app)
@@ -68,7 +77,9 @@ def build_app(parts: Parts) -> FastAPI:
     if parts.ingest is not None:
         from pipeline.ingest.routes import router as ingest_router
 
-        app.include_router(ingest_router(parts.ingest, anomaly_report=reports.accept if reports else None))
+        webhooks, hot_webhooks = ingest_router(parts.ingest, anomaly_report=reports.accept if reports else None)
+        app.include_router(webhooks)
+        hot.update(hot_webhooks)
     if reports is not None:
         app.include_router(reports.router(post=parts.ingest is None))
     if parts.projection is not None and parts.producer is not None:
@@ -98,7 +109,7 @@ def build_app(parts: Parts) -> FastAPI:
         app.include_router(analysis_router(settings, parts.prometheus))
         if parts.kserve is not None:
             app.include_router(_models_router(parts))
-    return app
+    return app, hot
 
 
 def _compute_token_guard(settings: Settings) -> Any:

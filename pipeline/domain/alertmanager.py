@@ -145,11 +145,12 @@ def lost_resolutions(
     return out
 
 
-def to_signal(alert: WebhookAlert, webhook: AlertmanagerWebhook, observed_at: datetime) -> Signal:
-    """Normalise one alert of a webhook into a Signal."""
+def to_signal(alert: WebhookAlert, webhook: AlertmanagerWebhook, observed_at: datetime,
+              sid: str | None = None) -> Signal:
+    """Normalise one alert of a webhook into a Signal (`sid`: its `signal_id`, when the caller has it)."""
     ends_at = alert.endsAt if alert.endsAt and alert.endsAt.year > ZERO_TIME_YEAR else None
     return Signal(
-        signal_id=signal_id(alert),
+        signal_id=sid or signal_id(alert),
         source="alertmanager",
         origin=webhook.externalURL,
         resource=resource_of(alert.labels),

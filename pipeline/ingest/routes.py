@@ -18,10 +18,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pipeline.api.errors import ApiError, from_pydantic
-from pipeline.api.requests import read_json, require_json_content_type, require_token
+from pipeline.api.requests import parse_json, read_body, require_json_content_type, require_token
 from pipeline.domain.alertmanager import AlertmanagerWebhook
 from pipeline.ingest.alerts import AlertIngest, BrokerRejected, BrokerUnavailable, IngestRefused
 from pipeline.observability import INGEST_REQUESTS, INGEST_SECONDS
+from pipeline.web.hot import Handler
 
 RETRY_AFTER_S = "5"
 
@@ -29,7 +30,10 @@ RETRY_AFTER_S = "5"
 AnomalyReport = Callable[[Request, Any], Awaitable[JSONResponse]]
 
 
-def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> APIRouter:
+def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,
+           ) -> tuple[APIRouter, dict[tuple[str, str], Handler]]:
+    """The webhook routes, declared for the app (and its OpenAPI document), and the same handlers by method and
+    path, served as hot routes (pipeline/web/hot.py: before the framework's stack, a third of a request's CPU)."""
     api = APIRouter()
     settings = ingest.settings
 
@@ -39,7 +43,13 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> 
         try:
             require_token(request, settings.bearer_token)
             require_json_content_type(request)
-            body = await read_json(request, settings.ingest_max_body_bytes)
+            raw = await read_body(request, settings.ingest_max_body_bytes)
+            webhook = _webhook(raw)
+            if webhook is not None and len(webhook.alerts) <= settings.ingest_max_alerts:
+                response = await accept(webhook, request)
+                code = response.status_code
+                return response
+            body = parse_json(raw)  # not a valid webhook: the answer names what is wrong
             if not isinstance(body, dict):
                 raise ApiError(422, "VALIDATION_FAILED", "body must be a JSON object", field="body")
             alerts = body.get("alerts")
@@ -59,32 +69,28 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> 
                 webhook = AlertmanagerWebhook.model_validate(body)
             except ValidationError as exc:
                 raise from_pydantic(exc) from None
-            try:
-                result = await ingest.accept(webhook, traceparent=request.headers.get("traceparent"))
-            except IngestRefused as exc:
-                raise ApiError(413, "LIMIT_EXCEEDED", str(exc), field=exc.field, limit=exc.limit,
-                               size=exc.size) from None
-            except BrokerRejected as exc:
-                raise ApiError(500, "BROKER_REJECTED", str(exc)) from None
-            except BrokerUnavailable as exc:
-                raise ApiError(
-                    503, "BROKER_UNAVAILABLE", str(exc), headers={"Retry-After": RETRY_AFTER_S}
-                ) from None
-            code = 200
-            return JSONResponse(
-                {
-                    "status": "accepted",
-                    "accepted": result.accepted,
-                    "duplicates": result.duplicates,
-                    "signal_ids": result.signal_ids,
-                }
-            )
+            response = await accept(webhook, request)
+            code = response.status_code
+            return response
         except ApiError as exc:
             code = exc.status
             raise
         finally:
             INGEST_REQUESTS.labels(route, str(code)).inc()
             INGEST_SECONDS.observe(time.perf_counter() - started)
+
+    async def accept(webhook: AlertmanagerWebhook, request: Request) -> JSONResponse:
+        try:
+            result = await ingest.accept(webhook, traceparent=request.headers.get("traceparent"))
+        except IngestRefused as exc:
+            raise ApiError(413, "LIMIT_EXCEEDED", str(exc), field=exc.field, limit=exc.limit,
+                           size=exc.size) from None
+        except BrokerRejected as exc:
+            raise ApiError(500, "BROKER_REJECTED", str(exc)) from None
+        except BrokerUnavailable as exc:
+            raise ApiError(503, "BROKER_UNAVAILABLE", str(exc), headers={"Retry-After": RETRY_AFTER_S}) from None
+        return JSONResponse({"status": "accepted", "accepted": result.accepted, "duplicates": result.duplicates,
+                             "signal_ids": result.signal_ids})
 
     @api.post("/api/v1/alerts", tags=["ingest"], summary="Alertmanager webhook receiver")
     async def alerts(request: Request) -> JSONResponse:
@@ -95,4 +101,13 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None) -> 
     async def anomalies(request: Request) -> JSONResponse:
         return await receive(request, "anomalies")
 
-    return api
+    return api, {("POST", "/api/v1/alerts"): alerts, ("POST", "/api/v1/anomalies"): anomalies}
+
+
+def _webhook(body: bytes) -> AlertmanagerWebhook | None:
+    """The body as a webhook when it is one (parsed and validated in one pass, ~12 µs for two alerts: a third of
+    `json.loads`, the depth check and validating the dict); None when it is not, and the caller finds out why."""
+    try:
+        return AlertmanagerWebhook.model_validate_json(body)
+    except ValidationError:
+        return None
