@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -55,26 +56,20 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
             stop = threading.Event()
             sampler = threading.Thread(target=_sample, args=(child, stop), daemon=True)
             sampler.start()
-            cpu_before = sum(child.ps.cpu_times()[:2])
-            started = time.perf_counter()
-            ok, failed, latencies = asyncio.run(
-                closed_loop(f"http://127.0.0.1:{port}/api/v1/alerts", args.clients, args.seconds, args.alerts_per_request)
-            )
-            elapsed = time.perf_counter() - started
-            server_cpu = sum(child.ps.cpu_times()[:2]) - cpu_before
+            load = _load(child, port, args)
             stop.set()
             sampler.join()
         finally:
             child.stop()
-    alerts_per_s = ok * args.alerts_per_request / elapsed
+    alerts_per_s = load.alerts_per_s
     row = report.add(
         f"webhook, {args.clients} clients",
         alerts_per_s=alerts_per_s,
-        requests_per_s=ok / elapsed,
-        failed=failed,
-        **latency_figures(latencies),
+        requests_per_s=load.ok / load.seconds,
+        failed=load.failed,
+        **latency_figures(load.latencies),
         server_peak_rss_mb=child.peak_rss / 2**20,
-        server_cpu_ms_per_request=server_cpu * 1000 / max(ok, 1),
+        server_cpu_ms_per_request=load.cpu_ms_per_request,
     )
     row.ratio, row.ratio_of = alerts_per_s / ceilings["server"], "over the HTTP server alone"
     raw = report.add("webhook / raw aiokafka produce", ratio_to_raw_produce=alerts_per_s / raw_rate)
@@ -97,16 +92,32 @@ def _ceiling(which: str, args: argparse.Namespace) -> tuple[float, list[float], 
                       argv=[sys.executable, "-m", "pipeline.bench.http_ceiling", str(port), which])
         try:
             child.wait_http(f"http://127.0.0.1:{port}/api/v1/alerts", method="POST")
-            cpu_before = sum(child.ps.cpu_times()[:2])
-            started = time.perf_counter()
-            ok, _, latencies = asyncio.run(
-                closed_loop(f"http://127.0.0.1:{port}/api/v1/alerts", args.clients, args.seconds, args.alerts_per_request)
-            )
-            elapsed = time.perf_counter() - started
-            cpu = sum(child.ps.cpu_times()[:2]) - cpu_before
+            load = _load(child, port, args)
         finally:
             child.stop()
-    return ok * args.alerts_per_request / elapsed, latencies, cpu * 1000 / max(ok, 1)
+    return load.alerts_per_s, load.latencies, load.cpu_ms_per_request
+
+
+@dataclass
+class _Loaded:
+    ok: int
+    failed: int
+    latencies: list[float]
+    seconds: float
+    cpu_ms_per_request: float
+    alerts_per_s: float
+
+
+def _load(child: Child, port: int, args: argparse.Namespace) -> _Loaded:
+    """The closed-loop webhook load against the child's port, with the child's CPU time per request."""
+    cpu_before = sum(child.ps.cpu_times()[:2])
+    started = time.perf_counter()
+    ok, failed, latencies = asyncio.run(
+        closed_loop(f"http://127.0.0.1:{port}/api/v1/alerts", args.clients, args.seconds, args.alerts_per_request)
+    )
+    elapsed = time.perf_counter() - started
+    cpu = sum(child.ps.cpu_times()[:2]) - cpu_before
+    return _Loaded(ok, failed, latencies, elapsed, cpu * 1000 / max(ok, 1), ok * args.alerts_per_request / elapsed)
 
 
 def _sample(child: Child, stop: threading.Event) -> None:
