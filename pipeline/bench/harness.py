@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.observability import configure_logging
 
     configure_logging("WARNING")
-    chosen = ["ingest", "e2e", "stage", "growth", "startup", "enrich", "score", "arbitrate", "watch", "remediate", "analyze", "readmodel"] if args.what == "all" else [args.what]
+    chosen = ["ingest", "e2e", "stage", "growth", "startup", "enrich", "score", "arbitrate", "watch", "remediate", "analyze", "readmodel", "scale"] if args.what == "all" else [args.what]
     chosen = ["readmodel" if name == "rebuild" else name for name in chosen]  # its earlier name
     needs_broker = [name for name in chosen if name not in ("enrich", "score", "analyze")]
     with bench_broker() if needs_broker else contextlib.nullcontext("") as bootstrap:

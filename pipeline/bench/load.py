@@ -50,8 +50,9 @@ def webhook(alerts: int, *, namespace: str = "bench", pod: str | None = None) ->
     return json.dumps(body).encode()
 
 
-async def closed_loop(url: str, clients: int, seconds: float, alerts: int) -> tuple[int, int, list[float]]:
-    """Each client posts, waits for the answer, posts again. Returns (ok, failed, latencies).
+async def closed_loop(url: str | list[str], clients: int, seconds: float, alerts: int) -> tuple[int, int, list[float]]:
+    """Each client posts, waits for the answer, posts again. Returns (ok, failed, latencies). With several URLs
+    (several servers), client i posts to `url[i % len(url)]`.
 
     aiohttp, not httpx: httpx spent ~4 ms of CPU per request here, so it measured itself, not the server.
     """
@@ -61,16 +62,18 @@ async def closed_loop(url: str, clients: int, seconds: float, alerts: int) -> tu
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         deadline = time.perf_counter() + seconds
 
-        async def one_client() -> None:
+        urls = [url] if isinstance(url, str) else url
+
+        async def one_client(target: str) -> None:
             headers = {"content-type": "application/json"}
             while time.perf_counter() < deadline:
                 body = webhook(alerts)
                 started = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as response:
+                async with session.post(target, data=body, headers=headers) as response:
                     await response.read()
                     status = response.status
                 latencies.append(time.perf_counter() - started)
                 counts["ok" if status == 200 else "failed"] += 1
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        await asyncio.gather(*(one_client(urls[i % len(urls)]) for i in range(clients)))
     return counts["ok"], counts["failed"], latencies

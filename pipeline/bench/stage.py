@@ -51,7 +51,7 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     return report
 
 
-def _signals(n: int) -> list[Event]:
+def signal_events(n: int) -> list[Event]:
     """Firing, then resolved, for n/2 alerts spread over n/8 pods."""
     now = utcnow()
     events = []
@@ -75,7 +75,7 @@ async def _prefill(settings: Settings, n: int) -> int:
     producer = EventProducer(settings)
     await producer.start()
     try:
-        events = _signals(n)
+        events = signal_events(n)
         topic = settings.topic("signals")
         for start in range(0, len(events), 2000):
             await producer.publish([Output.event(topic, e) for e in events[start : start + 2000]])

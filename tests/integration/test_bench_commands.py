@@ -18,6 +18,7 @@ import pytest
     ["arbitrate", "--messages", "300", "--seconds", "1"],
     ["growth", "--messages", "200", "--sizes", "1,10"],
     ["readmodel", "--incidents", "300"],
+    ["scale", "--seconds", "1", "--messages", "400", "--clients", "8"],
 ])
 def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str]) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
@@ -28,5 +29,8 @@ def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str
     ratios = [row["ratio"] for row in rows if row.get("ratio") is not None]
     assert rows and ratios, done.stdout
     assert all(math.isfinite(r) and r > 0 for r in ratios), rows
+    if args[0] == "scale":  # every count of both ran: 1, 2 and 4 processes of ingest and of correlate
+        assert [row["name"] for row in rows] == [f"{part} x {n}" for part in ("ingest", "correlate") for n in (1, 2, 4)]
+        assert all(row.get("failed", 0) == 0 for row in rows), rows
     if args[0] == "readmodel":  # the gateway rebuilt from snapshots answers what the one that read the log does
         assert [row["identical"] for row in rows if row["name"].startswith("answers")] == ["yes"], rows
