@@ -131,9 +131,22 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink.assigned.set()
 
 
+def spans(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition, the first and the last offset among `records` (in the order fetched: ascending per
+    partition); one TopicPartition per partition, not per record."""
+    found: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        span = found.get((r.topic, r.partition))
+        if span is None:
+            found[r.topic, r.partition] = [r.offset, r.offset]
+        else:
+            span[1] = r.offset
+    return {TopicPartition(topic, partition): (first, last) for (topic, partition), (first, last) in found.items()}
+
+
 def next_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
     """The offsets to commit once `records` are done: one past the last of each partition."""
-    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+    return {tp: last + 1 for tp, (_, last) in spans(records).items()}
 
 
 def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:

@@ -9,6 +9,7 @@ co-partitioned changelog before offsets are committed and is rebuilt from it on 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ from pipeline.observability import (
     COORDINATION_REDECIDED,
     COORDINATION_RESOLUTION_SECONDS,
 )
+
+# Conflict reasons, compared by identity: reading an enum member and hashing one are Python-level calls, per reason
+_LOST, _DUPLICATE = ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +132,21 @@ class ArbitrateStage(Stage):
     def commit(self) -> None:
         self._state.update(self._pending)
         self._pending.clear()
+        actions: Counter[tuple[str, str, str]] = Counter()
+        conflicts: Counter[tuple[str, str]] = Counter()
+        observe = COORDINATION_RESOLUTION_SECONDS.observe
         for done in self._decided.values():
-            p, reasons = done.decision.proposal, done.decision.reasons
-            COORDINATION_ACTIONS.labels(p.source, p.action, done.decision.outcome).inc()
-            COORDINATION_RESOLUTION_SECONDS.observe(done.seconds)
-            for reason in reasons:
-                if reason.code in (ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE):
-                    COORDINATION_CONFLICTS.labels(reason.conflict or "target", reason.rule or "").inc()
+            decision = done.decision
+            p = decision.proposal
+            actions[p.source, p.action, decision.outcome] += 1
+            observe(done.seconds)
+            for reason in decision.reasons:
+                if reason.code is _LOST or reason.code is _DUPLICATE:
+                    conflicts[reason.conflict or "target", reason.rule or ""] += 1
+        for (source, action, outcome), count in actions.items():  # one increment per label set and batch
+            COORDINATION_ACTIONS.labels(source, action, outcome).inc(count)
+        for (conflict, rule), count in conflicts.items():
+            COORDINATION_CONFLICTS.labels(conflict, rule).inc(count)
         self._decided.clear()
         COORDINATION_ACTIVE.set(self.active_actions)
 
