@@ -30,15 +30,19 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     report = Report("growth: correlate writes per signal as incidents grow (firing, then resolved)")
     sizes = [int(s) for s in str(args.sizes).split(",") if s]
     per_signal: dict[int, float] = {}
+    rates: dict[int, float] = {}
     for k in sizes:
         figures = asyncio.run(_one(bootstrap, k, max(args.messages // 2, k)))
-        per_signal[k] = figures["written_bytes_per_signal"]
+        per_signal[k], rates[k] = figures["written_bytes_per_signal"], figures["msgs_per_s"]
         report.add(f"{k} alert(s) per incident", **figures)
     if sizes:
         smallest = per_signal[sizes[0]]
         for k in sizes[1:]:
             row = report.add(f"bytes/signal at {k} / at {sizes[0]}")
             row.ratio, row.ratio_of = per_signal[k] / smallest, "written bytes per signal"
+        for k in sizes[1:]:
+            row = report.add(f"msgs/s at {k} / at {sizes[0]}")
+            row.ratio, row.ratio_of = rates[k] / rates[sizes[0]], "the stage's throughput"
     report.notes.append("written = incidents topic + correlate.state changelog; baseline = the signal record")
     return report
 
