@@ -9,7 +9,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.config import Settings, load_settings
+from pipeline import __version__
+from pipeline.config import ConfigError, Settings, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -258,6 +259,7 @@ def _ml_evaluate(args: argparse.Namespace, model_dir: Path | None, settings: Set
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    p.add_argument("--version", action="version", version=f"pipeline {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="everything in one process: embedded broker (if none configured), stages, ingest, gateway")
@@ -331,7 +333,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # one line naming the variable, not a traceback
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

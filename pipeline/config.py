@@ -357,9 +357,44 @@ class Settings(BaseSettings):
         return token or None
 
 
+class ConfigError(ValueError):
+    """A setting (an environment variable) or a start-up resource it names is wrong: the message is one line that
+    names the variable and says how to fix it."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment; keyword overrides win (used by the CLI and tests)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Read the settings from the environment; keyword overrides win (used by the CLI and tests). `ConfigError`
+    naming the environment variable when one is invalid."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc)) from None
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field (its first alias when it has several)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and alias.choices and isinstance(alias.choices[0], str):
+        return alias.choices[0].upper()
+    return field.upper()
+
+
+def settings_error(exc: Any) -> str:
+    """A pydantic ValidationError of Settings as one line: each invalid variable, its value, what is wrong, its
+    default."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = env_name(field)
+        info = Settings.model_fields.get(field)
+        default = "" if info is None or info.is_required() else f"; unset it for the default ({info.get_default(call_default_factory=True)!r})"
+        value = error.get("input")
+        shown = f"={str(value)[:60]!r}" if isinstance(value, str | int | float) else ""
+        parts.append(f"{name}{shown}: {error['msg']}{default}")
+    return "invalid configuration: " + "; ".join(parts)
 
 
 def read_yaml(path: Path) -> Any:

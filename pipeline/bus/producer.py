@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,7 +112,12 @@ class EventProducer:
         self._replacing = asyncio.Lock()
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # closed, not left for the collector to warn about
+                await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()

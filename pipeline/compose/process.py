@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config import ConfigError, Settings
 from pipeline.observability import configure_logging, get_logger
 
 log = get_logger("pipeline.compose.process")
@@ -145,7 +146,7 @@ class Process:
             return  # a real ML dependency is configured
         settings = self.settings
         deferred = Deferred(lambda: asyncio.to_thread(_reference_service, settings), "reference ML model")
-        url = await self._serve(deferred, self.settings.embedded_ml_port)
+        url = await self._serve(deferred, self.settings.embedded_ml_port, "EMBEDDED_ML_PORT")
         self.settings = self.settings.model_copy(update={"embedded_ml_url": url})
         log.info("reference ML service serving; its model loads once the process is ready", url=url)
 
@@ -261,11 +262,22 @@ class Process:
         self._stops.append(api.close)
         return Detector(api)
 
-    async def _serve(self, app: Any, port: int) -> str:
+    async def _serve(self, app: Any, port: int, variable: str = "PORT") -> str:
         from pipeline.web.server import server
 
-        srv = server(app, self.settings.host, port, self.settings)
-        task = asyncio.create_task(srv.serve(), name="http")
+        host = self.settings.host
+        # The socket is bound here, not by uvicorn (which logs and exits the process on a clash): a port in use
+        # is a one-line error naming the variable that chose it.
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {host}:{port} ({variable}, HOST): {exc.strerror or exc}; set "
+                              f"{variable} to a free port (0 picks one) or stop what listens there") from None
+        srv = server(app, host, port, self.settings)
+        task = asyncio.create_task(srv.serve(sockets=[sock]), name="http")
         while not srv.started:
             if task.done():
                 task.result()
@@ -317,10 +329,23 @@ async def serve_until_signal(settings: Settings, plan: Plan) -> int:
                 await starting
         return 0
     except Exception as exc:
-        log.error("failed", error=repr(exc))
+        fix = _fix(exc, settings)
+        log.error("failed", error=str(exc) if isinstance(exc, ConfigError) else repr(exc), **({"fix": fix} if fix else {}))
         return 1
     finally:
         await process.stop()
+
+
+def _fix(exc: Exception, settings: Settings) -> str | None:
+    """What to do about a start-up failure an operator can fix, naming the variable (None: no advice)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, ConfigError):
+        return None  # its message says it
+    if isinstance(exc, KafkaConnectionError):
+        return (f"no Kafka broker answers at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): start it "
+                "or correct the address; `pipeline run` with KAFKA_BOOTSTRAP_SERVERS unset starts an embedded one")
+    return None
 
 
 def run(settings: Settings, plan: Plan) -> int:
