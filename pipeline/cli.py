@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import ML_EXTRA, ConfigError, Settings, load_settings, ml_installed
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -212,6 +212,8 @@ def cmd_ml(args: argparse.Namespace) -> int:
     generated history or a real cluster's Prometheus, or `evaluate` it on held-out generated histories."""
     settings = load_settings()
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
+    if not ml_installed():
+        raise ConfigError(ML_EXTRA)
     if args.action == "serve":
         from pipeline.compose.ml import run as serve_ml
 

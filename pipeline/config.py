@@ -357,6 +357,19 @@ class Settings(BaseSettings):
         return token or None
 
 
+ML_EXTRA = "the reference ML model needs the `ml` extra (scikit-learn): pip install 'pipeline[ml]'"
+
+
+def ml_installed() -> bool:
+    """Whether the `ml` extra (scikit-learn) is installed, found without importing it (0.5 s)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("sklearn") is not None
+    except (ImportError, ValueError):  # a module entry of None: made unimportable
+        return False
+
+
 class ConfigError(ValueError):
     """A setting (an environment variable) or a start-up resource it names is wrong: the message is one line that
     names the variable and says how to fix it."""

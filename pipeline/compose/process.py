@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import ConfigError, Settings
+from pipeline.config import ML_EXTRA, ConfigError, Settings, ml_installed
 from pipeline.observability import configure_logging, get_logger
 
 log = get_logger("pipeline.compose.process")
@@ -144,6 +144,10 @@ class Process:
 
         if self.settings.ml_service_url or ANOMALY_MODEL in ModelRegistry.from_settings(self.settings):
             return  # a real ML dependency is configured
+        if not ml_installed():
+            log.warning("reference ML model unavailable; scores will be rules only", error=ML_EXTRA,
+                        fix="install pipeline[ml], or configure KServe (KSERVE_*) or ML_SERVICE_URL")
+            return
         settings = self.settings
         deferred = Deferred(lambda: asyncio.to_thread(_reference_service, settings), "reference ML model")
         url = await self._serve(deferred, self.settings.embedded_ml_port, "EMBEDDED_ML_PORT")

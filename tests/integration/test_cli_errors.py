@@ -61,3 +61,14 @@ def test_an_unreachable_broker_names_the_variable_to_fix() -> None:
     failed = _failed(done.stderr)
     assert "KAFKA_BOOTSTRAP_SERVERS" in str(failed["fix"]) and f"127.0.0.1:{port}" in str(failed["fix"])
     assert "Unclosed" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_the_ml_extra_the_model_commands_say_how_to_install_it() -> None:
+    """scikit-learn made unimportable in the child (a stand-in for an install without `pipeline[ml]`)."""
+    code = ("import sys; sys.modules['sklearn'] = None; from pipeline.cli import main; "
+            "sys.exit(main(['ml', 'serve', '--port', '0']))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HOST": "127.0.0.1"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("pipeline: the reference ML model needs the `ml` extra (scikit-learn): "
+                                   "pip install 'pipeline[ml]'")
