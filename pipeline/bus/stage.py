@@ -89,6 +89,12 @@ def running_stages() -> list[str]:
     return sorted({runtime.stage.name for runtime in list(_RUNNING)} | set(running_sinks()))
 
 
+def waiting_stages() -> list[str]:
+    """Stages of this process not yet assigned partitions with their state restored (a member with no
+    partition of its own counts as assigned)."""
+    return sorted({runtime.stage.name for runtime in list(_RUNNING) if not runtime.assigned.is_set()})
+
+
 def stuck_partitions() -> list[dict[str, Any]]:
     """Partitions of the stages running in this process held on one offset for longer than STAGE_STUCK_AFTER_S."""
     stuck: list[dict[str, Any]] = []

@@ -51,6 +51,40 @@ def stages_status() -> dict[str, Any] | None:
     return {"status": "stuck" if stuck else "ok", "running": running, "stuck": stuck}
 
 
+def readiness() -> tuple[bool, dict[str, Any]]:
+    """`/readyz` of a process: ready once each of its stages has its partitions (state restored) and none is
+    held on one offset past STAGE_STUCK_AFTER_S; (ready, what it says)."""
+    stage = sys.modules.get("pipeline.bus.stage")
+    if stage is None:
+        return True, {"status": "ready", "stages": []}
+    waiting, stuck = stage.waiting_stages(), stage.stuck_partitions()
+    ready = not waiting and not stuck
+    return ready, {"status": "ready" if ready else "not ready", "stages": stage.running_stages(),
+                   "waiting_for_partitions": waiting, "stuck": stuck}
+
+
+def probe_app() -> Any:
+    """The metrics port's app: `/metrics`, `/healthz` (liveness: answered by the event loop, so a blocked loop
+    fails it) and `/readyz` (`readiness`: 503 with the reason until ready)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        ready, body = readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
 class KafkaProbe:
     """Asks the cluster for its brokers, through one long-lived admin client, with a short deadline."""
 

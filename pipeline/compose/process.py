@@ -191,10 +191,7 @@ class Process:
 
     async def _start_http(self) -> None:
         if not (self.plan.ingest or self.plan.gateway):
-            if self.settings.metrics_port:
-                from prometheus_client import start_http_server
-
-                start_http_server(self.settings.metrics_port, addr=self.settings.host)
+            await self._serve_probes()
             return
         from pipeline.bus.producer import EventProducer
         from pipeline.compose.app import Parts, build_app
@@ -242,14 +239,19 @@ class Process:
         self.url = await self._serve(build_app(parts), self.settings.port)
         if self.projection is not None:
             self.projection.list_incidents()  # serving: the read model's list indexes are built between requests
-        if self.settings.metrics_port and self.settings.metrics_port != self.settings.port:
-            from prometheus_client import start_http_server
-
-            start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        if self.settings.metrics_port != self.settings.port:
+            await self._serve_probes()
         if parts.ingest is not None and self.settings.alertmanager_url:
             from pipeline.ingest.reconcile import reconcile
 
             await reconcile(parts.ingest)
+
+    async def _serve_probes(self) -> None:
+        """METRICS_PORT (when set): `/metrics`, `/healthz`, `/readyz` (compose/health.py `probe_app`)."""
+        if self.settings.metrics_port:
+            from pipeline.compose.health import probe_app
+
+            await self._serve(probe_app(), self.settings.metrics_port, "METRICS_PORT")
 
     async def _detector(self) -> Any:
         """Deployment-method detection for the gateway's routes, when a cluster is configured."""
