@@ -145,7 +145,7 @@ class IncidentProjection:
     def restore(self, record: IncidentSnapshot) -> None:
         """An incident from its decoded snapshot record, with the offsets and event ids it covers."""
         incident = held(record.incident)
-        self._stored.pop(incident.id, None)
+        self._stored.discard(incident.id)  # nothing to decompress: the record is decoded already
         self._incidents[incident.id] = incident
         self.index.put(IncidentRow.of(incident))
         self.coverage.load(incident.id, record, self.applied)
