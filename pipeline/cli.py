@@ -161,12 +161,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     out = Path(args.out) if args.out else schemas.SCHEMAS_DIR
+    from pipeline.compose import openapi
+
     if args.check:
-        stale = schemas.drift(out, settings.topics_dir)
+        stale = [str(out / name) for name in schemas.drift(out, settings.topics_dir)]
+        stale += [str(openapi.OPENAPI_PATH)] if openapi.drift(settings) else []
         for name in stale:
-            print(f"out of date: {out / name}")
+            print(f"out of date: {name}")
         return 1 if stale else 0
-    for path in schemas.export(out, settings.topics_dir):
+    for path in [*schemas.export(out, settings.topics_dir), openapi.export(settings)]:
         print(path)
     return 0
 
@@ -291,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
 
     _add_dlq(sub)
 
-    schemas = sub.add_parser("schemas", help="write JSON Schema and AsyncAPI files for every event type")
+    schemas = sub.add_parser("schemas", help="write JSON Schema and AsyncAPI files for every event type, "
+                                                      "and docs/openapi.json")
     schemas.add_argument("action", choices=["export"])
     schemas.add_argument("--out")
     schemas.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")

@@ -80,7 +80,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-        return ApiError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail)).response()
+        return ApiError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail),
+                        headers=exc.headers).response()  # a 405's `Allow`
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient
-from pipeline.api import errors
+from pipeline.api import contract, errors
+from pipeline.api.contract import Body, op
 from pipeline.api.requests import require_token
 from pipeline.bus.producer import EventProducer
 from pipeline.compose.health import KafkaProbe, prometheus_status
@@ -22,6 +24,35 @@ from pipeline.gateway.projection import ProjectionRunner
 from pipeline.ingest.alerts import AlertIngest
 from pipeline.web.hot import Handler, HotRoutes
 from pipeline.web.prefix import DoubledPrefix
+
+
+class Liveness(Body):
+    """The process answers."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class DeepHealth(Body):
+    """The health of this process's parts and dependencies (503 when the broker cannot be reached)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "healthy", "timestamp": "2026-12-06T17:47:26.465272Z", "version": "0.1.0", "uptime_seconds": 81,
+        "dependencies": {"kafka": {"name": "kafka", "status": "ok", "message": "1 broker(s) reachable",
+                                   "latency_ms": 8.2, "checked_at": "2026-12-06T17:47:26.465150Z"}},
+        "components": {"projection": {"ready": True, "incidents": 0}, "ingest": {"in_flight": 0}},
+        "details": {"namespace": "default", "topic_prefix": "pipeline."}}]})
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="unhealthy: the broker cannot be reached; degraded: a dependency or part is down, a stage is "
+                    "stuck, or the read model is still loading")
+    timestamp: str
+    version: str
+    uptime_seconds: int
+    dependencies: dict[str, dict[str, Any]] = Field(description="kafka, and prometheus, ml_service and kserve "
+                                                                "when configured: each with a `status`")
+    components: dict[str, Any] = Field(description="stages, projection, remediation, ingest, watch: those this "
+                                                   "process runs")
+    details: dict[str, Any]
 
 
 @dataclass
@@ -54,13 +85,15 @@ def api_app(parts: Parts) -> tuple[FastAPI, dict[tuple[str, str], Handler]]:
     app = FastAPI(title="pipeline", version=settings.version, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(_compute_token_guard(settings))])
     errors.install(app)
+    contract.install(app)
     app.add_middleware(DoubledPrefix)  # the MCP chart's base URL ends in /api/v1: /api/v1/api/v1/... (prefix.py)
 
-    @app.get("/health", tags=["health"], summary="Liveness: no dependency calls")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": settings.version}
+    @app.get("/health", tags=["health"], summary="Liveness: no dependency calls", **op(Liveness))
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": settings.version})
 
-    @app.get("/api/v1/health", tags=["health"], summary="Deep health: Kafka and this process's parts")
+    @app.get("/api/v1/health", tags=["health"], summary="Deep health: Kafka and this process's parts",
+             **op(DeepHealth, extra={503: DeepHealth}))
     async def deep_health() -> JSONResponse:
         return await _deep_health(parts)
 

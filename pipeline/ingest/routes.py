@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from pipeline.api.contract import Body, op
 from pipeline.api.errors import ApiError, from_pydantic
 from pipeline.api.requests import parse_json, read_body, require_json_content_type, require_token
 from pipeline.domain.alertmanager import AlertmanagerWebhook
@@ -28,6 +29,22 @@ RETRY_AFTER_S = "5"
 
 # The gateway's anomaly-report handler: the request (token checked) and its parsed body -> the answer.
 AnomalyReport = Callable[[Request, Any], Awaitable[JSONResponse]]
+
+
+class Accepted(Body):
+    """Every alert is on the signals topic (or was already: a duplicate of a recent delivery)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "accepted", "accepted": 2, "duplicates": 0, "signal_ids": ["sig-9f2c…", "sig-41ab…"]}]})
+    status: Literal["accepted"]
+    accepted: int = Field(description="alerts stored on the signals topic by this request")
+    duplicates: int = Field(description="alerts already stored by a recent delivery of the same webhook")
+    signal_ids: list[str] = Field(description="the signal id of every alert, in the webhook's order")
+
+
+# 422: valid JSON that is not a webhook; 413: over a size limit (nothing stored, do not retry);
+# 503 + Retry-After: the broker is down or slow (retry).
+WEBHOOK = {"body": AlertmanagerWebhook, "token": True, "errors": (422, 503)}
 
 
 def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,
@@ -92,12 +109,13 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,
         return JSONResponse({"status": "accepted", "accepted": result.accepted, "duplicates": result.duplicates,
                              "signal_ids": result.signal_ids})
 
-    @api.post("/api/v1/alerts", tags=["ingest"], summary="Alertmanager webhook receiver")
+    @api.post("/api/v1/alerts", tags=["ingest"], summary="Alertmanager webhook receiver", **op(Accepted, **WEBHOOK))
     async def alerts(request: Request) -> JSONResponse:
         return await receive(request, "alerts")
 
     @api.post("/api/v1/anomalies", tags=["ingest"],
-              summary="Alertmanager webhook receiver, or an anomaly report (Python engine API)")
+              summary="Alertmanager webhook receiver, or an anomaly report (Python engine API)",
+              **op(Accepted, **WEBHOOK))
     async def anomalies(request: Request) -> JSONResponse:
         return await receive(request, "anomalies")
 
