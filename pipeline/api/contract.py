@@ -67,8 +67,9 @@ ERRORS: dict[int, str] = {
 
 # What reading a body can answer (pipeline.api.requests.read_json): invalid JSON or field, too large, not JSON.
 BODY_ERRORS = (400, 413, 415)
-# Publishing to the broker: unavailable (503, with Retry-After).
-PUBLISH_ERRORS = (503,)
+# Publishing to the broker and waiting to see it (gateway.projection.publish_visible): 503, or 504 when stored but
+# not visible in time.
+PUBLISH_ERRORS = (503, 504)
 
 _models: dict[str, type[BaseModel]] = {}
 
@@ -90,6 +91,10 @@ def _parameters(query: type[BaseModel]) -> list[dict[str, Any]]:
         if "description" in prop:
             param["description"] = prop.pop("description")
         prop.pop("title", None)
+        if "anyOf" in prop:  # `X | None`: a query value is absent, never null
+            branches = [b for b in prop["anyOf"] if b.get("type") != "null"]
+            prop.pop("anyOf")
+            prop.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
         param["schema"] = prop
         out.append(param)
     return out
@@ -99,7 +104,7 @@ def op(
     ok: type[BaseModel] | None = None,
     *,
     status: int = 200,
-    body: type[BaseModel] | None = None,
+    body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None,
     body_required: bool = True,
     query: type[BaseModel] | None = None,
     errors: Iterable[int] = (),
@@ -111,7 +116,7 @@ def op(
     """Keyword arguments for `api.get/post/...(path, **op(...))`: the route's contract, declared.
 
     `ok` is the success body at `status`; `body` the request body's model (validated by the route itself with
-    `read_model`); `query` a model of the query parameters; `errors` the statuses the route answers with an
+    `read_model`; several: any of them); `query` a model of the query parameters; `errors` the statuses the route answers with an
     `Error` besides 400/413/415 for a body and 401 with `token`; `extra` other non-error answers (e.g. 202 and
     409 bodies that are not errors)."""
     codes = set(errors) | (set(BODY_ERRORS) if body is not None else set()) | ({401} if token else set())
@@ -126,7 +131,8 @@ def op(
     if body is not None:
         openapi_extra["requestBody"] = {
             "required": body_required,
-            "content": {"application/json": {"schema": _register(body)}},
+            "content": {"application/json": {"schema": (
+                _register(body) if not isinstance(body, tuple) else {"anyOf": [_register(m) for m in body]})}},
         }
     if query is not None:
         openapi_extra["parameters"] = _parameters(query)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pipeline.observability import get_logger
 
@@ -78,14 +79,27 @@ def install(app: FastAPI) -> None:
         return validation_error(list(exc.errors())).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path: each method is a route of its own here
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(app, request.scope))}
         return ApiError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail),
-                        headers=exc.headers).response()  # a 405's `Allow`
+                        headers=headers).response()
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         return crashed(request, exc)
+
+
+def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """The methods the routes matching this path take (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"} if scope.get("type") == "http" else scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def crashed(request: Request, exc: Exception) -> JSONResponse:

@@ -110,7 +110,8 @@ def api_app(parts: Parts) -> tuple[FastAPI, dict[tuple[str, str], Handler]]:
     if parts.ingest is not None:
         from pipeline.ingest.routes import router as ingest_router
 
-        webhooks, hot_webhooks = ingest_router(parts.ingest, anomaly_report=reports.accept if reports else None)
+        webhooks, hot_webhooks = ingest_router(parts.ingest, anomaly_report=reports.accept if reports else None,
+                                               report_contract=reports.contract if reports else None)
         app.include_router(webhooks)
         hot.update(hot_webhooks)
     if reports is not None:

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.adapters.rules import load_rules
+from pipeline.api.contract import PUBLISH_ERRORS, op
 from pipeline.api.errors import ApiError, from_pydantic
 from pipeline.api.requests import read_json, require_token
 from pipeline.bus.producer import EventProducer
@@ -43,6 +44,7 @@ from pipeline.events import Event, Incident, IncidentOpened, Proposal, Remediati
 from pipeline.gateway.bodies import new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
 from pipeline.gateway.remediation_view import RemediationView, decision_view, workflow_view
+from pipeline.gateway.responses import AnomalyAccepted, AnomalyView
 
 MAX_BODY = 256 * 1024
 DETERMINISTIC, AI_DRIVEN = "deterministic", "ai_driven"
@@ -461,13 +463,18 @@ class AnomalyReports:
             "incident": api,
         }
 
+    # The report's request and 201 models, for the ingest route that hands reports here.
+    contract = (AnomalyReport, AnomalyAccepted)
+
     def router(self, post: bool = True) -> APIRouter:
         """The GET route, and the POST route when no ingest part in this process owns `/api/v1/anomalies`."""
         api = APIRouter(tags=["anomalies"])
         settings = self.settings
 
         if post:
-            @api.post("/api/v1/anomalies", status_code=201, summary="Report an anomaly (Python engine API)")
+            @api.post("/api/v1/anomalies", summary="Report an anomaly (Python engine API)",
+                      **op(AnomalyAccepted, status=201, body=AnomalyReport, token=True,
+                           errors=(422, *PUBLISH_ERRORS)))
             async def report(request: Request) -> JSONResponse:
                 require_token(request, settings.bearer_token)
                 body = await read_json(request, MAX_BODY)
@@ -478,7 +485,8 @@ class AnomalyReports:
                 return await self.accept(request, body)
 
         @api.get("/api/v1/anomalies/{anomaly_id}",
-                 summary="An anomaly, its action and its workflow (Python engine API)")
+                 summary="An anomaly, its action and its workflow (Python engine API)",
+                 **op(AnomalyView, errors=(404,)))
         async def get_anomaly(anomaly_id: str) -> JSONResponse:
             shown = self.show(anomaly_id)
             if shown is None:

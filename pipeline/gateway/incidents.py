@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from pipeline.api.contract import PUBLISH_ERRORS, op
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_model, require_token
 from pipeline.bus.producer import EventProducer
@@ -25,6 +26,7 @@ from pipeline.domain.remediation_view import RemediationView
 from pipeline.events import Event, Incident, IncidentOpened, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL, new_incident_id
 from pipeline.gateway.projection import IncidentProjection, publish_visible
+from pipeline.gateway.responses import IncidentCreated, IncidentList, IncidentListQuery, IncidentView
 
 
 def _bytes_at_most(limit: int) -> Any:
@@ -81,7 +83,8 @@ def router(
     api = APIRouter(tags=["incidents"])
     topic = settings.topic("incidents")
 
-    @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)")
+    @api.get("/api/v1/incidents", summary="List incidents (filters: namespace, severity, status, limit, offset)",
+             **op(IncidentList, query=IncidentListQuery, errors=(400,)))
     async def list_incidents(request: Request) -> JSONResponse:
         q = request.query_params
         try:
@@ -106,13 +109,15 @@ def router(
             }
         )
 
-    @api.get("/api/v1/incidents/{incident_id}", summary="One incident, in the list's shape")
+    @api.get("/api/v1/incidents/{incident_id}", summary="One incident, in the list's shape",
+             **op(IncidentView, errors=(404,)))
     async def get_incident(incident_id: str) -> JSONResponse:
         incident = known(projection, incident_id)
         found = view.remediation(incident_id)
         return JSONResponse(to_api(with_remediation(incident, found), found))
 
-    @api.post("/api/v1/incidents", status_code=201, summary="Create an incident")
+    @api.post("/api/v1/incidents", summary="Create an incident",
+              **op(IncidentCreated, status=201, body=CreateIncident, token=True, errors=PUBLISH_ERRORS))
     async def create_incident(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, _ = await read_model(request, CreateIncident, MAX_WRITE_BODY)

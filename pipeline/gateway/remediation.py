@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.adapters.rules import load_rules
+from pipeline.api.contract import PUBLISH_ERRORS, op
 from pipeline.api.errors import ApiError, from_pydantic
 from pipeline.api.requests import read_model, require_token
 from pipeline.bus.control import ControlState
@@ -41,6 +42,7 @@ from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL
 from pipeline.gateway.coordination_status import CoordinationStatus
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import RemediationView, workflow_view
+from pipeline.gateway.responses import ClusterStatus, EngineStatus, Queued, Triggered, WorkflowView
 
 REPEAT_WINDOW = timedelta(minutes=5)  # an identical request within it returns the same workflow
 _WORKFLOW_NAMESPACE = uuid.UUID("0b9b7f63-2f0e-4c55-9a53-3c1d2a6f4e80")
@@ -274,7 +276,8 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
 
     api.include_router(workflows_router(settings, view, control, producer, manual.submit_manual))
 
-    @api.post("/api/v1/remediation/trigger", status_code=202, summary="Propose a remediation (manual command)")
+    @api.post("/api/v1/remediation/trigger", summary="Propose a remediation (manual command)",
+              **op(Triggered, status=202, body=TriggerRequest, token=True, errors=(422, *PUBLISH_ERRORS)))
     async def trigger(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, body = await read_model(request, TriggerRequest, MAX_WRITE_BODY)
@@ -286,25 +289,29 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
                              "deployment_method": method, "estimated_duration": "5m", "dry_run": req.dry_run,
                              "incident_id": req.incident_id}, status_code=202)
 
-    @api.post("/api/v1/remediate", status_code=202, summary="Queue a remediation action (Python engine API)")
+    @api.post("/api/v1/remediate", summary="Queue a remediation action (Python engine API)",
+              **op(Queued, status=202, body=RemediateRequest, token=True, errors=(422, *PUBLISH_ERRORS)))
     async def remediate(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, body = await read_model(request, RemediateRequest, MAX_WRITE_BODY)
         manual.require_known(req.action)
         return JSONResponse(await manual.remediate(req, *_request_key(request, body)), status_code=202)
 
-    @api.get("/api/v1/workflows/{workflow_id}", summary="A manual remediation and its decision record")
+    @api.get("/api/v1/workflows/{workflow_id}", summary="A remediation workflow and its decision record",
+             **op(WorkflowView, errors=(404,)))
     async def get_workflow(workflow_id: str) -> JSONResponse:
         entry = view.workflow(workflow_id)
         if entry is None:
             raise ApiError(404, "NOT_FOUND", "Workflow not found", field="workflow_id")
         return JSONResponse(workflow_view(workflow_id, entry))
 
-    @api.get("/api/v1/status", summary="Coordination status: engine, queue, actions, conflicts, layers")
+    @api.get("/api/v1/status", summary="Coordination status: engine, queue, actions, conflicts, layers",
+             **op(EngineStatus))
     async def status() -> JSONResponse:
         return JSONResponse(coordination.engine(datetime.now(UTC)))
 
-    @api.get("/api/v1/cluster/status", summary="The cluster status the MCP server reads")
+    @api.get("/api/v1/cluster/status", summary="The cluster status the MCP server reads",
+             **op(ClusterStatus, errors=(503,)))
     async def cluster_status() -> JSONResponse:
         try:
             if workers is None:

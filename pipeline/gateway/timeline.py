@@ -9,6 +9,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from pipeline.api.contract import op
 from pipeline.api.errors import ApiError
 from pipeline.bus.timeline import incident_timeline
 from pipeline.config import Settings
@@ -19,6 +20,7 @@ from pipeline.events import Decision, iso_z
 from pipeline.gateway.incidents import known
 from pipeline.gateway.projection import IncidentProjection
 from pipeline.gateway.remediation_view import Entry, RemediationView, decision_view
+from pipeline.gateway.responses import DecisionList, DecisionListQuery, Timeline
 from pipeline.observability import get_logger
 
 log = get_logger("pipeline.gateway.timeline")
@@ -29,7 +31,8 @@ def router(settings: Settings, projection: IncidentProjection, view: Remediation
     margin = timedelta(seconds=settings.timeline_margin_s)
 
     @api.get("/api/v1/incidents/{incident_id}/timeline",
-             summary="Every event of an incident across all topics, in causal order, with its position")
+             summary="Every event of an incident across all topics, in causal order, with its position",
+             **op(Timeline, errors=(404, 503)))
     async def timeline(incident_id: str) -> JSONResponse:
         start = timeline_start(known(projection, incident_id), margin)
         try:
@@ -42,7 +45,8 @@ def router(settings: Settings, projection: IncidentProjection, view: Remediation
                              "window": {"from": iso_z(start), "margin_seconds": settings.timeline_margin_s},
                              "count": len(records), "events": [r.as_dict() for r in records]})
 
-    @api.get("/api/v1/decisions", summary="Arbitration decisions (filters: namespace, outcome, since, limit, offset)")
+    @api.get("/api/v1/decisions", summary="Arbitration decisions (filters: namespace, outcome, since, limit, offset)",
+             **op(DecisionList, query=DecisionListQuery, errors=(400,)))
     async def decisions(request: Request) -> JSONResponse:
         q = request.query_params
         try:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.api.contract import PUBLISH_ERRORS, op
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_model, require_token
 from pipeline.bus.control import ControlState
@@ -27,6 +28,13 @@ from pipeline.events import ControlChanged, Event, Proposal
 from pipeline.gateway.bodies import MAX_WRITE_BODY
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import Entry, RemediationView
+from pipeline.gateway.responses import (
+    Answered,
+    CoordinationTriggered,
+    CoordinationWorkflow,
+    CoordinationWorkflows,
+    SwitchState,
+)
 
 _NS = 1_000_000_000  # the engine serialises durations as integer nanoseconds
 
@@ -35,6 +43,11 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="ignore")
     by: str = Field("", max_length=256, validation_alias=AliasChoices("by", "approver", "user"))
     reason: str = Field("", max_length=2000, validation_alias=AliasChoices("reason", "comment", "message"))
+
+
+# Approve or reject: the body is optional (`by`, `reason`); 404 unknown, 409 not awaiting approval.
+ANSWER: dict[str, Any] = {"body": Answer, "body_required": False, "token": True,
+                          "errors": (404, 409, *PUBLISH_ERRORS)}
 
 
 class Switch(BaseModel):
@@ -105,11 +118,13 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
                              else "rejected", "by": given.by, "reason": given.reason or None,
                              "status": entry.status, "accepted": given.kind == kind}, status_code=202)
 
-    @api.post("/api/v1/workflows/{workflow_id}/approve", status_code=202, summary="Approve a waiting workflow")
+    @api.post("/api/v1/workflows/{workflow_id}/approve", summary="Approve a waiting workflow",
+              **op(Answered, status=202, **ANSWER))
     async def approve(request: Request, workflow_id: str) -> JSONResponse:
         return await answer(request, workflow_id, "approve")
 
-    @api.post("/api/v1/workflows/{workflow_id}/reject", status_code=202, summary="Reject a waiting workflow")
+    @api.post("/api/v1/workflows/{workflow_id}/reject", summary="Reject a waiting workflow",
+              **op(Answered, status=202, **ANSWER))
     async def reject(request: Request, workflow_id: str) -> JSONResponse:
         return await answer(request, workflow_id, "reject")
 
@@ -124,17 +139,19 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
                                                  by=body.by or "api", reason=body.reason, at=datetime.now(UTC)), kind)
             return JSONResponse(control.view()[kind])
 
-        api.add_api_route(path, read, methods=["GET"], summary=f"The {kind.replace('_', ' ')}")
+        api.add_api_route(path, read, methods=["GET"], summary=f"The {kind.replace('_', ' ')}", **op(SwitchState))
         for method in ("POST", "PUT"):  # one route per method: each its own OpenAPI operation id
             api.add_api_route(path, write, methods=[method], operation_id=f"{method.lower()}_{kind}",
-                              summary=f"Turn the {kind.replace('_', ' ')} on or off")
+                              summary=f"Turn the {kind.replace('_', ' ')} on or off",
+                              **op(SwitchState, body=Switch, token=True, errors=PUBLISH_ERRORS))
 
     switch_route("/api/v1/remediation/kill-switch", "kill_switch", "kill-switch")
     switch_route("/api/v1/remediation/pause", "pause", "pause")
 
     # --- the engine's multi-layer coordination routes (R14-R16) --------------------------------------------------
 
-    @api.post("/api/v1/coordination/trigger", status_code=202, summary="Multi-layer remediation (engine R14)")
+    @api.post("/api/v1/coordination/trigger", summary="Multi-layer remediation (engine R14)",
+              **op(CoordinationTriggered, status=202, body=CoordinationTrigger, token=True, errors=PUBLISH_ERRORS))
     async def coordination_trigger(request: Request) -> JSONResponse:
         require_token(request, settings.bearer_token)
         req, _ = await read_model(request, CoordinationTrigger, MAX_WRITE_BODY)
@@ -152,14 +169,16 @@ def router(settings: Settings, view: RemediationView, control: ControlState, pro
         return JSONResponse({"workflow_id": proposal.workflow_id, "status": "pending", "affected_layers": layers,
                              "root_cause_layer": layers[0], "estimated_steps": estimated}, status_code=202)
 
-    @api.get("/api/v1/coordination/workflows/{workflow_id}", summary="A multi-layer workflow (engine R15)")
+    @api.get("/api/v1/coordination/workflows/{workflow_id}", summary="A multi-layer workflow (engine R15)",
+             **op(CoordinationWorkflow, errors=(404,)))
     async def coordination_workflow(workflow_id: str) -> JSONResponse:
         entry = view.workflow(workflow_id)
         if entry is None or entry.proposal.action != "multi_layer":
             raise ApiError(404, "NOT_FOUND", "workflow not found", field="workflow_id")
         return JSONResponse(coordination_view(workflow_id, entry))
 
-    @api.get("/api/v1/coordination/workflows", summary="Multi-layer workflows (engine R16)")
+    @api.get("/api/v1/coordination/workflows", summary="Multi-layer workflows (engine R16)",
+             **op(CoordinationWorkflows))
     async def coordination_workflows() -> JSONResponse:
         items = [coordination_view(wid, e) for wid, pid in sorted(view.workflows.items())
                  if (e := view.entries.get(pid)) is not None and e.proposal.action == "multi_layer"]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.api.contract import Body, op
 from pipeline.api.errors import ApiError, from_pydantic
@@ -48,9 +48,11 @@ WEBHOOK = {"body": AlertmanagerWebhook, "token": True, "errors": (422, 503)}
 
 
 def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,
+           report_contract: tuple[type[BaseModel], type[BaseModel]] | None = None,
            ) -> tuple[APIRouter, dict[tuple[str, str], Handler]]:
     """The webhook routes, declared for the app (and its OpenAPI document), and the same handlers by method and
-    path, served as hot routes (pipeline/web/hot.py: before the framework's stack, a third of a request's CPU)."""
+    path, served as hot routes (pipeline/web/hot.py: before the framework's stack, a third of a request's CPU).
+    `report_contract`: the anomaly report's request and 201 models, with `anomaly_report`."""
     api = APIRouter()
     settings = ingest.settings
 
@@ -115,11 +117,18 @@ def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,
 
     @api.post("/api/v1/anomalies", tags=["ingest"],
               summary="Alertmanager webhook receiver, or an anomaly report (Python engine API)",
-              **op(Accepted, **WEBHOOK))
+              **_anomalies_op(report_contract))
     async def anomalies(request: Request) -> JSONResponse:
         return await receive(request, "anomalies")
 
     return api, {("POST", "/api/v1/alerts"): alerts, ("POST", "/api/v1/anomalies"): anomalies}
+
+
+def _anomalies_op(report: tuple[type[BaseModel], type[BaseModel]] | None) -> dict[str, Any]:
+    """A webhook (200), or with the gateway in this process an anomaly report too (201)."""
+    if report is None:
+        return op(Accepted, **WEBHOOK)
+    return op(Accepted, **{**WEBHOOK, "body": (AlertmanagerWebhook, report[0])}, extra={201: report[1]})
 
 
 def _webhook(body: bytes) -> AlertmanagerWebhook | None:
