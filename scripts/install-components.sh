@@ -2,6 +2,8 @@
 # Install the real components the integration tests run against:
 #   - Debian `prometheus` (2.42: prometheus, promtool)
 #   - Debian `prometheus-alertmanager` (0.25: prometheus-alertmanager, amtool)
+#   - Debian `nodejs` and `npm` (18; any Node >= 18 on PATH will do) for the official AsyncAPI/OpenAPI parsers
+#     (scripts/api-docs, installed by scripts/setup)
 #
 # Idempotent and fast when everything is present (no apt, no sudo). Works non-interactively as root on a
 # fresh Debian 12 machine; as a normal user it re-runs itself through sudo.
@@ -19,8 +21,9 @@
 set -euo pipefail
 
 # Debian names; `alertmanager` is accepted too in case an upstream tarball is on PATH.
-# java and mvn fetch and run the embedded Apache Kafka broker (usually preinstalled on these machines).
-REQUIRED_BINARIES=(prometheus promtool amtool java mvn)
+# java and mvn fetch and run the embedded Apache Kafka broker (usually preinstalled on these machines); node and
+# npm run the API document parsers.
+REQUIRED_BINARIES=(prometheus promtool amtool java mvn node npm)
 
 package_for() {
   case "$1" in
@@ -28,6 +31,8 @@ package_for() {
     amtool|alertmanager) echo prometheus-alertmanager ;;
     java) echo openjdk-17-jre-headless ;;
     mvn) echo maven ;;
+    node) echo nodejs ;;
+    npm) echo npm ;;
   esac
 }
 

@@ -27,6 +27,27 @@ from pipeline.bus import kafka
 from pipeline.config import Settings
 from pipeline.events import Event
 
+# What a dead letter adds to the original record's headers (the AsyncAPI document lists them): name -> meaning.
+DEAD_LETTER_HEADERS = {
+    "dlq_origin_topic": "The topic the record was read from.",
+    "dlq_origin_partition": "Its partition (decimal).",
+    "dlq_origin_offset": "Its offset (decimal).",
+    "dlq_stage": "The stage that gave up on it.",
+    "dlq_error": "Why: the last error, `Type: message`, at most 4000 characters.",
+    "dlq_attempts": "How many times the stage tried it (decimal).",
+    "dlq_time": "When it was dead-lettered (RFC 3339).",
+}
+DEAD_LETTER_TRUNCATED = {
+    "dlq_truncated": "Only when the broker refused the dead letter as too large and its value was cut "
+                     "(to DEADLETTER_MAX_PAYLOAD_BYTES, then to nothing): `payload cut from N to M bytes`.",
+}
+# A dead letter replayed to its origin topic (`pipeline dlq replay`): the original record with these instead.
+REPLAY_OF, REPLAY_ORIGIN = "dlq_replay_of", "dlq_replay_origin"
+REPLAY_HEADERS = {
+    REPLAY_OF: "Only on a replayed dead letter: its ID in the dead-letter topic, `<partition>:<offset>`.",
+    REPLAY_ORIGIN: "Only on a replayed dead letter: where it was first read, `<topic>:<partition>:<offset>`.",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Output:

@@ -34,13 +34,11 @@ from typing import Any, TextIO
 from aiokafka import TopicPartition
 
 from pipeline.bus.log import LoggedRecord, LogReader, Position, Window
-from pipeline.bus.producer import EventProducer, Output
+from pipeline.bus.producer import REPLAY_OF, REPLAY_ORIGIN, EventProducer, Output
 from pipeline.bus.topics import load_specs
 from pipeline.config import Settings
 from pipeline.events import iso_z
 
-REPLAY_OF = "dlq_replay_of"
-REPLAY_ORIGIN = "dlq_replay_origin"
 # Replays of a dead letter are looked for on its origin topic from this long before the dead letter was written
 # (the replaying machine's clock may be behind the stage's).
 CLOCK_SKEW = timedelta(hours=1)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from pipeline import schemas
+from pipeline.bus.producer import Output
 from pipeline.bus.topics import TopicSpec, effective_config, load_specs
 from pipeline.config import Settings
 
@@ -23,6 +26,21 @@ def test_schema_drift_is_detected(tmp_path: Path) -> None:
     target = tmp_path / "pipeline.signal.observed.v1.json"
     target.write_text(target.read_text().replace('"signal_id"', '"signalId"'))
     assert schemas.drift(tmp_path, ROOT / "topics") == ["pipeline.signal.observed.v1.json"]
+
+
+def test_the_document_lists_the_headers_a_dead_letter_and_its_replay_carry() -> None:
+    """What `Output.dead_letter` (and `.truncated`) write is what the AsyncAPI document says a dead letter carries."""
+    doc = json.loads(schemas.render(ROOT / "topics")["asyncapi.json"])
+    record = ConsumerRecord("pipeline.signals", 2, 41, 0, 0, b"k", b"{}", None, 1, 2, [("ce_id", b"e1")])
+    letter = Output.dead_letter("pipeline.deadletter", record, stage="correlate", error="boom", attempts=3)
+    headers = doc["components"]["messages"]["deadletter"]["headers"]
+    added = [name for name, _ in letter.headers if name != "ce_id"]
+    assert added == headers["required"]
+    assert [name for name, _ in letter.truncated(1).headers if name != "ce_id"] == [*added, "dlq_truncated"]
+    assert set(headers["properties"]) == {*added, "dlq_truncated"}
+    assert doc["channels"]["deadletter"]["messages"] == {"deadletter": {"$ref": "#/components/messages/deadletter"}}
+    signal = doc["components"]["messages"]["pipeline.signal.observed.v1"]["headers"]["properties"]
+    assert {"dlq_replay_of", "dlq_replay_origin"} <= set(signal)  # `pipeline dlq replay` adds them
 
 
 def test_topic_specs_load_and_changelogs_are_co_partitioned() -> None:
