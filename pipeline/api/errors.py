@@ -81,7 +81,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-        headers = exc.headers
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:  # every method of the path: each method is a route of its own here
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(app, request.scope))}
         return ApiError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail),

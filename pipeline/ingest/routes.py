@@ -44,7 +44,7 @@ class Accepted(Body):
 
 # 422: valid JSON that is not a webhook; 413: over a size limit (nothing stored, do not retry);
 # 503 + Retry-After: the broker is down or slow (retry).
-WEBHOOK = {"body": AlertmanagerWebhook, "token": True, "errors": (422, 503)}
+WEBHOOK: dict[str, Any] = {"body": AlertmanagerWebhook, "token": True, "errors": (422, 503)}
 
 
 def router(ingest: AlertIngest, anomaly_report: AnomalyReport | None = None,

@@ -16,8 +16,8 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from pipeline.compose.openapi import OPENAPI_PATH, document, render
-from pipeline.config import Settings
 from pipeline.compose.process import Plan
+from pipeline.config import Settings
 from pipeline.embedded.kube import KubeAPIServer
 from pipeline.embedded.process import free_port
 from pipeline.embedded.prometheus import PrometheusServer
