@@ -853,7 +853,7 @@ kube_apiserver_binary(kube_cache_dir()); etcd_binary(kube_cache_dir())' >"$out/k
   "$python" - "$out/remediation-values.yaml" "${rendered[@]}" <<'PY' || fail "kube-apiserver: dry run, RBAC or SubjectAccessReviews"
 import asyncio, collections, json, pathlib, ssl, sys, tempfile, time, yaml
 import httpx
-from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube import KubeAPIServer, service_account_review
 from pipeline.embedded.kube_cluster import MEMCACHED_CRD, argocd_application_crd
 
 NAMESPACE = "alerts"  # the --namespace of every render
@@ -946,14 +946,7 @@ with tempfile.TemporaryDirectory(prefix="check-chart-kube-") as tmp, KubeAPIServ
                 d["spec"]["template"]["spec"]["serviceAccountName"]
 
     def allowed(component, verb, group, resource_, namespace="shop", subresource="", name=""):
-        sa = account[component]
-        attrs = {"verb": verb, "group": group, "resource": resource_, "subresource": subresource, "name": name}
-        if namespace:
-            attrs["namespace"] = namespace
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-            "user": f"system:serviceaccount:{NAMESPACE}:{sa}",
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}", "system:authenticated"],
-            "resourceAttributes": attrs}}
+        review = service_account_review(account[component], NAMESPACE, verb, group, resource_, namespace, subresource, name)
         return ok(http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review), "SAR")["status"].get("allowed", False)
 
     from pipeline.adapters.remediation import PERMISSIONS

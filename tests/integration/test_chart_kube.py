@@ -26,7 +26,7 @@ from pipeline.adapters.remediation import KubeRemediator
 from pipeline.bus.producer import EventProducer
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
-from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube import KubeAPIServer, service_account_review
 from pipeline.ingest.kube import WatchService
 from tests.components.kube import crashloop_status, pod_manifest, unique_name
 from tests.integration.test_detection_kube import (
@@ -87,13 +87,7 @@ class Cluster:
         return created
 
     def can(self, account: str, namespace: str, verb: str, group: str, resource: str, where: str = "") -> bool:
-        attributes = {"verb": verb, "group": group, "resource": resource}
-        if where:
-            attributes["namespace"] = where
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-            "user": f"system:serviceaccount:{namespace}:{account}",
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
-            "resourceAttributes": attributes}}
+        review = service_account_review(account, namespace, verb, group, resource, where)
         return bool(self.ok(self.http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews",
                                            json=review))["status"].get("allowed"))
 
