@@ -152,6 +152,7 @@ EXECUTOR_ENV = {"REMEDIATION_MODE", "REMEDIATION_STEP_TIMEOUT_S", "REMEDIATION_C
 REMEDIATION_ENV_USERS = {n: set(REMEDIATION_POLICY) for n in POLICY_ENV | {"REMEDIATION_APPROVAL"}}
 REMEDIATION_ENV_USERS.update({n: {"remediate"} for n in EXECUTOR_ENV})
 REMEDIATION_ENV_USERS["REMEDIATION_MODE"] = {"remediate", "gateway"}
+REMEDIATION_ENV_USERS["REMEDIATION_NAMESPACES"] = {"remediate"}  # only with namespace-scoped RBAC
 REMEDIATION_ENV_USERS["REMEDIATION_ACTION_TIMEOUT_S"] = {"arbitrate", "gateway", "remediate"}
 remediation_values = collections.defaultdict(dict)  # env name -> {deployment: value}
 executor_env = {}
@@ -204,7 +205,7 @@ for d in docs:
             else:
                 remediation_values[n][name] = v
         for n, users in REMEDIATION_ENV_USERS.items():
-            if component in users and n not in rem and n != "REMEDIATION_APPROVAL":
+            if component in users and n not in rem and n not in ("REMEDIATION_APPROVAL", "REMEDIATION_NAMESPACES"):
                 problems.append(f"{name}: {n} missing")
             if component in users:
                 for n2, value in remediation_env.items():
@@ -337,6 +338,58 @@ def grants(role):
                     out.add((g, r, v, tuple(sorted(rule.get("resourceNames") or ()))))
     return out
 
+# Namespace-scoped RBAC (pipeline.rbacScope): watch.namespaces of exact names (WATCH_NAMESPACES of the watch
+# container), less those WATCH_EXCLUDE_NAMESPACES matches, as the app's WatchFilter.exact_namespaces.
+import fnmatch, re
+def rbac_scope():
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "watch":
+            env = {e["name"]: e.get("value", "") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            include = [n for n in env.get("WATCH_NAMESPACES", "").split(",") if n]
+            exclude = [n for n in env.get("WATCH_EXCLUDE_NAMESPACES", "").split(",") if n]
+            if include and all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) for n in include):
+                return [n for n in dict.fromkeys(include) if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    return None
+scope = rbac_scope()
+argocd_namespaces = []
+for d in docs:
+    if d["kind"] == "Deployment":
+        for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            if e["name"] == "ARGOCD_NAMESPACES":
+                argocd_namespaces = [n for n in e["value"].split(",") if n]
+if scope is None and argocd_namespaces:
+    problems.append("ARGOCD_NAMESPACES is set although the RBAC is cluster-wide")
+
+def check_bound(component, objects, want, account):
+    """objects: the component's Roles, ClusterRoles and their bindings; want: {(kind, namespace or None): grants}.
+    Exactly those roles, each with exactly its grants, each bound by one binding of the same name to `account`."""
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    def where(d):
+        return (d["kind"].removesuffix("Binding"), d["metadata"].get("namespace"))
+    roles = collections.defaultdict(list)
+    bindings = collections.defaultdict(list)
+    for d in objects:
+        (bindings if d["kind"].endswith("Binding") else roles)[where(d)].append(d)
+    if set(roles) != set(want) or set(bindings) != set(want):
+        problems.append(f"{component}: roles at {sorted(roles, key=str)} and bindings at {sorted(bindings, key=str)}, "
+                        f"expected {sorted(want, key=str)}")
+    for at, grants_wanted in want.items():
+        if len(roles.get(at, [])) != 1 or len(bindings.get(at, [])) != 1:
+            problems.append(f"{component}: {len(roles.get(at, []))} {at[0]}s and {len(bindings.get(at, []))} bindings at {at}")
+            continue
+        role, b = roles[at][0], bindings[at][0]
+        got = grants(role)
+        if got != grants_wanted:
+            problems.append(f"{component} {at} grants {sorted(got - grants_wanted)} too many, {sorted(grants_wanted - got)} missing")
+        if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": at[0], "name": role["metadata"]["name"]}:
+            problems.append(f"{component} {at[0]}Binding refers to {b['roleRef']}")
+        if b.get("subjects") != subject:
+            problems.append(f"{component} {at[0]}Binding binds {b.get('subjects')}, expected {subject}")
+        if at[0] == "ClusterRole" and scope is not None:
+            namespaced = {(g, r) for g, r, _, _ in got} - {("", "nodes"), ("authorization.k8s.io", "selfsubjectaccessreviews")}
+            if namespaced:
+                problems.append(f"{component}: namespace-scoped RBAC, yet its ClusterRole grants {sorted(namespaced)}")
+
 # The Kubernetes watcher: token, ServiceAccount, environment and RBAC.
 NAMESPACE = "alerts"  # the --namespace of every render
 WATCH_ENV = {"WATCH_NAMESPACES", "WATCH_EXCLUDE_NAMESPACES", "WATCH_EVENT_APIS", "WATCH_PROBE_FAILURE_THRESHOLD",
@@ -446,33 +499,20 @@ else:
 
     # RBAC: exactly what the watcher calls, bound to its ServiceAccount only.
     apis = [a for a in values.get("WATCH_EVENT_APIS", "").split(",") if a]
-    readable = [("", "pods"), ("", "nodes"), ("apps", "deployments")]
+    readable = [("", "pods"), ("apps", "deployments")]
     readable += [("", "events")] * ("core" in apis) + [("events.k8s.io", "events")] * ("events.k8s.io" in apis)
-    want_cluster = {(g, r, v, ()) for g, r in readable for v in READ}
+    nodes = {("", "nodes", v, ()) for v in READ}
     lease = values.get("WATCH_LEASE_NAME")
     want_role = {("coordination.k8s.io", "leases", "create", ()), ("coordination.k8s.io", "leases", "get", (lease,)),
                  ("coordination.k8s.io", "leases", "update", (lease,))}
-    by_kind = collections.defaultdict(list)
-    for d in watch_objects:
-        by_kind[d["kind"]].append(d)
-    subject = [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
-    if by_kind["ClusterRole"] or by_kind["Role"]:  # rbac.create
-        for kind, want in (("ClusterRole", want_cluster), ("Role", want_role)):
-            roles, bindings = by_kind[kind], by_kind[kind + "Binding"]
-            if len(roles) != 1 or len(bindings) != 1:
-                problems.append(f"watch: {len(roles)} {kind}s and {len(bindings)} bindings, expected one each")
-                continue
-            got = grants(roles[0])
-            if got != want:
-                problems.append(f"watch {kind} grants {sorted(got - want)} too many, {sorted(want - got)} missing")
-            if kind == "ClusterRole" and {v for _, _, v, _ in got} - READ:
-                problems.append(f"watch ClusterRole has write verbs: {sorted({v for _, _, v, _ in got} - READ)}")
-            b = bindings[0]
-            if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
-                                "name": roles[0]["metadata"]["name"]}:
-                problems.append(f"watch {kind}Binding refers to {b['roleRef']}")
-            if b.get("subjects") != subject:
-                problems.append(f"watch {kind}Binding binds {b.get('subjects')}, expected {subject}")
+    read_namespaced = {(g, r, v, ()) for g, r in readable for v in READ}
+    rbac_kinds = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    if any(d["kind"] in rbac_kinds for d in watch_objects):  # rbac.create
+        want = {("ClusterRole", None): nodes | (set() if scope is not None else read_namespaced), ("Role", None): want_role}
+        want.update({("Role", ns): read_namespaced for ns in scope or ()})
+        check_bound("watch", [d for d in watch_objects if d["kind"] in rbac_kinds], want, account)
+        if {v for d in watch_objects if d["kind"] == "ClusterRole" for _, _, v, _ in grants(d)} - READ:
+            problems.append("watch ClusterRole has write verbs")
     for d in docs:  # the watcher's account in no other binding, and no other account in the watcher's
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d not in watch_objects:
             if any(s.get("name") == account for s in d.get("subjects", [])):
@@ -520,23 +560,17 @@ for component, want in want_roles.items():
         problems.append(f"{component}: ServiceAccount {account!r} is shared with other pods")
     if account in service_accounts and service_accounts[account].get("automountServiceAccountToken") is not False:
         problems.append(f"ServiceAccount {account}: automountServiceAccountToken is not false")
-    subject = [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     if rbac_objects:  # rbac.create
-        roles = [d for d in rbac_objects if d["kind"] == "ClusterRole"]
-        bindings = [d for d in rbac_objects if d["kind"] == "ClusterRoleBinding"]
-        if len(roles) != 1 or len(bindings) != 1 or len(rbac_objects) != 2:
-            problems.append(f"{component}: {[(d['kind'], d['metadata']['name']) for d in rbac_objects]}, "
-                            "expected one ClusterRole and its binding")
-            continue
-        got = grants(roles[0])
-        if got != want:
-            problems.append(f"{component} ClusterRole grants {sorted(got - want)} too many, {sorted(want - got)} missing")
-        b = bindings[0]
-        if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                            "name": roles[0]["metadata"]["name"]}:
-            problems.append(f"{component} ClusterRoleBinding refers to {b['roleRef']}")
-        if b.get("subjects") != subject:
-            problems.append(f"{component} ClusterRoleBinding binds {b.get('subjects')}, expected {subject}")
+        if scope is None:
+            expected = {("ClusterRole", None): want}
+        else:  # cluster-scoped rights in the ClusterRole (remediate only), the rest in Roles per namespace
+            cluster = {g for g in want if (g[0], g[1]) in {("", "nodes"), ("authorization.k8s.io", "selfsubjectaccessreviews")}}
+            applications = {g for g in want if g[1] == "applications"}
+            expected = {("ClusterRole", None): cluster} if cluster else {}
+            for ns in dict.fromkeys([*scope, *argocd_namespaces]):
+                expected[("Role", ns)] = ((want - cluster - applications) if ns in scope else set()) | (
+                    applications if ns in argocd_namespaces else set())
+        check_bound(component, rbac_objects, expected, account)
     for d in docs:  # its account in no other binding (the gateway's projected token: cluster-monitoring-view)
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d not in rbac_objects:
             if component == "gateway" and d["roleRef"]["name"] == "cluster-monitoring-view":
@@ -703,10 +737,24 @@ check_render watch-only "Deployment=1 Service=1 ServiceAccount=2 Role=2 RoleBind
   --set remediate.enabled=false,snapshot.enabled=false,serviceMonitor.enabled=true
 check_render watch-no-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=[]'
-check_render watch-core-events "$base ConfigMap=2 Job=1 ClusterRoleBinding=3 watch:WATCH_EVENT_APIS=core \
+# An exact namespace list: namespace-scoped RBAC. The watcher's, remediate's and the gateway's rights on namespaced
+# kinds in a Role in payments (the watcher's Lease Role besides); ClusterRoles only for nodes (watch, remediate)
+# and the self-check's selfsubjectaccessreviews (remediate); none for the gateway.
+check_render watch-core-events "Deployment=10 Service=10 ServiceAccount=4 Role=5 RoleBinding=5 ClusterRole=2 \
+  ClusterRoleBinding=2 Pod=1 ConfigMap=2 Job=1 watch:WATCH_EVENT_APIS=core \
   watch:WATCH_NAMESPACES=payments watch:WATCH_LEASE_NAME=payments-watch" \
   -f "$chart/ci/minimal-values.yaml" --set-json 'watch.eventApis=["core"]' \
   --set 'watch.namespaces={payments}' --set watch.lease.name=payments-watch
+# Namespace-scoped with ArgoCD's namespace, an excluded namespace, operators' resources and the dashboard: Roles in
+# shop and payments (not staging), Application rights in argocd, the default Lease <fullname>-watch.
+check_render namespace-scoped "Deployment=10 Service=10 ServiceAccount=4 Role=10 RoleBinding=10 ClusterRole=2 \
+  ClusterRoleBinding=2 Pod=1 ConfigMap=3 Job=1 watch:WATCH_NAMESPACES=shop,payments,staging \
+  watch:WATCH_EXCLUDE_NAMESPACES=stag* watch:WATCH_LEASE_NAME=pipeline-watch \
+  operator:cache.example.com=memcacheds" \
+  -f "$chart/ci/minimal-values.yaml" --set 'watch.namespaces={shop,payments,staging}' \
+  --set 'watch.excludeNamespaces={stag*}' --set 'rbac.argocdNamespaces={argocd}' \
+  --set grafanaDashboard.enabled=true \
+  --set-json 'remediation.operatorResources=[{"apiGroup":"cache.example.com","resources":["memcacheds"]}]'
 # rbac.create=false: the watcher, remediate and the gateway still have their own ServiceAccounts and tokens;
 # a cluster admin grants their rights.
 check_render without-rbac "Deployment=10 Service=10 ServiceAccount=4 Role=0 RoleBinding=0 ClusterRole=0 \
@@ -805,7 +853,7 @@ kube_apiserver_binary(kube_cache_dir()); etcd_binary(kube_cache_dir())' >"$out/k
   "$python" - "$out/remediation-values.yaml" "${rendered[@]}" <<'PY' || fail "kube-apiserver: dry run, RBAC or SubjectAccessReviews"
 import asyncio, collections, json, pathlib, ssl, sys, tempfile, time, yaml
 import httpx
-from pipeline.embedded.kube import KubeAPIServer
+from pipeline.embedded.kube import KubeAPIServer, service_account_review
 from pipeline.embedded.kube_cluster import MEMCACHED_CRD, argocd_application_crd
 
 NAMESPACE = "alerts"  # the --namespace of every render
@@ -898,14 +946,7 @@ with tempfile.TemporaryDirectory(prefix="check-chart-kube-") as tmp, KubeAPIServ
                 d["spec"]["template"]["spec"]["serviceAccountName"]
 
     def allowed(component, verb, group, resource_, namespace="shop", subresource="", name=""):
-        sa = account[component]
-        attrs = {"verb": verb, "group": group, "resource": resource_, "subresource": subresource, "name": name}
-        if namespace:
-            attrs["namespace"] = namespace
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-            "user": f"system:serviceaccount:{NAMESPACE}:{sa}",
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}", "system:authenticated"],
-            "resourceAttributes": attrs}}
+        review = service_account_review(account[component], NAMESPACE, verb, group, resource_, namespace, subresource, name)
         return ok(http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review), "SAR")["status"].get("allowed", False)
 
     from pipeline.adapters.remediation import PERMISSIONS

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chart renders its own copies of the topic specs and of the remediation rules (Helm reads only files
 # inside the chart): deploy/helm/pipeline/files/topics/*.yaml must equal topics/*.yaml, and
-# deploy/helm/pipeline/files/rules/*.yaml must equal rules/*.yaml. Exits 1 on any difference, with the fix.
+# deploy/helm/pipeline/files/rules/*.yaml must equal rules/*.yaml, and files/grafana/pipeline.json
+# deploy/grafana/pipeline.json. Exits 1 on any difference, with the fix.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 chart_files="deploy/helm/pipeline/files"
@@ -35,4 +36,15 @@ check_copy() {
 
 check_copy topics
 check_copy rules
+# The Grafana dashboard (one file, not under the repository's root).
+dashboard="deploy/grafana/pipeline.json"
+if ! diff -u --label "$dashboard" --label "$chart_files/grafana/pipeline.json" \
+    "$root/$dashboard" "$root/$chart_files/grafana/pipeline.json"; then
+  echo
+  echo "The chart's copy of the Grafana dashboard differs. Refresh it:"
+  echo "  cp $dashboard $chart_files/grafana/pipeline.json"
+  status=1
+else
+  echo "grafana dashboard in sync"
+fi
 exit $status

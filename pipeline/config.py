@@ -258,6 +258,12 @@ class Settings(BaseSettings):
     remediation_storm_min_unhealthy: int = Field(default=3, ge=1)  # ... and at least this many
     remediation_identity: str = ""  # empty: hostname-pid
     helm_binary: str = ""  # e.g. "helm": Helm-managed workloads are rolled back with it; empty: such steps fail
+    # Namespace-scoped RBAC (the chart with an exact watch.namespaces list): the namespaces where remediate holds
+    # its rights, so its start-up self-check asks there instead of cluster-wide; empty: cluster-wide.
+    remediation_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where deployment-method detection (remediate, the gateway) lists ArgoCD Applications, one namespace at a
+    # time; empty: every namespace at once (`/apis/argoproj.io/v1alpha1/applications`, a cluster-wide right).
+    argocd_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     embedded_ml_port: int = Field(default=0, ge=0, le=65535)  # the reference ML service (0: any free port)
     embedded_ml_url: str = ""  # set by `pipeline run` once the reference service is up
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -309,7 +315,7 @@ class Settings(BaseSettings):
         return go_duration_seconds(value) if isinstance(value, str) else value
 
     @field_validator("remediation_protected_namespaces", "watch_namespaces", "watch_exclude_namespaces",
-                     "watch_event_apis", mode="before")
+                     "watch_event_apis", "remediation_namespaces", "argocd_namespaces", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

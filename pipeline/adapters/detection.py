@@ -10,7 +10,8 @@ Every request is a GET with a timeout, through `ApiClient.call_api` on raw JSON 
   by their known path (403 there is a `Forbidden` too: an answer without the Deployment would be wrong),
   custom resources through API discovery (`/apis/<group>/<version>` → plural and scope, cached). A custom
   resource that cannot be read ends the walk without failing: its ownerReference already names it;
-* ArgoCD Applications (`argoproj.io/v1alpha1`, all namespaces), only when discovery lists them; a 404 or
+* ArgoCD Applications (`argoproj.io/v1alpha1`, all namespaces, or those of `application_namespaces` one by
+  one), only when discovery lists them; a 404 or
   403 there means "no ArgoCD we can see", not an error. The list is kept `APPLICATIONS_TTL_S`.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,8 +104,10 @@ class Detector:
     """Detects how a workload is deployed. One per process: the cache lives in it."""
 
     def __init__(self, api: ApiClient, *, ttl_s: float = 300.0, clock: Callable[[], datetime] | None = None,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, application_namespaces: Sequence[str] = ()) -> None:
         self._api = api
+        # Where the ArgoCD Applications are listed (ARGOCD_NAMESPACES); empty: every namespace in one list.
+        self._application_namespaces = tuple(application_namespaces)
         self._clock = clock or _now
         self._timeout = request_timeout_s
         self._cache: TTLCache[str, DeploymentInfo] = TTLCache(ttl_s)
@@ -235,7 +238,15 @@ class Detector:
         return apps
 
     async def _fetch_applications(self) -> list[dict[str, Any]]:
-        path = f"/apis/{ARGOCD_GROUP_VERSION}/applications"
+        if not self._application_namespaces:
+            return await self._fetch_applications_at(f"/apis/{ARGOCD_GROUP_VERSION}/applications")
+        items: list[dict[str, Any]] = []
+        for namespace in self._application_namespaces:
+            items += await self._fetch_applications_at(
+                f"/apis/{ARGOCD_GROUP_VERSION}/namespaces/{quote(namespace, safe='')}/applications")
+        return items
+
+    async def _fetch_applications_at(self, path: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         token = ""
         while True:
@@ -246,8 +257,8 @@ class Detector:
                 body = await self._get(path, query)
             except _Status as exc:
                 if exc.status in (403, 404):  # no ArgoCD, or not ours to see: detection goes on without it
-                    self._warn_once(f"applications:{exc.status}", "ArgoCD Applications not readable",
-                                    status=exc.status, error=exc.message)
+                    self._warn_once(f"applications:{path}:{exc.status}", "ArgoCD Applications not readable",
+                                    path=path, status=exc.status, error=exc.message)
                     return []
                 raise RuntimeError(f"listing ArgoCD Applications failed: {exc.message}") from None
             items.extend(i for i in body.get("items") or () if isinstance(i, dict))

@@ -10,6 +10,7 @@ resourceVersion), and raises `Gone` on 410 so the caller re-lists.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ class Collection:
     name: str  # "pods", "nodes", "deployments", "events (core)", "events (events.k8s.io)"
     kind: str  # Pod, Node, Deployment, Event
     list_function: ListFunction
+    namespace: str = ""  # the one namespace it lists; empty: every namespace (or none: nodes)
+
+    @property
+    def key(self) -> str:
+        """Unique among the watched collections: the name, and the namespace when it lists one."""
+        return f"{self.name} in {self.namespace}" if self.namespace else self.name
 
 
 async def api_client(settings: Settings) -> client.ApiClient:
@@ -83,21 +90,29 @@ async def api_client(settings: Settings) -> client.ApiClient:
     return client.ApiClient(configuration=cfg)
 
 
-def watched(api: client.ApiClient, event_apis: list[str]) -> list[Collection]:
-    """Pods, Nodes and Deployments cluster-wide, and Events from the APIs asked for (core, events.k8s.io;
-    both are views of the same objects, told apart by nothing but their format)."""
+def watched(api: client.ApiClient, event_apis: list[str], namespaces: tuple[str, ...] | None = None) -> list[Collection]:
+    """Pods, Nodes and Deployments, and Events from the APIs asked for (core, events.k8s.io; both are views of
+    the same objects, told apart by nothing but their format): in every namespace at once, or with
+    `namespaces` one collection per namespace (`/api/v1/namespaces/<ns>/pods`, ...), which a Role in each of
+    them allows. Nodes have no namespace: always the cluster's."""
     from kubernetes_asyncio import client
 
     core, apps, events = client.CoreV1Api(api), client.AppsV1Api(api), client.EventsV1Api(api)
-    out = [
-        Collection("pods", "Pod", core.list_pod_for_all_namespaces),
-        Collection("nodes", "Node", core.list_node),
-        Collection("deployments", "Deployment", apps.list_deployment_for_all_namespaces),
+    namespaced: list[tuple[str, str, Any, Any]] = [
+        ("pods", "Pod", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
+        ("deployments", "Deployment", apps.list_deployment_for_all_namespaces, apps.list_namespaced_deployment),
     ]
     if "core" in event_apis:
-        out.append(Collection("events (core)", "Event", core.list_event_for_all_namespaces))
+        namespaced.append(("events (core)", "Event", core.list_event_for_all_namespaces, core.list_namespaced_event))
     if "events.k8s.io" in event_apis:
-        out.append(Collection("events (events.k8s.io)", "Event", events.list_event_for_all_namespaces))
+        namespaced.append(("events (events.k8s.io)", "Event", events.list_event_for_all_namespaces,
+                           events.list_namespaced_event))
+    out = [Collection("nodes", "Node", core.list_node)]
+    for name, kind, every, one in namespaced:
+        if namespaces is None:
+            out.append(Collection(name, kind, every))
+        else:
+            out += [Collection(name, kind, functools.partial(one, ns), ns) for ns in namespaces]
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,8 @@ PERMISSIONS: tuple[tuple[str, str, str], ...] = (
     ("list", "apps", "replicasets"), ("get", "", "nodes"), ("patch", "", "nodes"),
     ("get", "argoproj.io", "applications"), ("patch", "argoproj.io", "applications"),
 )
+
+CLUSTER_SCOPED = frozenset({"nodes"})  # of PERMISSIONS' resources, those without a namespace
 
 
 class StepError(Exception):
@@ -436,22 +438,32 @@ class KubeRemediator:
                 unhealthy += 1
         return unhealthy, total
 
-    async def self_check(self) -> dict[str, Any]:
-        """SelfSubjectAccessReviews for every permission a step may need, cluster-wide."""
+    async def self_check(self, namespaces: Sequence[str] = (), application_namespaces: Sequence[str] = ()
+                         ) -> dict[str, Any]:
+        """SelfSubjectAccessReviews for every permission a step may need: cluster-wide, or with `namespaces`
+        (namespace-scoped RBAC, REMEDIATION_NAMESPACES) each namespaced one in each of them, ArgoCD
+        Applications in `application_namespaces` (ARGOCD_NAMESPACES) when given, nodes cluster-wide."""
         allowed: dict[str, bool] = {}
         reasons: dict[str, str] = {}
         for verb, group, resource in PERMISSIONS:
-            body: Any = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                    "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource}}}
-            name = f"{verb} {resource}{'.' + group if group else ''}"
-            try:
-                out = await self._call(self.auth.create_self_subject_access_review(
-                    body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S))
-                allowed[name] = bool((out.get("status") or {}).get("allowed"))
-                if not allowed[name]:
-                    reasons[name] = (out.get("status") or {}).get("reason", "")
-            except StepError as exc:
-                allowed[name], reasons[name] = False, str(exc)
+            scopes: Sequence[str] = ("",)
+            if namespaces and resource not in CLUSTER_SCOPED:
+                scopes = (application_namespaces or namespaces) if resource == "applications" else namespaces
+            for namespace in scopes:
+                attributes = {"verb": verb, "group": group, "resource": resource}
+                if namespace:
+                    attributes["namespace"] = namespace
+                body: Any = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                             "spec": {"resourceAttributes": attributes}}
+                name = f"{verb} {resource}{'.' + group if group else ''}" + (f" in {namespace}" if namespace else "")
+                try:
+                    out = await self._call(self.auth.create_self_subject_access_review(
+                        body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S))
+                    allowed[name] = bool((out.get("status") or {}).get("allowed"))
+                    if not allowed[name]:
+                        reasons[name] = (out.get("status") or {}).get("reason", "")
+                except StepError as exc:
+                    allowed[name], reasons[name] = False, str(exc)
         return {"permissions": allowed, "denied": sorted(k for k, v in allowed.items() if not v), "reasons": reasons}
 
 

@@ -266,7 +266,7 @@ class Process:
             log.warning("no Kubernetes client for detection", error=repr(exc))
             return None
         self._stops.append(api.close)
-        return Detector(api)
+        return Detector(api, application_namespaces=self.settings.argocd_namespaces)
 
     async def _serve(self, app: Any, port: int, variable: str = "PORT") -> str:
         from pipeline.web.server import server

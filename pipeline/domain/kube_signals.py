@@ -57,6 +57,9 @@ class Condition:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+GLOB_CHARACTERS = "*?["  # what fnmatch reads as a pattern rather than a name
+
+
 @dataclass(frozen=True, slots=True)
 class WatchFilter:
     """Namespace include/exclude lists (glob patterns); empty include means every namespace. Cluster-scoped
@@ -73,6 +76,15 @@ class WatchFilter:
         if self.include and not any(fnmatchcase(namespace, p) for p in self.include):
             return False
         return not any(fnmatchcase(namespace, p) for p in self.exclude)
+
+    def exact_namespaces(self) -> tuple[str, ...] | None:
+        """The namespaces to list and watch one by one when the include list names them exactly (no glob
+        character in any entry), those excluded left out; None when it is empty or has a glob: every
+        namespace at once (`/api/v1/pods`), filtered by `admits`. Per-namespace watches need only rights in
+        those namespaces (a Role in each), where watching every namespace needs a ClusterRole."""
+        if not self.include or any(any(c in p for c in GLOB_CHARACTERS) for p in self.include):
+            return None
+        return tuple(dict.fromkeys(n for n in self.include if self.admits(n)))
 
 
 def _time(value: Any) -> datetime | None:

@@ -96,6 +96,20 @@ DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 """
 
 
+def service_account_review(account: str, namespace: str, verb: str, group: str, resource: str, where: str = "",
+                           subresource: str = "", name: str = "") -> dict[str, Any]:
+    """A SubjectAccessReview body: may the ServiceAccount `namespace/account` (with the groups every
+    ServiceAccount token carries) `verb` `resource` of `group` in the namespace `where` (empty: cluster-wide)?
+    POST it as the admin to `/apis/authorization.k8s.io/v1/subjectaccessreviews`; `status.allowed` answers."""
+    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}
+    if where:
+        attributes["namespace"] = where
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": f"system:serviceaccount:{namespace}:{account}",
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+        "resourceAttributes": attributes}}
+
+
 def kube_cache_dir(cache_dir: Path | None = None) -> Path:
     """``<cache_dir>/kube``, where the build script puts the Kubernetes binaries; ``cache_dir`` defaults to
     ``Settings.cache_dir`` (``PIPELINE_CACHE_DIR``, ``~/.cache/pipeline``)."""

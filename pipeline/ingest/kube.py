@@ -52,6 +52,7 @@ BROKER_RETRY: dict[str, Any] = {"attempts": None, "timeout": None, "wait_initial
 class _Listed:
     kind: str
     items: list[dict[str, Any]]
+    namespace: str = ""  # a list of one namespace: what it does not hold is gone from that namespace only
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +106,12 @@ class KubeWatcher:
             elif record.key is not None:  # a tombstone (or an empty state): nothing fires on that object
                 self.state.pop(record.key.decode(), None)
         self._queue = asyncio.Queue(maxsize=10_000)
-        self._unsynced = {c.name for c in self.collections}
-        log.info("watching", collections=[c.name for c in self.collections], remembered=len(self.state))
+        self._unsynced = {c.key for c in self.collections}
+        log.info("watching", collections=[c.key for c in self.collections], remembered=len(self.state))
         self.objects = {}
         tasks = [asyncio.create_task(self._publish_loop(), name="watch-publisher"),
                  asyncio.create_task(self._resync_loop(), name="watch-resync")]
-        tasks += [asyncio.create_task(self._follow(c), name=f"watch-{c.name}") for c in self.collections]
+        tasks += [asyncio.create_task(self._follow(c), name=f"watch-{c.key}") for c in self.collections]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -133,7 +134,7 @@ class KubeWatcher:
                     rv = await self._watch(collection, rv)
             except Gone:
                 WATCH_RELISTS.labels(collection.name).inc()
-                log.info("resourceVersion expired, re-listing", collection=collection.name)
+                log.info("resourceVersion expired, re-listing", collection=collection.key)
 
     async def _list(self, collection: Collection) -> str:
         """List the collection (retried under KUBE_API_RETRY: API server down or forbidden), queue what it
@@ -144,10 +145,10 @@ class KubeWatcher:
                     items, rv = await list_all(collection)
                 except Exception as exc:
                     WATCH_STREAM_ERRORS.labels(collection.name).inc()
-                    log.warning("list failed", collection=collection.name, error=repr(exc))
+                    log.warning("list failed", collection=collection.key, error=repr(exc))
                     raise
-        await self._queue.put(_Listed(collection.kind, items))
-        self._unsynced.discard(collection.name)
+        await self._queue.put(_Listed(collection.kind, items, collection.namespace))
+        self._unsynced.discard(collection.key)
         return rv
 
     async def _watch(self, collection: Collection, rv: str) -> str:
@@ -167,7 +168,7 @@ class KubeWatcher:
                     raise
                 except Exception as exc:
                     WATCH_STREAM_ERRORS.labels(collection.name).inc()
-                    log.warning("watch interrupted", collection=collection.name, error=repr(exc))
+                    log.warning("watch interrupted", collection=collection.key, error=repr(exc))
                     raise
         return rv
 
@@ -256,7 +257,8 @@ class KubeWatcher:
                     uid = _uid(obj)
                     listed.add(uid)
                     update(item.kind, uid, obj, current(uid))
-                remembered = {u for u, s in {**self.state, **pending}.items() if s is not None and s.kind == item.kind}
+                remembered = {u for u, s in {**self.state, **pending}.items() if s is not None and s.kind == item.kind
+                              and (not item.namespace or s.namespace == item.namespace)}
                 for uid in sorted(remembered - listed):  # deleted while nobody watched
                     update(item.kind, uid, None, current(uid))
             else:
@@ -286,7 +288,8 @@ class WatchService:
 
         s = self.settings
         self._api = await api_client(s)  # raises if the kubeconfig is unreadable: a stage that cannot run
-        self.watcher = KubeWatcher(s, self.producer, watched(self._api, s.watch_event_apis))
+        flt = WatchFilter(tuple(s.watch_namespaces), tuple(s.watch_exclude_namespaces))
+        self.watcher = KubeWatcher(s, self.producer, watched(self._api, s.watch_event_apis, flt.exact_namespaces()))
         self.elector = LeaderElector(self._api, s.watch_lease_namespace or s.namespace or "default",
                                      s.watch_lease_name, identity(s), duration=s.watch_lease_duration_s,
                                      renew=s.watch_lease_renew_s, retry=s.watch_lease_retry_s)

@@ -111,9 +111,10 @@ class RemediateStage(Stage):
                 self.no_cluster = f"cannot use the cluster: {exc}"
             else:
                 self.kube = KubeRemediator(self.api, helm_binary=self.settings.helm_binary)
-                self.detector = Detector(self.api)
+                self.detector = Detector(self.api, application_namespaces=self.settings.argocd_namespaces)
                 try:
-                    self.self_check = await self.kube.self_check()
+                    self.self_check = await self.kube.self_check(self.settings.remediation_namespaces,
+                                                                 self.settings.argocd_namespaces)
                 except Exception as exc:  # noqa: BLE001 - unreachable API server: report, keep going
                     self.self_check = {"error": repr(exc)}
         await self._announce()

@@ -222,6 +222,31 @@ async def test_a_restarted_watcher_emits_nothing_twice_and_catches_up(env: Env) 
     assert summary(await kube_signals(s)) == expected
 
 
+async def test_namespaces_listed_by_name_are_watched_one_by_one_and_a_restart_resolves_nothing_in_the_others(
+    env: Env, admin: ApiClient
+) -> None:
+    """WATCH_NAMESPACES of exact names: each namespace is listed and watched on its own (what a Role per
+    namespace allows). A restarted watcher's list of one namespace must not resolve what fires in another."""
+    core, first, s = env.core, env.ns, env.settings
+    second = await create_namespace(admin)
+    s = s.model_copy(update={"watch_namespaces": [first, second]})
+    for ns, name in ((first, "a"), (second, "b")):
+        await core.create_namespaced_pod(ns, pod_manifest(name))
+        await core.patch_namespaced_pod_status(name, ns, crashloop_status())
+    expected = Counter({("a", "CrashLoopBackOff", "firing"): 1, ("b", "CrashLoopBackOff", "firing"): 1})
+    for identity in ("first", "again"):
+        service, producer = await watcher(s, watch_identity=unique_name(identity))
+        try:
+            await service.wait_synced(60)
+            assert service.watcher is not None
+            assert sorted(c.key for c in service.watcher.collections if c.name == "pods") == sorted(
+                f"pods in {ns}" for ns in (first, second))
+            await until_signals(s, expected)
+        finally:
+            await stop(service, producer)
+    assert summary(await kube_signals(s)) == expected
+
+
 async def test_an_expired_resource_version_is_relisted_without_loss(env: Env, kube_apiserver: KubeAPIServer) -> None:
     core, ns = env.core, env.ns
     # A Lease that outlives the API server's restart: the same leadership must resume its watch.

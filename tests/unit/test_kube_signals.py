@@ -238,6 +238,19 @@ def test_watch_filter(include: tuple, exclude: tuple, namespace: str, admitted: 
     assert WatchFilter(include, exclude).admits(namespace) is admitted
 
 
+@pytest.mark.parametrize(("include", "exclude", "exact"), [
+    ((), (), None),  # every namespace: one cluster-wide list per kind
+    (("shop-*", "payments"), (), None),  # a glob needs every namespace listed
+    (("pay?",), (), None),
+    (("[ab]x",), (), None),
+    (("shop", "payments", "shop"), (), ("shop", "payments")),  # watched one by one, each once
+    (("shop", "staging"), ("stag*",), ("shop",)),  # the excluded are not watched at all
+    (("shop",), ("shop",), ()),
+])
+def test_exact_namespaces_are_watched_one_by_one(include: tuple, exclude: tuple, exact: tuple | None) -> None:
+    assert WatchFilter(include, exclude).exact_namespaces() == exact
+
+
 def test_conditions_apply_the_filter_to_the_resource_namespace() -> None:
     only_shop = WatchFilter(include=("shop",))
     elsewhere = pod([CRASH]) | {"metadata": meta("cart-1", "billing")}

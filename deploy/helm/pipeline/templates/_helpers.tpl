@@ -4,18 +4,59 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* <release>-<chart> unless the release name already contains the chart name; 52 leaves room for "-correlate". */}}
+{{/*
+A Kubernetes name of at most 63 characters (a DNS-1123 label: Services, label values, and so every name the
+chart makes): the name itself when it fits, else its first 54 characters and "-" and 8 hex digits of its
+sha256, so two long names that differ only past the cut stay distinct.
+*/}}
+{{- define "pipeline.boundedName" -}}
+{{- if le (len .) 63 }}
+{{- . }}
+{{- else }}
+{{- printf "%s-%s" (regexReplaceAll "[-.]+$" (trunc 54 .) "") (sha256sum . | trunc 8) }}
+{{- end }}
+{{- end }}
+
+{{/* <release>-<chart> unless the release name already contains the chart name (pipeline.boundedName). */}}
 {{- define "pipeline.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- include "pipeline.boundedName" .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- include "pipeline.boundedName" .Release.Name }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- include "pipeline.boundedName" (printf "%s-%s" .Release.Name $name) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+<base>-<suffix> in at most 63 characters: as it is when it fits, else the base cut short and tagged with 8 hex
+digits of its sha256, then the suffix, which stays readable (<cut base>-<hash>-correlate-metrics); two bases
+that differ only past the cut keep distinct names. Call with (dict "base" "..." "suffix" "...").
+*/}}
+{{- define "pipeline.suffixedName" -}}
+{{- $name := printf "%s-%s" .base .suffix }}
+{{- if le (len $name) 63 }}
+{{- $name }}
+{{- else }}
+{{- $cut := regexReplaceAll "[-.]+$" (trunc (int (sub 53 (len .suffix))) .base) "" }}
+{{- printf "%s-%s-%s" $cut (sha256sum .base | trunc 8) .suffix }}
+{{- end }}
+{{- end }}
+
+{{/* <fullname>-<suffix> (e.g. "correlate", "correlate-metrics"); call with (dict "root" $ "suffix" "correlate"). */}}
+{{- define "pipeline.componentName" -}}
+{{- include "pipeline.suffixedName" (dict "base" (include "pipeline.fullname" .root) "suffix" .suffix) }}
+{{- end }}
+
+{{/*
+A name that must be unique beyond the release namespace (cluster-scoped objects, Roles in watched namespaces):
+<release namespace>-<fullname>-<suffix>; call with (dict "root" $ "suffix" "watch").
+*/}}
+{{- define "pipeline.crossNamespaceName" -}}
+{{- include "pipeline.suffixedName" (dict "base" (printf "%s-%s" .root.Release.Namespace (include "pipeline.fullname" .root)) "suffix" .suffix) }}
 {{- end }}
 
 {{- define "pipeline.chart" -}}
@@ -24,7 +65,7 @@
 
 {{- define "pipeline.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "pipeline.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/instance: {{ include "pipeline.boundedName" .Release.Name }}
 {{- end }}
 
 {{- define "pipeline.labels" -}}
@@ -61,7 +102,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The Service name of an HTTP component: its service.name, or <fullname>-<component>. */}}
 {{- define "pipeline.serviceName" -}}
 {{- $values := index .root.Values .component }}
-{{- default (printf "%s-%s" (include "pipeline.fullname" .root) .component) $values.service.name }}
+{{- default (include "pipeline.componentName" (dict "root" .root "suffix" .component)) $values.service.name }}
 {{- end }}
 
 {{- define "pipeline.bootstrapServers" -}}
@@ -408,7 +449,7 @@ validates the rest on start (pipeline.domain.arbitration.load_rules).
 {{- end }}
 
 {{- define "pipeline.remediationRulesName" -}}
-{{- printf "%s-remediation-rules" (include "pipeline.fullname" .) }}
+{{- include "pipeline.componentName" (dict "root" . "suffix" "remediation-rules") }}
 {{- end }}
 
 {{/*
@@ -480,7 +521,7 @@ ServiceAccounts. Never the shared one (nor "default"): its token is mounted and 
 {{- if not .Values.serviceAccount.create }}
 {{- fail "watch.serviceAccount.name is required when serviceAccount.create is false (the watcher needs a ServiceAccount of its own; or set watch.enabled=false)" }}
 {{- end }}
-{{- $name = printf "%s-watch" (include "pipeline.fullname" .) }}
+{{- $name = include "pipeline.componentName" (dict "root" . "suffix" "watch") }}
 {{- end }}
 {{- if eq $name (include "pipeline.serviceAccountName" .) }}
 {{- fail (printf "watch.serviceAccount.name must differ from the other components' ServiceAccount (%s): only the watcher gets API rights and a token" $name) }}
@@ -490,7 +531,7 @@ ServiceAccounts. Never the shared one (nor "default"): its token is mounted and 
 
 {{/* Cluster-scoped names carry the namespace, so releases of the same name in two namespaces do not clash. */}}
 {{- define "pipeline.watchClusterRoleName" -}}
-{{- printf "%s-%s-watch" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- include "pipeline.crossNamespaceName" (dict "root" . "suffix" "watch") }}
 {{- end }}
 
 {{/*
@@ -516,7 +557,7 @@ KUBECONFIG stays unset: the in-cluster ServiceAccount. NAMESPACE comes with pipe
 - name: CLUSTER_NAME
   value: {{ $w.clusterName | quote }}
 - name: WATCH_LEASE_NAME
-  value: {{ $w.lease.name | quote }}
+  value: {{ include "pipeline.watchLeaseName" . | quote }}
 - name: WATCH_LEASE_NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: WATCH_LEASE_DURATION_S
@@ -544,7 +585,7 @@ one, nor the watcher's: its token is mounted and bound to a ClusterRole of its o
 {{- if not $root.Values.serviceAccount.create }}
 {{- fail (printf "%s.serviceAccount.name is required when serviceAccount.create is false (%s needs a ServiceAccount of its own)" .component .component) }}
 {{- end }}
-{{- $name = printf "%s-%s" (include "pipeline.fullname" $root) .component }}
+{{- $name = include "pipeline.componentName" (dict "root" $root "suffix" .component) }}
 {{- end }}
 {{- if eq $name (include "pipeline.serviceAccountName" $root) }}
 {{- fail (printf "%s.serviceAccount.name must differ from the other components' ServiceAccount (%s): only %s gets its API rights and a token" .component $name .component) }}
@@ -569,11 +610,11 @@ one, nor the watcher's: its token is mounted and bound to a ClusterRole of its o
 
 {{/* Cluster-scoped names, with the namespace (as the watcher's). */}}
 {{- define "pipeline.remediateClusterRoleName" -}}
-{{- printf "%s-%s-remediate" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- include "pipeline.crossNamespaceName" (dict "root" . "suffix" "remediate") }}
 {{- end }}
 
 {{- define "pipeline.gatewayClusterRoleName" -}}
-{{- printf "%s-%s-gateway-detection" .Release.Namespace (include "pipeline.fullname" .) }}
+{{- include "pipeline.crossNamespaceName" (dict "root" . "suffix" "gateway-detection") }}
 {{- end }}
 
 {{/*
@@ -602,4 +643,104 @@ workflow waiting for approval longer than that ends skipped) come with pipeline.
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- $scope := include "pipeline.rbacScope" . | fromJson }}
+{{- if $scope.scoped }}
+# Namespace-scoped RBAC: the start-up self-check asks in these namespaces (pipeline.rbacScope).
+- name: REMEDIATION_NAMESPACES
+  value: {{ join "," $scope.namespaces | quote }}
+{{- end }}
+{{- include "pipeline.argocdEnv" . }}
+{{- end }}
+
+{{/*
+The watcher's Lease: watch.lease.name, else <fullname>-watch, so two releases in one namespace never share one
+(a shared Lease would let only one of them watch).
+*/}}
+{{- define "pipeline.watchLeaseName" -}}
+{{- default (include "pipeline.componentName" (dict "root" . "suffix" "watch")) .Values.watch.lease.name }}
+{{- end }}
+
+{{/*
+Namespace-scoped RBAC. When every entry of watch.namespaces is an exact namespace name (no glob), the watcher
+lists and watches those namespaces one by one (pipeline.domain.kube_signals.WatchFilter.exact_namespaces), and
+the watcher, remediate and the gateway's detection get Roles in them instead of ClusterRoles on namespaced
+resources. Renders JSON {"scoped": bool, "namespaces": [...]}: the listed namespaces, less those
+watch.excludeNamespaces matches (globs: * and ? as fnmatch reads them), as the app leaves them out.
+*/}}
+{{- define "pipeline.rbacScope" -}}
+{{- $include := default (list) .Values.watch.namespaces }}
+{{- $exact := true }}
+{{- range $include }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" .) }}{{ $exact = false }}{{ end }}
+{{- end }}
+{{- $out := list }}
+{{- if and $include $exact }}
+{{- range $ns := $include }}
+{{- $excluded := false }}
+{{- range $p := default (list) $.Values.watch.excludeNamespaces }}
+{{- $re := printf "^%s$" ($p | replace "." "\\." | replace "*" ".*" | replace "?" "." | replace "[!" "[^") }}
+{{- if regexMatch $re $ns }}{{ $excluded = true }}{{ end }}
+{{- end }}
+{{- if and (not $excluded) (not (has $ns $out)) }}{{ $out = append $out $ns }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "scoped" (and (gt (len $include) 0) $exact) "namespaces" $out) }}
+{{- end }}
+
+{{/*
+ArgoCD Applications in namespace-scoped RBAC: rbac.argocdNamespaces, where detection lists them one namespace at a
+time (ARGOCD_NAMESPACES, for remediate and the gateway) and where their Roles grant it. Renders the env entries,
+nothing when the RBAC is cluster-wide or the list is empty (detection then lists every namespace, which a
+Role cannot allow: "ArgoCD Applications not readable", and no workload is taken for a GitOps one).
+*/}}
+{{- define "pipeline.argocdEnv" -}}
+{{- $scope := include "pipeline.rbacScope" . | fromJson }}
+{{- if and $scope.scoped .Values.rbac.argocdNamespaces }}
+- name: ARGOCD_NAMESPACES
+  value: {{ join "," .Values.rbac.argocdNamespaces | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+remediate's rules on namespaced kinds but ArgoCD's (rbac-remediate.yaml): in its ClusterRole, or in a Role per
+namespace with namespace-scoped RBAC.
+*/}}
+{{- define "pipeline.remediateNamespacedRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, delete]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, patch]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list]
+# Detection: the controllers of a pod that are no workload the remediator changes (read-only).
+- apiGroups: [batch]
+  resources: [jobs, cronjobs]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [replicationcontrollers]
+  verbs: [get]
+{{- range $i, $o := .Values.remediation.operatorResources }}
+- apiGroups: [{{ $o.apiGroup | quote }}]
+  resources: {{ toJson $o.resources }}
+  verbs: [get, patch]
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's detection reads on namespaced kinds but ArgoCD's (rbac-gateway.yaml): in its ClusterRole, or in a
+Role per namespace with namespace-scoped RBAC.
+*/}}
+{{- define "pipeline.detectionNamespacedRules" -}}
+- apiGroups: [""]
+  resources: [pods, replicationcontrollers]
+  verbs: [get]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets, replicasets]
+  verbs: [get]
+- apiGroups: [batch]
+  resources: [jobs, cronjobs]
+  verbs: [get]
 {{- end }}
