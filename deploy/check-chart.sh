@@ -853,7 +853,7 @@ kube_apiserver_binary(kube_cache_dir()); etcd_binary(kube_cache_dir())' >"$out/k
   "$python" - "$out/remediation-values.yaml" "${rendered[@]}" <<'PY' || fail "kube-apiserver: dry run, RBAC or SubjectAccessReviews"
 import asyncio, collections, json, pathlib, ssl, sys, tempfile, time, yaml
 import httpx
-from pipeline.embedded.kube import KubeAPIServer, service_account_review
+from pipeline.embedded.kube import KubeAPIServer, kube_cache_dir, service_account_review
 from pipeline.embedded.kube_cluster import MEMCACHED_CRD, argocd_application_crd
 
 NAMESPACE = "alerts"  # the --namespace of every render
@@ -873,7 +873,7 @@ with tempfile.TemporaryDirectory(prefix="check-chart-kube-") as tmp, KubeAPIServ
     # The CRDs the remediator acts on (ArgoCD Application, a sample operator's Memcached), Established.
     crds = [MEMCACHED_CRD]
     try:
-        crds.insert(0, argocd_application_crd())
+        crds.insert(0, argocd_application_crd(kube_cache_dir()))
     except Exception as exc:  # noqa: BLE001
         print(f"   (no ArgoCD Application CRD: {exc})")
     for path in crds:
