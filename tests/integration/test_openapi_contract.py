@@ -5,7 +5,9 @@ server error, a declared status code, a declared content type and headers, a bod
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from pipeline.stages import stage_classes
 from tests.integration.test_api_documents import checked as parsed
 from tests.support import PipelineUnderTest
 
+API_MD = OPENAPI_PATH.parent / "api.md"
 FIRING = Path(__file__).parent.parent / "data" / "alertmanager-webhook-firing.json"
 
 
@@ -54,6 +57,29 @@ def test_the_document_is_valid_openapi_and_declares_what_clients_need() -> None:
     listing = doc["paths"]["/api/v1/incidents"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"namespace", "severity", "status", "limit", "offset"}
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+_MENTION = re.compile(r"`((?:GET|POST|PUT|DELETE)(?:\|(?:GET|POST|PUT|DELETE))*) (/[^`\s?]*)")
+
+
+def _mentioned(text: str) -> set[tuple[str, str]]:
+    """(method, path) of every route docs/api.md names: `GET|POST /a/{x|y}/{id}` is four, placeholders as `{}`."""
+    out = set()
+    for methods, path in _MENTION.findall(text):
+        parts = [p[1:-1].split("|") if p.startswith("{") and "|" in p else ["{}" if p.startswith("{") else p]
+                 for p in re.split(r"(\{[^}]*\})", path)]
+        out |= {(method, "".join(choice)) for method in methods.split("|") for choice in itertools.product(*parts)}
+    return out
+
+
+def test_docs_api_md_explains_every_operation_and_no_other() -> None:
+    doc = json.loads(OPENAPI_PATH.read_text())
+    served = {(method.upper(), re.sub(r"\{[^}]*\}", "{}", path)) for path, item in doc["paths"].items()
+              for method in item}
+    documented = {(m, p) for m, p in _mentioned(API_MD.read_text())
+                  if p.startswith(("/api/v1/", "/health"))}  # not Alertmanager's /api/v2, KServe's /v1 and /v2
+    assert served - documented == set(), "operations docs/api.md does not explain"
+    assert documented - served == set(), "routes docs/api.md names that are not served"
 
 
 def test_the_npm_openapi_parser_reads_it_without_a_diagnostic() -> None:
