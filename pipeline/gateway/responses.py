@@ -339,7 +339,8 @@ class Triggered(Body):
     workflow_id: str
     status: str = Field(description="`pending` until arbitrated, then the workflow's status")
     deployment_method: str = Field(description="argocd, helm, operator, manual; `unknown` when not detected")
-    estimated_duration: str
+    estimated_duration: str = Field(description="always `5m`: the Go engine's constant, kept for its clients; not an "
+                                                "estimate (the workflow's steps and checkpoints say how long it takes)")
     dry_run: bool
     incident_id: str
 
