@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pipeline import __version__
 
 
+def packaged(name: str) -> Path:
+    """A data directory shipped inside the package: `pipeline/topics` and `pipeline/rules` are symlinks to the
+    repository's `topics/` and `rules/` (resolved to them in a checkout) and real directories in a wheel."""
+    return (Path(__file__).resolve().parent / name).resolve()
+
+
 def default_data_dir() -> Path:
     """Where the embedded default keeps its broker data between runs."""
     return Path.home() / ".local" / "share" / "pipeline"
@@ -93,7 +99,7 @@ class Settings(BaseSettings):
     # Every topic name is prefixed: one cluster can hold several pipelines (and tests their own topics).
     topic_prefix: str = "pipeline."
     topic_replication_factor: int = Field(default=1, ge=1)
-    topics_dir: Path = Path(__file__).resolve().parent.parent / "topics"
+    topics_dir: Path = Field(default_factory=lambda: packaged("topics"))
 
     # HTTP (gateway and ingest share the API port; metrics also on METRICS_PORT when it differs).
     host: str = "127.0.0.1"
@@ -238,8 +244,7 @@ class Settings(BaseSettings):
     watch_lease_retry_s: float = Field(default=2.0, gt=0)
     watch_identity: str = ""  # empty: hostname-pid
     # Remediation arbitration (issue 5): the rules file and the policy every decision is held to.
-    remediation_rules_path: Path = Field(default_factory=lambda: Path(__file__).resolve().parents[1] / "rules"
-                                         / "remediation.yaml")
+    remediation_rules_path: Path = Field(default_factory=lambda: packaged("rules") / "remediation.yaml")
     remediation_kill_switch: bool = False  # on: every proposal is rejected (reason kill_switch)
     remediation_protected_namespaces: Annotated[list[str], NoDecode] = Field(  # comma-separated
         default_factory=lambda: ["kube-system", "openshift-etcd", "openshift-kube-apiserver"])

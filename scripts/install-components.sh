@@ -4,6 +4,9 @@
 #   - Debian `prometheus-alertmanager` (0.25: prometheus-alertmanager, amtool)
 #   - Debian `nodejs` and `npm` (18; any Node >= 18 on PATH will do) for the official AsyncAPI/OpenAPI parsers
 #     (scripts/api-docs, installed by scripts/setup)
+# or, with the argument `image`, the tools scripts/build-image builds and runs the container image with:
+#   - Debian `buildah` (1.28), `skopeo` (1.9), `mmdebstrap` (1.3), `podman` (4.3) and `runc` (1.1; podman's
+#     other runtime, crun, fails on hosts with cgroups in hybrid mode, so it is not installed)
 #
 # Idempotent and fast when everything is present (no apt, no sudo). Works non-interactively as root on a
 # fresh Debian 12 machine; as a normal user it re-runs itself through sudo.
@@ -20,10 +23,15 @@
 #   COMPONENTS_FORCE_APT_UPDATE=1   always run `apt-get update` before installing.
 set -euo pipefail
 
-# Debian names; `alertmanager` is accepted too in case an upstream tarball is on PATH.
-# java and mvn fetch and run the embedded Apache Kafka broker (usually preinstalled on these machines); node and
-# npm run the API document parsers.
-REQUIRED_BINARIES=(prometheus promtool amtool java mvn node npm)
+GROUP="${1:-test}"
+case "$GROUP" in
+  # Debian names; `alertmanager` is accepted too in case an upstream tarball is on PATH.
+  # java and mvn fetch and run the embedded Apache Kafka broker (usually preinstalled on these machines); node and
+  # npm run the API document parsers.
+  test) REQUIRED_BINARIES=(prometheus promtool amtool java mvn node npm) ;;
+  image) REQUIRED_BINARIES=(buildah skopeo mmdebstrap podman runc) ;;
+  *) printf '[install-components] unknown group %q (test or image)\n' "$GROUP" >&2; exit 2 ;;
+esac
 
 package_for() {
   case "$1" in
@@ -32,7 +40,7 @@ package_for() {
     java) echo openjdk-17-jre-headless ;;
     mvn) echo maven ;;
     node) echo nodejs ;;
-    npm) echo npm ;;
+    *) echo "$1" ;;  # npm and the image tools: the package is named after its binary
   esac
 }
 
@@ -47,7 +55,7 @@ missing_binaries() {
   for b in "${REQUIRED_BINARIES[@]}"; do
     command -v "$b" >/dev/null 2>&1 || missing+=("$b")
   done
-  have_alertmanager || missing+=("alertmanager")
+  [[ "$GROUP" != test ]] || have_alertmanager || missing+=("alertmanager")
   printf '%s\n' "${missing[@]}"
 }
 
@@ -55,8 +63,10 @@ missing_binaries() {
 # Fast path: everything is already installed.
 missing="$(missing_binaries)"
 if [[ -z "$missing" ]]; then
-  log "all components present: $(command -v prometheus-alertmanager || command -v alertmanager)," \
-      "$(command -v amtool), $(command -v prometheus), $(command -v promtool)"
+  if [[ "$GROUP" == test ]]; then
+    log "all components present: $(command -v prometheus-alertmanager || command -v alertmanager)," \
+        "$(command -v amtool), $(command -v prometheus), $(command -v promtool)"
+  fi
   exit 0
 fi
 log "missing binaries: $(echo $missing)"
@@ -80,7 +90,7 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   log "ERROR: apt-get not found; this script supports Debian 12 (bookworm) only."
-  log "       Install ${PACKAGES[*]} (prometheus 2.42+, alertmanager 0.25+, amtool, promtool) by hand."
+  log "       Install ${PACKAGES[*]} by hand (test: prometheus 2.42+, alertmanager 0.25+, amtool, promtool)."
   exit 1
 fi
 
@@ -169,10 +179,12 @@ disable_packaged_unit() {
     update-rc.d "$name" disable >/dev/null 2>&1 || true
   fi
 }
-stop_packaged_daemon prometheus /usr/bin/prometheus
-stop_packaged_daemon prometheus-alertmanager /usr/bin/prometheus-alertmanager
-disable_packaged_unit prometheus
-disable_packaged_unit prometheus-alertmanager
+if [[ "$GROUP" == test ]]; then
+  stop_packaged_daemon prometheus /usr/bin/prometheus
+  stop_packaged_daemon prometheus-alertmanager /usr/bin/prometheus-alertmanager
+  disable_packaged_unit prometheus
+  disable_packaged_unit prometheus-alertmanager
+fi
 
 end_ts=$(date +%s.%N)
 
@@ -180,6 +192,10 @@ missing="$(missing_binaries)"
 if [[ -n "$missing" ]]; then
   log "ERROR: still missing after install: $(echo $missing)"
   exit 1
+fi
+if [[ "$GROUP" == image ]]; then
+  log "installed in $(awk -v a="$start_ts" -v b="$end_ts" 'BEGIN {printf "%.1f", b - a}') s: ${PACKAGES[*]}"
+  exit 0
 fi
 log "installed in $(awk -v a="$start_ts" -v b="$end_ts" 'BEGIN {printf "%.1f", b - a}') s:" \
     "$(prometheus-alertmanager --version 2>&1 | head -n1)"

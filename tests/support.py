@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -184,3 +185,36 @@ async def consumed(settings: Settings, stage: str, logical: str) -> bool:
     finally:
         await admin.close()
     return all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp]) for tp in tps)
+
+
+# Run by the interpreter of an installed package (a fresh venv, the container image): where the package is,
+# the data it finds by default (Settings' topics_dir and rules path, both loaded), and the data files its
+# wheel installed (the RECORD) with their hashes. Prints one JSON object.
+INSTALLED_PACKAGE_PROBE = """
+import hashlib, json, pathlib, importlib.metadata as metadata
+import pipeline
+from pipeline.adapters.rules import load_rules
+from pipeline.bus.topics import load_specs
+from pipeline.config import Settings
+
+settings = Settings()
+dist = metadata.distribution("pipeline")
+data = {str(f): hashlib.sha256(pathlib.Path(dist.locate_file(f)).read_bytes()).hexdigest()
+        for f in dist.files or () if f.parts[:2] in (("pipeline", "topics"), ("pipeline", "rules"))}
+print(json.dumps({
+    "package": str(pathlib.Path(pipeline.__file__).resolve().parent),
+    "topics_dir": str(settings.topics_dir),
+    "rules_path": str(settings.remediation_rules_path),
+    "topics": sorted(spec.name for spec in load_specs(settings.topics_dir)),
+    "actions": sorted(load_rules(settings.remediation_rules_path).actions),
+    "data": data,
+}))
+"""
+
+
+def repository_data() -> dict[str, str]:
+    """The repository's topics/*.yaml and rules/*.yaml as a wheel installs them (pipeline/topics/..., via the
+    package's symlinks), with their sha256: what INSTALLED_PACKAGE_PROBE must find."""
+    root = Path(__file__).resolve().parents[1]
+    return {f"pipeline/{p.relative_to(root)}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for d in ("topics", "rules") for p in sorted((root / d).glob("*.yaml"))}
