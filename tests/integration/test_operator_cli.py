@@ -94,10 +94,11 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
 
         async def settled() -> list[dict[str, Any]] | None:
             listed = (await incidents(http))["incidents"]
+            decided = (await http.get("/api/v1/decisions")).json()["decisions"]
             workflows = (await http.get("/api/v1/workflows")).json()["workflows"]
             model = (await http.get("/api/v1/models/anomaly-detector/health")).json()
-            done = all(i["remediation_status"] in ("skipped", "rejected") for i in listed)
-            finished = len(workflows) >= 2 and all(w["status"] == "skipped" for w in workflows)
+            done = all(i["remediation_status"] == "skipped" for i in listed)
+            finished = len(decided) == len(workflows) == 3 and all(w["status"] == "skipped" for w in workflows)
             return listed if len(listed) == 2 and done and finished and model["status"] == "ready" else None
 
         listed = await eventually(settled, timeout=90, what="both incidents decided and their workflows done")
