@@ -1,4 +1,5 @@
-"""`pipeline run | stage NAME | gateway | topics | dlq | replay | audit verify DIR | schemas | bench | broker | ml`."""
+"""`pipeline run | stage NAME | gateway | topics | dlq | replay | audit verify DIR | schemas | bench | broker | ml |
+incidents | decisions | workflows | status`."""
 
 from __future__ import annotations
 
@@ -78,6 +79,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _require_broker(settings)
     return run(settings, Plan(gateway=True))
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Log lines (progress of slow first-run steps included) as `pipeline run` writes them: LOG_FORMAT on stderr."""
+    from pipeline.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s)
 
 
 def _require_broker(settings: Settings) -> None:
@@ -198,6 +206,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.embedded.kafka import LocalKafka, ensure_kafka
 
     settings = _settings(args)
+    _configure_logging(settings)
     ensure_kafka(cache_dir=settings.cache_dir)
     broker = LocalKafka(settings.data_dir / "kafka", port=settings.embedded_kafka_port or None,
                         cache_dir=settings.cache_dir)
@@ -214,6 +223,7 @@ def cmd_ml(args: argparse.Namespace) -> int:
     """The reference ML service: `serve` it (training the model the first time), (re)`train` it from
     generated history or a real cluster's Prometheus, or `evaluate` it on held-out generated histories."""
     settings = load_settings()
+    _configure_logging(settings)
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
     if not ml_installed():
         raise ConfigError(ML_EXTRA)
@@ -328,6 +338,10 @@ def parser() -> argparse.ArgumentParser:
                                            "without disturbing any consumer group")
     replay_arguments(replay)
     replay.set_defaults(func=cmd_replay)
+
+    from pipeline.operator.arguments import add_commands as operator_commands
+
+    operator_commands(sub)  # incidents, decisions, workflows, status: the gateway's REST API at a terminal
 
     from pipeline.bench import add_arguments
 

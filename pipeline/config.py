@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     http_user_agent: str = f"self-healing-pipeline/{__version__}"
     http_ca_file: str = ""
     http_proxy_url: str = ""
+    # The gateway the operator CLI asks (`pipeline incidents|decisions|workflows|status`; `--url` wins), with
+    # API_TOKEN as its bearer token when set.
+    pipeline_url: str = "http://127.0.0.1:8080"
 
     # Ingest.
     ingest_max_body_bytes: int = Field(default=1 << 20, ge=1024)

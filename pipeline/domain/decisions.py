@@ -1,4 +1,5 @@
-"""`GET /api/v1/decisions`: the arbitration decisions of the remediation read model, filtered and paged."""
+"""`GET /api/v1/decisions` and `GET /api/v1/workflows`: the arbitration decisions and the workflows of the
+remediation read model, filtered and paged."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from datetime import datetime
 from typing import TypeVar, get_args
 
 from pipeline.domain.incidents import DEFAULT_LIMIT, MAX_LIMIT, InvalidQuery, int_param, no_filter
+from pipeline.domain.remediation_view import Entry
 from pipeline.domain.times import parse_rfc3339
 from pipeline.events import Decision, Outcome
 
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
+# what a workflow's `status` can be (`remediation_view.Entry.status`): the remediator's, or the decision's before it
+WORKFLOW_STATUSES = ("pending", "awaiting_approval", "running", "completed", "failed", "rejected", "superseded",
+                     "skipped", "cancelled")
 T = TypeVar("T")
 
 
@@ -52,3 +57,33 @@ class DecisionQuery:
             (i for i in items if self.matches(decision_of(i))),
             key=lambda i: (decision_of(i).decided_at, decision_of(i).proposal.id), reverse=True)
         return len(matching), list(matching[self.offset:self.offset + self.limit])
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowQuery:
+    """Filters (None: none): the proposal's namespace, the workflow's status."""
+
+    namespace: str | None = None
+    status: str | None = None
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, namespace: str | None, status: str | None, limit: str | None,
+              offset: str | None) -> WorkflowQuery:
+        """Validate raw query strings; raise InvalidQuery naming the parameter."""
+        wanted = no_filter(status)
+        if wanted is not None and wanted.lower() not in WORKFLOW_STATUSES:
+            raise InvalidQuery("status", f"status must be one of: all, {', '.join(WORKFLOW_STATUSES)}")
+        return cls(namespace=no_filter(namespace), status=wanted.lower() if wanted else None,
+                   limit=int_param("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT),
+                   offset=int_param("offset", offset, 0, 0, 10**9))
+
+    def select(self, items: Iterable[tuple[str, Entry]]) -> tuple[int, list[tuple[str, Entry]]]:
+        """How many (workflow id, entry) pairs match, and the page of them, newest submitted first."""
+        matching = sorted(
+            ((workflow_id, e) for workflow_id, e in items
+             if (self.namespace is None or e.proposal.namespace == self.namespace)
+             and (self.status is None or e.status == self.status)),
+            key=lambda item: (item[1].order, item[0]), reverse=True)
+        return len(matching), matching[self.offset:self.offset + self.limit]

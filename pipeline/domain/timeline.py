@@ -17,6 +17,8 @@ Every event carries its CloudEvents attributes (`pipeline.events.Envelope`); the
 * **The scan's bound.** An incident's events are produced after the pipeline received its first signal, so a
   scan for them starts at `received_at` (else `created_at`) minus a margin for clock skew between producers
   (`timeline_start`, `TIMELINE_MARGIN_S`) and ends at the end of the log when the read began.
+* **What an event says.** `summary`: one line per event, as `pipeline replay` and `pipeline incidents timeline`
+  print it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from pipeline.events import Incident
+from pipeline.events import (
+    ActionReleased,
+    ControlChanged,
+    DecisionMade,
+    FeaturesComputed,
+    Incident,
+    IncidentChange,
+    Payload,
+    RemediationProposed,
+    ScoreComputed,
+    Signal,
+    WorkflowChanged,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +152,37 @@ def depths(items: Sequence[T]) -> list[int]:
             seen.setdefault(n.id, depth)
         out.append(depth)
     return out
+
+
+def summary(payload: Payload) -> str:
+    """One line saying what an event says."""
+    match payload:
+        case Signal():
+            return f"{payload.name} {payload.status} {payload.severity} {payload.resource_key}"
+        case IncidentChange():
+            i = payload.incident
+            return f"{i.status} {i.severity} {i.title!r} ({i.alerts_firing}/{i.alerts_total} alerts firing)"
+        case FeaturesComputed():
+            present = sum(v is not None for v in payload.values)
+            return f"{present}/{len(payload.values)} features, {len(payload.missing)} missing, scope {payload.scope}"
+        case ScoreComputed():
+            score = f" score={payload.score:.3f}" if payload.score is not None else ""
+            why = f": {payload.degraded_reason}" if payload.degraded_reason else ""
+            return f"{payload.verdict}{score} via {payload.source or 'rules'}{why}"
+        case RemediationProposed():
+            p = payload.proposal
+            return f"{p.source} proposes {p.action} on {p.target}" + (f" (rule {p.rule_id})" if p.rule_id else "")
+        case DecisionMade():
+            d = payload.decision
+            codes = ", ".join(r.code.value for r in d.reasons)
+            return f"{d.outcome} {d.proposal.action} on {d.proposal.target} [{codes}]"
+        case ActionReleased():
+            return f"released {payload.target}: {payload.reason}"
+        case WorkflowChanged():
+            w = payload.workflow
+            step = f" step {payload.step_id}" if payload.step_id else ""
+            return f"{payload.transition}{step}: {w.action} {w.status}" + (f" ({w.reason})" if w.reason else "")
+        case ControlChanged():
+            state = "" if payload.enabled is None else (" on" if payload.enabled else " off")
+            return f"{payload.kind}{state} {payload.key} by {payload.by or '?'}"
+    return type(payload).__name__

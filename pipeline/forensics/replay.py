@@ -33,21 +33,9 @@ from aiokafka.errors import KafkaError
 from pipeline.bus.log import LoggedRecord, LogReader, Window
 from pipeline.bus.timeline import TIMELINE_TOPICS, first_change, incident_timeline, unknown_topics
 from pipeline.config import Settings
-from pipeline.domain.timeline import causal_order, depths, timeline_start
+from pipeline.domain.timeline import causal_order, depths, summary, timeline_start
 from pipeline.domain.times import parse_when
-from pipeline.events import (
-    ActionReleased,
-    ControlChanged,
-    DecisionMade,
-    FeaturesComputed,
-    IncidentChange,
-    Payload,
-    RemediationProposed,
-    ScoreComputed,
-    Signal,
-    WorkflowChanged,
-    iso_z,
-)
+from pipeline.events import iso_z
 
 USAGE = "give --incident ID, --from T [--to T], or --topic T [--partition P] [--from-offset A] [--to-offset B]"
 
@@ -141,40 +129,6 @@ _COLOURS = {"signals": "36", "incidents": "33", "features": "34", "scores": "35"
 
 def _paint(text: str, code: str, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
-
-
-def summary(payload: Payload) -> str:
-    """One line saying what an event says."""
-    match payload:
-        case Signal():
-            return f"{payload.name} {payload.status} {payload.severity} {payload.resource_key}"
-        case IncidentChange():
-            i = payload.incident
-            return f"{i.status} {i.severity} {i.title!r} ({i.alerts_firing}/{i.alerts_total} alerts firing)"
-        case FeaturesComputed():
-            present = sum(v is not None for v in payload.values)
-            return f"{present}/{len(payload.values)} features, {len(payload.missing)} missing, scope {payload.scope}"
-        case ScoreComputed():
-            score = f" score={payload.score:.3f}" if payload.score is not None else ""
-            why = f": {payload.degraded_reason}" if payload.degraded_reason else ""
-            return f"{payload.verdict}{score} via {payload.source or 'rules'}{why}"
-        case RemediationProposed():
-            p = payload.proposal
-            return f"{p.source} proposes {p.action} on {p.target}" + (f" (rule {p.rule_id})" if p.rule_id else "")
-        case DecisionMade():
-            d = payload.decision
-            codes = ", ".join(r.code.value for r in d.reasons)
-            return f"{d.outcome} {d.proposal.action} on {d.proposal.target} [{codes}]"
-        case ActionReleased():
-            return f"released {payload.target}: {payload.reason}"
-        case WorkflowChanged():
-            w = payload.workflow
-            step = f" step {payload.step_id}" if payload.step_id else ""
-            return f"{payload.transition}{step}: {w.action} {w.status}" + (f" ({w.reason})" if w.reason else "")
-        case ControlChanged():
-            state = "" if payload.enabled is None else (" on" if payload.enabled else " off")
-            return f"{payload.kind}{state} {payload.key} by {payload.by or '?'}"
-    return type(payload).__name__
 
 
 def render(records: Sequence[LoggedRecord], settings: Settings, out: TextIO, colour: bool) -> None:

@@ -2,8 +2,9 @@
 
 `POST /api/v1/remediation/trigger` (the Go engine and the MCP server) and `POST /api/v1/remediate` (the
 Python engine) publish a manual proposal to `remediation`; it passes the same arbitration as every other
-proposal. Both answer 202 once the broker has the command. `GET /api/v1/workflows/{id}` shows the
-decision record; `GET /api/v1/status` and `GET /api/v1/cluster/status` the queue, actions and conflicts.
+proposal. Both answer 202 once the broker has the command. `GET /api/v1/workflows` lists the workflows,
+`GET /api/v1/workflows/{id}` shows one with its decision record; `GET /api/v1/status` and
+`GET /api/v1/cluster/status` the queue, actions and conflicts.
 """
 
 from __future__ import annotations
@@ -36,13 +37,23 @@ from pipeline.domain.arbitration import (
     policy_from_settings,
     propose_manual,
 )
+from pipeline.domain.decisions import WorkflowQuery
+from pipeline.domain.incidents import InvalidQuery
 from pipeline.domain.names import is_dns_label, is_dns_subdomain
 from pipeline.events import Event, Proposal, RemediationProposed, Severity
 from pipeline.gateway.bodies import MAX_WRITE_BODY, SNAKE_OR_CAMEL
 from pipeline.gateway.coordination_status import CoordinationStatus
 from pipeline.gateway.projection import publish_visible
 from pipeline.gateway.remediation_view import RemediationView, workflow_view
-from pipeline.gateway.responses import ClusterStatus, EngineStatus, Queued, Triggered, WorkflowView
+from pipeline.gateway.responses import (
+    ClusterStatus,
+    EngineStatus,
+    Queued,
+    Triggered,
+    WorkflowList,
+    WorkflowListQuery,
+    WorkflowView,
+)
 
 REPEAT_WINDOW = timedelta(minutes=5)  # an identical request within it returns the same workflow
 _WORKFLOW_NAMESPACE = uuid.UUID("0b9b7f63-2f0e-4c55-9a53-3c1d2a6f4e80")
@@ -296,6 +307,19 @@ def router(settings: Settings, view: RemediationView, producer: EventProducer, s
         req, body = await read_model(request, RemediateRequest, MAX_WRITE_BODY)
         manual.require_known(req.action)
         return JSONResponse(await manual.remediate(req, *_request_key(request, body)), status_code=202)
+
+    @api.get("/api/v1/workflows", summary="Workflows, newest first (filters: namespace, status, limit, offset)",
+             **op(WorkflowList, query=WorkflowListQuery, errors=(400,)))
+    async def list_workflows(request: Request) -> JSONResponse:
+        q = request.query_params
+        try:
+            query = WorkflowQuery.parse(q.get("namespace"), q.get("status"), q.get("limit"), q.get("offset"))
+        except InvalidQuery as exc:
+            raise ApiError(400, "INVALID_QUERY", str(exc), field=exc.field) from None
+        total, page = query.select((wid, entry) for wid in list(view.workflows)
+                                   if (entry := view.workflow(wid)) is not None)
+        return JSONResponse({"workflows": [workflow_view(wid, entry) for wid, entry in page], "total": total,
+                             "count": len(page), "limit": query.limit, "offset": query.offset})
 
     @api.get("/api/v1/workflows/{workflow_id}", summary="A remediation workflow and its decision record",
              **op(WorkflowView, errors=(404,)))

@@ -313,6 +313,26 @@ class WorkflowView(Body):
     deployment: dict[str, Any] | None = None
 
 
+class WorkflowListQuery(BaseModel):
+    """`GET /api/v1/workflows`. An empty value or `all` means no filter."""
+
+    namespace: str | None = Field(None, description="only workflows in this namespace")
+    status: Literal["", "all", "pending", "awaiting_approval", "running", "completed", "failed", "rejected",
+                    "superseded", "skipped", "cancelled"] | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=10**9)
+
+
+class WorkflowList(Body):
+    """A page of workflows, newest first, each as `GET /api/v1/workflows/{id}` shows it."""
+
+    workflows: list[WorkflowView]
+    total: int
+    count: int
+    limit: int
+    offset: int
+
+
 class Answered(Body):
     """The approval or rejection is on the control topic; `accepted` is false when the other answer came first."""
 

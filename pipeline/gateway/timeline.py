@@ -71,4 +71,5 @@ def _item(entry: Entry) -> dict[str, object]:
     p, d = entry.proposal, entry.decision
     assert d is not None
     return {**decision_view(d, entry.resolution_seconds), "namespace": p.namespace, "incident_id": p.incident_id,
-            "workflow_id": p.workflow_id, "dry_run": p.dry_run, "status": entry.status}
+            "workflow_id": entry.workflow.id if entry.workflow is not None else p.workflow_id,
+            "dry_run": p.dry_run, "status": entry.status}

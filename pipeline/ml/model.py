@@ -48,6 +48,7 @@ from sklearn.preprocessing import RobustScaler
 
 from pipeline.config import Settings, load_settings
 from pipeline.domain.features import FEATURE_NAMES
+from pipeline.progress import Progress
 
 MODEL_NAME = "anomaly-detector"
 PARAMS: dict[str, Any] = {
@@ -320,11 +321,15 @@ class ReferenceModel:
 def train(model_dir: Path | None = None, *, settings: Settings | None = None) -> ReferenceModel:
     """Collect the training set (real Prometheus servers over generated histories), fit, save into
     ``model_dir`` (default: ``default_model_dir(settings)``)."""
-    from pipeline.ml.training import build_training_set
+    from pipeline.ml.training import TRAINING_HISTORIES, build_training_set
 
-    training = build_training_set()
-    model = ReferenceModel.fit(training.vectors, training.report())
-    model.save(model_dir or default_model_dir(settings))
+    # a unit per history, and one for the fit and save (a bar on a terminal, else a log line every 10 %)
+    with Progress("training the reference ML model", len(TRAINING_HISTORIES) + 1, unit="steps") as progress:
+        training = build_training_set(progress=progress)
+        progress.note("fitting")
+        model = ReferenceModel.fit(training.vectors, training.report())
+        model.save(model_dir or default_model_dir(settings))
+        progress.advance()
     return model
 
 

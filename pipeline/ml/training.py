@@ -63,6 +63,7 @@ from pipeline.embedded.history import (
     generate_history,
 )
 from pipeline.embedded.prometheus import PrometheusServer
+from pipeline.progress import Progress
 
 # Bump when what counts as normal, or how a row is made, changes without the plan below changing.
 TRAINING_REVISION = 3
@@ -307,8 +308,10 @@ def collect_histories(
     normal_only: bool,
     workdir: Path | None = None,
     on_history: Callable[[int, History, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[History], list[Row], np.ndarray, dict[str, float]]:
-    """Generate each history, serve it with a real Prometheus, and collect its rows' vectors.
+    """Generate each history, serve it with a real Prometheus, and collect its rows' vectors; `progress`
+    advances by one per history, a fraction of it per vector collected.
 
     Needs the ``prometheus`` and ``promtool`` binaries (scripts/install-components.sh). Runs its own event
     loop: call it from synchronous code (or ``asyncio.to_thread``).
@@ -344,7 +347,11 @@ def collect_histories(
                         on_history(index, history, len(planned))
                     started = time.perf_counter()
                     plan = [(r.target.scope, r.at) for r in planned]
-                    blocks.append(asyncio.run(collect_vectors(prometheus.url, plan)))
+                    step = None
+                    if progress is not None:
+                        progress.note(f"history {index + 1}/{len(specs)}: {len(plan)} vectors")
+                        step = _fraction_of(progress, len(plan))
+                    blocks.append(asyncio.run(collect_vectors(prometheus.url, plan, step)))
                     timings["collect_s"] += time.perf_counter() - started
                     for key in ("generate_s", "import_s", "start_s"):
                         timings[key] += prometheus.timings.get(key, 0.0)
@@ -360,6 +367,13 @@ def collect_histories(
     return histories, rows, vectors, dict(timings)
 
 
+def _fraction_of(progress: Progress, parts: int) -> Callable[[int], None]:
+    """Advance `progress` by one unit split into `parts` (one unit at once when there are none)."""
+    if not parts:
+        progress.advance(1)
+    return lambda n: progress.advance(n / parts)
+
+
 def significant(vectors: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
     """Each value to ``digits`` significant digits (NaN kept).
 
@@ -373,12 +387,15 @@ def significant(vectors: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.nda
 
 
 def build_training_set(
-    workdir: Path | None = None, histories: Iterable[HistorySpec] = TRAINING_HISTORIES
+    workdir: Path | None = None, histories: Iterable[HistorySpec] = TRAINING_HISTORIES,
+    progress: Progress | None = None,
 ) -> TrainingSet:
-    """Generate the training histories, serve each with a real Prometheus, collect the normal vectors."""
+    """Generate the training histories, serve each with a real Prometheus, collect the normal vectors
+    (`progress`: one unit per history)."""
     started = time.perf_counter()
     specs = list(histories)
-    generated, rows, vectors, timings = collect_histories(specs, normal_only=True, workdir=workdir)
+    generated, rows, vectors, timings = collect_histories(specs, normal_only=True, workdir=workdir,
+                                                          progress=progress)
     return TrainingSet(
         vectors=significant(vectors),
         rows=tuple((r.target.kind, r.target.name, r.at) for r in rows),

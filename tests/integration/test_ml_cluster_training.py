@@ -87,7 +87,11 @@ async def test_pipeline_ml_train_from_prometheus_writes_a_model_that_ml_serve_se
         "ml", "train", "--prometheus", prom.url, "--since", "3h", "--model-dir", str(model_dir)
     )
     assert done.returncode == 0, done.stderr
-    assert "collecting vectors: 5/5 (100%)" in done.stderr  # progress on stderr (a bar on a terminal)
+    # progress on stderr: JSON log lines here (a bar on a terminal), the last one when all 5 scopes are collected
+    progress = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    collecting = [p for p in progress if p["event"] == "collecting vectors"]
+    assert (collecting[-1]["done"], collecting[-1]["total"], collecting[-1]["percent"]) == (5, 5, 100)
+    assert collecting[-1]["finished"] is True
     metadata = json.loads((model_dir / "model.json").read_text())
     training = metadata["training"]
     assert training["source"] == "prometheus" and training["prometheus"] == prom.url

@@ -157,7 +157,8 @@ async def test_the_live_gateway_keeps_the_contract(settings: Settings, prom: Pro
         reads += [("/api/v1/coordination/workflows/{workflow_id}", f"/api/v1/coordination/workflows/{w}")
                   for w in ids["coordination"]]
         reads += [("/api/v1/anomalies/{anomaly_id}", f"/api/v1/anomalies/{a}") for a in ids["anomalies"]]
-        reads += [(p, p) for p in ("/api/v1/incidents", "/api/v1/decisions", "/api/v1/coordination/workflows",
+        reads += [(p, p) for p in ("/api/v1/incidents", "/api/v1/decisions", "/api/v1/workflows",
+                                   "/api/v1/coordination/workflows",
                                    "/api/v1/status", "/api/v1/cluster/status", "/api/v1/health", "/health",
                                    "/api/v1/remediation/kill-switch", "/api/v1/remediation/pause")]
         for template, url in reads:
@@ -168,7 +169,7 @@ async def test_the_live_gateway_keeps_the_contract(settings: Settings, prom: Pro
         refused = await http.post(f"/api/v1/workflows/{ids['workflows'][0]}/approve", json={})
         assert refused.status_code == 409, refused.text  # not awaiting approval: skipped, no cluster
         schema["/api/v1/workflows/{workflow_id}/approve"]["POST"].validate_response(refused)
-        assert checked >= 12 + len(ids["incidents"])
+        assert checked >= 13 + len(ids["incidents"])
 
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "schemathesis.cli", "--config-file", str(tmp_path / "schemathesis.toml"), "run",

@@ -12,24 +12,38 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config import load_settings
+from pipeline.observability import get_logger
+from pipeline.progress import Progress
 
 KAFKA_VERSION = "4.1.1"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 LOG4J2_VERSION = "2.24.3"
 _STAMP = ".complete"
+# Maven's line for each file it fetched: `Downloaded from central: <url> (18 kB at 85 kB/s)`
+_DOWNLOADED = re.compile(r"Downloaded from [^:]+: \S+ \(([\d.]+) (B|kB|MB|GB)")
+_UNITS = {"B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+log = get_logger("pipeline.embedded.kafka")
 
 
 def progress(msg: str) -> None:
-    """Progress goes to stderr so it never mixes with a CLI's stdout (the bootstrap address)."""
-    print(f"[embedded-kafka] {msg}", file=sys.stderr, flush=True)
+    """What the embedded broker is doing: a log line on stderr, never on stdout (`pipeline broker` prints its
+    bootstrap address there)."""
+    log.info(msg)
+
+
+def downloads(maven_log: str) -> tuple[int, int]:
+    """How many files Maven fetched, and their bytes, from its log (its `Downloaded from` lines)."""
+    found = _DOWNLOADED.findall(maven_log)
+    return len(found), round(sum(float(size) * _UNITS[unit] for size, unit in found))
 
 
 def major(version: str) -> int:
@@ -75,23 +89,31 @@ def require(tool: str) -> str:
     return found
 
 
-def _run_maven(kdir: Path, out_dir: Path, maven_repo: Path) -> None:
-    """copy-dependencies into ``out_dir``, reporting progress while Maven downloads (minutes, once)."""
+def _run_maven(kdir: Path, out_dir: Path, maven_repo: Path, version: str) -> None:
+    """copy-dependencies into ``out_dir``, showing the files Maven fetches as it goes (minutes, once). How many
+    it will fetch is not known beforehand (it depends on what the local repository holds): a count, no
+    percentage."""
     log_path = kdir / "mvn.log"
     cmd = [require("mvn"), "-B", "-f", str(kdir / "pom.xml"),
            f"-Dmaven.repo.local={maven_repo}",
            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
            "-DincludeScope=runtime", f"-DoutputDirectory={out_dir}"]
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    task = f"resolving Apache Kafka {version} jars from Maven Central into {out_dir.parent / 'libs'}"
+    with log_path.open("wb") as out, Progress(task, unit="files") as shown:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        seen = 0
         while True:
             try:
-                rc = proc.wait(timeout=15)
-                break
+                rc = proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
-                n = file_tail(log_path, max_bytes=10**8).count("Downloaded from")
-                progress(f"  ... still resolving ({time.monotonic() - started:.0f}s, {n} artifacts downloaded)")
+                rc = None
+            fetched, size = downloads(file_tail(log_path, max_bytes=10**8))
+            if fetched > seen:
+                shown.note(f"{size / 1e6:.1f} MB")
+                shown.advance(fetched - seen)
+                seen = fetched
+            if rc is not None:
+                break
     if rc != 0:
         raise RuntimeError(f"Maven failed to resolve Kafka jars (exit {rc}); log {log_path}:\n"
                            f"{file_tail(log_path, max_bytes=4000)}")
@@ -133,12 +155,11 @@ def ensure_kafka(version: str = KAFKA_VERSION, *, cache_dir: Path | None = None)
     with _file_lock(kdir / ".lock"):
         if (libs / _STAMP).is_file():
             return libs
-        progress(f"resolving Apache Kafka {version} jars from Maven Central into {libs} (first time: minutes)")
         started = time.monotonic()
         (kdir / "pom.xml").write_text(_pom(version))
         partial = kdir / "libs.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        _run_maven(kdir, partial, root / "m2")
+        _run_maven(kdir, partial, root / "m2", version)
         _smoke_test(partial, version)
         (partial / _STAMP).write_text(version + "\n")
         shutil.rmtree(libs, ignore_errors=True)

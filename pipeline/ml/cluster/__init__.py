@@ -25,11 +25,11 @@ rows are left out: a vector of a crash loop or a leak in the training set would 
 normal. Only the shape of normal is learned; a cluster that is never healthy gives no rows, and training
 fails rather than fit on nothing.
 
-The package: ``history`` (Prometheus, synchronous; progress), ``scopes`` (what is in the cluster, what is
+The package: ``history`` (Prometheus, synchronous), ``scopes`` (what is in the cluster, what is
 normal, the vectors), ``train`` (collect, fit, report).
 """
 
-from pipeline.ml.cluster.history import History, Progress, TrainingFailed, redact
+from pipeline.ml.cluster.history import History, TrainingFailed, redact
 from pipeline.ml.cluster.scopes import RULES, ClusterScope, Inventory, abnormal_pods, inventory, scope_vectors
 from pipeline.ml.cluster.train import (
     DEFAULT_EVERY,
@@ -50,7 +50,6 @@ __all__ = [
     "ClusterTrainingSet",
     "History",
     "Inventory",
-    "Progress",
     "TrainingFailed",
     "abnormal_pods",
     "collect",

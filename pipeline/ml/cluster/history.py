@@ -1,14 +1,13 @@
-"""The cluster's history, pulled synchronously with ``prometheus-api-client`` (batch range queries), and the
-progress shown while it is pulled; `TrainingFailed` says why nothing could be trained."""
+"""The cluster's history, pulled synchronously with ``prometheus-api-client`` (batch range queries);
+`TrainingFailed` says why nothing could be trained."""
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 import threading
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -26,42 +25,6 @@ _TRANSIENT = re.compile(r"HTTP Status Code (502|503|504)\b")
 class TrainingFailed(Exception):
     """Nothing to train on, or Prometheus could not answer; the message says which."""
 
-
-
-# ----------------------------------------------------------------------------- progress on stderr
-class Progress:
-    """A one-line bar on a terminal (redrawn), a line per quarter otherwise (logs, CI)."""
-
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.label, self.total, self.done, self._quarter = "", 0, 0, -1
-        self._lock = threading.Lock()
-
-    def start(self, label: str, total: int) -> None:
-        self.finish()
-        self.label, self.total, self.done, self._quarter = label, max(total, 1), 0, -1
-        self._draw()
-
-    def advance(self, n: int = 1) -> None:
-        with self._lock:
-            self.done += n
-            self._draw()
-
-    def finish(self) -> None:
-        if self.label and self.tty:
-            self.out.write("\n")
-        self.label = ""
-
-    def _draw(self) -> None:
-        fraction = min(1.0, self.done / self.total)
-        if self.tty:
-            bar = "#" * int(fraction * 30)
-            self.out.write(f"\r{self.label:<22} [{bar:<30}] {self.done}/{self.total}")
-        elif int(fraction * 4) > self._quarter:
-            self._quarter = int(fraction * 4)
-            self.out.write(f"{self.label}: {self.done}/{self.total} ({fraction:.0%})\n")
-        self.out.flush()
 
 
 # ----------------------------------------------------------------------------- Prometheus (sync)

@@ -19,10 +19,11 @@ import numpy as np
 from pipeline.config import Settings, load_settings
 from pipeline.domain.features import FEATURE_NAMES, STEP_S
 from pipeline.domain.times import parse_duration as duration_seconds
-from pipeline.ml.cluster.history import History, Progress, TrainingFailed, redact
+from pipeline.ml.cluster.history import History, TrainingFailed, redact
 from pipeline.ml.cluster.scopes import RULES, ClusterScope, abnormal_pods, inventory, scope_vectors
 from pipeline.ml.model import ReferenceModel, default_model_dir
 from pipeline.ml.training import SCOPE_KINDS, WARMUP_S
+from pipeline.progress import Progress
 
 DEFAULT_SINCE = "24h"
 DEFAULT_EVERY = "5m"
@@ -58,7 +59,6 @@ def collect(
     namespaces: Sequence[str] = (),
     settings: Settings | None = None,
     now: float | None = None,
-    progress: Progress | None = None,
 ) -> ClusterTrainingSet:
     """The normal rows of every scope in the window ending at ``now`` (default: the current time)."""
     started = time.perf_counter()
@@ -71,15 +71,13 @@ def collect(
     end = float(int(time.time() if now is None else now) // every_s * every_s)
     start = end - since_s
     times = [float(t) for t in range(int(start + WARMUP_S), int(end) + 1, every_s)]
-    progress = progress or Progress()
-    progress.start("finding scopes", 5)
-    inv = inventory(history, times, every_s, namespaces)
-    progress.advance(2)
-    if not inv.pods_at:
-        progress.finish()
-        raise TrainingFailed(f"Prometheus has no kube_pod_info between {_iso(start)} and {_iso(end)}")
-    bad = abnormal_pods(history, inv, times, every_s, namespaces)
-    progress.advance(3)
+    with Progress("finding scopes", 5, unit="steps") as finding:
+        inv = inventory(history, times, every_s, namespaces)
+        finding.advance(2)
+        if not inv.pods_at:
+            raise TrainingFailed(f"Prometheus has no kube_pod_info between {_iso(start)} and {_iso(end)}")
+        bad = abnormal_pods(history, inv, times, every_s, namespaces)
+        finding.advance(3)
     scopes = inv.scopes(whole_cluster=not namespaces)
     plan: list[tuple[ClusterScope, list[float]]] = []
     skipped: Counter[str] = Counter()
@@ -93,21 +91,21 @@ def collect(
             plan.append((cs, normal))
         else:
             skipped[cs.kind] += 1
-    progress.start("collecting vectors", len(plan))
     rows: list[tuple[str, str, float]] = []
     blocks: list[list[list[float | None]]] = []
 
-    def one(item: tuple[ClusterScope, list[float]]) -> list[list[float | None]]:
-        cs, normal = item
-        vectors = scope_vectors(history, cs.scope, normal, every_s)
-        progress.advance()
-        return vectors
+    with (Progress("collecting vectors", len(plan), unit="scopes") as collecting,
+          ThreadPoolExecutor(max_workers=settings.prometheus_max_concurrency) as pool):
 
-    with ThreadPoolExecutor(max_workers=settings.prometheus_max_concurrency) as pool:
+        def one(item: tuple[ClusterScope, list[float]]) -> list[list[float | None]]:
+            cs, normal = item
+            vectors = scope_vectors(history, cs.scope, normal, every_s)
+            collecting.advance()
+            return vectors
+
         for (cs, normal), vectors in zip(plan, pool.map(one, plan), strict=True):
             rows.extend((cs.kind, cs.name, t) for t in normal)
             blocks.append(vectors)
-    progress.finish()
     values = [[math.nan if v is None else v for v in row] for block in blocks for row in block]
     return ClusterTrainingSet(
         vectors=np.asarray(values, dtype=np.float64).reshape(len(values), len(FEATURE_NAMES)),
@@ -133,14 +131,13 @@ def train(
     namespaces: Sequence[str] = (),
     model_dir: Path | None = None,
     now: float | None = None,
-    progress: Progress | None = None,
     settings: Settings | None = None,
 ) -> tuple[ReferenceModel, ClusterTrainingSet, Path]:
     """Collect the normal rows, fit, and save the model into ``model_dir`` (the serve default)."""
     settings = settings or load_settings()
     since_s, every_s = parse_duration(since, "--since"), parse_duration(every, "--every")
     data = collect(
-        url, since_s=since_s, every_s=every_s, namespaces=namespaces, settings=settings, now=now, progress=progress
+        url, since_s=since_s, every_s=every_s, namespaces=namespaces, settings=settings, now=now
     )
     if not data.rows:
         raise TrainingFailed(
