@@ -101,6 +101,16 @@ def api_app(parts: Parts) -> tuple[FastAPI, dict[tuple[str, str], Handler]]:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if parts.projection is not None:
+        from pipeline.gateway.analysis import router as analysis_router
+        from pipeline.gateway.anomalies import router as anomalies_router
+
+        # Before `GET /api/v1/anomalies/{anomaly_id}`: a wrong method on /api/v1/anomalies/analyze is answered by
+        # the first route whose path matches, and its 405 must allow POST (the analysis), not GET.
+        app.include_router(anomalies_router(settings, parts.prometheus, _scorer(parts)))
+        app.include_router(analysis_router(settings, parts.prometheus))
+        if parts.kserve is not None:
+            app.include_router(_models_router(parts))
     reports = None  # the Python engine's anomaly reports: the gateway's, handed non-webhook bodies by ingest
     if parts.projection is not None and parts.producer is not None:
         from pipeline.gateway.anomaly_reports import AnomalyReports
@@ -135,14 +145,6 @@ def api_app(parts: Parts) -> tuple[FastAPI, dict[tuple[str, str], Handler]]:
         from pipeline.gateway.detection import router as detection_router
 
         app.include_router(detection_router(lambda: parts.detector))
-    if parts.projection is not None:
-        from pipeline.gateway.analysis import router as analysis_router
-        from pipeline.gateway.anomalies import router as anomalies_router
-
-        app.include_router(anomalies_router(settings, parts.prometheus, _scorer(parts)))
-        app.include_router(analysis_router(settings, parts.prometheus))
-        if parts.kserve is not None:
-            app.include_router(_models_router(parts))
     return app, hot
 
 

@@ -37,6 +37,14 @@ RULES_MODEL = "statistical-baseline"
 
 _LABEL_KEY = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# What `label_selector_matchers` accepts, as one pattern (what the API contract declares): comma-separated
+# `key=value`, `key==value` or `key!=value`, blanks around them and empty requirements ignored, at least one
+# requirement. Keys as Kubernetes allows them (prefix ≤ 253, name ≤ 63 characters; the parser only bounds the
+# whole key, at 317), values ≤ 63 characters.
+_SELECTOR_KEY = r"(?:[a-z0-9A-Z](?:[-a-z0-9A-Z_.]{0,251}[a-z0-9A-Z])?/)?[a-zA-Z0-9](?:[-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?"
+_SELECTOR_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+_REQUIREMENT = rf"{_SELECTOR_KEY}\s*(?:==|=|!=)\s*{_SELECTOR_VALUE}"
+LABEL_SELECTOR = rf"(?:\s*,)*\s*{_REQUIREMENT}\s*(?:,\s*(?:{_REQUIREMENT}\s*)?)*"
 
 
 class InvalidSelector(ValueError):

@@ -6,8 +6,11 @@ import re
 
 DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# The patterns (whole-name, unanchored) are also what the API contract declares (pipeline.api.contract).
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_SUBDOMAIN = rf"{DNS_LABEL}(\.{DNS_LABEL})*"
+_DNS_LABEL = re.compile(DNS_LABEL)
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
 
 
 def is_dns_label(value: str) -> bool:
@@ -44,7 +47,8 @@ def literal_pattern(name: str) -> str:
 # `?` (exactly one). Nothing else is accepted, so a glob can never carry a quote, a brace or a regex
 # metacharacter of its own into PromQL.
 GLOB_WILDCARDS = "*?"
-_NAMESPACE_GLOB = re.compile(r"[-a-z0-9*?]+")
+NAMESPACE_GLOB = r"[-a-z0-9*?]*[*?][-a-z0-9*?]*"  # label characters and at least one wildcard
+_NAMESPACE_GLOB = re.compile(NAMESPACE_GLOB)
 _LABEL_CHAR = "[-a-z0-9]"
 
 
@@ -55,7 +59,7 @@ def is_glob(value: str) -> bool:
 
 def is_namespace_glob(value: str) -> bool:
     """A namespace glob: at most 63 characters of [-a-z0-9*?] with at least one wildcard."""
-    return len(value) <= DNS_LABEL_MAX and _NAMESPACE_GLOB.fullmatch(value) is not None and is_glob(value)
+    return len(value) <= DNS_LABEL_MAX and _NAMESPACE_GLOB.fullmatch(value) is not None
 
 
 def glob_pattern(glob: str) -> str:

@@ -14,11 +14,11 @@ import statistics
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, field_validator
 
 from pipeline.adapters.features import Collected, FeatureCollector
 from pipeline.adapters.prometheus import (
@@ -29,6 +29,7 @@ from pipeline.adapters.prometheus import (
     split_combined,
 )
 from pipeline.adapters.scorer import ANOMALY_MODEL, Scorer, ScoringUnavailable
+from pipeline.api.contract import ENGINE_BODY_ERRORS, Body, dns_label, dns_subdomain, maybe_absent, op
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_json
 from pipeline.config import Settings
@@ -45,7 +46,7 @@ from pipeline.domain.features import (
 from pipeline.domain.scoring import model_input
 from pipeline.events import iso_z
 from pipeline.gateway.bodies import SNAKE_OR_CAMEL
-from pipeline.gateway.dependencies import prometheus_error, prometheus_not_configured
+from pipeline.gateway.dependencies import PROMETHEUS_ERRORS, prometheus_error, prometheus_not_configured
 
 ANOMALY_MODELS = {ANOMALY_MODEL}
 _SERVER_ERRORS = 'status=~"5.."'
@@ -53,16 +54,26 @@ RULES_MODEL = analysis.RULES_MODEL
 
 
 class AnalyzeRequest(BaseModel):
-    """The engine's snake_case fields and the MCP server's camelCase ones; others are ignored."""
+    """The engine's snake_case fields and the MCP server's camelCase ones (`timeRange`, `labelSelector`,
+    `modelName`); others are ignored. An empty string is absent. A deployment or pod without its namespace is
+    looked up in Prometheus."""
 
-    model_config = SNAKE_OR_CAMEL
-    time_range: str = "1h"
-    namespace: str | None = None
-    deployment: str | None = None
-    pod: str | None = None
-    label_selector: str | None = None
-    threshold: float | None = None
-    model_name: str | None = None
+    model_config = ConfigDict(**SNAKE_OR_CAMEL, json_schema_extra={"examples": [
+        {"timeRange": "1h", "namespace": "payments", "threshold": 0.3, "modelName": "predictive-analytics"}]})
+    # The validators below say what is wrong in the engine's words; the schema says the same for the contract.
+    time_range: str = Field("1h", json_schema_extra={"enum": list(analysis.TIME_RANGES)})
+    namespace: str | None = Field(None, json_schema_extra=dns_label(empty=True))
+    deployment: str | None = Field(None, json_schema_extra=dns_subdomain(empty=True))
+    pod: str | None = Field(None, json_schema_extra=dns_subdomain(empty=True))
+    label_selector: str | None = Field(
+        None, description="equality-based (`app=web,tier!=db`), matched through kube-state-metrics' "
+                          "`kube_pod_labels`", json_schema_extra={"pattern": f"^(?:{analysis.LABEL_SELECTOR})?$"})
+    # Strict: `false` or `"0.5"` is not a threshold (the engine's Go decoding refused them too).
+    threshold: StrictFloat | None = Field(None, description=f"keep anomalies scoring at least this; default "
+                                                      f"{analysis.DEFAULT_THRESHOLD}",
+                                    json_schema_extra={"minimum": 0, "maximum": 1})
+    model_name: str | None = Field(None, description="echoed as `model.requested`: the anomaly model scores "
+                                                     "whatever is named")
 
     @field_validator("time_range")
     @classmethod
@@ -84,6 +95,155 @@ class AnalyzeRequest(BaseModel):
         return None if value == "" else value
 
 
+# ------------------------------------------------------------------------------------------ the answer
+Severity = Literal["critical", "high", "medium"]
+
+
+class Anomaly(Body):
+    """One finding: a rule's (`model: statistical-baseline`) or the anomaly model's verdict on the vector."""
+
+    metric: str = Field(description="`pod_memory_usage`, `container_restart_count`, `cpu_throttle_rate`, "
+                                    "`pod_cpu_usage`, or `feature_vector` (the model)")
+    type: str = Field(description="`threshold_exceeded`, `trend`, `statistical_outlier`, `ml_anomaly`")
+    severity: Severity = Field(description="by `anomaly_score`: ≥ 0.9 critical, ≥ 0.8 high, else medium")
+    anomaly_score: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1)
+    timestamp: datetime
+    value: float
+    expected_min: float
+    expected_max: float
+    model: str
+    metrics: dict[str, float] = Field(description="the figures behind it; for throttling `throttle_rate_pct` "
+                                                  "is the throttled fraction (0..1, as the MCP reads it)")
+    explanation: str = Field(description="for throttling exactly `namespace/pod` (the MCP splits it)")
+    recommended_action: str
+    namespace: str
+    pod: str = Field(description="empty for the model's verdict on a scope")
+
+
+class AnalysisAlert(Body):
+    type: Literal["memory_issue", "availability_issue", "resource_exhaustion", "ml_anomaly"]
+    message: str
+    severity: Severity
+    action_required: bool = Field(description="critical or high")
+
+
+class AnalysisScope(Body):
+    """The scope analysed: the names given (or found), the pods a label selector matched."""
+
+    namespace: str = maybe_absent("absent for the cluster")
+    deployment: str = maybe_absent("absent unless given")
+    pod: str = maybe_absent("absent unless given")
+    pods: str = maybe_absent("the pods the label selector matched, comma-separated")
+    label_selector: str | None
+    target_description: str
+
+
+class AnalysisModel(Body):
+    """What the anomaly model said about the scope's 45-feature vector, or why it was not asked."""
+
+    name: str = Field(description="the model used")
+    requested: str = maybe_absent("`model_name` as asked")
+    note: str = maybe_absent("when `model_name` named another model than the one used")
+    status: Literal["available", "unavailable"]
+    reason: str = maybe_absent("why the model was not asked or did not answer (`unavailable`)")
+    version: str = maybe_absent("when it answered")
+    source: Literal["kserve", "ml-service"] = maybe_absent("when it answered")
+    prediction: int = maybe_absent("when it answered: -1 anomalous, 1 normal")
+    score: float | None = maybe_absent("when it answered; null when the model gives none")
+    confidence: float | None = maybe_absent("when it answered; null when the model gives none")
+
+
+class AnalysisSummary(Body):
+    total_metrics_analyzed: int
+    anomalies_found: int
+    models_used: list[str]
+    by_severity: dict[str, int]
+    max_score: float
+    average_score: float
+    metrics_analyzed: int
+    features_generated: int = Field(description="features of the vector that could be computed")
+
+
+class AnalysisFeatures(Body):
+    """The scope's 45-feature vector (the anomaly model's input), a missing value null with its reason."""
+
+    total_features: int
+    base_metrics: list[str]
+    features_per_metric: int
+    feature_names: list[str]
+    values: list[float | None]
+    missing: dict[str, str] = Field(description="feature name → why it is missing")
+    evaluated_at: datetime
+
+
+class EnrichedSignals(Body):
+    """ADR-017's signals of the whole scope (what the MCP's get-throttled-pods reads)."""
+
+    throttling_detected: bool = Field(description="throttling the anomalies do not already list pod by pod")
+    throttled_pods: int = Field(description="pods throttled in more than 25 % of CFS periods")
+    http_degraded: bool
+    cpu_throttle_rate: float = maybe_absent("throttled CFS periods / periods (a fraction); absent without CFS "
+                                            "metrics")
+    http_error_rate: float = maybe_absent("the 5xx share; absent without HTTP metrics")
+    http_response_time_p99_ms: float = maybe_absent("absent without Istio metrics")
+
+
+class AnomalyAnalysis(Body):
+    """The anomalies of a scope over a time range: rules per pod, and the anomaly model on the whole scope.
+
+    The engine's R19 answer plus what the MCP server reads (`threshold`, `analyzed_at`, `recommendations`,
+    `alerts`, each anomaly's `metric` and `value`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "time_range": "1h", "threshold": 0.3, "analyzed_at": "2026-12-06T17:53:23.603943Z",
+        "scope": {"namespace": "payments", "label_selector": None, "target_description": "namespace payments"},
+        "model_used": "anomaly-detector",
+        "model": {"name": "anomaly-detector", "requested": "predictive-analytics",
+                  "note": "'predictive-analytics' is not an anomaly model; the analysis used anomaly-detector",
+                  "status": "available", "version": "ad646d330f7fff36", "source": "kserve", "prediction": -1,
+                  "score": 0.8982, "confidence": 0.7965},
+        "anomalies_detected": 1,
+        "anomalies": [{"metric": "cpu_throttle_rate", "type": "threshold_exceeded", "severity": "high",
+                       "anomaly_score": 0.88, "confidence": 0.95, "timestamp": "2026-12-06T17:53:23.603943Z",
+                       "value": 0.6102, "expected_min": 0.0, "expected_max": 0.25, "model": "statistical-baseline",
+                       "metrics": {"throttle_rate_pct": 0.6102, "throttle_rate_percent": 61.02},
+                       "explanation": "payments/throttled-84c5d7f96-p2r5s", "recommended_action": "increase_cpu_limit",
+                       "namespace": "payments", "pod": "throttled-84c5d7f96-p2r5s"}],
+        "recommendations": ["Raise the CPU limit of payments/throttled-84c5d7f96-p2r5s or remove it; it is throttled"],
+        "recommendation": "Raise the CPU limit of payments/throttled-84c5d7f96-p2r5s or remove it; it is throttled",
+        "alerts": [{"type": "resource_exhaustion",
+                    "message": "payments/throttled-84c5d7f96-p2r5s: CPU throttled in 61% of its CFS periods over "
+                               "the last 5 minutes (more than 25%); its CPU limit is too low for its load",
+                    "severity": "high", "action_required": True}],
+        "summary": {"total_metrics_analyzed": 5, "anomalies_found": 1,
+                    "models_used": ["statistical-baseline", "anomaly-detector"], "by_severity": {"high": 1},
+                    "max_score": 0.88, "average_score": 0.88, "metrics_analyzed": 5, "features_generated": 45},
+        "features": {"total_features": 45, "base_metrics": list(BASE_METRICS), "features_per_metric": 9,
+                     "feature_names": list(FEATURE_NAMES), "values": [0.5] * 45, "missing": {},
+                     "evaluated_at": "2026-12-06T17:53:23.603943Z"},
+        "enriched_signals": {"throttling_detected": False, "throttled_pods": 1, "http_degraded": False,
+                             "cpu_throttle_rate": 0.436372},
+        "query_count": 2, "query_seconds": 0.0728}]})
+    status: Literal["success"]
+    time_range: str = Field(description="1h, 6h, 24h or 7d")
+    threshold: float
+    analyzed_at: datetime
+    scope: AnalysisScope
+    model_used: str = Field(description="the anomaly model when it answered, else `statistical-baseline`")
+    model: AnalysisModel
+    anomalies_detected: int
+    anomalies: list[Anomaly] = Field(description="those scoring at least `threshold`, strongest first")
+    recommendations: list[str] = Field(description="one per anomaly, or one saying there is none")
+    recommendation: str = Field(description="the first of `recommendations` (the engine's field)")
+    alerts: list[AnalysisAlert]
+    summary: AnalysisSummary
+    features: AnalysisFeatures
+    enriched_signals: EnrichedSignals
+    query_count: int = Field(description="Prometheus queries this analysis made")
+    query_seconds: float
+
+
 def _invalid(message: str, field: str) -> ApiError:
     return ApiError(400, "INVALID_REQUEST", message, field=field)
 
@@ -93,7 +253,14 @@ def router(settings: Settings, prometheus: PrometheusClient | None, scorer: Scor
     api = APIRouter(tags=["analysis"])
     collector = FeatureCollector(prometheus)
 
-    @api.post("/api/v1/anomalies/analyze", summary="Analyse a scope for anomalies over a time range")
+    @api.post("/api/v1/anomalies/analyze", summary="Analyse a scope for anomalies over a time range",
+              **op(AnomalyAnalysis, body=AnalyzeRequest, body_errors=ENGINE_BODY_ERRORS, token=True, errors={
+                  400: "The body is invalid (`INVALID_REQUEST`, `field` names what), a deployment or pod is in "
+                       "several namespaces (`AMBIGUOUS_NAMESPACE`, with `namespaces`), or a `Content-Type` other "
+                       "than `application/json` (the engine's 400, not 415)",
+                  404: "The deployment or pod given without its namespace is in no namespace (`NOT_FOUND`), or "
+                       "the label selector matches no pod (`NO_MATCHING_PODS`)",
+                  **PROMETHEUS_ERRORS}))
     async def analyze(request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if content_type and not content_type.startswith("application/json"):

@@ -32,6 +32,22 @@ from pipeline.api.errors import ApiError
 
 RETRY_AFTER_S = "10"
 
+# The same rule, as the API contract declares it (pipeline.api.contract.op `errors`).
+PROMETHEUS_ERRORS = {
+    502: "Prometheus rejected the query the gateway built (`PROMETHEUS_QUERY_FAILED`); retrying cannot help",
+    503: f"Prometheus is unreachable, failing or not configured (`PROMETHEUS_UNAVAILABLE`); `Retry-After: "
+         f"{RETRY_AFTER_S}`",
+}
+MODEL_ERRORS = {
+    400: "The request is invalid (`INVALID_REQUEST`), or the model refused these instances (`PREDICTION_REJECTED`, "
+         "with its message)",
+    404: "The model is not registered (`MODEL_NOT_FOUND`)",
+    502: "The model answered something unreadable (`PREDICTION_FAILED`)",
+    503: "The model is unreachable, failing, or its circuit is open (`MODEL_UNAVAILABLE`): no `Retry-After` "
+         "header (the notebook client would sleep it on every retry) but `retry_after_s` in the body when the "
+         "circuit is open",
+}
+
 
 def details(field: str, message: str) -> list[dict[str, str]]:
     """The `details` of an error body: what went wrong, and where (a request field or a dependency)."""

@@ -20,11 +20,20 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from pipeline.adapters.ml import (
     KServeClient,
@@ -33,6 +42,7 @@ from pipeline.adapters.ml import (
     ModelRegistry,
 )
 from pipeline.adapters.prometheus import PrometheusError
+from pipeline.api.contract import ENGINE_BODY_ERRORS, Body, dns_label, maybe_absent, op
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_json
 from pipeline.config import Settings
@@ -42,7 +52,7 @@ from pipeline.domain.names import DNS_LABEL_MAX, is_dns_label
 from pipeline.domain.recommendations import TIMEFRAMES, historical_recommendations, ml_recommendations
 from pipeline.domain.scoring import ModelScore
 from pipeline.events import IncidentRow
-from pipeline.gateway.dependencies import model_error
+from pipeline.gateway.dependencies import MODEL_ERRORS, model_error
 
 MAX_DETECT_BODY = 4 << 20
 MAX_RECOMMENDATIONS_BODY = 64 << 10
@@ -52,6 +62,130 @@ IncidentsProvider = Callable[[], Iterable[IncidentRow]]  # what the history reco
 FeaturesProvider = Callable[[str | None], Awaitable[FeatureVector]]
 # (namespace or None for the cluster, timeframe "1h"/"6h"/"24h", now) -> the analysis rules' findings.
 FindingsProvider = Callable[[str | None, str, float], Awaitable[list[Finding]]]
+
+
+# ------------------------------------------------------------------------------------------ the contract
+class DetectRequest(BaseModel):
+    """`POST /api/v1/detect`: the instances the model is called with, checked by `_detect_request` in the
+    engine's order and with its messages (other fields are ignored). How many values an instance needs is the
+    model's to say: the anomaly-detector takes the 45 `features.values` of `POST /api/v1/anomalies/analyze`."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "anomaly-detector", "instances": [[0.5] * 45]}]})
+    model: str = Field(min_length=1, description="a registered model (`GET /api/v1/models`)")
+    instances: list[Annotated[list[float], Field(min_length=1)]] = Field(
+        min_length=1, description="rows of finite numbers, none empty")
+
+
+class ModelPrediction(Body):
+    """The model's answer, one prediction per instance (KServe v1 or v2 behind it)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "predictions": [-1], "model_name": "anomaly-detector", "model_version": "ad646d330f7fff36",
+        "scores": [0.9541313003378908], "confidences": [0.9082626006757817]}]})
+    predictions: list[int | float] = Field(description="-1 anomalous, 1 normal for the anomaly-detector; integral "
+                                                       "values are integers whatever the model sent")
+    model_name: str = Field(description="the logical name asked for")
+    model_version: str = maybe_absent("when the model says it")
+    scores: list[float] = maybe_absent("when the model gives them (the reference model does)")
+    confidences: list[float] = maybe_absent("when the model gives them")
+
+
+class ModelList(Body):
+    """The registered KServe models (`KSERVE_<NAME>_SERVICE`, `KSERVE_<NAME>_URL`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"models": ["anomaly-detector"], "count": 1}]})
+    models: list[str]
+    count: int
+
+
+class ModelReadiness(Body):
+    """Whether the model would be called and answers (its readiness endpoint); 200 either way."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "anomaly-detector", "status": "ready", "service": "anomaly-detector-predictor",
+        "namespace": "self-healing-platform", "circuit_breaker": "closed"}]})
+    model: str
+    status: Literal["ready", "unavailable"]
+    service: str = Field(description="the KServe predictor service")
+    namespace: str = Field(description="its namespace (`KSERVE_NAMESPACE`)")
+    message: str = maybe_absent("why it is unavailable (the transport error, the status it answered, the open "
+                                "circuit and its next trial)")
+    circuit_breaker: Literal["closed", "half-open", "open"]
+
+
+class RecommendationsRequest(BaseModel):
+    """`POST /api/v1/recommendations`; every field optional (an empty body too), unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"timeframe": "6h", "include_predictions": True, "confidence_threshold": 0.7, "namespace": "shop"}]})
+    timeframe: StrictStr = Field("", description="empty: 6h", json_schema_extra={"enum": ["", *TIMEFRAMES]})
+    include_predictions: StrictBool = Field(True, description="score the current 45-feature vector with the "
+                                                              "anomaly-detector")
+    confidence_threshold: StrictFloat | StrictInt = Field(
+        0.0, description="keep recommendations at least this confident; 0: 0.7", json_schema_extra={
+            "minimum": 0, "maximum": 1})
+    namespace: StrictStr = Field("", description="only this namespace; empty: every namespace",
+                                 json_schema_extra=dns_label(empty=True))
+
+
+class Recommendation(Body):
+    """An issue seen repeatedly in the incident history, or what the model's verdict and the analysis rules
+    say is wrong now."""
+
+    id: str = Field(description="`rec-hist-NNN` (history) or `rec-ml-NNN` (the model)")
+    type: Literal["proactive"]
+    issue_type: str = Field(description="the history: the incidents' issue type (or severity); the model: "
+                                        "`memory_leak`, `pod_crash_loop`, `cpu_throttling`, or `ml_anomaly` when no "
+                                        "rule explains its verdict")
+    target: str
+    namespace: str
+    severity: Literal["critical", "high", "medium", "low"]
+    confidence: float = Field(ge=0, le=1)
+    predicted_time: datetime = maybe_absent("the model's: when the issue is expected (now + half the timeframe)")
+    recommended_actions: list[str]
+    evidence: list[str]
+    pods: list[str] = maybe_absent("the model's, typed by the rules: the pods they found")
+    source: Literal["historical_analysis", "ml_prediction"]
+    related_incident_id: str = maybe_absent("the history's: the newest incident of the issue")
+
+
+MLStatus = Literal["ok", "off", "features_incomplete", "error", "not_found", "unavailable", "rejected",
+                   "invalid_response"]
+
+
+class MLPart(Body):
+    """Whether the anomaly-detector's verdict is in the recommendations, and why not."""
+
+    model: str
+    status: MLStatus = Field(description="`ok` when the model answered; `off`: not requested, not registered or "
+                                         "no feature source; else what went wrong")
+    message: str
+
+
+class Recommendations(Body):
+    """Remediation recommendations from the incident history and the anomaly model (R7)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "timestamp": "2026-12-06T17:53:23Z", "timeframe": "6h",
+        "recommendations": [{
+            "id": "rec-ml-001", "type": "proactive", "issue_type": "memory_leak", "target": "shop",
+            "namespace": "shop", "severity": "critical", "confidence": 1.0, "predicted_time": "2026-12-06T20:53:23Z",
+            "recommended_actions": ["investigate_memory_leak", "increase_memory_limit", "schedule_rolling_restart"],
+            "evidence": ["anomaly-detector flags the current 45-feature vector as anomalous", "Anomaly score 0.921",
+                         "shop/leaky-6c9d8-abcde: memory at 93% of its limit and growing steadily (24.4% of the "
+                         "limit per hour, R²=1.00); limit reached in about 0.3 h"],
+            "pods": ["leaky-6c9d8-abcde"], "source": "ml_prediction"}],
+        "total_recommendations": 1, "ml_enabled": True,
+        "ml": {"model": "anomaly-detector", "status": "ok", "message": "the model answered"}}]})
+    status: Literal["success"]
+    timestamp: datetime
+    timeframe: Literal["1h", "6h", "24h"]
+    recommendations: list[Recommendation]
+    total_recommendations: int
+    ml_enabled: bool = Field(description="true only when the model answered")
+    ml: MLPart
+    message: str = maybe_absent("when no recommendation is above the confidence threshold")
 
 
 def _proxy_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
@@ -98,16 +232,6 @@ async def _detect_request(request: Request) -> tuple[str, list[list[float]]]:
     if not model:
         raise _proxy_error(400, "INVALID_REQUEST", "Missing 'model' field")
     return model, _instances(body)
-
-
-class RecommendationsRequest(BaseModel):
-    """`POST /api/v1/recommendations`; every field optional, unknown fields ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-    timeframe: StrictStr = ""
-    include_predictions: StrictBool = True
-    confidence_threshold: StrictFloat | StrictInt = 0.0
-    namespace: StrictStr = ""
 
 
 async def _recommendations_request(request: Request) -> RecommendationsRequest:
@@ -159,7 +283,11 @@ def router(
     fails, a flagged vector is recommended as `ml_anomaly` and the evidence says the rules were not run."""
     api = APIRouter(tags=["models"])
 
-    @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 or v2 proxy)")
+    @api.post("/api/v1/detect", summary="Call a KServe model with instances (KServe v1 or v2 proxy)",
+              **op(ModelPrediction, body=DetectRequest, body_errors=ENGINE_BODY_ERRORS, token=True, errors={
+                  **MODEL_ERRORS,
+                  400: f"{MODEL_ERRORS[400]}; a `Content-Type` other than `application/json` is the engine's 400",
+              }))
     async def detect(request: Request) -> JSONResponse:
         model, instances = await _detect_request(request)
         try:
@@ -168,12 +296,15 @@ def router(
             raise model_error(exc, success=False) from None
         return JSONResponse(prediction.as_dict())
 
-    @api.get("/api/v1/models", summary="Registered KServe models")
+    @api.get("/api/v1/models", summary="Registered KServe models", **op(ModelList))
     async def list_models() -> JSONResponse:
         return JSONResponse({"models": registry.names(), "count": len(registry)})
 
-    @api.get("/api/v1/models/{model}/health", summary="Readiness of one KServe model")
-    async def model_health(model: str) -> JSONResponse:
+    @api.get("/api/v1/models/{model}/health", summary="Readiness of one KServe model",
+             **op(ModelReadiness, errors={404: MODEL_ERRORS[404]}))
+    async def model_health(
+        model: Annotated[str, Path(description="a registered model's logical name", examples=[ANOMALY_MODEL])],
+    ) -> JSONResponse:
         try:
             health = await kserve.model_health(model)
         except ModelNotFound as exc:
@@ -218,7 +349,9 @@ def router(
         recs = ml_recommendations(vector, score, req.timeframe, req.namespace, now, findings, error)
         return status, recs
 
-    @api.post("/api/v1/recommendations", summary="Remediation recommendations: history and ML")
+    @api.post("/api/v1/recommendations", summary="Remediation recommendations: history and ML",
+              **op(Recommendations, body=RecommendationsRequest, body_required=False, body_errors=(400, 413),
+                   token=True))
     async def recommendations(request: Request) -> JSONResponse:
         req = await _recommendations_request(request)
         now = datetime.now(UTC)

@@ -417,6 +417,12 @@ async def test_predict_scopes(http: httpx.AsyncClient) -> None:
     assert (missing["code"], missing["status"]) == ("NO_DATA", "error") and "nothere" in missing["error"]
 
 
+async def test_predict_takes_integral_numbers_written_with_a_fraction(http: httpx.AsyncClient) -> None:
+    """`14.0` is the integer 14 in JSON, and the contract's `type: integer` says so (schemathesis sent it)."""
+    body = await predict(http, {"hour": 14.0, "day_of_week": 4.0, "namespace": "payments"})
+    assert (body["target_time"]["hour"], body["target_time"]["day_of_week"]) == (14, 4)
+
+
 @pytest.mark.parametrize(
     ("body", "error", "field"),
     [

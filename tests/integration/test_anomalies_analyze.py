@@ -109,6 +109,8 @@ async def test_time_range_and_label_selector_change_the_result(api: httpx.AsyncC
     [
         ({"time_range": "2h"}, "time_range"),
         ({"threshold": 1.5}, "threshold"),
+        ({"threshold": False}, "threshold"),  # not 0 (and then the default): not a number
+        ({"threshold": "0.5"}, "threshold"),
         ({"namespace": 'shop"} or vector(1)'}, "namespace"),
         ({"namespace": "shop", "pod": "Bad_Pod"}, "pod"),
         ({"pod": "Bad_Pod"}, "pod"),

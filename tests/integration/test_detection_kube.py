@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,10 +30,13 @@ from kubernetes_asyncio.client import (
 )
 
 from pipeline.adapters.detection import Detector
-from pipeline.api import errors
+from pipeline.api import contract, errors
+from pipeline.domain.detection import DeploymentInfo
 from pipeline.embedded.kube import ADMIN_USER, RESTRICTED_USER, KubeAPIServer
 from pipeline.gateway.detection import router
 from tests.components.kube import FAKE_NODE, create_namespace
+from tests.support import schemathesis
+from tests.unit.ml_fakes import Served
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"
 CACHE_GROUP, CACHE_VERSION = "cache.example.com", "v1"
@@ -434,3 +438,46 @@ async def test_a_user_who_may_read_the_pod_but_not_its_replicaset_gets_the_403_r
     error = resp.json()["error"]
     assert error.startswith(f"failed to get replicaset {ns}/web-6f7d9 (controller of Pod {ns}/web-6f7d9-abcde): ")
     assert 'cannot get resource "replicasets" in API group "apps"' in error
+
+
+async def _exists(created: Awaitable[Any]) -> None:
+    """Create an object unless an earlier run of this test did."""
+    try:
+        await created
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+async def test_the_declared_contract_holds_against_a_real_cluster(
+    kube_apiserver: KubeAPIServer, admin: ApiClient, tmp_path: Path
+) -> None:
+    """Schemathesis on the detection routes' OpenAPI document, served by uvicorn on a real kube-apiserver: each
+    answer declared and matching its schema, names that are not Kubernetes names 400, unknown objects 404, and
+    the documented example (`shop`/`cart`, created here) detected."""
+    await _exists(CoreV1Api(admin).create_namespace(_body({"metadata": {"name": "shop"}})))
+    await _exists(AppsV1Api(admin).create_namespaced_deployment("shop", _body({
+        "metadata": _meta("cart", labels={"app": "cart"}, annotations={"meta.helm.sh/release-name": "shop"}),
+        "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": _template("cart")},
+    })))
+    detected: list[str] = []
+
+    class Recording(Detector):
+        async def detect(self, namespace: str, kind: str, name: str) -> DeploymentInfo:
+            info = await super().detect(namespace, kind, name)
+            detected.append(f"{kind}/{namespace}/{name}:{info.method}")
+            return info
+
+    detector = Recording(admin)
+    app = FastAPI()
+    errors.install(app)
+    contract.install(app)
+    app.include_router(router(lambda: detector))
+    served = await Served(app).start()
+    try:
+        code, text = await schemathesis(served.url, tmp_path, "--include-path-regex", "^/api/v1/detect/")
+    finally:
+        await served.stop()
+    assert code == 0, text[-20000:]
+    assert "Tested: 6" in text, text[-3000:]
+    assert "Deployment/shop/cart:helm" in detected  # the documented example, answered with its schema

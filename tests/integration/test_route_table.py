@@ -71,3 +71,8 @@ async def test_every_engine_mcp_and_legacy_route_answers(http: httpx.AsyncClient
             assert response.headers["content-type"].startswith("application/json"), what
         if response.status_code >= 400:
             assert response.json()["error"], what
+
+    # A wrong method names the methods of the route the path is, not of a template that also matches it
+    # (`/api/v1/anomalies/{anomaly_id}` matches /api/v1/anomalies/analyze).
+    wrong = await http.request("OPTIONS", "/api/v1/anomalies/analyze")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")

@@ -8,9 +8,12 @@ from collections import defaultdict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient, Series
+from pipeline.api.contract import Body, maybe_absent
 from pipeline.domain import capacity as cap
 from pipeline.gateway.analysis.formatting import (
     cpu_amount,
@@ -31,7 +34,199 @@ from pipeline.gateway.analysis.queries import (
     pod_count_expr,
     tagged,
 )
-from pipeline.gateway.analysis.trends import fetch_outlook, outlook_json, read_state, state_expr
+from pipeline.gateway.analysis.trends import (
+    CapacityForecast,
+    fetch_outlook,
+    outlook_json,
+    read_state,
+    state_expr,
+)
+
+# ------------------------------------------------------------------------------------------ the answers
+Health = Literal["healthy", "degraded", "unknown"]
+
+
+class CpuUsed(Body):
+    """CPU in use (`formatting.cpu_amount`)."""
+
+    used: str = Field(description="millicores, e.g. `253m`")
+    used_numeric: float = Field(description="cores")
+    percent: float | None = Field(description="of the quota (a namespace) or the allocatable CPU (the cluster); "
+                                              "null without one")
+
+
+class MemoryUsed(Body):
+    """Memory in use: working-set bytes (`formatting.memory_amount`)."""
+
+    used: str = Field(description="e.g. `1.5Gi`")
+    used_bytes: int
+    percent: float | None = Field(description="of the quota (a namespace) or the allocatable memory (the "
+                                              "cluster); null without one")
+
+
+class CpuAvailable(Body):
+    """CPU left under the quota."""
+
+    available: str = Field(description="millicores")
+    available_numeric: float = Field(description="cores")
+    percent: float = Field(description="of the quota")
+
+
+class MemoryAvailable(Body):
+    """Memory left under the quota."""
+
+    available: str
+    available_bytes: int
+    percent: float = Field(description="of the quota")
+
+
+class CpuQuota(Body):
+    limit: str = Field(description="millicores")
+    limit_numeric: float = Field(description="cores")
+
+
+class MemoryQuota(Body):
+    limit: str
+    limit_bytes: int
+
+
+class NamespaceQuota(Body):
+    """The namespace's ResourceQuotas summed (`limits.cpu`, else `cpu`; the same for memory)."""
+
+    cpu: CpuQuota = maybe_absent("absent without a CPU quota")
+    memory: MemoryQuota = maybe_absent("absent without a memory quota")
+    pod_count_limit: int = Field(description="0 without a pod quota")
+    has_quota: bool
+
+
+class NamespaceUsage(Body):
+    cpu: CpuUsed | None = Field(description="null without CPU usage")
+    memory: MemoryUsed | None = Field(description="null without memory usage")
+    pod_count: int = Field(description="Running and Pending pods")
+
+
+class NamespaceAvailable(Body):
+    cpu: CpuAvailable = maybe_absent("absent without a CPU quota")
+    memory: MemoryAvailable = maybe_absent("absent without a memory quota")
+    pod_slots: int = maybe_absent("absent without a pod quota")
+
+
+class InfrastructureImpact(Body):
+    """The control plane's load (`include_infrastructure=true`); a figure Prometheus does not have is null."""
+
+    etcd_object_count: int | None
+    etcd_capacity_percent: float | None = Field(description="etcd's database size of its backend quota")
+    api_server_qps: float | None
+    scheduler_queue_length: int | None
+    control_plane_health: Health = Field(description="from etcd's leader gauge")
+
+
+class NamespaceCapacity(Body):
+    """A namespace's quota, usage and what is left, with its trend and forecast (R17)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "namespace": "shop", "timestamp": "2026-12-06T17:53:18Z",
+        "quota": {"cpu": {"limit": "4000m", "limit_numeric": 4.0},
+                  "memory": {"limit": "8.0Gi", "limit_bytes": 8589934592}, "pod_count_limit": 20, "has_quota": True},
+        "current_usage": {"cpu": {"used": "253m", "used_numeric": 0.253069, "percent": 6.33},
+                          "memory": {"used": "1.5Gi", "used_bytes": 1627420671, "percent": 18.95}, "pod_count": 3},
+        "available": {"cpu": {"available": "3746m", "available_numeric": 3.746931, "percent": 93.67},
+                      "memory": {"available": "6.5Gi", "available_bytes": 6962513921, "percent": 81.05},
+                      "pod_slots": 17},
+        "trending": {"cpu": {"daily_change_percent": -0.21, "weekly_change_percent": -1.47, "direction": "stable",
+                             "reason": "no significant change (-0.21 %/day is within the noise)", "r_squared": 0.02,
+                             "current": 0.185354, "capacity": 4.0, "capacity_basis": "quota",
+                             "utilisation_percent": 4.63, "days_until_85_percent": -1, "days_until_full": -1,
+                             "confidence": 0.51, "samples": 180},
+                     "days_until_85_percent": -1, "confidence": 0.51, "forecasted_exhaustion_days": -1,
+                     "recommended_replica_increase": 0,
+                     "replica_advice": "no exhaustion forecast: usage does not grow towards its capacity",
+                     "workload_issues": [], "window": "7d"}}]})
+    status: Literal["success"]
+    namespace: str
+    timestamp: datetime
+    quota: NamespaceQuota
+    current_usage: NamespaceUsage
+    available: NamespaceAvailable
+    trending: CapacityForecast = maybe_absent("absent with `include_trending=false`")
+    infrastructure_impact: InfrastructureImpact = maybe_absent("only with `include_infrastructure=true`")
+
+
+class ClusterFigures(Body):
+    """The worker nodes' capacity (control-plane nodes left out); a figure no metric gives is null or empty."""
+
+    total_cpu: str | None = Field(description="millicores")
+    total_memory: str = Field(description="e.g. `16.0Gi`; empty when unknown")
+    allocatable_cpu: str | None
+    allocatable_memory: str = Field(description="empty when unknown")
+    total_cpu_cores: float | None
+    total_memory_bytes: int | None
+    allocatable_cpu_cores: float | None
+    allocatable_memory_bytes: int | None
+    worker_nodes: int
+    control_plane_nodes_excluded: int
+
+
+class ClusterUsage(Body):
+    cpu: CpuUsed
+    memory: MemoryUsed
+    pod_count: int
+
+
+class NamespaceShare(Body):
+    """A namespace's usage as a share of the allocatable capacity (system namespaces and `default` left out)."""
+
+    name: str
+    cpu_percent: float | None
+    memory_percent: float | None
+    pod_count: int
+    cpu_cores: float | None
+    memory_bytes: int | None
+
+
+class NodeCapacity(Body):
+    name: str
+    control_plane: bool
+    cpu_capacity_cores: float | None
+    cpu_allocatable_cores: float | None
+    memory_capacity_bytes: float | None
+    memory_allocatable_bytes: float | None
+
+
+class ClusterInfrastructure(Body):
+    control_plane_cpu_percent: None = Field(description="not measured: usage on control-plane nodes is not "
+                                                        "attributed (the engine always sent 0)")
+    control_plane_memory_percent: None = Field(description="not measured")
+    etcd_health: Health
+
+
+class ClusterCapacity(Body):
+    """Node capacity, the cluster's usage and each namespace's share of it (R18)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "scope": "cluster", "timestamp": "2026-12-06T17:53:18Z",
+        "cluster_capacity": {"total_cpu": "4000m", "total_memory": "16.0Gi", "allocatable_cpu": "3800m",
+                             "allocatable_memory": "15.0Gi", "total_cpu_cores": 4.0,
+                             "total_memory_bytes": 17179869184, "allocatable_cpu_cores": 3.8,
+                             "allocatable_memory_bytes": 16106127360, "worker_nodes": 2,
+                             "control_plane_nodes_excluded": 0},
+        "cluster_usage": {"cpu": {"used": "669m", "used_numeric": 0.669275, "percent": 17.61},
+                          "memory": {"used": "1.9Gi", "used_bytes": 1998379735, "percent": 12.41}, "pod_count": 5},
+        "namespaces": [{"name": "payments", "cpu_percent": 10.96, "memory_percent": 2.3, "pod_count": 2,
+                        "cpu_cores": 0.416343, "memory_bytes": 370959064}],
+        "nodes": [{"name": "node-a", "control_plane": False, "cpu_capacity_cores": 2.0,
+                   "cpu_allocatable_cores": 1.9, "memory_capacity_bytes": 8589934592.0,
+                   "memory_allocatable_bytes": 8053063680.0}],
+        "infrastructure": {"control_plane_cpu_percent": None, "control_plane_memory_percent": None,
+                           "etcd_health": "unknown"}}]})
+    status: Literal["success"]
+    scope: Literal["cluster"]
+    timestamp: datetime
+    cluster_capacity: ClusterFigures
+    cluster_usage: ClusterUsage
+    namespaces: list[NamespaceShare]
+    nodes: list[NodeCapacity]
+    infrastructure: ClusterInfrastructure
 
 
 def _infrastructure_expr() -> str:

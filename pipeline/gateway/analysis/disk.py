@@ -8,10 +8,13 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient, Series
+from pipeline.api.contract import Body, maybe_absent
 from pipeline.domain import capacity as cap
 from pipeline.domain.names import (
     promql_string,
@@ -26,6 +29,54 @@ from pipeline.gateway.analysis.queries import (
     gather,
     label_eq,
 )
+
+
+# ------------------------------------------------------------------------------------------ the answers
+class FilesystemForecast(Body):
+    """One filesystem's free space over the last 7 days, and when it runs out at that rate."""
+
+    node: str = Field(description="empty in `aggregate` without a `node` filter")
+    mountpoint: str
+    device: str = maybe_absent("absent in `aggregate`")
+    fstype: str = maybe_absent("absent in `aggregate`")
+    available_bytes: float
+    total_bytes: float = maybe_absent("absent when the filesystem's size is unknown")
+    used_percent: float = maybe_absent("the used share, 0..1 (the engine's name); absent without the size",
+                                       ge=0, le=1)
+    daily_fill_rate_bytes: float = Field(description="negative when space is being freed")
+    days_until_full: int = Field(description="whole days, rounded up; -1 when it is not filling up")
+    urgency: cap.Urgency = Field(description="critical under 7 days, warning under 30, info beyond; stable when "
+                                             "not filling up; unknown without enough history")
+    projected_full_date: date = maybe_absent("absent when it is not filling up")
+    r_squared: float = maybe_absent("how well a line fits the free space; absent without a fit")
+    confidence: float = Field(ge=0, le=1)
+    samples: int
+
+
+class DiskExhaustion(Body):
+    """Days until each filesystem is full (R20): one row per filesystem, soonest first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "timestamp": "2026-12-06T17:53:18Z", "window": "7d",
+        "results": [{"node": "node-a", "mountpoint": "/", "device": "/dev/sda1", "fstype": "ext4",
+                     "available_bytes": 40796854742.0, "total_bytes": 107374182400.0, "used_percent": 0.62,
+                     "daily_fill_rate_bytes": 17136956028.0, "days_until_full": 3, "urgency": "critical",
+                     "projected_full_date": "2026-12-09", "r_squared": 1.0, "confidence": 0.51, "samples": 183}],
+        "critical_count": 1, "warning_count": 0,
+        "aggregate": {"node": "", "mountpoint": "", "available_bytes": 40796854742.0,
+                      "total_bytes": 107374182400.0, "used_percent": 0.62, "daily_fill_rate_bytes": 17136956028.0,
+                      "days_until_full": 3, "urgency": "critical", "projected_full_date": "2026-12-09",
+                      "r_squared": 1.0, "confidence": 0.51, "samples": 183}}]})
+    status: Literal["success"]
+    timestamp: datetime
+    scope: str = maybe_absent("the `node` asked for")
+    mountpoint: str = maybe_absent("the `mountpoint` asked for")
+    window: Literal["7d"] = Field(description="the history the fill rate is fitted over (the engine's)")
+    results: list[FilesystemForecast]
+    critical_count: int
+    warning_count: int
+    aggregate: FilesystemForecast = maybe_absent("the engine's single row, the average filesystem; absent "
+                                                 "without any")
 
 
 # ------------------------------------------------------------------------------------------ R20 disk

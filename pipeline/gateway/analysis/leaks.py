@@ -7,9 +7,12 @@ import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient
+from pipeline.api.contract import Body, maybe_absent
 from pipeline.domain import capacity as cap
 from pipeline.gateway.analysis.formatting import drop_none, iso
 from pipeline.gateway.analysis.queries import (
@@ -22,6 +25,49 @@ from pipeline.gateway.analysis.queries import (
     gather,
     label_eq,
 )
+
+
+# ------------------------------------------------------------------------------------------ the answers
+class ContainerLeak(Body):
+    """A container's working set over the last 24 hours since its last restart, and the leak verdict."""
+
+    namespace: str
+    pod: str = Field(description="`(aggregated)` in `aggregate`")
+    container: str
+    current_memory_bytes: float
+    daily_growth_bytes: float
+    growth_r_squared: float
+    leak_detected: bool
+    confidence: float = Field(ge=0, le=1, description="of a detected leak; 0 when none is")
+    memory_limit_bytes: float | None = Field(description="null without a memory limit")
+    days_until_limit: float | None = Field(description="at the fitted growth; null without a limit or growth")
+    projected_limit_time: datetime | None
+    monotonicity: float = Field(ge=0, le=1, description="the share of rising steps")
+    restarts: int = Field(description="restarts seen in the window")
+    samples: int
+    reason: str = Field(description="the verdict, for people")
+
+
+class MemoryLeaks(Body):
+    """Containers whose working set grows like a leak (R21), leaks first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "timestamp": "2026-12-06T17:53:18Z", "namespace": "shop", "window": "24h",
+        "results": [{"namespace": "shop", "pod": "leaky-6c9d8-abcde", "container": "leaky",
+                     "current_memory_bytes": 996558917.0, "daily_growth_bytes": 6287428768.1,
+                     "growth_r_squared": 1.0, "leak_detected": True, "confidence": 0.36,
+                     "memory_limit_bytes": 1073741824.0, "days_until_limit": 0.012,
+                     "projected_limit_time": "2026-12-06T18:10:59Z", "monotonicity": 1.0, "restarts": 0,
+                     "samples": 183, "reason": "linear growth of 1033.6%/day (R² 1.00) since the last restart"}],
+        "leak_count": 1}]})
+    status: Literal["success"]
+    timestamp: datetime
+    namespace: str = maybe_absent("the `namespace` asked for")
+    window: Literal["24h"]
+    results: list[ContainerLeak]
+    leak_count: int
+    aggregate: ContainerLeak = maybe_absent("the engine's single row: every container's working set summed; "
+                                            "absent without any")
 
 
 # ------------------------------------------------------------------------------------------ R21 leaks

@@ -7,19 +7,28 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient, Series
+from pipeline.api.contract import Body, dns_subdomain, fullmatch, maybe_absent
 from pipeline.api.errors import ApiError
 from pipeline.api.requests import read_json
 from pipeline.domain import capacity as cap
 from pipeline.domain.names import (
+    DNS_LABEL_MAX,
     promql_string,
 )
 from pipeline.gateway.analysis.formatting import iso, rounded
-from pipeline.gateway.analysis.params import Namespaces, ns_selector, parse_name, parse_namespaces
+from pipeline.gateway.analysis.params import (
+    NAMESPACE_OR_GLOB,
+    Namespaces,
+    ns_selector,
+    parse_name,
+    parse_namespaces,
+)
 from pipeline.gateway.analysis.queries import (
     MAX_PREDICT_BODY,
     PREDICT_LOOKBACK_S,
@@ -36,6 +45,141 @@ from pipeline.gateway.dependencies import details as dependency_details
 
 # ------------------------------------------------------------------------------------------ R8 predict
 SCOPES = ("pod", "deployment", "namespace", "cluster")
+Scope = Literal["pod", "deployment", "namespace", "cluster"]
+MODEL_MAX = 253
+_GIVEN: dict[str, Any] = {"type": "string", "minLength": 1}
+
+
+def _needs(*fields: str) -> dict[str, Any]:
+    """The fields a scope needs: given, and not empty."""
+    return {"required": list(fields), "properties": dict.fromkeys(fields, _GIVEN)}
+
+
+def _scope_is(scope: str) -> dict[str, Any]:
+    return {"required": ["scope"], "properties": {"scope": {"const": scope}}}
+
+
+# A pod or deployment scope, given or inferred, needs its name and namespace (`read_predict_request`).
+_SCOPE_NEEDS: list[Any] = [
+    {"if": _scope_is("pod"), "then": _needs("pod", "namespace")},
+    {"if": _scope_is("deployment"), "then": _needs("deployment", "namespace")},
+    {"if": {"properties": {"scope": {"type": "null"}}, "anyOf": [_needs("pod"), _needs("deployment")]},
+     "then": _needs("namespace")},
+]
+
+
+class PredictBody(BaseModel):
+    """`POST /api/v1/predict` (R8), checked by `read_predict_request` in the engine's order and with its
+    messages. Empty strings are absent; other fields (the MCP's `cpu_rolling_mean`, `memory_rolling_mean`) are
+    ignored. A pod or deployment scope (given, or inferred: pod > deployment > namespace > cluster) needs the
+    name and its namespace."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "allOf": _SCOPE_NEEDS,
+        "examples": [{"hour": 15, "day_of_week": 2, "namespace": "shop", "scope": "namespace"}],
+    })
+    hour: int | None = Field(0, ge=0, le=23, description="UTC; missing or null: 0 (as the engine's Go decoding)")
+    day_of_week: int | None = Field(0, ge=0, le=6, description="0 = Monday … 6 = Sunday; missing or null: 0")
+    scope: Scope | None = Field(None, description="missing: pod if `pod`, else deployment if `deployment`, else "
+                                                  "namespace if `namespace`, else cluster")
+    namespace: str | None = Field(None, description="a namespace or a glob of them (`shop*`)",
+                                  json_schema_extra=fullmatch(NAMESPACE_OR_GLOB, DNS_LABEL_MAX, empty=True))
+    deployment: str | None = Field(None, description="its pods are `<deployment>-<hash>-<suffix>`",
+                                   json_schema_extra=dns_subdomain(empty=True))
+    pod: str | None = Field(None, json_schema_extra=dns_subdomain(empty=True))
+    model: str | None = Field(None, max_length=MODEL_MAX, description="echoed as `model_info.requested_model`; "
+                                                                      "default `predictive-analytics`")
+
+
+class Predictions(Body):
+    cpu_percent: float | None = Field(description="of the capacity (`forecast.cpu.capacity_basis`), 0..100; "
+                                                  "null without CPU history or capacity")
+    memory_percent: float | None = Field(description="likewise for memory")
+
+
+class CurrentMetrics(Body):
+    cpu_rolling_mean: float | None = Field(description="the last 24 h mean, % of the capacity")
+    memory_rolling_mean: float | None
+    timestamp: datetime
+    time_range: Literal["24h"]
+
+
+class PredictionModel(Body):
+    name: Literal["statistical-baseline"]
+    version: str
+    confidence: float = Field(ge=0, le=1)
+    method: str
+    requested_model: str
+    history_hours: float = Field(description="the longest history the forecast had")
+
+
+class TargetTime(Body):
+    hour: int
+    day_of_week: int
+    iso_timestamp: datetime = Field(description="the next occurrence of that hour and weekday, UTC")
+
+
+class ResourceForecast(Body):
+    """The forecast of one resource: `predicted_cores`/`capacity_cores` (cpu) or `predicted_bytes`/
+    `capacity_bytes` (memory)."""
+
+    capacity_basis: Literal["limits", "allocatable"] | None = Field(
+        description="the scope's summed limits, else the nodes' allocatable")
+    method: str
+    confidence: float = Field(ge=0, le=1)
+    trend: cap.TrendWord
+    daily_change_percent: float
+    samples: int
+
+
+class CpuForecast(ResourceForecast):
+    predicted_cores: float
+    capacity_cores: float | None
+
+
+class MemoryForecast(ResourceForecast):
+    predicted_bytes: float
+    capacity_bytes: float | None
+
+
+class Forecasts(Body):
+    cpu: CpuForecast | None = Field(description="null without CPU history")
+    memory: MemoryForecast | None = Field(description="null without memory history")
+
+
+class UsagePrediction(Body):
+    """CPU and memory at an hour of the week, forecast from four weeks of history (R8).
+
+    What the MCP server's predict-resource-usage shows."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "scope": "namespace", "target": "shop",
+        "predictions": {"cpu_percent": 17.91, "memory_percent": 75.04},
+        "current_metrics": {"cpu_rolling_mean": 17.91, "memory_rolling_mean": 38.23,
+                            "timestamp": "2026-12-06T17:53:23Z", "time_range": "24h"},
+        "model_info": {"name": "statistical-baseline", "version": "1", "confidence": 0.04,
+                       "method": "additive profile (hour of week, else hour of day) + least-squares trend",
+                       "requested_model": "predictive-analytics", "history_hours": 3.0},
+        "target_time": {"hour": 15, "day_of_week": 2, "iso_timestamp": "2026-12-09T15:00:00Z"},
+        "trend": "upward", "recommendation": "Usage is trending upward: keep monitoring and prepare to scale.",
+        "forecast": {"cpu": {"predicted_cores": 0.447786, "capacity_cores": 2.5, "capacity_basis": "limits",
+                             "method": "mean", "confidence": 0.04, "trend": "stable", "daily_change_percent": -20.73,
+                             "samples": 180},
+                     "memory": {"predicted_bytes": 2417286956.876343, "capacity_bytes": 3221225472.0,
+                                "capacity_basis": "limits", "method": "mean + linear trend", "confidence": 0.04,
+                                "trend": "upward", "daily_change_percent": 510.64, "samples": 182}}}]})
+    status: Literal["success"]
+    scope: Scope
+    target: str = Field(description="`<namespace>/<pod>`, `<namespace>/<deployment>`, the namespace (or glob), "
+                                    "`all-namespaces` or `cluster`")
+    matched_namespaces: list[str] = maybe_absent("for a namespace glob: the namespaces with pods it matched")
+    predictions: Predictions
+    current_metrics: CurrentMetrics
+    model_info: PredictionModel
+    target_time: TargetTime
+    trend: cap.TrendWord
+    recommendation: str
+    forecast: Forecasts
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +248,8 @@ async def read_predict_request(request: Request) -> PredictRequest:
         value = body.get(key, 0)
         if value is None:
             return 0
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # `3.0` is the integer 3 in JSON (and in the contract's JSON Schema)
         if isinstance(value, bool) or not isinstance(value, int):
             raise _bad_request("Invalid request format", key, f"{key} must be an integer")
         return value

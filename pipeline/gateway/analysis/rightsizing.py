@@ -6,9 +6,12 @@ import math
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient, Series
+from pipeline.api.contract import Body, maybe_absent
 from pipeline.domain import capacity as cap
 from pipeline.gateway.analysis.formatting import drop_none, iso, rounded
 from pipeline.gateway.analysis.queries import (
@@ -19,6 +22,74 @@ from pipeline.gateway.analysis.queries import (
     label_eq,
     label_prefix,
 )
+
+# ------------------------------------------------------------------------------------------ the answers
+CORES = "the engine's CPU string: `250m` under a core, `1.50` from one up; empty when unknown"
+BYTES = "the engine's memory string: `1.5Gi`, `300.0Mi`; empty when unknown"
+
+
+class ContainerRightsizing(Body):
+    """A container's requests and limits against its P95 usage: request = P95 × 1.2, limit = P95 × 1.5."""
+
+    namespace: str
+    pod: str
+    container: str = Field(description="`(aggregated)` in `aggregate`")
+    current_cpu_request: str = Field(description=CORES)
+    current_cpu_limit: str = Field(description=CORES)
+    p95_cpu_usage_cores: float | None = Field(description="null without CPU usage")
+    recommended_cpu_request: str = Field(description=CORES)
+    recommended_cpu_limit: str = Field(description=CORES)
+    current_memory_request: str = Field(description=BYTES)
+    current_memory_limit: str = Field(description=BYTES)
+    p95_memory_usage_bytes: float | None = Field(description="null without memory usage")
+    recommended_memory_request: str = Field(description=BYTES)
+    recommended_memory_limit: str = Field(description=BYTES)
+    cpu_sizing: cap.Sizing = Field(description="request / P95 above 2: over-provisioned, below 0.8: under; "
+                                               "throttling above 25 % makes CPU under-provisioned")
+    memory_sizing: cap.Sizing
+    throttle_rate_pct: float = maybe_absent("throttled CFS periods, % of all periods; absent without CFS metrics")
+    current_cpu_request_cores: float | None
+    current_cpu_limit_cores: float | None
+    recommended_cpu_request_cores: float | None
+    recommended_cpu_limit_cores: float | None
+    current_memory_request_bytes: float | None
+    current_memory_limit_bytes: float | None
+    recommended_memory_request_bytes: float | None
+    recommended_memory_limit_bytes: float | None
+    reasons: list[str] = Field(description="what changed the verdict, for people")
+
+
+class RightsizingRecommendations(Body):
+    """Requests and limits from P95 usage (R22): one row per container."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "timestamp": "2026-12-06T17:53:18Z", "namespace": "payments",
+        "analysis_window": "30d",
+        "recommendations": [{
+            "namespace": "payments", "pod": "throttled-84c5d7f96-p2r5s", "container": "throttled",
+            "current_cpu_request": "250m", "current_cpu_limit": "500m", "p95_cpu_usage_cores": 0.499,
+            "recommended_cpu_request": "599m", "recommended_cpu_limit": "750m", "current_memory_request": "128.0Mi",
+            "current_memory_limit": "256.0Mi", "p95_memory_usage_bytes": 160970579.0,
+            "recommended_memory_request": "184.2Mi", "recommended_memory_limit": "230.3Mi",
+            "cpu_sizing": "under-provisioned", "memory_sizing": "right-sized", "throttle_rate_pct": 60.0,
+            "current_cpu_request_cores": 0.25, "current_cpu_limit_cores": 0.5, "recommended_cpu_request_cores": 0.59856,
+            "recommended_cpu_limit_cores": 0.75, "current_memory_request_bytes": 134217728.0,
+            "current_memory_limit_bytes": 268435456.0, "recommended_memory_request_bytes": 193164695.0,
+            "recommended_memory_limit_bytes": 241455868.0,
+            "reasons": ["CPU throttled in 60% of periods: demand above the limit is hidden"]}],
+        "over_provisioned_count": 0, "under_provisioned_count": 1, "right_sized_count": 0, "unknown_count": 0}]})
+    status: Literal["success"]
+    timestamp: datetime
+    namespace: str = maybe_absent("the `namespace` asked for")
+    pod: str = maybe_absent("the `pod` prefix asked for")
+    analysis_window: str = Field(description="7d, 14d, 30d or 90d")
+    recommendations: list[ContainerRightsizing]
+    over_provisioned_count: int
+    under_provisioned_count: int
+    right_sized_count: int
+    unknown_count: int
+    aggregate: ContainerRightsizing = maybe_absent("the engine's single row, every figure averaged over the "
+                                                   "containers; absent without any")
 
 
 # ------------------------------------------------------------------------------------------ R22 rightsizing

@@ -10,10 +10,13 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from pipeline.adapters.prometheus import PrometheusClient, Series
+from pipeline.api.contract import Body, maybe_absent
 from pipeline.domain import capacity as cap
 from pipeline.domain.analysis import CRASH_LOOP_RESTARTS
 from pipeline.gateway.analysis.formatting import drop_none, iso, iso_day, percent_of, rounded
@@ -264,6 +267,86 @@ async def fetch_outlook(
         )
 
     return state, await asyncio.to_thread(compute), {r: kind for r, (kind, _) in bases.items()}
+
+
+# ------------------------------------------------------------------------------------------ the answers
+CapacityBasis = Literal["quota", "limits", "allocatable"]
+NEVER = "whole days from the last sample, rounded up; 0 when already there, -1 when none is forecast"
+
+
+class UsageTrend(Body):
+    """One resource's usage against its capacity: the fitted trend and when it runs out."""
+
+    daily_change_percent: float = Field(description="the fitted slope, % of the current usage per day")
+    weekly_change_percent: float
+    direction: cap.TrendDirection = Field(
+        description="`no_trend`: too little history, or a significant slope the line does not describe")
+    reason: str = Field(description="why this direction, for people")
+    r_squared: float | None = Field(description="how much of the variation the line explains; null without a fit")
+    current: float = Field(description="cores (cpu) or bytes (memory)")
+    capacity: float | None = Field(description="in the same unit; null when no capacity is known")
+    capacity_basis: CapacityBasis | None = Field(
+        description="the namespace quota when every namespace in scope has one, else the summed container "
+                    "limits, else the nodes' allocatable")
+    utilisation_percent: float | None
+    days_until_85_percent: int = Field(description=NEVER)
+    days_until_full: int = Field(description=NEVER)
+    confidence: float = Field(ge=0, le=1)
+    samples: int
+
+
+class CapacityIssue(Body):
+    """A container whose growth is not steady demand: a leak grows only to its limit, a crash loop to its peak."""
+
+    kind: cap.IssueKind
+    namespace: str
+    pod: str
+    container: str
+    detail: str
+
+
+class CapacityForecast(Body):
+    """The trend of CPU and memory in scope and when the sooner of them runs out (the engine's `trending`)."""
+
+    cpu: UsageTrend = maybe_absent("absent without CPU usage history")
+    memory: UsageTrend = maybe_absent("absent without memory usage history")
+    days_until_85_percent: int = Field(description=f"of the sooner resource: {NEVER}")
+    projected_exhaustion_date: date = maybe_absent("the date of `days_until_85_percent`; absent when none")
+    confidence: float = Field(ge=0, le=1, description="of the sooner resource's forecast")
+    forecasted_exhaustion_days: int = Field(description=f"until the sooner resource is full: {NEVER}")
+    exhausting_resource: Literal["cpu", "memory"] = maybe_absent(
+        "the resource of `forecasted_exhaustion_days`; absent when none is forecast")
+    recommended_replica_increase: int = Field(
+        ge=0, description="replicas to add so usage stays at 70 % of the larger limits when today's capacity "
+                          "runs out (exhaustion within 30 days); 0 when replicas do not help")
+    replica_advice: str = Field(description="why that many replicas, or why none")
+    workload_issues: list[CapacityIssue] = Field(description="crash loops, and leaks when memory grows")
+    window: str = Field(description="the history fitted: 7d, 14d, 30d or 90d")
+
+
+class CapacityTrends(CapacityForecast):
+    """The capacity forecast of a namespace, a glob of them, or the cluster (the route the MCP server calls)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "success", "namespace": "shop", "timestamp": "2026-12-06T17:53:18Z",
+        "cpu": {"daily_change_percent": -18.33, "weekly_change_percent": -128.31, "direction": "stable",
+                "reason": "no significant change (-18.33 %/day is within the noise)", "r_squared": 0.02,
+                "current": 0.184839, "capacity": 2.5, "capacity_basis": "limits", "utilisation_percent": 7.39,
+                "days_until_85_percent": -1, "days_until_full": -1, "confidence": 0.51, "samples": 180},
+        "memory": {"daily_change_percent": 1.8, "weekly_change_percent": 12.6, "direction": "increasing",
+                   "reason": "+1.80 %/day (R² 0.93)", "r_squared": 0.93, "current": 1625847909.0,
+                   "capacity": 3221225472.0, "capacity_basis": "limits", "utilisation_percent": 50.47,
+                   "days_until_85_percent": 21, "days_until_full": 30, "confidence": 0.72, "samples": 182},
+        "days_until_85_percent": 21, "projected_exhaustion_date": "2026-12-27", "confidence": 0.72,
+        "forecasted_exhaustion_days": 30, "exhausting_resource": "memory", "recommended_replica_increase": 2,
+        "replica_advice": "memory runs out in 29.4 days: 2 more replica(s) (3 → 5 pods) raise the summed limits "
+                          "so that usage would be at 70% when today's capacity runs out; at the fitted growth the "
+                          "larger capacity lasts about 57.3 days",
+        "workload_issues": [], "window": "7d"}]})
+    status: Literal["success"]
+    namespace: str = Field(description="as asked: a namespace, a glob, or empty for the cluster")
+    timestamp: datetime
+    matched_namespaces: list[str] = maybe_absent("for a glob: the namespaces with pods it matched")
 
 
 def _trend_json(t: cap.ResourceTrend | None, basis: str | None) -> dict[str, Any] | None:
