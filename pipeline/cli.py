@@ -28,6 +28,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.stages import stage_classes
 
     settings = _settings(args)
+    if args.demo:  # its own broker, Prometheus and cluster, and a fresh data dir unless --data-dir
+        from pipeline.compose.demo import demo_settings
+
+        settings = demo_settings(settings, keep_data=args.data_dir is not None)
     plan = Plan(
         stages=[*stage_classes(), *(["audit"] if settings.audit_enabled else [])],
         ingest=True,
@@ -36,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         apply_topics=True,
         embedded_ml=True,
         watch=settings.kube_watch,
+        demo=args.demo,
     )
     return run(settings, plan)
 
@@ -280,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="everything in one process: embedded broker (if none configured), stages, ingest, gateway")
     run.add_argument("--port", type=int)
     run.add_argument("--data-dir")
+    run.add_argument("--demo", action="store_true",
+                     help="also start Prometheus with a generated cluster history and a test cluster, play a scripted "
+                          "incident story and print where to look (data in a temporary dir unless --data-dir)")
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage against an existing broker")

@@ -362,14 +362,16 @@ class KubeRemediator:
         needed = max(int(step.result.get("generation") or 0), int(meta.get("generation") or 0))
         if int(status.get("observedGeneration", 0)) < needed:
             return None, f"generation {needed} not observed yet", observed
+        if (observed["updatedReplicas"], observed["availableReplicas"], observed["readyReplicas"]) == (want,) * 3 \
+                and not observed["unavailableReplicas"]:
+            # Complete, whatever Progressing still says: rolled back to a revision that was running, the controller
+            # observes the generation before it replaces an earlier rollout's ProgressDeadlineExceeded.
+            return True, f"{target} available: {want}/{want} updated, ready and available", observed
         for cond in status.get("conditions") or []:
             if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
                 return False, f"rollout stuck: {cond.get('message', '')}", observed
-        if (observed["updatedReplicas"], observed["availableReplicas"], observed["readyReplicas"]) != (want,) * 3 \
-                or observed["unavailableReplicas"]:
-            return None, (f"{observed['availableReplicas']}/{want} available, {observed['updatedReplicas']} updated"),\
-                observed
-        return True, f"{target} available: {want}/{want} updated, ready and available", observed
+        return None, f"{observed['availableReplicas']}/{want} available, {observed['updatedReplicas']} updated", \
+            observed
 
     async def _check_rollout_complete(self, target: str, step: WorkflowStep) -> tuple[bool | None, str, dict[str, Any]]:
         obj = await self.get(target)

@@ -33,6 +33,7 @@ class Plan:
     apply_topics: bool = False
     embedded_ml: bool = False  # serve the reference ML service when no ML dependency is configured
     watch: bool = False  # the Kubernetes watcher (under leader election)
+    demo: bool = False  # `pipeline run --demo`: Prometheus, a test cluster and a scripted story (compose/demo.py)
 
 
 STOP_STEP_TIMEOUT_S = 20.0
@@ -71,6 +72,7 @@ class Process:
 
     async def start(self) -> None:
         started = time.perf_counter()
+        demo = self._start_demo() if self.plan.demo else None  # beside the broker; the stages are pointed at it
         if self.plan.embedded_broker:
             await self._start_embedded_broker()
         if self.plan.apply_topics:
@@ -79,6 +81,9 @@ class Process:
             for report in await apply(self.settings):
                 if report.action != "ok":
                     log.info("topic", topic=report.topic, action=report.action, drift=report.drift)
+        if demo is not None:
+            self.settings = self.settings.model_copy(update=await demo)
+            self.plan.watch = self.plan.watch or self.settings.kube_watch
         if self.plan.embedded_ml:
             await self._start_embedded_ml()
         await self._start_stages()
@@ -106,6 +111,18 @@ class Process:
         self._stops.append(lambda: asyncio.to_thread(broker.stop))
         self.settings = self.settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
         log.info("embedded kafka started", bootstrap=bootstrap, data_dir=str(self.settings.data_dir / "kafka"))
+
+    def _start_demo(self) -> asyncio.Future[dict[str, Any]]:
+        """The demo's Prometheus and cluster, started in a thread while the broker starts; stopped last. Its script
+        plays once the process is ready."""
+        from pipeline.compose.demo import Demo
+
+        demo = Demo(self.settings)
+        self._stops.append(demo.stop)
+        self._after_ready.append(lambda: demo.after_ready(self.url or "", self.settings.kafka_bootstrap_servers))
+        starting = asyncio.ensure_future(demo.start())
+        starting.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed start is raised when awaited
+        return starting
 
     def _start_broker_watch(self) -> None:
         """Every process checks the broker every BROKER_WATCH_INTERVAL_S and logs one line when it becomes
