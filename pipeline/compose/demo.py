@@ -437,8 +437,11 @@ class Demo:
                 "bad release")
             pods: dict[str, list[str]] = {}
             for ns, name, _ in DEPLOYMENTS:
-                selector = f"app={name},crashloop=true" if name == CRASHY_DEPLOYMENT else f"app={name}"
-                pods[name] = _until(lambda ns=ns, s=selector: _pod_names(http, ns, s), f"{ns}/{name}'s pods")
+                # crashy: the bad release's pod, once in CrashLoopBackOff (so the watch stage sees it when it starts)
+                selector, waiting = ("app=crashy,crashloop=true", "CrashLoopBackOff") if name == CRASHY_DEPLOYMENT \
+                    else (f"app={name}", "")
+                pods[name] = _until(lambda ns=ns, s=selector, w=waiting: _pod_names(http, ns, s, w),
+                                    f"{ns}/{name}'s pods{' in ' + waiting if waiting else ''}")
         return cast(pods)
 
     # --- the script ---------------------------------------------------------------------------------------------
@@ -469,6 +472,8 @@ class Demo:
         import psutil
 
         assert self.history is not None and self.prometheus is not None
+        if self.kubeconfig:  # the watch stage has seen the crash loop: its signal and the alert make one incident
+            await self._until(lambda: self._watching(http), "the watch stage saw the crash loop")
         now = datetime.now(UTC)
         hooks = firing_webhooks(self.history, self.names, self.prometheus.url, now)
         for hook in hooks:
@@ -520,6 +525,11 @@ class Demo:
                 if workflow.get("status") in FINAL:
                     found[key] = workflow["status"]
         return found if len(found) == len(about) or not every else None
+
+    @staticmethod
+    async def _watching(http: Any) -> bool:
+        watch = (await http.get("/api/v1/health")).json().get("components", {}).get("watch") or {}
+        return bool(watch.get("synced") and watch.get("firing_objects"))
 
     @staticmethod
     async def _completed(http: Any) -> bool:
@@ -582,9 +592,15 @@ def _available(http: Any, manifest: Mapping[str, Any]) -> bool:
     return int(status.get("availableReplicas") or 0) >= int(manifest["spec"]["replicas"])
 
 
-def _pod_names(http: Any, namespace: str, selector: str) -> list[str]:
+def _pod_names(http: Any, namespace: str, selector: str, waiting: str = "") -> list[str]:
+    """The pods `selector` matches (not being deleted; with `waiting`: only once each has a container waiting for
+    that reason)."""
     pods = _ok(http.get(f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}), "pods")
-    return sorted(p["metadata"]["name"] for p in pods.get("items") or [] if not p["metadata"].get("deletionTimestamp"))
+    items = [p for p in pods.get("items") or [] if not p["metadata"].get("deletionTimestamp")]
+    if waiting and not all(any((c.get("state") or {}).get("waiting", {}).get("reason") == waiting
+                               for c in (p.get("status") or {}).get("containerStatuses") or []) for p in items):
+        return []
+    return sorted(p["metadata"]["name"] for p in items)
 
 
 def _until(check: Any, what: str, timeout: float = 60.0) -> Any:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import ssl
 import subprocess
@@ -86,11 +87,14 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Demo]]:
 
     yield run
     for demo in started:
-        if demo.proc.poll() is None:
+        if demo.proc.poll() is None:  # a failed test: nothing of it may outlive the test
             for child in psutil.Process(demo.proc.pid).children(recursive=True):
                 child.kill()
             demo.proc.kill()
             demo.proc.wait(30)
+        made = re.search(r'"data_dir": "(/\S+)/kafka"', demo.stderr.read_text())
+        if made and (Path(made.group(1)) / ".pipeline-demo-temporary").exists():
+            shutil.rmtree(made.group(1), ignore_errors=True)
 
 
 def wait_for_block(demo: Demo, timeout: float = 300) -> str:
