@@ -557,7 +557,7 @@ class Demo:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._script
         if self._starting is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._starting
         await asyncio.to_thread(self._stop)
 

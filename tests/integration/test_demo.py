@@ -3,7 +3,8 @@
 history, the incident's timeline), the commands it prints work, and SIGTERM stops everything it started.
 
 Needs the test cluster's binaries (scripts/build-kube-apiserver.sh, run by scripts/setup): without them the demo runs
-without a cluster, and this test fails saying so."""
+without a cluster, and the first test fails saying so. The second hides them (KUBE_APISERVER_BINARY pointing nowhere)
+to check what a machine without them shows: one warning with the fix, workflows `skipped`, the analysis as before."""
 
 from __future__ import annotations
 
