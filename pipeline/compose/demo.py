@@ -331,7 +331,9 @@ def where_to_look(f: Findings) -> str:
         "  " + _get(f"{u}/metrics"),
     ]
     if incident:
-        lines.append(f"  KAFKA_BOOTSTRAP_SERVERS={f.bootstrap} pipeline replay --incident {incident['id']}")
+        lines += [f"  PIPELINE_URL={u} pipeline incidents show {incident['id']}   # the operator CLI: incidents, "
+                  "decisions, workflows, status",
+                  f"  KAFKA_BOOTSTRAP_SERVERS={f.bootstrap} pipeline replay --incident {incident['id']}"]
     lines.append("")
     if f.kubeconfig:
         lines.append(f"Cluster: KUBECONFIG={f.kubeconfig} kubectl get deploy,pods -A")

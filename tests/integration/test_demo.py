@@ -217,18 +217,25 @@ def test_the_demo_shows_every_route_with_real_data_and_sigterm_stops_all_it_star
         assert done["status"] == "completed", done
         assert cluster_deployment(kubeconfig.group(1), "payments", "throttled")["spec"]["replicas"] == 2
 
-    # The printed replay command shows the incident's story from the log.
-    replay = next(line.strip() for line in text.splitlines() if "pipeline replay --incident" in line)
-    assignment, _, args = replay.partition(" pipeline ")
-    env = {**os.environ, assignment.split("=")[0]: assignment.split("=")[1]}
-    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", *shlex.split(args), "--json"], env=env,
-                           capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0, shown.stderr
-    replayed = {json.loads(line)["event"]["id"] for line in shown.stdout.splitlines()}
+    # The printed CLI commands work: the operator CLI shows the incident, the replay its story from the log.
+    shown = run_printed(text, "pipeline incidents show")
+    assert incident["id"] in shown and "payments" in shown
+    replayed = {json.loads(line)["event"]["id"] for line in run_printed(text, "pipeline replay", "--json").splitlines()}
     assert {e["event"]["id"] for e in timeline["events"]} <= replayed
 
     # SIGTERM stops everything: the broker, Prometheus, the cluster; the temporary data dir is gone.
     terminate(demo, {"prometheus", "kube-apiserver", "etcd", "kwok", "java"}, Path(data_dir.group(1)))
+
+
+def run_printed(text: str, command: str, *extra: str) -> str:
+    """Run the block's `VAR=value pipeline ...` line that holds `command` as printed (plus `extra`); its stdout."""
+    line = next(line.strip() for line in text.splitlines() if command in line).partition("   # ")[0]
+    assignment, _, args = line.partition(" pipeline ")
+    name, _, value = assignment.partition("=")
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *shlex.split(args), *extra],
+                          env={**os.environ, name: value}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{line}: {done.returncode}\n{done.stderr}"
+    return done.stdout
 
 
 def terminate(demo: Demo, expected: set[str], data_dir: Path) -> None:

@@ -199,6 +199,7 @@ def test_where_to_look_names_every_route_with_the_real_ids() -> None:
         "-d '{\"namespace\": \"payments\", \"time_range\": \"1h\"}'",
         "http://127.0.0.1:8080/docs",
         "curl -s 'http://127.0.0.1:8080/metrics'",
+        "PIPELINE_URL=http://127.0.0.1:8080 pipeline incidents show inc-1",
         "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 pipeline replay --incident inc-1",
     ):
         assert any(line.strip().startswith(command) for line in lines), command
@@ -217,7 +218,7 @@ def test_where_to_look_says_what_is_missing_and_how_to_send_the_token() -> None:
     analyze = next(line for line in text.splitlines() if "anomalies/analyze" in line)
     assert '-H "Authorization: Bearer $API_TOKEN"' in analyze
     bare = where_to_look(findings(incident={}, workflow={}))
-    assert "pipeline replay" not in bare and "/timeline" not in bare  # nothing to point at, nothing invented
+    assert "pipeline replay" not in bare and "pipeline incidents" not in bare and "/timeline" not in bare
 
 
 def test_pods_not_listed_keep_their_history_names() -> None:
