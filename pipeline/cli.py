@@ -88,9 +88,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def _configure_logging(settings: Settings) -> None:
     """Log lines (progress of slow first-run steps included) as `pipeline run` writes them: LOG_FORMAT on stderr."""
-    from pipeline.observability import configure_logging
+    from pipeline.compose.process import configure_logs
 
-    configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s)
+    configure_logs(settings)
 
 
 def _require_broker(settings: Settings) -> None:
@@ -214,7 +214,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     ensure_kafka(cache_dir=settings.cache_dir)
     broker = LocalKafka(settings.data_dir / "kafka", port=settings.embedded_kafka_port or None,
-                        cache_dir=settings.cache_dir)
+                        cache_dir=settings.cache_dir, relay_log=True)
     print(json.dumps({"bootstrap": broker.start()}), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -287,7 +287,9 @@ class Settings(BaseSettings):
     namespace: str = ""
 
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    # json: one JSON object per line on stderr; console: aligned key=value lines for a human; auto: console when
+    # stderr is a terminal, else json (observability.configure_logging).
+    log_format: Literal["auto", "json", "console"] = "auto"
     # The no-color.org convention: any non-empty NO_COLOR turns the terminal colours of the CLI off
     # (`pipeline replay`); --color still forces them.
     no_color: str = ""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -242,3 +246,45 @@ def repository_data() -> dict[str, str]:
     root = Path(__file__).resolve().parents[1]
     return {f"pipeline/{p.relative_to(root)}": hashlib.sha256(p.read_bytes()).hexdigest()
             for d in ("topics", "rules") for p in sorted((root / d).glob("*.yaml"))}
+
+
+def start_run(data_dir: Path, port: int, kafka_port: int, log: Path, *, stderr: int = subprocess.STDOUT,
+              **env: str | None) -> subprocess.Popen[bytes]:
+    """`pipeline run` (embedded broker) in a child process, its stdout appended to `log` and its stderr too (or
+    `subprocess.PIPE`); `env` adds variables, None removes one."""
+    child = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    child.update(PORT=str(port), DATA_DIR=str(data_dir), EMBEDDED_KAFKA_PORT=str(kafka_port), HOST="127.0.0.1")
+    for name, value in env.items():
+        if value is None:
+            child.pop(name, None)
+        else:
+            child[name] = value
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run"], env=child, stdout=log.open("ab"),
+                            stderr=stderr)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"pipeline run exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"pipeline run not healthy in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def interrupt(proc: subprocess.Popen[bytes], log: Path) -> None:
+    children = psutil.Process(proc.pid).children(recursive=True)
+    broker_pids = [c.pid for c in children]
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=60) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    leftovers = [p for p in broker_pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert leftovers == [], f"stray processes after Ctrl-C: {leftovers}"

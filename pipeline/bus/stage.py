@@ -17,6 +17,11 @@ refused), so the partition moves on. Transient failures (broker away, `Transient
 retried through stamina (BATCH_RETRY: backoff with jitter), then the partitions are rewound and the batch is
 fetched again, so they keep retrying without leaving the consumer group; a partition held on one offset is measured (`pipeline_stage_stuck_seconds`) and, past
 STAGE_STUCK_AFTER_S, reported stuck in `/api/v1/health` (`stuck_partitions`).
+
+Logs: every line written while a record is handled carries the stage and the event's ids (`bind_message`: one
+context variable set per record, the ids read only when a line is written), and a batch's other lines the stage.
+What a stage notes in its `journal` ("incident opened", "decision made") is written after the batch's commit, and
+dropped with a rollback.
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ from pipeline.observability import (
     STAGE_LAG,
     STAGE_PRODUCED,
     STAGE_STUCK_SECONDS,
+    Journal,
+    bind_message,
     get_logger,
+    unbind_message,
 )
 
 SEEN_IDS = 100_000
@@ -115,6 +123,8 @@ class Stage(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # INFO lines about what the stage did, written by the runtime once the batch's outputs are acknowledged
+        self.journal = Journal(f"pipeline.{self.name}")
 
     async def prepare(self, events: list[Event]) -> None:
         """Before a batch is handled: do its I/O, concurrently, so that `handle` stays pure and quick.
@@ -305,8 +315,12 @@ class StageRuntime:
         started = time.perf_counter()
         batch = spans(records)
         self._hold(batch)
-        if not await self._with_retries(records, consumer):
-            return
+        bound = bind_message(self.stage.name)  # lines of the batch as a whole (prepare, retries) name the stage
+        try:
+            if not await self._with_retries(records, consumer):
+                return
+        finally:
+            unbind_message(bound)
         STAGE_HANDLER_SECONDS.labels(self.stage.name).observe(time.perf_counter() - started)
         self._record_lag(batch, consumer)
 
@@ -326,6 +340,7 @@ class StageRuntime:
                         await step()
                     except Exception as exc:
                         self.stage.rollback()
+                        self.stage.journal.clear()
                         if _retryable(exc):
                             self.log.warning("batch failed, will retry", error=repr(exc), attempt=attempt.num)
                         raise
@@ -386,6 +401,7 @@ class StageRuntime:
             changelog = self.stage.changelog()
             await self.producer.publish(changelog)
             self.stage.commit()
+        self.stage.journal.flush()
         for event_id in handled:
             self._remember(event_id)
         await self._commit(consumer, next_offsets(records))
@@ -454,14 +470,17 @@ class StageRuntime:
         if event_id in self._seen or event_id in handled:
             STAGE_DUPLICATES.labels(self.stage.name).inc()
             return []
+        bound = bind_message(self.stage.name, event.envelope)  # every line about this message carries its ids
         try:
             outputs = self.stage.handle(event, Origin.of(record))
         except TransientError:
             raise  # retry the batch later; never dead-letter for it
         except Exception as exc:  # noqa: BLE001 - permanent: a handler bug must not stop the partition
             STAGE_FAILED.labels(self.stage.name).inc()
-            self.log.warning("handler failed", event_id=event_id, error=repr(exc))
+            self.log.warning("handler failed", error=repr(exc))
             return [self._dead_letter(record, exc, attempts=1)]
+        finally:
+            unbind_message(bound)
         handled.add(event_id)
         return outputs
 

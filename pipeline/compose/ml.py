@@ -11,10 +11,11 @@ import json
 import signal
 from pathlib import Path
 
+from pipeline.compose.process import configure_logs
 from pipeline.config import Settings, load_settings
 from pipeline.ml.api import create_app
 from pipeline.ml.model import ReferenceModel, train_or_load
-from pipeline.observability import configure_logging, get_logger
+from pipeline.observability import get_logger
 from pipeline.web.server import server
 
 log = get_logger("pipeline.ml")
@@ -41,7 +42,8 @@ async def serve(model: ReferenceModel, host: str, port: int) -> None:
 
 def run(host: str, port: int, model_dir: Path | None, settings: Settings | None = None) -> int:
     """`pipeline ml serve`: load the cached model (training it the first time), then serve."""
-    configure_logging()
-    model = train_or_load(model_dir, settings=settings or load_settings())
+    settings = settings or load_settings()
+    configure_logs(settings)
+    model = train_or_load(model_dir, settings=settings)
     asyncio.run(serve(model, host, port))
     return 0

@@ -105,7 +105,7 @@ class Process:
         cache_dir = self.settings.cache_dir
         await asyncio.to_thread(ensure_kafka, cache_dir=cache_dir)
         broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.embedded_kafka_port or None,
-                            cache_dir=cache_dir)
+                            cache_dir=cache_dir, relay_log=True)
         bootstrap = await asyncio.to_thread(broker.start)
         self.broker = broker
         self._stops.append(lambda: asyncio.to_thread(broker.stop))
@@ -371,8 +371,13 @@ def _fix(exc: Exception, settings: Settings) -> str | None:
     return None
 
 
+def configure_logs(settings: Settings) -> None:
+    """LOG_LEVEL, LOG_FORMAT, LOG_REPEAT_WINDOW_S and NO_COLOR for this process's log lines (observability.py)."""
+    configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s, settings.no_color)
+
+
 def run(settings: Settings, plan: Plan) -> int:
-    configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s)
+    configure_logs(settings)
     try:
         import uvloop
 

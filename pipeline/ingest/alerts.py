@@ -193,6 +193,8 @@ class AlertIngest:
         if published:
             INGEST_SIGNALS.labels("alertmanager").inc(len(published))
         ids = [sid for _, sid in sorted(published)]
+        log.debug("webhook accepted", accepted=len(ids), duplicates=duplicates, refused=len(refused),
+                  receiver=webhook.receiver, signal_ids=ids)  # per webhook, DEBUG only: the hot path stays quiet
         return IngestResult(len(ids), duplicates, ids, tuple(refused))
 
     async def _deliver(self, candidates: dict[str, tuple[int, Output]], published: list[tuple[int, str]]) -> int:

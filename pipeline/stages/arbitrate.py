@@ -120,7 +120,17 @@ class ArbitrateStage(Stage):
             incidentid=proposal.incident_id,
             workflowid=proposal.workflow_id,
         )
+        if self.journal.enabled:
+            self._note(done.decision)
         return [Output.event(self.decisions_topic, out)]
+
+    def _note(self, decision: Decision) -> None:
+        """One INFO line per decision: its outcome, the action and target, and why (each reason's code and text)."""
+        p = decision.proposal
+        reasons = "; ".join(f"{r.code.value}: {r.message}" if r.message else r.code.value for r in decision.reasons)
+        self.journal.note("decision made", outcome=decision.outcome, action=p.action, namespace=p.namespace,
+                          target=p.target, source=p.source, proposal_id=p.id, incident_id=p.incident_id,
+                          reasons=reasons)
 
     def changelog(self) -> list[Output]:
         return [

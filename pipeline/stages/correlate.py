@@ -10,7 +10,16 @@ from pipeline.bus.producer import Output
 from pipeline.bus.stage import ChangelogReader, Origin, Stage
 from pipeline.config import Settings
 from pipeline.domain.correlation import changelog_records, correlate
-from pipeline.events import AttachedSignal, CorrelationState, Event, Signal
+from pipeline.events import (
+    AttachedSignal,
+    CorrelationState,
+    Event,
+    Incident,
+    IncidentChange,
+    IncidentOpened,
+    IncidentResolved,
+    Signal,
+)
 from pipeline.observability import INCIDENTS_TRUNCATED, get_logger
 
 log = get_logger("pipeline.correlate")
@@ -60,7 +69,19 @@ class CorrelateStage(Stage):
                         incident_id=incident.id, truncated_alerts=incident.truncated_alerts, origin=signal.origin)
         out = event.caused(outcome.change, source="pipeline/correlate", subject=signal.resource_key,
                            incidentid=outcome.change.incident.id)
+        if self.journal.enabled:
+            self._note(outcome.change, incident)
         return [Output.event(self.incidents_topic, out)]
+
+    def _note(self, change: IncidentChange, incident: Incident) -> None:
+        """One INFO line per incident opened and per incident resolved (not per alert: updates are not logged)."""
+        if isinstance(change, IncidentOpened):
+            self.journal.note("incident opened", incident_id=incident.id, severity=incident.severity.value,
+                              title=incident.title, resource=incident.resource_key, source=incident.source)
+        elif isinstance(change, IncidentResolved):
+            lasted = (incident.resolved_at - incident.created_at).total_seconds() if incident.resolved_at else None
+            self.journal.note("incident resolved", incident_id=incident.id, severity=incident.severity.value,
+                              resource=incident.resource_key, alerts=incident.alerts_total, lasted_s=lasted)
 
     def changelog(self) -> list[Output]:
         out: list[Output] = []

@@ -30,6 +30,13 @@ class ProposeStage(Stage):
 
     def handle(self, event: Event, origin: Origin) -> list[Output]:
         payloads = proposed_by(event.payload, self.rules, datetime.now(UTC))
+        if payloads and self.journal.enabled:
+            for payload in payloads:
+                if isinstance(payload, RemediationProposed):
+                    p = payload.proposal
+                    self.journal.note("proposal made", proposal_id=p.id, action=p.action, target=p.target,
+                                      source=p.source, rule=p.rule_id, priority=p.priority, confidence=p.confidence,
+                                      incident_id=p.incident_id)
         return [
             Output.event(self.topic, event.caused(payload, source="pipeline/propose", index=index,
                                                   subject=_target_of(payload),

@@ -34,6 +34,7 @@ from pipeline.domain import workflows as wf
 from pipeline.domain.arbitration import Rules
 from pipeline.domain.quantity import parse_bytes
 from pipeline.events import (
+    FINISHED,
     ActionReleased,
     ControlChanged,
     DecisionMade,
@@ -47,7 +48,9 @@ from pipeline.observability import (
     REMEDIATE_RUNNING,
     REMEDIATE_STEPS,
     REMEDIATE_WORKFLOWS,
+    bind_context,
     get_logger,
+    trace_id,
 )
 
 log = get_logger("pipeline.remediate")
@@ -89,7 +92,8 @@ class RemediateStage(Stage):
         self._sequence: dict[str, int] = {}
         self._partition: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._created: dict[str, tuple[Workflow, float]] = {}  # decision event id -> planned workflow
+        # decision event id -> planned workflow, the decision's time, its trace id
+        self._created: dict[str, tuple[Workflow, float, str | None]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -163,7 +167,8 @@ class RemediateStage(Stage):
             planned = wf.plan(payload.decision, workflow_id=workflow_id, mode=self.mode, now=self.clock(),
                               detected=detected, limits=self.limits, timeouts=self.timeouts,
                               helm_available=bool(self.kube and self.kube.helm))
-            self._created[event.envelope.id] = (planned, event.envelope.time.timestamp())
+            self._created[event.envelope.id] = (planned, event.envelope.time.timestamp(),
+                                                trace_id(event.envelope.traceparent))
 
     async def _detect(self, target: str, resources: Any) -> dict[str, wf.Detected]:
         targets = [target]
@@ -189,18 +194,20 @@ class RemediateStage(Stage):
         planned = self._created.get(event.envelope.id)
         if planned is None:
             return []
-        workflow, _ = planned
+        workflow = planned[0]
         self._partition[workflow.id] = origin.partition
+        self.journal.note("workflow created", workflow_id=workflow.id, action=workflow.action, target=workflow.target,
+                          mode=workflow.mode, status=workflow.status, steps=[s.action for s in workflow.steps])
         return [self._output(workflow, "created", None, cause=event)]
 
     def commit(self) -> None:
-        for workflow, decided_at in self._created.values():
+        for workflow, decided_at, trace in self._created.values():
             if workflow.id in self._known:
                 continue
             self._known[workflow.id] = workflow
             self._sequence[workflow.id] = 1
             REMEDIATE_WORKFLOWS.labels("created").inc()
-            self._launch(workflow, decided_at)
+            self._launch(workflow, decided_at, trace)
         self._created.clear()
 
     def rollback(self) -> None:
@@ -233,8 +240,8 @@ class RemediateStage(Stage):
 
     # --- executing ------------------------------------------------------------------------------------------------
 
-    def _launch(self, workflow: Workflow, decided_at: float | None) -> None:
-        task = asyncio.create_task(self._execute(workflow, decided_at), name=f"workflow-{workflow.id}")
+    def _launch(self, workflow: Workflow, decided_at: float | None, trace: str | None = None) -> None:
+        task = asyncio.create_task(self._execute(workflow, decided_at, trace), name=f"workflow-{workflow.id}")
         self._tasks[workflow.id] = task
         task.add_done_callback(self._done)
         REMEDIATE_RUNNING.set(len(self._tasks))
@@ -264,6 +271,7 @@ class RemediateStage(Stage):
                 await self.producer.publish([out, *(extra or [])])
         self._sequence[w.id] = self._sequence.get(w.id, 0) + 1
         self._known[w.id] = w
+        _log_transition(w, transition, step_id)
         return w
 
     async def _finish(self, w: Workflow, status: Any, reason: str) -> None:
@@ -275,9 +283,10 @@ class RemediateStage(Stage):
                                                                  incidentid=w.incident_id or None))
         await self._publish(w, status, extra=[release])
         REMEDIATE_WORKFLOWS.labels(status).inc()
-        log.info("workflow finished", workflow_id=w.id, status=status, reason=reason)
 
-    async def _execute(self, w: Workflow, decided_at: float | None) -> None:
+    async def _execute(self, w: Workflow, decided_at: float | None, trace: str | None) -> None:
+        # this task's lines (and those of the tasks it starts) carry the workflow's ids
+        bind_context(stage=self.name, workflow_id=w.id, incident_id=w.incident_id or None, trace_id=trace)
         try:
             gated = await self._gate(w)
             if gated is None:
@@ -417,6 +426,26 @@ class RemediateStage(Stage):
             await self._finish(w, "skipped", "the kill switch is on")
             return None
         return wf.start(w, self.clock())
+
+
+def _log_transition(w: Workflow, transition: Transition, step_id: str | None) -> None:
+    """One INFO line per published transition: a step's (started, succeeded, failed, skipped, rolled back, its
+    checkpoint), waiting for approval or a pause, approved, and how the workflow finished."""
+    fields: dict[str, Any] = {"workflow_id": w.id}
+    if transition in FINISHED:
+        event = "workflow finished"
+        fields.update(status=transition, action=w.action, target=w.target, reason=w.reason)
+    elif step_id is not None:
+        event = "workflow step"
+        step = next((s for s in w.steps if s.id == step_id), None)
+        fields.update(step=step_id, state=transition, action=step.action if step else None,
+                      error=step.error_message if step else None)
+        if transition.startswith("checkpoint_"):
+            fields["message"] = next((c.message for c in w.checkpoints if c.after_step == step_id), None)
+    else:  # awaiting_approval, paused, approved
+        event = f"workflow {transition.replace('_', ' ')}"
+        fields.update(waiting_for=w.waiting_for, approved_by=w.approved_by)
+    log.info(event, **{k: v for k, v in fields.items() if v is not None})
 
 
 def detected_of(info: Any) -> wf.Detected:

@@ -88,6 +88,10 @@ class ScoreStage(Stage):
             severity=features.severity,
         )
         out = event.caused(payload, source="pipeline/score", incidentid=features.incident_id)
+        if payload.verdict == "degraded" and self.journal.enabled:
+            # may come once per alert: one line per reason and LOG_REPEAT_WINDOW_S, with the count of the others
+            self.journal.note("score fallback", limit=payload.degraded_reason, incident_id=features.incident_id,
+                              reason=payload.degraded_reason)
         return [Output.event(self.topic, out)]
 
     async def close(self) -> None:

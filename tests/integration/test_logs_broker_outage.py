@@ -77,11 +77,11 @@ async def test_a_broker_outage_logs_json_with_bounded_repeats_and_one_line_per_s
             pytest.fail(f"a log line is not JSON: {line[:300]}")
         assert isinstance(record, dict) and "event" in record and "level" in record, line
         records.append(record)
-    assert any(r.get("logger_name", "").startswith("aiokafka") for r in records)  # theirs are JSON too
+    assert any(r.get("logger", "").startswith("aiokafka") for r in records)  # theirs are JSON too
 
     # each logger + message at warning or above: at most one line per window (plus the first)
     def key(r: dict) -> tuple[str, str, str]:
-        return (r.get("logger_name", ""), r["level"], re.sub(r"\d+", "N", str(r["event"])))
+        return (r.get("logger", ""), r["level"], re.sub(r"\d+", "N", str(r["event"])))
 
     repeated = Counter(key(r) for r in records if r["level"] in ("warning", "error", "critical"))
     bound = math.ceil(elapsed / WINDOW_S) + 1

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Iterator
 from typing import ClassVar
 
 import httpx
+import pytest
 import stamina
+import structlog
 
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
@@ -15,6 +19,7 @@ from pipeline.bus.topics import apply
 from pipeline.compose.process import Plan
 from pipeline.config import Settings
 from pipeline.events import Envelope, Event, Resource, Signal, utcnow
+from pipeline.observability import configure_logging, get_logger
 from tests.support import PipelineUnderTest, eventually, incidents, read_topic, sample
 
 FIRING = sample("alertmanager-webhook-firing.json")
@@ -143,6 +148,65 @@ async def test_a_transient_failure_is_retried_and_the_record_handled_once_the_de
     assert FlakyStage.failures == 0
     [origin] = FlakyStage.origins
     assert (origin.topic, origin.offset) == (settings.topic("signals"), 0) and origin.timestamp > 0
+
+
+class NotingStage(Stage):
+    """Notes what it did in its journal and logs a line while handling; its dependency is away the first time."""
+
+    name: ClassVar[str] = "noting"
+    inputs: ClassVar[tuple[str, ...]] = ("signals",)
+    failures = 1
+
+    def handle(self, event: Event, origin: Origin) -> list[Output]:
+        get_logger("tests.noting").info("handling")
+        self.journal.note("handled", signal_id=event.payload.signal_id)  # type: ignore[attr-defined]
+        if type(self).failures:
+            type(self).failures -= 1
+            raise TransientError("dependency away")
+        return [Output(self.settings.topic("features"), event.key.encode(), event.envelope.id.encode())]
+
+
+@pytest.fixture
+def info_logs() -> Iterator[None]:
+    configure_logging("INFO", "json", repeat_window_s=0)  # every line, also those an earlier test just wrote
+    yield
+    structlog.reset_defaults()
+    configure_logging("WARNING")
+
+
+async def test_a_handlers_lines_carry_the_message_ids_and_a_retried_batch_notes_what_it_did_once(
+    settings: Settings, info_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await apply(settings)
+    event = Event.of(Signal(signal_id="s-7", source="manual", resource=Resource(kind="Pod", namespace="ns", name="p"),
+                            name="Noted", status="firing", severity="medium", fingerprint="f",
+                            starts_at=utcnow(), observed_at=utcnow()),
+                     source="test", incidentid="inc-7", traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.publish([Output.event(settings.topic("signals"), event)])
+    finally:
+        await producer.stop()
+    runtime = StageRuntime(settings, NotingStage(settings))
+    with stamina.set_testing(True, attempts=3):
+        await runtime.start()
+        try:
+            await eventually(lambda: read_topic(settings, "features"))
+        finally:
+            await runtime.stop()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    ids = {"stage": "noting", "event_id": event.envelope.id, "incident_id": "inc-7",
+           "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    handling = [line for line in lines if line["event"] == "handling"]
+    assert len(handling) == 2  # the first attempt and the retry, each with the message's ids
+    assert all(line.items() >= ids.items() for line in handling), handling
+    handled = [line for line in lines if line["event"] == "handled"]
+    assert len(handled) == 1, handled  # the rolled-back attempt's note is dropped; the committed one written
+    assert handled[0].items() >= {**ids, "signal_id": "s-7", "level": "info", "logger": "pipeline.noting"}.items()
+    retried = [line for line in lines if line["event"] == "batch failed, will retry"]
+    assert retried and retried[0]["stage"] == "noting" and "event_id" not in retried[0]  # the batch's: stage only
+    assert lines.index(handling[1]) < lines.index(handled[0])
 
 
 async def test_correlation_state_survives_a_restart(settings: Settings) -> None:

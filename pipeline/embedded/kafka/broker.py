@@ -27,6 +27,7 @@ from pipeline.embedded.kafka.distribution import (
     progress,
     require,
 )
+from pipeline.embedded.kafka.logs import CLASSIC_PATTERN, LOG4J2_PATTERN, LogRelay
 
 HOST = "127.0.0.1"
 NODE_ID = 1
@@ -114,13 +115,15 @@ def _server_properties(log_dirs: Path, port: int, cport: int, version: str) -> s
 
 
 def _log_config(version: str) -> str:
-    """Quiet logging (WARN) except the two INFO loggers whose lines mark readiness in the log file."""
+    """Quiet logging (WARN) except the two INFO loggers whose lines mark readiness in the log file. 4.x writes one
+    JSON object per event (logs.LOG4J2_PATTERN: a stack trace stays on its line), which `relay_log` parses."""
     ready = ("kafka.server.BrokerLifecycleManager", "kafka.server.KafkaRaftServer")
     if major(version) >= 4:
         lines = ["status = warn", "name = pipeline-embedded-kafka", "shutdownHook = disable",
                  "appender.out.type = Console", "appender.out.name = OUT",
                  "appender.out.layout.type = PatternLayout",
-                 "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                 "appender.out.layout.alwaysWriteExceptions = false",  # the pattern writes it, escaped
+                 f"appender.out.layout.pattern = {LOG4J2_PATTERN}",
                  "rootLogger.level = WARN", "rootLogger.appenderRef.out.ref = OUT"]
         for i, name in enumerate(ready):
             lines += [f"logger.r{i}.name = {name}", f"logger.r{i}.level = INFO"]
@@ -128,7 +131,7 @@ def _log_config(version: str) -> str:
         lines = ["log4j.rootLogger=WARN, stdout",
                  "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
                  "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
-                 "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n"]
+                 f"log4j.appender.stdout.layout.ConversionPattern={CLASSIC_PATTERN}"]
         lines += [f"log4j.logger.{name}=INFO" for name in ready]
     return "\n".join(lines) + "\n"
 
@@ -175,10 +178,13 @@ class LocalKafka:
     ``data_dir`` holds the Kafka log dirs, ``kafka.json`` (cluster id and ports, so a restart
     comes back on the same bootstrap address), the generated configs, the PID file and the log.
     ``cache_dir`` is where the jars are resolved (``ensure_kafka``); None: ``Settings.cache_dir``.
+    ``relay_log``: also write the broker's log events through the pipeline's logging (``logs.LogRelay``), as
+    ``pipeline run`` does; the log file keeps them all the same.
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, controller_port: int | None = None,
-                 heap: str = "512m", version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> None:
+                 heap: str = "512m", version: str = KAFKA_VERSION, cache_dir: Path | None = None,
+                 relay_log: bool = False) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.version = version
         self.cache_dir = cache_dir  # where the jars are cached; None: Settings.cache_dir
@@ -189,6 +195,8 @@ class LocalKafka:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_fh: IO[bytes] | None = None
         self._log_start = 0
+        self.relay_log = relay_log
+        self._relay: LogRelay | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -240,7 +248,7 @@ class LocalKafka:
             except _PortInUse:
                 if not fresh_ports or attempt == 2:
                     raise
-                progress(f"port {state['port']}/{state['controller_port']} was taken; retrying with new ports")
+                progress(f"port {state['port']}/{state['controller_port']} was taken; retrying with new ports", "warning")
                 state["port"] = _free_port()
                 state["controller_port"] = _free_port(avoid=state["port"])
         raise AssertionError("unreachable")
@@ -253,7 +261,7 @@ class LocalKafka:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                progress(f"broker pid {proc.pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
+                progress(f"broker pid {proc.pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL", "warning")
                 proc.kill()
                 proc.wait(timeout=10)
         if proc is not None:
@@ -289,7 +297,7 @@ class LocalKafka:
         if "cluster_id" not in state:
             state["cluster_id"] = self._meta_cluster_id() or _new_cluster_id()
         if state.get("version") not in (None, self.version):
-            progress(f"warning: {self.data_dir} was last run with Kafka {state['version']}, now {self.version}")
+            progress(f"{self.data_dir} was last run with Kafka {state['version']}, now {self.version}", "warning")
         state["version"] = self.version
         return state
 
@@ -365,6 +373,9 @@ class LocalKafka:
         self._proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       cwd=self.data_dir, start_new_session=True)
         (self.data_dir / _PID_FILE).write_text(f"{self._proc.pid}\n")
+        if self.relay_log:
+            self._relay = LogRelay(self.log_file, self._log_start)
+            self._relay.start()
 
     def _wait_ready(self, deadline: float) -> None:
         """Alive, then TCP on the client port (opened only after unfencing), then a metadata call."""
@@ -395,7 +406,11 @@ class LocalKafka:
         raise RuntimeError(msg)
 
     def _close_log(self) -> None:
-        """Release our handle on the broker log (the JVM keeps its own until it exits)."""
+        """Release our handle on the broker log (the JVM keeps its own until it exits); the relay, if any, writes
+        what is left of it and ends."""
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
         fh, self._log_fh = self._log_fh, None
         if fh is not None:
             fh.close()
@@ -410,7 +425,7 @@ class LocalKafka:
         except (OSError, ValueError, psutil.Error):
             ours = False
         if ours:
-            progress(f"stopping leftover broker pid {pid} for {self.data_dir}")
+            progress(f"stopping leftover broker pid {pid} for {self.data_dir}", "warning")
             proc.terminate()
             try:
                 proc.wait(timeout=30)

@@ -34,10 +34,10 @@ _UNITS = {"B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
 log = get_logger("pipeline.embedded.kafka")
 
 
-def progress(msg: str) -> None:
+def progress(msg: str, level: str = "info") -> None:
     """What the embedded broker is doing: a log line on stderr, never on stdout (`pipeline broker` prints its
     bootstrap address there)."""
-    log.info(msg)
+    getattr(log, level)(msg)
 
 
 def downloads(maven_log: str) -> tuple[int, int]:
