@@ -107,6 +107,30 @@ async def test_a_failing_handler_dead_letters_the_record_at_once(settings: Setti
     assert ExplodingStage.calls == 2  # once per record: a permanent error is not retried
 
 
+def _signal(signal_id: str, name: str, **envelope: str) -> Event:
+    return Event.of(Signal(signal_id=signal_id, source="manual", resource=Resource(kind="Pod", namespace="ns", name="p"),
+                           name=name, status="firing", severity="medium", fingerprint="f", starts_at=utcnow(),
+                           observed_at=utcnow()), source="test", **envelope)
+
+
+async def _handle_once(settings: Settings, stage: Stage, event: Event) -> list:
+    """`event` on `signals`, then `stage` run until it wrote to `features` (its batch retries without waits)."""
+    await apply(settings)
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.publish([Output.event(settings.topic("signals"), event)])
+    finally:
+        await producer.stop()
+    runtime = StageRuntime(settings, stage)
+    with stamina.set_testing(True, attempts=3):  # the batch's retries without their waits
+        await runtime.start()
+        try:
+            return await eventually(lambda: read_topic(settings, "features"))
+        finally:
+            await runtime.stop()
+
+
 class FlakyStage(Stage):
     """A stage whose dependency is away for its first two attempts, then answers."""
 
@@ -126,23 +150,8 @@ class FlakyStage(Stage):
 async def test_a_transient_failure_is_retried_and_the_record_handled_once_the_dependency_answers(
     settings: Settings,
 ) -> None:
-    await apply(settings)
-    event = Event.of(Signal(signal_id="s-1", source="manual", resource=Resource(kind="Pod", namespace="ns", name="p"),
-                            name="Flaky", status="firing", severity="medium", fingerprint="f",
-                            starts_at=utcnow(), observed_at=utcnow()), source="test")
-    producer = EventProducer(settings)
-    await producer.start()
-    try:
-        await producer.publish([Output.event(settings.topic("signals"), event)])
-    finally:
-        await producer.stop()
-    runtime = StageRuntime(settings, FlakyStage(settings))
-    with stamina.set_testing(True, attempts=3):  # the batch's retries without their waits
-        await runtime.start()
-        try:
-            written = await eventually(lambda: read_topic(settings, "features"))
-        finally:
-            await runtime.stop()
+    event = _signal("s-1", "Flaky")
+    written = await _handle_once(settings, FlakyStage(settings), event)
     assert [r.value for r in written] == [event.envelope.id.encode()]
     assert await read_topic(settings, "deadletter") == []  # transient: retried, never thrown away
     assert FlakyStage.failures == 0
@@ -177,24 +186,9 @@ def info_logs() -> Iterator[None]:
 async def test_a_handlers_lines_carry_the_message_ids_and_a_retried_batch_notes_what_it_did_once(
     settings: Settings, info_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await apply(settings)
-    event = Event.of(Signal(signal_id="s-7", source="manual", resource=Resource(kind="Pod", namespace="ns", name="p"),
-                            name="Noted", status="firing", severity="medium", fingerprint="f",
-                            starts_at=utcnow(), observed_at=utcnow()),
-                     source="test", incidentid="inc-7", traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-    producer = EventProducer(settings)
-    await producer.start()
-    try:
-        await producer.publish([Output.event(settings.topic("signals"), event)])
-    finally:
-        await producer.stop()
-    runtime = StageRuntime(settings, NotingStage(settings))
-    with stamina.set_testing(True, attempts=3):
-        await runtime.start()
-        try:
-            await eventually(lambda: read_topic(settings, "features"))
-        finally:
-            await runtime.stop()
+    event = _signal("s-7", "Noted", incidentid="inc-7",
+                    traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    await _handle_once(settings, NotingStage(settings), event)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     ids = {"stage": "noting", "event_id": event.envelope.id, "incident_id": "inc-7",
            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
