@@ -167,12 +167,11 @@ def resolve_format(fmt: str) -> Literal["json", "console"]:
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", repeat_window_s: float = 10.0,
                       no_color: str = "") -> None:
-    """Configure structlog and route the stdlib loggers (aiokafka, uvicorn, faststream, `warnings`) through the same
-    renderer, whoever logs: one JSON object per line on stderr (`fmt` json, or auto and stderr not a terminal) with
+    """Configure structlog and route the stdlib loggers (aiokafka, uvicorn, faststream) through the same renderer,
+    whoever logs: one JSON object per line on stderr (`fmt` json, or auto and stderr not a terminal) with
     `timestamp`, `level`, `logger` and `event` first, or the console renderer (coloured on a terminal unless
-    `no_color`). Uncaught exceptions (main thread, other threads, ignored in `__del__`) become one line with the
-    traceback in `exception`. Repeated warnings and errors are limited to one line per `repeat_window_s` per logger
-    and message."""
+    `no_color`). Repeated warnings and errors are limited to one line per `repeat_window_s` per logger and message.
+    `log_uncaught` adds what else a process writes on stderr."""
     _repeats.window_s = repeat_window_s
     chosen = resolve_format(fmt)
     renderer: Any
@@ -205,7 +204,14 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", repeat_window_s: f
         root.removeHandler(old)  # ours from an earlier call, or basicConfig's plain-text one
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.captureWarnings(True)  # warnings.warn(...) -> logger `py.warnings`, one line like any other
+
+
+def log_uncaught() -> None:
+    """The rest of what a process would write on stderr, as log lines: `warnings` (logger `py.warnings`), the
+    exception that ends the process, one that ends a thread, one Python cannot raise (in `__del__`), each with its
+    traceback in `exception`. For a process's entry point (`pipeline` commands); tests that configure logging in
+    process keep the test runner's own hooks."""
+    logging.captureWarnings(True)
     sys.excepthook, threading.excepthook, sys.unraisablehook = _uncaught, _uncaught_in_thread, _unraisable
 
 

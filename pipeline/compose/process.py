@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import ML_EXTRA, ConfigError, Settings, ml_installed
-from pipeline.observability import configure_logging, get_logger
+from pipeline.observability import configure_logging, get_logger, log_uncaught
 
 log = get_logger("pipeline.compose.process")
 
@@ -372,8 +372,10 @@ def _fix(exc: Exception, settings: Settings) -> str | None:
 
 
 def configure_logs(settings: Settings) -> None:
-    """LOG_LEVEL, LOG_FORMAT, LOG_REPEAT_WINDOW_S and NO_COLOR for this process's log lines (observability.py)."""
+    """LOG_LEVEL, LOG_FORMAT, LOG_REPEAT_WINDOW_S and NO_COLOR for this process's log lines, its uncaught exceptions
+    and warnings included (observability.py)."""
     configure_logging(settings.log_level, settings.log_format, settings.log_repeat_window_s, settings.no_color)
+    log_uncaught()
 
 
 def run(settings: Settings, plan: Plan) -> int:

@@ -104,8 +104,9 @@ def test_unset_a_pipe_gets_json_and_the_console_renderer_writes_no_colour_codes_
 def test_an_uncaught_exception_a_dying_thread_and_a_warning_are_one_json_line_each() -> None:
     code = (
         "import threading, warnings\n"
-        "from pipeline.observability import configure_logging\n"
-        "configure_logging('INFO', 'auto')\n"
+        "from pipeline.compose.process import configure_logs\n"
+        "from pipeline.config import load_settings\n"
+        "configure_logs(load_settings())\n"
         "warnings.warn('a deprecated call', DeprecationWarning, stacklevel=1)\n"
         "worker = threading.Thread(target=lambda: 1 / 0, name='worker')\n"
         "worker.start(); worker.join()\n"
