@@ -1,4 +1,5 @@
-"""Logs and metrics: structlog JSON lines with bound ids, and the Prometheus metrics of every part."""
+"""Logs and metrics: one log line format for everything a process writes on stderr (JSON, or the console renderer
+on a terminal) with the handled message's ids, and the Prometheus metrics of every part."""
 
 from __future__ import annotations
 
@@ -125,9 +126,10 @@ def trace_id(traceparent: str | None) -> str | None:
     if not traceparent:
         return None
     parts = traceparent.split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+    trace = parts[1].lower() if len(parts) >= 4 else ""
+    if len(trace) != 32 or trace.strip("0123456789abcdef") or trace == "0" * 32:
         return None
-    return parts[1].lower()
+    return trace
 
 
 def _message_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

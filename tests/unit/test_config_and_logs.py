@@ -11,7 +11,7 @@ import structlog
 from pipeline.bus.kafka import BrokerNotConfigured, client_args
 from pipeline.bus.stage import faststream_security
 from pipeline.config import Settings
-from pipeline.observability import configure_logging, get_logger
+from pipeline.observability import configure_logging, get_logger, trace_id
 
 
 def test_sasl_ssl_settings_reach_the_kafka_clients(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +51,10 @@ def test_secrets_bound_to_a_log_line_are_redacted(capsys: pytest.CaptureFixture[
         configure_logging("WARNING")
     assert line["sasl_password"] == "[redacted]" and line["api_token"] == "[redacted]"
     assert line["user"] == "pipeline" and line["event"] == "connecting"
+
+
+def test_the_trace_id_of_a_log_line_is_read_from_a_w3c_traceparent() -> None:
+    assert trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    for malformed in (None, "", "00-4bf92f35-00f067aa0ba902b7-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+                      "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"):
+        assert trace_id(malformed) is None, malformed
