@@ -3,6 +3,7 @@ on a terminal) with the handled message's ids, and the Prometheus metrics of eve
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -19,11 +20,17 @@ from prometheus_client import Counter, Gauge, Histogram
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "credentials")
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a field's name looks like a secret's; remembered per name (looking cost ~1 µs a field, every line)."""
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_KEYS)
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Secrets never reach a log line, whatever a caller binds."""
-    for key in list(event):
-        if any(word in key.lower() for word in _SECRET_KEYS):
-            event[key] = "[redacted]"
+    for key in [key for key in event if _secret_key(key)]:
+        event[key] = "[redacted]"
     return event
 
 
