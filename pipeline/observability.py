@@ -285,11 +285,6 @@ def get_logger(name: str, **bound: Any) -> Any:
     return structlog.get_logger(logger_name=name, **bound)
 
 
-def logging_configured() -> bool:
-    """Whether this process configured its log lines (else structlog's default would print to stdout)."""
-    return structlog.is_configured()
-
-
 def bind_context(**fields: Any) -> None:
     """Bind fields (None values left out) to every line logged from here on in this context: the current task and
     the tasks it creates. For long-lived tasks (a workflow's execution); a stage's messages use `bind_message`."""

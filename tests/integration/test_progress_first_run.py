@@ -35,7 +35,7 @@ def test_training_on_a_log_writes_json_progress_lines(tmp_path: Path) -> None:
     assert shown[-1]["finished"] is True and shown[-1]["percent"] == 100 and shown[-1]["detail"] == "fitting"
     percents = [line["percent"] for line in shown]
     assert percents == sorted(percents) and any(0 < p < 100 for p in percents)
-    assert {line["logger_name"] for line in shown} == {"pipeline.progress"}
+    assert {line["logger"] for line in shown} == {"pipeline.progress"}
     assert any(line.get("detail", "").startswith("history 1/4: ") for line in shown)
 
 

@@ -92,7 +92,7 @@ def test_the_lines_are_json_like_every_other_log_line() -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(line["event"], line["percent"], line.get("finished")) for line in lines] == [
         ("collecting vectors", 0, None), ("collecting vectors", 100, None), ("collecting vectors", 100, True)]
-    assert {line["logger_name"] for line in lines} == {"pipeline.progress"}
+    assert {line["logger"] for line in lines} == {"pipeline.progress"}
 
 
 def test_on_a_terminal_a_bar_is_drawn_in_place_and_nothing_is_logged() -> None:
