@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from pipeline.observability import get_logger
 
@@ -93,13 +93,18 @@ def install(app: FastAPI) -> None:
 
 
 def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
-    """The methods the routes matching this path take (Starlette's 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"} if scope.get("type") == "http" else scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """The methods of the path's routes (Starlette's 405 names only the first route's): of the templates that match
+    it, the most concrete ones, as OpenAPI matches paths (`/api/v1/anomalies/analyze` is the analysis route, not
+    `/api/v1/anomalies/{anomaly_id}`). FastAPI keeps an included router's routes as one entry;
+    `iter_route_contexts` reaches each of them."""
+    path = scope.get("path", "")
+    by_params: dict[int, set[str]] = {}
+    for route in iter_route_contexts(app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            params = len(getattr(route, "param_convertors", None) or ())
+            by_params.setdefault(params, set()).update(getattr(route, "methods", None) or ())
+    return sorted(by_params[min(by_params)]) if by_params else []
 
 
 def crashed(request: Request, exc: Exception) -> JSONResponse:

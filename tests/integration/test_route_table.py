@@ -76,3 +76,8 @@ async def test_every_engine_mcp_and_legacy_route_answers(http: httpx.AsyncClient
     # (`/api/v1/anomalies/{anomaly_id}` matches /api/v1/anomalies/analyze).
     wrong = await http.request("OPTIONS", "/api/v1/anomalies/analyze")
     assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+    # Every method of the path, each a route of its own (FastAPI's own 405 names the first route's only).
+    for path, allow in (("/api/v1/incidents", "GET, POST"), ("/api/v1/remediation/pause", "GET, POST, PUT"),
+                        ("/api/v1/anomalies/inc-1", "GET"), ("/api/v1/alerts", "POST")):
+        wrong = await http.request("DELETE", path)
+        assert (wrong.status_code, wrong.headers["allow"], wrong.json()["code"]) == (405, allow, "METHOD_NOT_ALLOWED")
