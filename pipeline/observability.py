@@ -86,11 +86,26 @@ def _limit_repeats(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+# aiokafka logs at ERROR a coordinator lookup it then retries: on every fresh start (the broker is still electing
+# the group coordinator) and during a broker restart. Nothing is lost and nobody must act, so it is a warning; a
+# coordinator that stays away shows in /readyz and the stage-stuck alert.
+_RETRIED = {("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s")}
+_TRANSIENT_ERRORS = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError",
+                     "CoordinatorLoadInProgressError", "NotCoordinatorError")
+
+
+def _retried_as_warning(record: logging.LogRecord) -> None:
+    if (record.levelno >= logging.ERROR and (record.name, record.msg) in _RETRIED
+            and any(name in repr(record.args) for name in _TRANSIENT_ERRORS)):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+
+
 class _RepeatFilter(logging.Filter):
     """The same for stdlib records (aiokafka, uvicorn), keyed by the unformatted message template, so that
     "Unable connect to node with id 1: ..." with a new error text each time is still one repeated line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        _retried_as_warning(record)
         if record.levelno < logging.WARNING:
             return True
         suppressed = _repeats.admit((record.name, record.levelname.lower(), str(record.msg)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 
 import pytest
@@ -58,3 +59,21 @@ def test_the_trace_id_of_a_log_line_is_read_from_a_w3c_traceparent() -> None:
     for malformed in (None, "", "00-4bf92f35-00f067aa0ba902b7-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
                       "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"):
         assert trace_id(malformed) is None, malformed
+
+
+def test_a_coordinator_lookup_aiokafka_retries_is_a_warning_other_errors_stay(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """aiokafka logs `GroupCoordinatorNotAvailableError` at ERROR on every fresh start, then retries: a warning."""
+    from aiokafka import errors
+
+    configure_logging("INFO", "json")
+    try:
+        coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+        coordinator.error("Group Coordinator Request failed: %s", errors.GroupCoordinatorNotAvailableError())
+        coordinator.error("Group Coordinator Request failed: %s", errors.GroupAuthorizationFailedError())
+        lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    finally:
+        structlog.reset_defaults()
+        configure_logging("WARNING")
+    assert [(line["level"], "GroupCoordinatorNotAvailable" in line["event"]) for line in lines] == [
+        ("warning", True), ("error", False)]
