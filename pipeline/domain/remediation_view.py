@@ -230,10 +230,12 @@ class RemediationView:
 
     def for_incident(self, incident_id: str) -> Entry | None:
         """The proposal that speaks for an incident: the highest `Remediation.rank` (an approved action over one
-        waiting for a human over one not decided over a rejected or skipped one), the latest submitted among
-        equals -- so a duplicate rejected after an approved action never hides it."""
+        waiting for a human over one not decided over a rejected or skipped one); among equals, one a remediator
+        took (a workflow that ended `skipped` says what was decided and why it did not run, a rejected duplicate
+        says nothing about the incident), then the latest submitted -- so a duplicate rejected after an approved
+        action never hides it."""
         entries = [self.entries[pid] for pid in self.by_incident.get(incident_id, ())]
-        return max(entries, key=lambda e: (remediation_of(e).rank, e.order), default=None)
+        return max(entries, key=lambda e: (remediation_of(e).rank, e.workflow is not None, e.order), default=None)
 
     def remediation(self, incident_id: str) -> Remediation | None:
         """What is being done about an incident (domain.incidents.Remediation), None when nothing was proposed."""

@@ -100,6 +100,30 @@ def test_the_view_picks_the_proposal_that_speaks_for_the_incident() -> None:
     assert view.remediation("inc-1").state == "pending"  # type: ignore[union-attr]  # approved beats waiting
 
 
+def test_a_skipped_workflow_still_speaks_for_its_incident_after_a_later_rejected_proposal() -> None:
+    """Without a cluster an approved action's workflow ends `skipped`; a later proposal for the same incident (the
+    AI's, after scoring) rejected by arbitration must not take the incident's workflow id away."""
+    from pipeline.domain.workflows import Detected, finish, plan
+    from pipeline.events import WorkflowChanged
+
+    view = RemediationView()
+    rule = proposal("p1", target="shop/Pod/web-1", action="restart_pod", workflow_id="wf-1")
+    view.apply("e1", RemediationProposed(namespace="shop", proposal=rule), NOW)
+    (approved,) = resolve([rule], TargetState(), Policy(approval=()), NOW)
+    view.apply("e2", DecisionMade(namespace="shop", decision=approved, resolution_seconds=0.0), NOW)
+    w = plan(approved, workflow_id="wf-1", mode="auto", now=NOW, detected={"shop/Pod/web-1": Detected("manual")})
+    skipped = finish(w, "skipped", NOW, reason="no cluster configured")
+    view.apply("w1", WorkflowChanged(namespace="shop", transition="created", sequence=1, workflow=w), NOW)
+    view.apply("w2", WorkflowChanged(namespace="shop", transition="skipped", sequence=2, workflow=skipped), NOW)
+    ai = proposal("p2", target="shop/Pod/web-1", action="restart_pod", source="ai", confidence=0.4)
+    view.apply("e3", RemediationProposed(namespace="shop", proposal=ai), NOW)
+    (rejected,) = resolve([ai], TargetState(), Policy(approval=()), NOW)
+    assert rejected.outcome == "rejected"  # below the confidence threshold
+    view.apply("e4", DecisionMade(namespace="shop", decision=rejected, resolution_seconds=0.0), NOW)
+    shown = to_api(with_remediation(incident(), found := view.remediation("inc-1")), found)
+    assert (shown["workflow_id"], shown["remediation_status"], shown["action_type"]) == ("wf-1", "skipped", "none")
+
+
 def test_lists_filter_and_count_the_status_an_action_shows() -> None:
     """The gateway lists incidents from an index of rows (pipeline/domain/incident_index.py), told for each active
     incident the status its action shows (`shown_status`): every filter, page and count must be what listing
