@@ -71,6 +71,16 @@ class Demo:
         return matching[0]
 
 
+def settled(http: httpx.Client, command: Command) -> dict[str, Any]:
+    """The incident once no proposal about it waits for arbitration: for a moment it may show a later one (the AI's,
+    once the pod's score arrives, usually after the incident resolved) as `pending_decision`, until arbitration
+    decides it (the cooldown rejects it), and the approved action's workflow speaks for the incident again."""
+    deadline = time.monotonic() + 30
+    while (incident := call(http, command))["action_type"] == "pending_decision" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return incident
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Demo]]:
     """Start `pipeline run --demo` on free ports (with extra environment variables); kill what is left at the end."""
@@ -164,7 +174,7 @@ def test_the_demo_shows_every_route_with_real_data_and_sigterm_stops_all_it_star
         # The crash loop's incident: the watch stage's pod signal and the Alertmanager alert on one pod, remediated
         # and resolved.
         incident_cmd = next(c for c in demo.commands() if re.search(r"/incidents/inc-[^/]+$", c.url))
-        incident = call(http, incident_cmd)
+        incident = settled(http, incident_cmd)
         assert (incident["namespace"], incident["status"], incident["remediation_status"]) == (
             "payments", "completed", "completed"), incident
         assert incident["resource"].startswith("Pod/crashy-")
@@ -266,12 +276,7 @@ def test_without_the_cluster_binaries_it_says_so_once_and_workflows_end_skipped(
         listed = next(c for c in demo.commands() if re.search(r"/workflows/wf-[^/]+$", c.url))
         workflow = call(http, listed)
         assert workflow["status"] == "skipped" and workflow["reason"].startswith("no cluster configured"), workflow
-        # The incident shows that workflow; for a moment it may show a later proposal about it (the AI's, once its
-        # score arrives) that is not decided yet, until arbitration rejects it (cooldown).
-        deadline = time.monotonic() + 30
-        while (incident := call(http, shown))["workflow_id"] != workflow["id"] and time.monotonic() < deadline:
-            assert incident["action_type"] == "pending_decision", incident
-            time.sleep(0.2)
+        incident = settled(http, shown)
         assert incident["resource"] == f"Pod/{CRASHY_POD}" and incident["status"] == "completed"
         assert (incident["workflow_id"], incident["remediation_status"]) == (workflow["id"], "skipped"), incident
         leak = demo.command("/predict/memory-leak")
