@@ -178,7 +178,12 @@ def test_the_demo_shows_every_route_with_real_data_and_sigterm_stops_all_it_star
         assert (incident["namespace"], incident["status"], incident["remediation_status"]) == (
             "payments", "completed", "completed"), incident
         assert incident["resource"].startswith("Pod/crashy-")
-        assert {a["source"] for a in incident["alerts"]} == {"kubernetes", "alertmanager"}
+        sources = {a["source"] for a in incident["alerts"]}
+        assert "kubernetes" in sources, incident
+        if "alertmanager" not in sources:  # on a loaded machine the pod was replaced before the alert about it came:
+            # the alert names the old pod, so it is that pod's incident (one incident per resource, as designed)
+            assert any(i["resource"].startswith("Pod/crashy-") and any(a["source"] == "alertmanager" for a in
+                                                                        i["alerts"]) for i in listing["incidents"])
 
         timeline = call(http, demo.command(f"/incidents/{incident['id']}/timeline"))
         types = [e["event"]["type"] for e in timeline["events"]]
