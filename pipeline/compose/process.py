@@ -33,7 +33,7 @@ class Plan:
     apply_topics: bool = False
     embedded_ml: bool = False  # serve the reference ML service when no ML dependency is configured
     watch: bool = False  # the Kubernetes watcher (under leader election)
-    demo: bool = False  # `pipeline run --demo`: Prometheus, a test cluster and a scripted story (compose/demo.py)
+    demo: bool = False  # `pipeline run --demo`: Prometheus, a test cluster and a scripted story (compose/demo/)
 
 
 STOP_STEP_TIMEOUT_S = 20.0
