@@ -386,6 +386,10 @@ INGEST_DUPLICATES = Counter("pipeline_ingest_duplicates_total", "Alert instances
 INGEST_DEDUP_READ = Counter(
     "pipeline_ingest_dedup_ids_read_total", "Signal ids ingest read from the signals topic (seed and tail)", ["topic"]
 )
+INGEST_DEDUP_SKIPPED = Counter(
+    "pipeline_ingest_dedup_ids_skipped_total",
+    "Signal records the tail sought past unread: this ingest instance stored them and knows their ids", ["topic"]
+)
 INGEST_DEDUP_SEED_IDS = Gauge("pipeline_ingest_dedup_seed_ids", "Signal ids read from the signals topic at start")
 INGEST_DEDUP_SEED_SECONDS = Gauge(
     "pipeline_ingest_dedup_seed_seconds", "Seconds from start until the recent signal ids were read"

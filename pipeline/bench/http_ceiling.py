@@ -1,14 +1,20 @@
 """The ingest bench's ceilings: what the same HTTP server does without the pipeline behind it.
 
-`python -m pipeline.bench.http_ceiling PORT server|app` serves `POST /api/v1/alerts` on 127.0.0.1:PORT,
+`python -m pipeline.bench.http_ceiling PORT server|app|produce` serves `POST /api/v1/alerts` on 127.0.0.1:PORT,
 reading the whole body and answering 200 with a small JSON object, on the server `pipeline stage ingest` uses
 (uvicorn with the project's guarded protocol, on uvloop):
 
 * `server`: a bare ASGI callable -- the HTTP server's own cost per request, no framework;
 * `app`: the ingest process's app (pipeline/compose/app.py) with its webhook route, a hot route as ingest's,
-  only answering -- what the app adds.
+  only answering -- what the app adds;
+* `produce`: the bare ASGI callable producing, per request, as many ready-made signal records as the request
+  carries alerts (`ALERTS_PER_REQUEST`) with the pipeline's producer settings (acks=all, idempotent, keyed), and
+  answering once the broker has them -- the HTTP server and the Kafka client together in one process on one
+  event loop, with nothing of the webhook's own work: the ceiling of this stack (`KAFKA_BOOTSTRAP_SERVERS`,
+  `TOPIC_PREFIX`).
 
-Nothing is parsed, validated or sent to Kafka: `pipeline bench ingest` puts the webhook's figure beside these.
+Only `produce` sends to Kafka and nothing is parsed or validated: `pipeline bench ingest` puts the webhook's
+figure beside these.
 """
 
 from __future__ import annotations
@@ -52,13 +58,57 @@ def framework_app() -> Any:
     return HotRoutes(app, {("POST", "/api/v1/alerts"): alerts})
 
 
+def producing_app(producer: Any, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+                  per_request: int) -> Any:
+    """`bare`, producing `per_request` of `records` (in turn) and awaiting the broker's acks before answering."""
+    turn = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal turn
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        futures = []
+        for _ in range(per_request):
+            key, value, headers = records[turn % len(records)]
+            turn += 1
+            futures.append(await producer.send(topic, value, key=key, headers=headers))
+        for future in futures:
+            await future
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(ANSWER)).encode())]})
+        await send({"type": "http.response.body", "body": ANSWER})
+
+    return app
+
+
 async def serve(port: int, which: str) -> None:
+    import os
+
+    from pipeline.bus import kafka
     from pipeline.config import Settings
     from pipeline.web.server import server
 
-    app = bare if which == "server" else framework_app()
-    srv = server(app, "127.0.0.1", port, Settings())
-    await srv.serve()
+    settings = Settings()
+    producer = None
+    if which == "produce":
+        from pipeline.bench.ingest import signal_records
+
+        producer = kafka.producer(settings)
+        await producer.start()
+        per_request = int(os.environ.get("ALERTS_PER_REQUEST", "2"))
+        app = producing_app(producer, settings.topic("signals"), signal_records(2000), per_request)
+    else:
+        app = bare if which == "server" else framework_app()
+    try:
+        await server(app, "127.0.0.1", port, settings).serve()
+    finally:
+        if producer is not None:
+            await producer.stop()
 
 
 def main() -> None:

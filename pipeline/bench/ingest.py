@@ -42,8 +42,9 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     )
 
     ceilings: dict[str, float] = {}
-    for which, name in (("server", "HTTP server alone (ceiling)"), ("app", "the ingest app answering at once")):
-        rate, latencies, cpu = _ceiling(which, args)
+    for which, name in (("server", "HTTP server alone (ceiling)"), ("app", "the ingest app answering at once"),
+                        ("produce", "HTTP server + raw produce (stack ceiling)")):
+        rate, latencies, cpu = _ceiling(which, args, settings)
         ceilings[which] = rate
         report.add(f"{name}, {args.clients} clients", alerts_per_s=rate, requests_per_s=rate / args.alerts_per_request,
                    **latency_figures(latencies), server_cpu_ms_per_request=cpu)
@@ -76,6 +77,11 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     raw.ratio, raw.ratio_of = alerts_per_s / raw_rate, "over the raw produce ceiling"
     app = report.add("webhook / the app answering at once", ratio_to_app=alerts_per_s / ceilings["app"])
     app.ratio, app.ratio_of = alerts_per_s / ceilings["app"], "over the same app without parsing or Kafka"
+    stack = report.add("webhook / HTTP server + raw produce", ratio_to_stack=alerts_per_s / ceilings["produce"])
+    stack.ratio, stack.ratio_of = alerts_per_s / ceilings["produce"], "over the same server and producer doing nothing else"
+    bound = report.add("HTTP server + raw produce / HTTP server alone",
+                       ratio_stack_to_http=ceilings["produce"] / ceilings["server"])
+    bound.ratio, bound.ratio_of = ceilings["produce"] / ceilings["server"], "the most any webhook handler can reach"
     same = report.add("webhook / raw same pattern", ratio_to_same_pattern=alerts_per_s / same_rate)
     same.ratio, same.ratio_of = alerts_per_s / same_rate, "over raw aiokafka with the same concurrency"
     report.notes.append(
@@ -84,11 +90,12 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     return report
 
 
-def _ceiling(which: str, args: argparse.Namespace) -> tuple[float, list[float], float]:
-    """(alerts/s, latencies, server CPU ms per request) of the same load against `http_ceiling` (no Kafka)."""
+def _ceiling(which: str, args: argparse.Namespace, settings: Settings) -> tuple[float, list[float], float]:
+    """(alerts/s, latencies, server CPU ms per request) of the same load against `http_ceiling` (`which`)."""
     port = free_port()
+    env = child_env(settings, ALERTS_PER_REQUEST=str(args.alerts_per_request))
     with tempfile.TemporaryDirectory() as tmp:
-        child = Child(["-"], {}, Path(tmp) / "ceiling.log",
+        child = Child(["-"], env, Path(tmp) / "ceiling.log",
                       argv=[sys.executable, "-m", "pipeline.bench.http_ceiling", str(port), which])
         try:
             child.wait_http(f"http://127.0.0.1:{port}/api/v1/alerts", method="POST")
@@ -126,7 +133,7 @@ def _sample(child: Child, stop: threading.Event) -> None:
         time.sleep(0.1)
 
 
-def _signal_records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def signal_records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     hook = AlertmanagerWebhook.model_validate_json(webhook(n))
     return [Event.of(to_signal(a, hook, utcnow()), source="bench").encode() for a in hook.alerts]
 
@@ -135,7 +142,7 @@ async def _raw_same_pattern(
     settings: Settings, seconds: float, tasks: int, per_request: int
 ) -> tuple[float, list[float]]:
     """What the webhook does without HTTP: `tasks` concurrent senders, each awaiting acks for its records."""
-    records = _signal_records(2000)
+    records = signal_records(2000)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0,
                                 enable_idempotence=True)
     await producer.start()
@@ -164,7 +171,7 @@ async def _raw_same_pattern(
 
 async def _raw_ceiling(settings: Settings, seconds: float) -> float:
     """The same signal events, produced keyed with acks=all straight from aiokafka, as fast as it can."""
-    records = _signal_records(2000)
+    records = signal_records(2000)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0,
                                 enable_idempotence=True)
     await producer.start()

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from pipeline.config import Settings
 
@@ -44,6 +45,26 @@ def client_args(settings: Settings) -> dict[str, Any]:
     return args
 
 
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as every Kafka client) with each key's hash remembered:
+    aiokafka's murmur2 is pure Python, a few µs per record, and the pipeline's keys (resources, namespaces,
+    incidents) repeat. At most `size` keys are remembered; past that the memory starts over."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._size:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """acks=all and idempotence on: a send is acknowledged only once the in-sync replicas have it."""
     args = client_args(settings)
@@ -56,6 +77,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         max_batch_size=1 << 20,
         max_request_size=2 << 20,
         request_timeout_ms=settings.kafka_request_timeout_ms,
+        partitioner=KeyPartitioner(),
         **overrides,
     )
 

@@ -22,6 +22,7 @@ from aiokafka.errors import (
     UnknownProducerId,
     UnsupportedForMessageFormatError,
 )
+from aiokafka.structs import RecordMetadata
 
 from pipeline.bus import kafka
 from pipeline.config import Settings
@@ -143,8 +144,9 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, outputs: Sequence[Output]) -> None:
-        """Send every record (in order, each to its key's partition), then wait for all acks.
+    async def publish(self, outputs: Sequence[Output]) -> list[RecordMetadata]:
+        """Send every record (in order, each to its key's partition), then wait for all acks; returns where the
+        broker stored each (topic, partition, offset), in the order of `outputs`.
 
         Raises `RecordRejected` naming the first record refused for a PERMANENT reason (the others may have been
         stored); any other error is transient: the caller retries the whole call.
@@ -161,14 +163,19 @@ class EventProducer:
                     )
                 except PERMANENT as exc:  # e.g. larger than max_request_size: refused before sending
                     raise RecordRejected(index, o, exc) from exc
-            if futures:
-                results = await asyncio.gather(*futures, return_exceptions=True)
-                failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
-                for index, error in failed:
-                    if isinstance(error, PERMANENT):
-                        raise RecordRejected(index, outputs[index], error) from error
-                if failed:
-                    raise failed[0][1]
+            failed: list[tuple[int, BaseException]] = []
+            stored: list[RecordMetadata] = []
+            for index, future in enumerate(futures):  # every ack awaited, in turn (no gathering future)
+                try:
+                    stored.append(await future)
+                except Exception as exc:  # noqa: BLE001 - each failure is looked at below, once all are in
+                    failed.append((index, exc))
+            for index, error in failed:
+                if isinstance(error, PERMANENT):
+                    raise RecordRejected(index, outputs[index], error) from error
+            if failed:
+                raise failed[0][1]
+            return stored
         except _POISONED:
             await self._replace(producer)
             raise

@@ -225,11 +225,12 @@ class Process:
             from pipeline.ingest.dedup import RecentIds, SignalIdTail
 
             recent = RecentIds(self.settings.ingest_dedup_size)
+            tail = None
             if recent.size:  # redeliveries recognised across instances and restarts (pipeline/ingest/dedup.py)
                 tail = SignalIdTail(self.settings, recent)
                 self._stops.append(tail.stop)
                 await tail.start()  # waits for the recent ids, at most INGEST_DEDUP_SEED_TIMEOUT_S
-            parts.ingest = AlertIngest(self.settings, producer, recent)
+            parts.ingest = AlertIngest(self.settings, producer, recent, written=tail.written if tail else None)
         if self.plan.gateway:
             from pipeline.gateway.projection import ProjectionRunner
 

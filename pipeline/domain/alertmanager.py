@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.events import CorrelationState, Resource, Severity, Signal
+from pipeline.events.base import uuid5_str
 
 # Alertmanager sends this for "no end yet".
 ZERO_TIME_YEAR = 1
@@ -101,12 +102,12 @@ def alert_instance_key(alert: WebhookAlert) -> str:
 
 def signal_id(alert: WebhookAlert) -> str:
     """Deterministic, so a redelivered alert maps to the same signal id everywhere downstream."""
-    return str(uuid.uuid5(_SIGNAL_NAMESPACE, alert_instance_key(alert)))
+    return uuid5_str(_SIGNAL_NAMESPACE, alert_instance_key(alert))
 
 
 def instance_signal_id(fingerprint: str, starts_at: datetime, status: str) -> str:
     """`signal_id` of the alert instance `fingerprint`/`starts_at` in `status`, without its webhook."""
-    return str(uuid.uuid5(_SIGNAL_NAMESPACE, f"{fingerprint}|{starts_at.isoformat()}|{status}"))
+    return uuid5_str(_SIGNAL_NAMESPACE, f"{fingerprint}|{starts_at.isoformat()}|{status}")
 
 
 def lost_resolutions(

@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from pipeline.events import Resource, Severity, Signal, WatchedCondition
+from pipeline.events.base import uuid5_str
 
 _SIGNAL_NAMESPACE = uuid.UUID("8f1d7c52-2a4e-4d0b-9c36-5b8e2f1a7d90")
 WAITING_REASONS = {
@@ -282,7 +283,7 @@ def fingerprint(uid: str, key: str) -> str:
 def signal_id(fp: str, starts_at: datetime, status: str, episode: str = "") -> str:
     """Deterministic from the condition's identity, start, episode and status: a replay of the same state
     gives the same ids; a condition that comes back (a new episode) gets new ones."""
-    return str(uuid.uuid5(_SIGNAL_NAMESPACE, f"{fp}|{starts_at.isoformat()}|{episode}|{status}"))
+    return uuid5_str(_SIGNAL_NAMESPACE, f"{fp}|{starts_at.isoformat()}|{episode}|{status}")
 
 
 @dataclass

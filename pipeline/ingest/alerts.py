@@ -9,6 +9,7 @@ retry can fix is `BrokerUnavailable` (503 + Retry-After); a broker refusal no re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +37,7 @@ from pipeline.ingest.dedup import RecentIds
 from pipeline.observability import INGEST_DUPLICATES, INGEST_IN_FLIGHT, INGEST_SIGNALS, get_logger
 
 log = get_logger("pipeline.ingest")
+_SIGNALS, _DUPLICATES = INGEST_SIGNALS.labels("alertmanager"), INGEST_DUPLICATES.labels("alertmanager")
 
 
 # The broker refused a record for its size: the same record would be refused again.
@@ -122,6 +124,10 @@ def record_size(output: Output) -> int:
             + sum(len(k) + len(v) for k, v in output.headers))
 
 
+def _first(record: tuple[int, Output]) -> int:
+    return record[0]
+
+
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     accepted: int
@@ -136,11 +142,15 @@ class AlertIngest:
     webhook already is a duplicate; one whose publish is in flight for another request waits for that publish
     and is a duplicate if it succeeded (else this request publishes it itself)."""
 
-    def __init__(self, settings: Settings, producer: EventProducer, recent: RecentIds | None = None) -> None:
+    def __init__(self, settings: Settings, producer: EventProducer, recent: RecentIds | None = None,
+                 written: Callable[[int, int], None] | None = None) -> None:
+        """`written(partition, offset)` is told where each signal this instance published was stored (the
+        `SignalIdTail` then need not read it back)."""
         self.settings = settings
         self.producer = producer
         self.topic = settings.topic("signals")
         self.recent = recent if recent is not None else RecentIds(settings.ingest_dedup_size)
+        self.written = written
         self._pending: dict[str, asyncio.Future[bool]] = {}  # signal id -> its publish in flight: True if stored
         self._in_flight = 0
 
@@ -189,9 +199,9 @@ class AlertIngest:
                 self._in_flight -= 1
                 INGEST_IN_FLIGHT.dec()
         if duplicates:
-            INGEST_DUPLICATES.labels("alertmanager").inc(duplicates)
+            _DUPLICATES.inc(duplicates)
         if published:
-            INGEST_SIGNALS.labels("alertmanager").inc(len(published))
+            _SIGNALS.inc(len(published))
         ids = [sid for _, sid in sorted(published)]
         log.debug("webhook accepted", accepted=len(ids), duplicates=duplicates, refused=len(refused),
                   receiver=webhook.receiver, signal_ids=ids)  # per webhook, DEBUG only: the hot path stays quiet
@@ -229,20 +239,21 @@ class AlertIngest:
 
     async def _publish_own(self, own: dict[str, tuple[int, Output]]) -> None:
         """Publish `own`, letting requests with copies of them wait for the outcome."""
-        loop = asyncio.get_running_loop()
-        futures = {sid: loop.create_future() for sid in own}
-        self._pending.update(futures)
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()  # one for all of them
+        pending = self._pending
+        for sid in own:
+            pending[sid] = outcome
         stored = False
         try:
-            await self._publish(sorted(own.values(), key=lambda r: r[0]))
+            await self._publish(sorted(own.values(), key=_first))
             for sid in own:
                 self.recent.add(sid)
             stored = True
         finally:  # also when this request is cancelled: a waiting copy then publishes the alert itself
-            for sid, future in futures.items():
-                if self._pending.get(sid) is future:
-                    del self._pending[sid]
-                future.set_result(stored)
+            for sid in own:
+                if pending.get(sid) is outcome:
+                    del pending[sid]
+            outcome.set_result(stored)
 
     def _record(self, index: int, alert: WebhookAlert, webhook: AlertmanagerWebhook, now: datetime,
                 traceparent: str | None, sid: str) -> Output:
@@ -270,7 +281,10 @@ class AlertIngest:
         try:
             outputs = [output for _, output in records]
             async with asyncio.timeout(self.settings.ingest_produce_timeout_s):  # no task per call, as wait_for
-                await self.producer.publish(outputs)
+                stored = await self.producer.publish(outputs)
+            if self.written is not None:
+                for where in stored:
+                    self.written(where.partition, where.offset)
         except Exception as exc:
             failure = self._failure(exc, records)
             if failure is exc:
