@@ -26,6 +26,7 @@ from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
 from pipeline.bus.stage import StageRuntime
 from pipeline.bus.topics import apply
+from pipeline.compose.process import settle_heap
 from pipeline.config import Settings
 from pipeline.domain.arbitration import apply as apply_decisions
 from pipeline.domain.arbitration import policy_from_settings, resolve
@@ -42,6 +43,7 @@ from pipeline.events import (
 from pipeline.stages.arbitrate import ArbitrateStage
 
 NAMESPACES = 40
+PAIRS = 3  # runs of the stage and of its same-work loop, alternating
 ACTIONS = ("restart_pod", "scale_resources", "restart_deployment", "scale_replicas")
 
 
@@ -52,21 +54,27 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     total = asyncio.run(_prefill(settings, proposals))
     process = psutil.Process()
     rates: dict[str, float] = {}
-    # The stage and its same-work loop alternate, twice each, the best of each kept: a run later in the process
-    # is ~5-8 % slower here (a larger heap), which a fixed order would charge to one side.
-    # Each pair on its own topics (the stage's group and changelog start empty), the first pair stage first.
+    # The stage and its same-work loop alternate, three times each, the best of each kept: a run later in the
+    # process is ~5-8 % slower here (a larger heap), which a fixed order would charge to one side, and single runs
+    # on this shared machine vary by ±10 %. Each pair on its own topics (the stage's group and changelog start
+    # empty), the first pair stage first. The CPU time of the process per decision is kept too (the broker's
+    # share of the machine does not count there).
     runs: dict[str, list[float]] = {"arbitrate stage (runtime)": [], "raw aiokafka loop, same work": []}
-    for pair in range(2):
-        fresh = settings if pair == 0 else settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}2."})
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for pair in range(PAIRS):
+        fresh = settings if pair == 0 else settings.model_copy(
+            update={"topic_prefix": f"{settings.topic_prefix}{pair + 1}."})
         if pair:
             asyncio.run(_prefill(fresh, proposals))
         order = ["arbitrate stage (runtime)", "raw aiokafka loop, same work"]
-        for name in order if pair == 0 else order[::-1]:
+        for name in order if pair % 2 == 0 else order[::-1]:
             gc.collect()
-            gc.freeze()  # the bench's own data, as a process freezes what its start made (compose/process.py)
+            settle_heap()  # the bench's own data frozen, as a process settles what its start made
+            cpu_before = time.process_time()
             runs[name].append(asyncio.run(
                 run_stage(fresh, total, ArbitrateStage(fresh), "remediation") if name == order[0]
                 else _raw_same_work(fresh, total)))
+            cpu[name].append((time.process_time() - cpu_before) * 1e6 / total)
     for name, found in runs.items():
         rates[name] = max(found)
     # after the compared pairs: these leave the process's heap larger (the domain run's objects), which slowed
@@ -74,12 +82,17 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
     rates["domain only (resolve + apply, no broker)"] = _domain_only(settings, proposals)
     rates["raw aiokafka passthrough"] = asyncio.run(raw_passthrough(settings, total, "remediation"))
     for name, rate in rates.items():
-        extra = {"runs": ", ".join(f"{r:.0f}" for r in runs[name])} if name in runs else {}
+        extra: dict[str, Any] = {}
+        if name in runs:
+            extra = {"runs": ", ".join(f"{r:.0f}" for r in runs[name]), "cpu_us_per_decision": min(cpu[name])}
         report.add(name, decisions_per_s=rate, records=total, rss_mb=process.memory_info().rss / 2**20, **extra)
     runtime = rates["arbitrate stage (runtime)"]
     for name in ("raw aiokafka loop, same work", "raw aiokafka passthrough"):
         ratio = report.add(f"runtime / {name}")
         ratio.ratio, ratio.ratio_of = runtime / rates[name], "decisions/s"
+    same = "raw aiokafka loop, same work"
+    by_cpu = report.add(f"runtime / {same}, by CPU per decision")
+    by_cpu.ratio, by_cpu.ratio_of = min(cpu[same]) / min(cpu["arbitrate stage (runtime)"]), "the loop's CPU ÷ the stage's"
     paced = bench_settings(bootstrap, remediation_approval=[], remediation_namespace_budget=10_000)
     for rate in (50, 500):
         seen, stage_seconds = asyncio.run(_paced(paced, rate, args.seconds / 2))

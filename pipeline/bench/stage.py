@@ -22,7 +22,7 @@ from aiokafka.admin import NewTopic
 from pipeline.bench.harness import Report, bench_settings
 from pipeline.bus import kafka
 from pipeline.bus.producer import EventProducer, Output
-from pipeline.bus.stage import Origin, Stage, StageRuntime
+from pipeline.bus.stage import Stage, StageRuntime
 from pipeline.bus.topics import apply
 from pipeline.config import Settings
 from pipeline.domain.correlation import changelog_records, correlate
@@ -179,21 +179,23 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
 
 
 async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: str) -> float:
-    """Records/s of a stage under the runtime, from its first handled record to its last committed offset."""
+    """Records/s of a stage under the runtime, from its first batch to its last committed offset (as the
+    hand-written loops are timed). Counted per batch, in `prepare` (the runtime hands it each batch's new
+    events): counting in `handle` cost the stage ~1 µs a record that the loops it is compared with do not pay."""
     first: list[float] = []
-    original = stage.handle
+    original = stage.prepare
     handled = [0]
     all_handled = asyncio.Event()
 
-    def handle(event: Event, origin: Origin) -> list[Output]:
+    async def prepare(events: list[Event]) -> None:
         if not first:
             first.append(time.perf_counter())
-        handled[0] += 1
+        await original(events)
+        handled[0] += len(events)
         if handled[0] >= total:
             all_handled.set()
-        return original(event, origin)
 
-    stage.handle = handle  # type: ignore[method-assign]
+    stage.prepare = prepare  # type: ignore[method-assign]
     runtime = StageRuntime(settings, stage)
     await runtime.start()
     try:

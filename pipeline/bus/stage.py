@@ -321,6 +321,10 @@ class StageRuntime:
                 return
         finally:
             unbind_message(bound)
+            # FastStream keeps the message in a context that only the cyclic collector frees: without its
+            # records (its first stays for FastStream's log context) a batch leaves memory when handled, not at
+            # the next full collection (which then walked thousands of records: ~10 % of arbitrate's CPU).
+            msg.raw_message = records[:1]
         STAGE_HANDLER_SECONDS.labels(self.stage.name).observe(time.perf_counter() - started)
         self._record_lag(batch, consumer)
 
