@@ -95,7 +95,7 @@ async def out_topics(settings: Settings, *names: str) -> None:
 
 async def consume_all(
     settings: Settings, total: int, work: Any, producer: EventProducer, topic: str = "signals",
-    on_batch: Any = None,
+    on_batch: Any = None, cpu: list[float] | None = None,
 ) -> float:
     """The hand-written loop: getmany -> work -> send futures -> gather acks -> commit. `on_batch` (if any)
     turns the batch's records into outputs instead of `work` record by record; when it returns (outputs, state),
@@ -105,12 +105,13 @@ async def consume_all(
                               max_poll_records=settings.stage_batch_size)
     await consumer.start()
     try:
-        seen, started = 0, 0.0
+        seen, started, cpu_started = 0, 0.0, 0.0
         while seen < total:
             batches = await consumer.getmany(timeout_ms=200, max_records=settings.stage_batch_size)
             if not batches:
                 continue
-            started = started or time.perf_counter()
+            if not started:
+                started, cpu_started = time.perf_counter(), time.process_time()
             outputs: list[Output] = []
             offsets = {}
             for tp, records in batches.items():
@@ -128,6 +129,8 @@ async def consume_all(
             if state:
                 await producer.publish(state)
             await consumer.commit(offsets)
+        if cpu is not None:
+            cpu.append(time.process_time() - cpu_started)
         return total / (time.perf_counter() - started)
     finally:
         await consumer.stop()
@@ -178,11 +181,15 @@ async def _raw_same_work(settings: Settings, total: int) -> float:
         await producer.stop()
 
 
-async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: str) -> float:
+async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: str,
+                    cpu: list[float] | None = None) -> float:
     """Records/s of a stage under the runtime, from its first batch to its last committed offset (as the
     hand-written loops are timed). Counted per batch, in `prepare` (the runtime hands it each batch's new
-    events): counting in `handle` cost the stage ~1 µs a record that the loops it is compared with do not pay."""
+    events): counting in `handle` cost the stage ~1 µs a record that the loops it is compared with do not pay.
+    `cpu` gets the process's CPU seconds over the same window (the stage's start and the offset polling that
+    ends it left out)."""
     first: list[float] = []
+    cpu_window: list[float] = []
     original = stage.prepare
     handled = [0]
     all_handled = asyncio.Event()
@@ -190,9 +197,11 @@ async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: st
     async def prepare(events: list[Event]) -> None:
         if not first:
             first.append(time.perf_counter())
+            cpu_window.append(time.process_time())
         await original(events)
         handled[0] += len(events)
         if handled[0] >= total:
+            cpu_window.append(time.process_time())
             all_handled.set()
 
     stage.prepare = prepare  # type: ignore[method-assign]
@@ -221,6 +230,8 @@ async def run_stage(settings: Settings, total: int, stage: Stage, topic_name: st
         finally:
             await admin.close()
             await consumer.stop()
+        if cpu is not None:
+            cpu.append(cpu_window[-1] - cpu_window[0])
         return total / (finished - first[0])
     finally:
         await runtime.stop()

@@ -406,8 +406,7 @@ class StageRuntime:
             await self.producer.publish(changelog)
             self.stage.commit()
         self.stage.journal.flush()
-        for event_id in handled:
-            self._remember(event_id)
+        self._remember(handled)
         await self._commit(consumer, next_offsets(records))
         name = self.stage.name
         for topic, count in Counter(record.topic for record in records).items():  # per batch, not per record
@@ -503,10 +502,11 @@ class StageRuntime:
             self.deadletter_topic, record, stage=self.stage.name, error=error, attempts=attempts
         )
 
-    def _remember(self, event_id: str) -> None:
-        self._seen[event_id] = None
-        if len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
+    def _remember(self, event_ids: set[str]) -> None:
+        seen = self._seen
+        seen.update(dict.fromkeys(event_ids))
+        while len(seen) > SEEN_IDS:
+            seen.popitem(last=False)
 
     def _rewind(self, records: Sequence[ConsumerRecord], consumer: AIOKafkaConsumer) -> None:
         """Give up on this batch for now: seek back so the next fetch delivers it again."""

@@ -36,10 +36,12 @@ from pipeline.observability import (
     COORDINATION_CONFLICTS,
     COORDINATION_REDECIDED,
     COORDINATION_RESOLUTION_SECONDS,
+    observe_many,
 )
 
 # Conflict reasons, compared by identity: reading an enum member and hashing one are Python-level calls, per reason
 _LOST, _DUPLICATE = ReasonCode.LOST_CONFLICT, ReasonCode.DUPLICATE
+_INPUTS = (RemediationProposed, ActionReleased)  # a tuple: `A | B` in `isinstance` builds a union at every call
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class ArbitrateStage(Stage):
         policy = self.policy.model_copy(update={"kill_switch": True}) if self.control.state.killed else self.policy
         by_namespace: dict[str, list[Event]] = {}
         for event in events:
-            if isinstance(event.payload, RemediationProposed | ActionReleased):
+            if isinstance(event.payload, _INPUTS):
                 by_namespace.setdefault(event.payload.namespace, []).append(event)
         for namespace, batch in sorted(by_namespace.items()):
             first: dict[str, Event] = {}  # the event that carried each proposal first in the batch
@@ -106,7 +108,7 @@ class ArbitrateStage(Stage):
 
     def handle(self, event: Event, origin: Origin) -> list[Output]:
         payload = event.payload
-        if isinstance(payload, RemediationProposed | ActionReleased):
+        if isinstance(payload, _INPUTS):
             self._partition_of[payload.namespace] = origin.partition
         done = self._decided.get(event.envelope.id)
         if done is None:
@@ -144,12 +146,10 @@ class ArbitrateStage(Stage):
         self._pending.clear()
         actions: Counter[tuple[str, str, str]] = Counter()
         conflicts: Counter[tuple[str, str]] = Counter()
-        observe = COORDINATION_RESOLUTION_SECONDS.observe
         for done in self._decided.values():
             decision = done.decision
             p = decision.proposal
             actions[p.source, p.action, decision.outcome] += 1
-            observe(done.seconds)
             for reason in decision.reasons:
                 if reason.code is _LOST or reason.code is _DUPLICATE:
                     conflicts[reason.conflict or "target", reason.rule or ""] += 1
@@ -157,6 +157,7 @@ class ArbitrateStage(Stage):
             COORDINATION_ACTIONS.labels(source, action, outcome).inc(count)
         for (conflict, rule), count in conflicts.items():
             COORDINATION_CONFLICTS.labels(conflict, rule).inc(count)
+        observe_many(COORDINATION_RESOLUTION_SECONDS, [done.seconds for done in self._decided.values()])
         self._decided.clear()
         COORDINATION_ACTIVE.set(self.active_actions)
 
