@@ -14,6 +14,7 @@ import pytest
 
 
 @pytest.mark.parametrize("args", [
+    ["ingest", "--seconds", "1", "--clients", "4"],
     ["stage", "--messages", "400"],
     ["arbitrate", "--messages", "300", "--seconds", "1"],
     ["growth", "--messages", "200", "--sizes", "1,10"],
@@ -29,6 +30,10 @@ def test_the_bench_runs_and_reports_a_ratio(kafka_bootstrap: str, args: list[str
     ratios = [row["ratio"] for row in rows if row.get("ratio") is not None]
     assert rows and ratios, done.stdout
     assert all(math.isfinite(r) and r > 0 for r in ratios), rows
+    if args[0] == "ingest":  # every ceiling ran beside the webhook, and no webhook failed
+        names = [row["name"] for row in rows]
+        assert "HTTP server + raw produce (stack ceiling), 4 clients" in names, names
+        assert [row["failed"] for row in rows if row["name"] == "webhook, 4 clients"] == [0], rows
     if args[0] == "scale":  # every count of both ran: 1, 2 and 4 processes of ingest and of correlate
         assert [row["name"] for row in rows] == [f"{part} x {n}" for part in ("ingest", "correlate") for n in (1, 2, 4)]
         assert all(row.get("failed", 0) == 0 for row in rows), rows
