@@ -52,6 +52,7 @@ STOP_TIMEOUT_S = 5.0
 # acknowledgements of this instance's records, which arrive when the records become readable, are in by then,
 # so the tail seeks past those records instead of decoding them.
 TAIL_PAUSE_S = 0.2
+OWN_OFFSETS_MAX = 100_000  # per partition: past this, the tail forgets them and reads those records back
 
 
 class RecentIds:
@@ -123,7 +124,7 @@ class SignalIdTail:
     def written(self, partition: int, offset: int) -> None:
         """This instance stored a record of `signals` at `partition`/`offset` (its id is in `ids` already)."""
         own = self._own.get(partition)
-        if own is None:
+        if own is None or len(own) >= OWN_OFFSETS_MAX:  # not passed for long (still seeding): read them instead
             own = self._own[partition] = set()
         own.add(offset)
 
