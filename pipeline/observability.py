@@ -381,14 +381,15 @@ AUDIT_WRITE_SECONDS = Histogram(
 )
 AUDIT_LAST_SEQ = Gauge("pipeline_audit_last_seq", "Seq of the last line synced to the audit trail")
 
+
 def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     """`histogram.observe(a)` for each of `amounts`, as one increment per bucket touched and one of the sum (a
     stage observes each decision's resolution time: per observation, two locked increments and a bucket scan).
     Reads prometheus_client's bucket bounds and values, as `observe` itself does; where they are not there (a
     later client), it observes one by one."""
-    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
     if not amounts:
         return
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
     if bounds is None or buckets is None or total is None:
         for amount in amounts:
             histogram.observe(amount)

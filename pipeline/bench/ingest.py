@@ -1,7 +1,8 @@
 """`pipeline bench ingest`: webhook alerts/s with broker acks, beside its ceilings in the same run: the same HTTP
 server answering at once with no framework and no Kafka (`http_ceiling.py server`), the ingest app's framework
-answering at once (`http_ceiling.py app`), and raw aiokafka producing the same records (alone, and with the
-webhook's concurrency)."""
+answering at once (`http_ceiling.py app`), the same server producing ready-made records and answering once the
+broker has them (`http_ceiling.py produce`: the stack's own ceiling), and raw aiokafka producing the same records
+(alone, and with the webhook's concurrency)."""
 
 from __future__ import annotations
 
@@ -93,10 +94,11 @@ def bench(bootstrap: str, args: argparse.Namespace) -> Report:
 def _ceiling(which: str, args: argparse.Namespace, settings: Settings) -> tuple[float, list[float], float]:
     """(alerts/s, latencies, server CPU ms per request) of the same load against `http_ceiling` (`which`)."""
     port = free_port()
-    env = child_env(settings, ALERTS_PER_REQUEST=str(args.alerts_per_request))
+    env = child_env(settings)  # the broker and topics, for `produce`
     with tempfile.TemporaryDirectory() as tmp:
         child = Child(["-"], env, Path(tmp) / "ceiling.log",
-                      argv=[sys.executable, "-m", "pipeline.bench.http_ceiling", str(port), which])
+                      argv=[sys.executable, "-m", "pipeline.bench.http_ceiling", str(port), which,
+                            str(args.alerts_per_request)])
         try:
             child.wait_http(f"http://127.0.0.1:{port}/api/v1/alerts", method="POST")
             load = _load(child, port, args)

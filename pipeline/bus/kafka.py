@@ -53,10 +53,11 @@ class KeyPartitioner:
     def __init__(self, size: int = 65_536) -> None:
         self._hashes: dict[bytes, int] = {}
         self._size = size
+        self._default = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(self._default(key, all_partitions, available))
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self._size:

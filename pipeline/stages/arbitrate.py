@@ -146,10 +146,12 @@ class ArbitrateStage(Stage):
         self._pending.clear()
         actions: Counter[tuple[str, str, str]] = Counter()
         conflicts: Counter[tuple[str, str]] = Counter()
+        seconds: list[float] = []
         for done in self._decided.values():
             decision = done.decision
             p = decision.proposal
             actions[p.source, p.action, decision.outcome] += 1
+            seconds.append(done.seconds)
             for reason in decision.reasons:
                 if reason.code is _LOST or reason.code is _DUPLICATE:
                     conflicts[reason.conflict or "target", reason.rule or ""] += 1
@@ -157,7 +159,7 @@ class ArbitrateStage(Stage):
             COORDINATION_ACTIONS.labels(source, action, outcome).inc(count)
         for (conflict, rule), count in conflicts.items():
             COORDINATION_CONFLICTS.labels(conflict, rule).inc(count)
-        observe_many(COORDINATION_RESOLUTION_SECONDS, [done.seconds for done in self._decided.values()])
+        observe_many(COORDINATION_RESOLUTION_SECONDS, seconds)
         self._decided.clear()
         COORDINATION_ACTIVE.set(self.active_actions)
 
